@@ -1,0 +1,381 @@
+//! JSON bodies of the node-agent API (`/v1/...`). See `node-agent/openapi.yaml`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Isolation a sandbox requires. The agent refuses (never downgrades) what it cannot provide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Hardware-isolated microVM (libkrun). The default.
+    #[default]
+    Microvm,
+    /// Linux namespaces + cgroups + seccomp (crun). Weaker: shares the host kernel.
+    Container,
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Isolation::Microvm => "microvm",
+            Isolation::Container => "container",
+        })
+    }
+}
+
+/// When to contact the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+/// `POST /v1/sandboxes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandbox {
+    pub name: String,
+    pub image: String,
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+    #[serde(default = "default_cpus")]
+    pub cpus: u32,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Required isolation; `None` means the node's strongest.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// Detached sandboxes survive their creator; attached ones are removed when the creator's lease
+    /// connection (`GET /v1/sandboxes/{name}/lease`) closes, or if none is opened within the grace time.
+    #[serde(default)]
+    pub detached: bool,
+    /// Maximum number of processes (pids cgroup).
+    #[serde(default)]
+    pub pids_limit: Option<u32>,
+}
+
+fn default_memory() -> u32 {
+    512
+}
+fn default_cpus() -> u32 {
+    1
+}
+
+/// Lifecycle state of a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    Creating,
+    Running,
+    Draining,
+    Stopped,
+    Failed,
+}
+
+/// A sandbox as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    pub name: String,
+    pub image: String,
+    pub image_digest: String,
+    pub isolation: Isolation,
+    pub state: SandboxState,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub detached: bool,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Why the sandbox failed or stopped, if known (e.g. `oom-killed`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/sandboxes/{name}/stop`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopSandbox {
+    /// Grace period before SIGKILL, in milliseconds (default 10 s).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A resource limit for an exec (`{"resource": "nofile", "soft": 64, "hard": 64}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimit {
+    pub resource: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Terminal size for tty execs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// `POST /v1/sandboxes/{name}/exec` and the first message of the exec WebSocket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// Collected mode: bytes (base64) written to stdin, then stdin is closed.
+    /// Streaming mode: `true`-ish presence keeps stdin open for binary messages.
+    #[serde(default)]
+    pub stdin_b64: Option<String>,
+    /// Streaming mode only: keep stdin open.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Streaming mode only: allocate a pseudo-terminal.
+    #[serde(default)]
+    pub tty: Option<TtySize>,
+}
+
+/// Response of a collected exec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub stdout_b64: String,
+    pub stderr_b64: String,
+}
+
+/// Control messages of the exec WebSocket (text frames). Data travels in binary frames:
+/// server -> client: first byte 1 = stdout, 2 = stderr, rest = data; client -> server: stdin data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExecControl {
+    /// Server: the process started.
+    Started { pid: u32 },
+    /// Server: the process exited. Last message.
+    Exited {
+        exit_code: i32,
+        signal: Option<i32>,
+        timed_out: bool,
+    },
+    /// Server: the exec failed. Last message.
+    Error { error: ApiError },
+    /// Client: close stdin.
+    StdinClose,
+    /// Client: send a signal to the process group.
+    Signal { signal: i32 },
+    /// Client: resize the terminal.
+    Resize { rows: u16, cols: u16 },
+}
+
+/// Stream tag of binary exec frames.
+pub const STREAM_STDOUT: u8 = 1;
+/// Stream tag of binary exec frames.
+pub const STREAM_STDERR: u8 = 2;
+
+/// Kind of a filesystem object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// Metadata of a path in a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: i64,
+}
+
+/// `POST /v1/sandboxes/{name}/fs/{op}` bodies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsPathOp {
+    pub path: String,
+    #[serde(default)]
+    pub recursive: bool,
+}
+
+/// `POST /v1/sandboxes/{name}/fs/rename` and `/fs/copy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsMove {
+    pub from: String,
+    pub to: String,
+}
+
+/// Resource usage of a sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub name: String,
+    pub cpu_usage_us: u64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    pub disk_read_bytes: u64,
+    pub disk_write_bytes: u64,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub processes: u32,
+}
+
+/// `POST /v1/images/pull`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullImage {
+    pub image: String,
+    #[serde(default)]
+    pub policy: PullPolicy,
+}
+
+/// Progress of an image pull (newline-delimited JSON from `POST /v1/images/pull`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PullEvent {
+    Resolved { reference: String },
+    Manifest { digest: String, layers: usize },
+    LayerCached { digest: String },
+    LayerDownloaded { digest: String, bytes: u64 },
+    LayerExtracted { digest: String },
+    Done { digest: String },
+    Error { error: ApiError },
+}
+
+/// `GET /v1/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub version: String,
+    pub node: String,
+    pub isolation: Vec<Isolation>,
+    pub sandboxes: usize,
+}
+
+/// Machine-readable error codes. Each has one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    InvalidRequest,
+    InvalidName,
+    SandboxNotFound,
+    SandboxAlreadyExists,
+    SandboxNotRunning,
+    SandboxDraining,
+    IsolationUnavailable,
+    ImageNotFound,
+    ImagePullFailed,
+    RegistryUnreachable,
+    ImageNotPresent,
+    PathNotFound,
+    FsError,
+    ExecFailed,
+    RuntimeError,
+    Internal,
+}
+
+impl ErrorCode {
+    /// HTTP status for this code.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            Unauthorized => 401,
+            InvalidRequest | InvalidName => 400,
+            SandboxNotFound | ImageNotFound | PathNotFound | ImageNotPresent => 404,
+            SandboxAlreadyExists | SandboxNotRunning | SandboxDraining => 409,
+            IsolationUnavailable => 422,
+            ImagePullFailed | RegistryUnreachable => 502,
+            FsError | ExecFailed => 422,
+            RuntimeError | Internal => 500,
+        }
+    }
+}
+
+/// Error body: `{"code": "...", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", serde_json::to_value(self.code).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Validate a sandbox or volume name: DNS-1123 label (lowercase alphanumerics and '-', 1-63 chars,
+/// starting and ending alphanumeric), so the same name works as a Kubernetes object name.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!("name {name:?} must be 1-63 characters long"));
+    }
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if !name.chars().all(ok_char) {
+        return Err(format!(
+            "name {name:?} may contain only lowercase letters, digits and '-'"
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(format!("name {name:?} must start and end with a letter or digit"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("my-sandbox-1").is_ok());
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64), "../x"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn create_defaults_and_unknown_fields() {
+        let c: CreateSandbox = serde_json::from_str(r#"{"name":"a","image":"python"}"#).unwrap();
+        assert_eq!(c.memory_mib, 512);
+        assert_eq!(c.cpus, 1);
+        assert_eq!(c.pull_policy, PullPolicy::IfNotPresent);
+        assert!(!c.detached);
+        assert!(serde_json::from_str::<CreateSandbox>(r#"{"name":"a","image":"b","bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn error_codes_are_snake_case() {
+        let e = ApiError { code: ErrorCode::SandboxNotFound, message: "x".into() };
+        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"code":"sandbox_not_found","message":"x"}"#);
+        assert_eq!(e.code.http_status(), 404);
+    }
+
+    #[test]
+    fn exec_control_tagged() {
+        let m: ExecControl = serde_json::from_str(r#"{"type":"signal","signal":15}"#).unwrap();
+        assert_eq!(m, ExecControl::Signal { signal: 15 });
+    }
+}
