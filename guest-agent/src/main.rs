@@ -1,1 +1,97 @@
-fn main() {}
+//! microsandbox-guest: the guest agent, PID 1 inside every sandbox.
+//!
+//! Serves the host <-> guest protocol (see `microsandbox_wire::guest`) on a unix socket or vsock:
+//! runs processes, serves files, reports metrics, and reaps every orphan of the sandbox.
+
+mod cli;
+mod conn;
+mod exec;
+mod fs;
+mod init;
+mod listen;
+mod metrics;
+mod users;
+
+use conn::Agent;
+use exec::reaper::{self, Reaper};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+fn main() -> ExitCode {
+    let args = match cli::parse(std::env::args().skip(1)) {
+        Ok(cli::Command::Run(args)) => args,
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(cli::Command::Version) => {
+            println!("microsandbox-guest {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("microsandbox-guest: {e}\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+
+    let pid1 = std::process::id() == 1;
+    if args.init_mounts {
+        init::mount_all();
+    }
+    if !pid1 {
+        if let Err(e) = reaper::become_subreaper() {
+            eprintln!("microsandbox-guest: cannot become child subreaper: {e}");
+        }
+    }
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("microsandbox-guest: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let reaper = Reaper::start()?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let agent = Arc::new(Agent {
+            reaper,
+            workdir: std::env::var_os("MSB_WORKDIR")
+                .filter(|w| !w.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/")),
+            proc_root: PathBuf::from("/proc"),
+        });
+        tokio::select! {
+            r = listen::serve(&args.listen, agent) => r,
+            _ = sigterm.recv() => {
+                shutdown(pid1 && args.init_mounts);
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("microsandbox-guest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM: stop. As PID 1 of a microVM, power the VM off (init must not simply exit there).
+fn shutdown(vm_init: bool) {
+    if vm_init {
+        // SAFETY: kill, sync and reboot take integer arguments only.
+        unsafe {
+            libc::kill(-1, libc::SIGKILL);
+            libc::sync();
+            libc::reboot(libc::RB_POWER_OFF);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+# microsandbox — run `make help` for the targets.
+SHELL := /bin/bash
+HOST_TRIPLE := x86_64-unknown-linux-gnu
+GUEST := target/$(HOST_TRIPLE)/release/microsandbox-guest
+AGENT := target/release/microsandbox-agent
+export MSB_GUEST_AGENT ?= $(CURDIR)/$(GUEST)
+
+.PHONY: help setup build guest agent demo test lint unit integration bench crds
+
+help: ## Show this help.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## Install host packages (crun, registry, ...), start the test registry, build test images.
+	bash scripts/setup.sh
+	bash scripts/test-registry.sh start
+	bash scripts/test-images.sh
+
+guest: ## Build the static guest agent.
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build -p microsandbox-guest --release --target $(HOST_TRIPLE)
+
+agent: guest ## Build the node agent (release) with the guest agent beside it.
+	cargo build -p microsandbox-agent --release
+	install -m 0755 $(GUEST) target/release/microsandbox-guest
+
+build: agent ## Build everything.
+
+demo: setup agent ## Start a local agent (if none runs) and run Python in a sandbox.
+	bash scripts/demo.sh
+
+lint: ## rustfmt + clippy (warnings are errors).
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit: ## Unit tests (no root, no registry needed).
+	cargo test --workspace --lib --bins
+
+integration: guest ## Integration tests against real crun sandboxes and the local registry (root).
+	cargo test --workspace --tests -- --test-threads=2
+
+test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests.
+	cargo test --workspace -- --test-threads=2
+
+bench: setup agent ## Benchmarks (prints a table of ratios against baselines).
+	bash bench/run.sh

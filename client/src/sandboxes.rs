@@ -1,0 +1,161 @@
+//! Sandbox lifecycle, collected exec and metrics routes.
+
+use crate::error::{ClientError, Result};
+use crate::http::{sandbox_path, AgentClient, Payload};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hyper::Method;
+use microsandbox_wire::api::{
+    AgentInfo, CreateSandbox, ExecOutput, ExecRequest, Metrics, SandboxInfo, StopSandbox,
+};
+
+/// Result of a finished command, with stdout and stderr decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Exit status (meaningless when `signal` is set; by convention 128 + signal then).
+    pub exit_code: i32,
+    /// Signal that killed the process, if any.
+    pub signal: Option<i32>,
+    /// Whether the exec's `timeout_ms` expired (the process was then killed).
+    pub timed_out: bool,
+    /// Everything the process wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything the process wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// Exited on its own with status 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == 0 && self.signal.is_none() && !self.timed_out
+    }
+
+    /// stdout as text (invalid UTF-8 replaced).
+    pub fn stdout_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.stdout)
+    }
+
+    /// stderr as text (invalid UTF-8 replaced).
+    pub fn stderr_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.stderr)
+    }
+}
+
+impl TryFrom<ExecOutput> for Output {
+    type Error = ClientError;
+
+    /// Decodes the base64 streams of the API's [`ExecOutput`].
+    fn try_from(o: ExecOutput) -> Result<Self> {
+        let decode = |what: &str, s: &str| {
+            B64.decode(s)
+                .map_err(|e| ClientError::Protocol(format!("exec {what} is not valid base64: {e}")))
+        };
+        Ok(Output {
+            exit_code: o.exit_code,
+            signal: o.signal,
+            timed_out: o.timed_out,
+            stdout: decode("stdout", &o.stdout_b64)?,
+            stderr: decode("stderr", &o.stderr_b64)?,
+        })
+    }
+}
+
+/// Base64 for [`ExecRequest::stdin_b64`] (collected exec: bytes fed to stdin, then closed).
+pub fn encode_stdin(data: impl AsRef<[u8]>) -> String {
+    B64.encode(data)
+}
+
+impl AgentClient {
+    /// `GET /v1/info`: version, node name, available isolation, sandbox count.
+    pub async fn info(&self) -> Result<AgentInfo> {
+        self.call_json(Method::GET, "/v1/info", Payload::Empty).await
+    }
+
+    /// `POST /v1/sandboxes`: creates and starts a sandbox (pulling its image per `pull_policy`).
+    /// An attached sandbox (`detached: false`) must then be held with [`AgentClient::hold_lease`].
+    pub async fn create(&self, req: CreateSandbox) -> Result<SandboxInfo> {
+        self.call_json(Method::POST, "/v1/sandboxes", Payload::json(&req)?).await
+    }
+
+    /// `GET /v1/sandboxes`: every sandbox of the node.
+    pub async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        self.call_json(Method::GET, "/v1/sandboxes", Payload::Empty).await
+    }
+
+    /// `GET /v1/sandboxes/{name}`.
+    pub async fn get(&self, name: &str) -> Result<SandboxInfo> {
+        self.call_json(Method::GET, &sandbox_path(name, ""), Payload::Empty).await
+    }
+
+    /// `DELETE /v1/sandboxes/{name}`: kills the sandbox if running, then removes everything.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        self.call_unit(Method::DELETE, &sandbox_path(name, ""), Payload::Empty).await
+    }
+
+    /// `POST /v1/sandboxes/{name}/stop`: SIGTERM, then SIGKILL after `timeout_ms`.
+    pub async fn stop(&self, name: &str, req: StopSandbox) -> Result<SandboxInfo> {
+        self.call_json(Method::POST, &sandbox_path(name, "/stop"), Payload::json(&req)?).await
+    }
+
+    /// `POST /v1/sandboxes/{name}/kill`: SIGKILL now.
+    pub async fn kill(&self, name: &str) -> Result<SandboxInfo> {
+        self.call_json(Method::POST, &sandbox_path(name, "/kill"), Payload::Empty).await
+    }
+
+    /// `POST /v1/sandboxes/{name}/drain`: refuses new execs, waits for running ones, then stops.
+    pub async fn drain(&self, name: &str, req: StopSandbox) -> Result<SandboxInfo> {
+        self.call_json(Method::POST, &sandbox_path(name, "/drain"), Payload::json(&req)?).await
+    }
+
+    /// `POST /v1/sandboxes/{name}/exec`: runs a command to completion and returns its collected
+    /// output. For large or interactive output use [`AgentClient::exec_stream`].
+    pub async fn exec(&self, name: &str, req: ExecRequest) -> Result<Output> {
+        self.exec_raw(name, req).await?.try_into()
+    }
+
+    /// Like [`AgentClient::exec`], returning the API's body as is (base64 streams).
+    pub async fn exec_raw(&self, name: &str, req: ExecRequest) -> Result<ExecOutput> {
+        self.call_json(Method::POST, &sandbox_path(name, "/exec"), Payload::json(&req)?).await
+    }
+
+    /// `GET /v1/sandboxes/{name}/metrics`.
+    pub async fn metrics(&self, name: &str) -> Result<Metrics> {
+        self.call_json(Method::GET, &sandbox_path(name, "/metrics"), Payload::Empty).await
+    }
+
+    /// `GET /v1/metrics`: metrics of every running sandbox.
+    pub async fn all_metrics(&self) -> Result<Vec<Metrics>> {
+        self.call_json(Method::GET, "/v1/metrics", Payload::Empty).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_decodes_base64() {
+        let o: Output = ExecOutput {
+            exit_code: 0,
+            signal: None,
+            timed_out: false,
+            stdout_b64: encode_stdin(b"hi\n\xff"),
+            stderr_b64: String::new(),
+        }
+        .try_into()
+        .unwrap();
+        assert_eq!(o.stdout, b"hi\n\xff");
+        assert!(o.stderr.is_empty());
+        assert!(o.success());
+        assert_eq!(o.stdout_str(), "hi\n\u{fffd}");
+
+        let bad = ExecOutput {
+            exit_code: 1,
+            signal: Some(9),
+            timed_out: false,
+            stdout_b64: "!!".into(),
+            stderr_b64: String::new(),
+        };
+        assert!(matches!(Output::try_from(bad), Err(ClientError::Protocol(_))));
+    }
+}

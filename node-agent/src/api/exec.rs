@@ -1,0 +1,224 @@
+//! Exec routes: collected (`POST .../exec`) and streaming (`GET .../exec/ws`).
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use microsandbox_wire::api::{self, ExecControl, ExecOutput, STREAM_STDERR, STREAM_STDOUT};
+use microsandbox_wire::guest::{self, GuestFrame, HostFrame, Request, RlimitResource};
+use warp::reply::{Reply, Response};
+use warp::ws::{Message, WebSocket};
+use warp::Filter;
+
+use super::sandboxes::{ctx_filter, json_filter};
+use super::{reply, Ctx};
+use crate::error::AgentError;
+
+/// Translate an API exec request into the guest protocol.
+pub fn to_guest(req: &api::ExecRequest, stream: bool) -> Result<guest::ExecRequest, AgentError> {
+    if req.command.is_empty() {
+        return Err(AgentError::InvalidRequest("command must not be empty".into()));
+    }
+    let rlimits = req
+        .rlimits
+        .iter()
+        .map(|r| {
+            let resource = RlimitResource::parse(&r.resource)
+                .ok_or_else(|| AgentError::InvalidRequest(format!("unknown rlimit {:?}", r.resource)))?;
+            if r.soft > r.hard {
+                return Err(AgentError::InvalidRequest(format!(
+                    "rlimit {}: soft {} exceeds hard {}",
+                    r.resource, r.soft, r.hard
+                )));
+            }
+            Ok(guest::Rlimit { resource, soft: r.soft, hard: r.hard })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(guest::ExecRequest {
+        command: req.command.clone(),
+        args: req.args.clone(),
+        cwd: req.cwd.clone(),
+        env: req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        user: req.user.clone(),
+        timeout_ms: req.timeout_ms,
+        rlimits,
+        stdin: stream && req.stdin,
+        tty: if stream { req.tty.map(|t| guest::TtySize { rows: t.rows, cols: t.cols }) } else { None },
+    })
+}
+
+async fn collected(c: Ctx, name: String, req: api::ExecRequest) -> Result<ExecOutput, AgentError> {
+    let greq = to_guest(&req, false)?;
+    let stdin = match &req.stdin_b64 {
+        Some(b) => Some(Bytes::from(
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| AgentError::InvalidRequest(format!("stdin_b64: {e}")))?,
+        )),
+        None => None,
+    };
+    let entry = c.manager.entry(&name).await?;
+    let (_guard, guest) = entry.begin_exec().await?;
+    let out = guest.exec_collect(greq, stdin).await?;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    Ok(ExecOutput {
+        exit_code: out.status.code,
+        signal: out.status.signal,
+        timed_out: out.status.timed_out,
+        stdout_b64: b64.encode(&out.stdout),
+        stderr_b64: b64.encode(&out.stderr),
+    })
+}
+
+pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let collect = warp::path!("sandboxes" / String / "exec")
+        .and(warp::post())
+        .and(ctx_filter(ctx.clone()))
+        .and(json_filter::<api::ExecRequest>())
+        .then(|name: String, c: Ctx, req: api::ExecRequest| async move {
+            reply::result(collected(c, name, req).await)
+        });
+    let ws = warp::path!("sandboxes" / String / "exec" / "ws")
+        .and(warp::ws())
+        .and(ctx_filter(ctx))
+        .then(|name: String, ws: warp::ws::Ws, c: Ctx| async move {
+            // Resolve the sandbox before upgrading so that errors are plain HTTP errors.
+            match c.manager.entry(&name).await {
+                Err(e) => reply::error(&e),
+                Ok(entry) => ws
+                    .max_message_size(guest::MAX_FRAME)
+                    .on_upgrade(move |socket| async move {
+                        let mut socket = socket;
+                        let result = async {
+                            let (guard, client) = entry.begin_exec().await?;
+                            stream_exec(&mut socket, client).await.map(|()| drop(guard))
+                        }
+                        .await;
+                        if let Err(e) = result {
+                            let msg = ExecControl::Error { error: e.to_api() };
+                            let _ = socket.send(control(&msg)).await;
+                        }
+                        let _ = socket.close().await;
+                    })
+                    .into_response(),
+            }
+        });
+    collect.or(ws).unify()
+}
+
+fn control(m: &ExecControl) -> Message {
+    Message::text(serde_json::to_string(m).unwrap_or_default())
+}
+
+fn tagged(tag: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(tag);
+    v.extend_from_slice(data);
+    Message::binary(v)
+}
+
+/// Relay one streaming exec between the client's WebSocket and the guest connection.
+async fn stream_exec(socket: &mut WebSocket, client: crate::guest::GuestClient) -> Result<(), AgentError> {
+    let first = loop {
+        match socket.next().await {
+            Some(Ok(m)) if m.is_text() => break m,
+            Some(Ok(m)) if m.is_close() => return Ok(()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(AgentError::InvalidRequest(e.to_string())),
+            None => return Ok(()),
+        }
+    };
+    let req: api::ExecRequest = serde_json::from_str(first.to_str().unwrap_or(""))
+        .map_err(|e| AgentError::InvalidRequest(format!("first message must be an ExecRequest: {e}")))?;
+    let greq = to_guest(&req, true)?;
+    let conn = client.open(Request::Exec(greq)).await?;
+    let (mut gsink, mut gstream) = conn.split();
+    let (mut wsink, mut wstream) = socket.split();
+    // Client -> guest.
+    let inbound = async {
+        while let Some(Ok(m)) = wstream.next().await {
+            let frame = if m.is_binary() {
+                HostFrame::Stdin(Bytes::copy_from_slice(m.as_bytes()))
+            } else if m.is_text() {
+                match serde_json::from_str::<ExecControl>(m.to_str().unwrap_or("")) {
+                    Ok(ExecControl::StdinClose) => HostFrame::StdinClose,
+                    Ok(ExecControl::Signal { signal }) => HostFrame::Signal(signal),
+                    Ok(ExecControl::Resize { rows, cols }) => HostFrame::Resize { rows, cols },
+                    _ => continue,
+                }
+            } else if m.is_close() {
+                break;
+            } else {
+                continue;
+            };
+            if gsink.send(frame).await.is_err() {
+                break;
+            }
+        }
+        // Client went away: the guest kills the process group when its connection drops.
+    };
+    // Guest -> client.
+    let outbound = async {
+        loop {
+            let msg = match gstream.next().await {
+                Some(Ok(GuestFrame::Started { pid })) => control(&ExecControl::Started { pid }),
+                Some(Ok(GuestFrame::Stdout(d))) => tagged(STREAM_STDOUT, &d),
+                Some(Ok(GuestFrame::Stderr(d))) => tagged(STREAM_STDERR, &d),
+                Some(Ok(GuestFrame::Exited(s))) => {
+                    let _ = wsink
+                        .send(control(&ExecControl::Exited {
+                            exit_code: s.code,
+                            signal: s.signal,
+                            timed_out: s.timed_out,
+                        }))
+                        .await;
+                    return Ok(());
+                }
+                Some(Ok(GuestFrame::Error(e))) => return Err(AgentError::Guest(e)),
+                Some(Ok(other)) => return Err(AgentError::GuestChannel(format!("unexpected frame {other:?}"))),
+                Some(Err(e)) => return Err(AgentError::GuestChannel(e.to_string())),
+                None => return Err(AgentError::GuestChannel("guest closed the exec connection".into())),
+            };
+            if wsink.send(msg).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    tokio::select! {
+        r = outbound => r,
+        _ = inbound => {
+            // Inbound ended (client closed). Nothing more to relay.
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rlimits_are_validated() {
+        let mut r = api::ExecRequest { command: "x".into(), ..Default::default() };
+        r.rlimits.push(api::Rlimit { resource: "nofile".into(), soft: 10, hard: 20 });
+        assert_eq!(to_guest(&r, false).unwrap().rlimits[0].resource, RlimitResource::Nofile);
+        r.rlimits[0].resource = "bogus".into();
+        assert!(matches!(to_guest(&r, false), Err(AgentError::InvalidRequest(_))));
+        r.rlimits[0] = api::Rlimit { resource: "cpu".into(), soft: 5, hard: 1 };
+        assert!(to_guest(&r, false).is_err());
+    }
+
+    #[test]
+    fn tty_and_stdin_only_when_streaming() {
+        let r = api::ExecRequest {
+            command: "sh".into(),
+            stdin: true,
+            tty: Some(api::TtySize { rows: 24, cols: 80 }),
+            ..Default::default()
+        };
+        let g = to_guest(&r, false).unwrap();
+        assert!(!g.stdin && g.tty.is_none());
+        let g = to_guest(&r, true).unwrap();
+        assert!(g.stdin && g.tty.is_some());
+        assert!(to_guest(&api::ExecRequest::default(), true).is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! Lifecycle routes and the attached-sandbox lease WebSocket.
+
+use futures::StreamExt;
+use microsandbox_wire::api::{AgentInfo, CreateSandbox, StopSandbox};
+use std::time::Duration;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+use super::{reply, Ctx};
+
+const JSON_LIMIT: u64 = 1024 * 1024;
+
+pub(super) fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || ctx.clone())
+}
+
+pub(super) fn json_body<T: serde::de::DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(JSON_LIMIT).and(warp::body::json())
+}
+
+/// Optional JSON body: empty bodies mean the default.
+fn optional_stop() -> impl Filter<Extract = (StopSandbox,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(JSON_LIMIT)
+        .and(warp::body::bytes())
+        .and_then(|b: bytes::Bytes| async move {
+            if b.iter().all(u8::is_ascii_whitespace) {
+                return Ok(StopSandbox::default());
+            }
+            serde_json::from_slice::<StopSandbox>(&b).map_err(|e| {
+                warp::reject::custom(BadJson(e.to_string()))
+            })
+        })
+}
+
+#[derive(Debug)]
+pub struct BadJson(pub String);
+impl warp::reject::Reject for BadJson {}
+
+pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let info = warp::path!("info").and(warp::get()).and(with_ctx(ctx.clone())).then(|c: Ctx| async move {
+        let m = &c.manager;
+        reply::ok(&AgentInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            node: m.config().node_name.clone(),
+            isolation: m.isolation_levels(),
+            sandboxes: m.count().await,
+        })
+    });
+    let create = warp::path!("sandboxes")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .and(json_body::<CreateSandbox>())
+        .then(|c: Ctx, req: CreateSandbox| async move {
+            match c.manager.create(req).await {
+                Ok(info) => reply::json(StatusCode::CREATED, &info),
+                Err(e) => reply::error(&e),
+            }
+        });
+    let list = warp::path!("sandboxes")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(|c: Ctx| async move { reply::ok(&c.manager.list().await) });
+    let get = warp::path!("sandboxes" / String)
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(|name: String, c: Ctx| async move { reply::result(c.manager.get(&name).await) });
+    let remove = warp::path!("sandboxes" / String)
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .then(|name: String, c: Ctx| async move {
+            match c.manager.remove(&name).await {
+                Ok(()) => reply::no_content(),
+                Err(e) => reply::error(&e),
+            }
+        });
+    let stop = warp::path!("sandboxes" / String / "stop")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .and(optional_stop())
+        .then(|name: String, c: Ctx, s: StopSandbox| async move {
+            reply::result(c.manager.stop(&name, s.timeout_ms.map(Duration::from_millis)).await)
+        });
+    let kill = warp::path!("sandboxes" / String / "kill")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .then(|name: String, c: Ctx| async move { reply::result(c.manager.kill(&name).await) });
+    let drain = warp::path!("sandboxes" / String / "drain")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .and(optional_stop())
+        .then(|name: String, c: Ctx, s: StopSandbox| async move {
+            reply::result(c.manager.drain(&name, s.timeout_ms.map(Duration::from_millis)).await)
+        });
+    let metrics = warp::path!("sandboxes" / String / "metrics")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(|name: String, c: Ctx| async move { reply::result(c.manager.metrics(&name).await) });
+    let all_metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(|c: Ctx| async move { reply::ok(&c.manager.all_metrics().await) });
+    let lease = warp::path!("sandboxes" / String / "lease")
+        .and(warp::ws())
+        .and(with_ctx(ctx))
+        .then(|name: String, ws: warp::ws::Ws, c: Ctx| async move {
+            use warp::Reply;
+            match c.manager.lease(&name).await {
+                Err(e) => reply::error(&e),
+                Ok(guard) => ws
+                    .on_upgrade(move |mut socket| async move {
+                        // Hold the lease until the client goes away.
+                        while let Some(Ok(_)) = socket.next().await {}
+                        drop(guard);
+                    })
+                    .into_response(),
+            }
+        });
+    info.or(create)
+        .unify()
+        .or(list)
+        .unify()
+        .or(get)
+        .unify()
+        .or(remove)
+        .unify()
+        .or(stop)
+        .unify()
+        .or(kill)
+        .unify()
+        .or(drain)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(all_metrics)
+        .unify()
+        .or(lease)
+        .unify()
+}
+
+pub(super) use with_ctx as ctx_filter;
+pub(super) use json_body as json_filter;

@@ -1,0 +1,72 @@
+//! The agent's error type and its mapping to API errors.
+
+use microsandbox_wire::api::{ApiError, ErrorCode};
+
+use crate::image::ImageError;
+use crate::runtime::RuntimeError;
+
+/// Every failure the API can report.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("sandbox {0:?} not found")]
+    NotFound(String),
+    #[error("sandbox {0:?} already exists; pick another name or remove it first")]
+    AlreadyExists(String),
+    #[error("sandbox {name:?} is not running (state: {state})")]
+    NotRunning { name: String, state: String },
+    #[error("sandbox {0:?} is draining: it accepts no new commands")]
+    Draining(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A typed error reported by the guest agent.
+    #[error("{0}")]
+    Guest(microsandbox_wire::guest::GuestError),
+    #[error("guest agent channel: {0}")]
+    GuestChannel(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AgentError {
+    pub fn code(&self) -> ErrorCode {
+        use microsandbox_wire::guest::GuestErrorKind as G;
+        match self {
+            AgentError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            AgentError::InvalidName(_) => ErrorCode::InvalidName,
+            AgentError::NotFound(_) => ErrorCode::SandboxNotFound,
+            AgentError::AlreadyExists(_) => ErrorCode::SandboxAlreadyExists,
+            AgentError::NotRunning { .. } => ErrorCode::SandboxNotRunning,
+            AgentError::Draining(_) => ErrorCode::SandboxDraining,
+            AgentError::Image(e) => e.code(),
+            AgentError::Runtime(RuntimeError::Unavailable { .. }) => ErrorCode::IsolationUnavailable,
+            AgentError::Runtime(_) => ErrorCode::RuntimeError,
+            AgentError::Guest(g) => match g.kind {
+                G::NotFound => ErrorCode::PathNotFound,
+                G::SpawnFailed => ErrorCode::ExecFailed,
+                G::InvalidRequest => ErrorCode::InvalidRequest,
+                _ => ErrorCode::FsError,
+            },
+            AgentError::GuestChannel(_) => ErrorCode::RuntimeError,
+            AgentError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn to_api(&self) -> ApiError {
+        ApiError {
+            code: self.code(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl From<std::io::Error> for AgentError {
+    fn from(e: std::io::Error) -> Self {
+        AgentError::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,327 @@
+//! The image store proper: pull, cache, look up.
+
+use microsandbox_wire::api::{PullEvent, PullPolicy};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::Client;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+use super::{extract_layer, resolve, ImageError, ResolvedRef};
+
+/// The parts of an image's config a sandbox uses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+}
+
+/// A pulled image: its manifest digest and layers (bottom first), all extracted in the cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub reference: String,
+    pub digest: String,
+    pub layers: Vec<String>,
+    pub config: ImageConfig,
+}
+
+/// Progress callback.
+pub type Progress<'a> = &'a (dyn Fn(PullEvent) + Send + Sync);
+
+/// Pulls and caches images. Cheap to share (`Arc`).
+pub struct ImageStore {
+    root: PathBuf,
+    client: Client,
+    mirrors: BTreeMap<String, String>,
+    auth: BTreeMap<String, (String, String)>,
+    /// One lock per layer digest / reference so concurrent pulls share work.
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl ImageStore {
+    pub fn new(
+        root: PathBuf,
+        mirrors: BTreeMap<String, String>,
+        insecure: Vec<String>,
+        auth: BTreeMap<String, (String, String)>,
+    ) -> std::io::Result<Self> {
+        for sub in ["layers", "refs", "tmp"] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        remove_stale_tmp(&root.join("tmp"));
+        let mut plain: Vec<String> = mirrors
+            .values()
+            .chain(insecure.iter())
+            .filter(|r| crate::config::is_plain_http(r, &insecure))
+            .cloned()
+            .collect();
+        plain.extend(["127.0.0.1:5000".to_string(), "localhost:5000".to_string()]);
+        let client = Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain),
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            ..Default::default()
+        });
+        Ok(Self {
+            root,
+            client,
+            mirrors,
+            auth,
+            locks: Default::default(),
+        })
+    }
+
+    /// Directory holding the extracted layer `digest`.
+    pub fn layer_dir(&self, digest: &str) -> PathBuf {
+        self.root.join("layers").join(digest.replace(':', "-"))
+    }
+
+    fn record_path(&self, canonical: &str) -> PathBuf {
+        let key = hex::encode(Sha256::digest(canonical.as_bytes()));
+        self.root.join("refs").join(format!("{key}.json"))
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key.to_string()).or_default().clone()
+    }
+
+    /// The cached record for `image`, if every layer is still present.
+    pub fn cached(&self, image: &str) -> Result<Option<ImageRecord>, ImageError> {
+        let r = resolve(image, &self.mirrors)?;
+        Ok(self.cached_resolved(&r))
+    }
+
+    fn cached_resolved(&self, r: &ResolvedRef) -> Option<ImageRecord> {
+        let text = std::fs::read(self.record_path(&r.canonical.whole())).ok()?;
+        let rec: ImageRecord = serde_json::from_slice(&text).ok()?;
+        rec.layers
+            .iter()
+            .all(|l| self.layer_dir(l).is_dir())
+            .then_some(rec)
+    }
+
+    /// Make `image` available locally according to `policy`.
+    pub async fn ensure(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        progress: Progress<'_>,
+    ) -> Result<ImageRecord, ImageError> {
+        let r = resolve(image, &self.mirrors)?;
+        progress(PullEvent::Resolved {
+            reference: r.source.whole(),
+        });
+        let lock = self.lock_for(&r.canonical.whole());
+        let _guard = lock.lock().await;
+        match (policy, self.cached_resolved(&r)) {
+            (PullPolicy::Never, None) => Err(ImageError::NotPresent(r.canonical.whole())),
+            (PullPolicy::Never | PullPolicy::IfNotPresent, Some(rec)) => {
+                progress(PullEvent::Done {
+                    digest: rec.digest.clone(),
+                });
+                Ok(rec)
+            }
+            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, None) => self.pull(&r, progress).await,
+        }
+    }
+
+    fn auth_for(&self, registry: &str) -> RegistryAuth {
+        match self.auth.get(registry) {
+            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+
+    async fn pull(&self, r: &ResolvedRef, progress: Progress<'_>) -> Result<ImageRecord, ImageError> {
+        let source = &r.source;
+        let auth = self.auth_for(source.resolve_registry());
+        let (manifest, digest, config) = self
+            .client
+            .pull_manifest_and_config(source, &auth)
+            .await
+            .map_err(|e| map_oci_error(r, e))?;
+        progress(PullEvent::Manifest {
+            digest: digest.clone(),
+            layers: manifest.layers.len(),
+        });
+        let mut layers = Vec::with_capacity(manifest.layers.len());
+        for desc in &manifest.layers {
+            self.fetch_layer(r, desc, progress).await?;
+            layers.push(desc.digest.clone());
+        }
+        let rec = ImageRecord {
+            reference: r.canonical.whole(),
+            digest: digest.clone(),
+            layers,
+            config: parse_config(&config),
+        };
+        let path = self.record_path(&rec.reference);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&rec).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, path)?;
+        progress(PullEvent::Done { digest });
+        Ok(rec)
+    }
+
+    async fn fetch_layer(
+        &self,
+        r: &ResolvedRef,
+        desc: &oci_client::manifest::OciDescriptor,
+        progress: Progress<'_>,
+    ) -> Result<(), ImageError> {
+        let lock = self.lock_for(&desc.digest);
+        let _guard = lock.lock().await;
+        let dest = self.layer_dir(&desc.digest);
+        if dest.is_dir() {
+            progress(PullEvent::LayerCached {
+                digest: desc.digest.clone(),
+            });
+            return Ok(());
+        }
+        let tmp_name = format!("{}-{}", desc.digest.replace(':', "-"), rand::random::<u32>());
+        let blob_path = self.root.join("tmp").join(format!("{tmp_name}.blob"));
+        let file = tokio::fs::File::create(&blob_path).await?;
+        // oci-client verifies the blob against its descriptor digest while streaming.
+        let res = self.client.pull_blob(&r.source, desc, file).await;
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&blob_path);
+            return Err(map_oci_error(r, e));
+        }
+        let bytes = std::fs::metadata(&blob_path)?.len();
+        progress(PullEvent::LayerDownloaded {
+            digest: desc.digest.clone(),
+            bytes,
+        });
+        let staging = self.root.join("tmp").join(tmp_name);
+        std::fs::create_dir_all(&staging)?;
+        let (blob2, staging2) = (blob_path.clone(), staging.clone());
+        let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let f = std::fs::File::open(&blob2).map_err(|e| e.to_string())?;
+            extract_layer(f, &staging2)
+        })
+        .await
+        .map_err(|e| ImageError::Extract {
+            digest: desc.digest.clone(),
+            detail: e.to_string(),
+        })?;
+        let _ = std::fs::remove_file(&blob_path);
+        if let Err(detail) = result {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(ImageError::Extract {
+                digest: desc.digest.clone(),
+                detail,
+            });
+        }
+        if let Err(e) = std::fs::rename(&staging, &dest) {
+            // Another agent sharing this store extracted the same layer first: theirs is as good.
+            let _ = std::fs::remove_dir_all(&staging);
+            if !dest.is_dir() {
+                return Err(e.into());
+            }
+        }
+        progress(PullEvent::LayerExtracted {
+            digest: desc.digest.clone(),
+        });
+        Ok(())
+    }
+
+    /// Root of the store.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Leftovers of interrupted pulls (older than an hour, so a concurrent pull is never touched).
+fn remove_stale_tmp(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if old {
+            let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+        }
+    }
+}
+
+fn parse_config(config: &str) -> ImageConfig {
+    let v: serde_json::Value = serde_json::from_str(config).unwrap_or_default();
+    let c = &v["config"];
+    let env = c["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str()?.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let nonempty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(String::from);
+    ImageConfig {
+        env,
+        workdir: nonempty(c["WorkingDir"].as_str()),
+        user: nonempty(c["User"].as_str()),
+    }
+}
+
+fn map_oci_error(r: &ResolvedRef, e: OciDistributionError) -> ImageError {
+    let reference = r.canonical.whole();
+    let registry = r.source.resolve_registry().to_string();
+    let text = e.to_string();
+    match &e {
+        OciDistributionError::ImageManifestNotFoundError(_) => return ImageError::NotFound(reference),
+        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
+            return ImageError::Unauthorized {
+                registry,
+                reference,
+                detail: text,
+            }
+        }
+        OciDistributionError::RequestError(re) if re.is_connect() || re.is_timeout() => {
+            return ImageError::Unreachable {
+                registry,
+                detail: text,
+            }
+        }
+        _ => {}
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("manifest_unknown") || lower.contains("name_unknown") || lower.contains("not found") {
+        ImageError::NotFound(reference)
+    } else if lower.contains("error sending request") || lower.contains("connect") {
+        ImageError::Unreachable {
+            registry,
+            detail: text,
+        }
+    } else {
+        ImageError::PullFailed {
+            reference,
+            detail: text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_env_workdir_user() {
+        let c = parse_config(
+            r#"{"config":{"Env":["PATH=/usr/bin:/bin","A=b=c"],"WorkingDir":"/app","User":""}}"#,
+        );
+        assert_eq!(c.env, vec![("PATH".into(), "/usr/bin:/bin".into()), ("A".into(), "b=c".into())]);
+        assert_eq!(c.workdir.as_deref(), Some("/app"));
+        assert_eq!(c.user, None);
+        assert_eq!(parse_config("not json"), ImageConfig::default());
+    }
+}

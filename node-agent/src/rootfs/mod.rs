@@ -1,0 +1,125 @@
+//! Per-sandbox copy-on-write root: overlayfs with the image's cached layers as read-only lowers and
+//! a private upper directory. Layers are shared by every sandbox of the image; writes never reach them.
+
+use std::path::{Path, PathBuf};
+
+/// The directories of one sandbox root.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxRoot {
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+}
+
+impl SandboxRoot {
+    /// Layout under a sandbox's own directory.
+    pub fn under(dir: &Path) -> Self {
+        Self {
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("rootfs"),
+        }
+    }
+}
+
+/// overlayfs mount options; lowers are given bottom layer first (OCI order), overlay wants top first.
+pub fn overlay_options(lowers: &[PathBuf], root: &SandboxRoot) -> String {
+    let lower: Vec<String> = lowers.iter().rev().map(|p| p.display().to_string()).collect();
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        root.upper.display(),
+        root.work.display()
+    )
+}
+
+/// Mount the sandbox root. An image without layers gets an empty lower directory.
+pub fn mount(lowers: &[PathBuf], root: &SandboxRoot, empty_lower: &Path) -> std::io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    for d in [&root.upper, &root.work, &root.merged] {
+        std::fs::create_dir_all(d)?;
+    }
+    let owned;
+    let lowers = if lowers.is_empty() {
+        std::fs::create_dir_all(empty_lower)?;
+        owned = vec![empty_lower.to_path_buf()];
+        &owned[..]
+    } else {
+        lowers
+    };
+    if is_mounted(&root.merged) {
+        return Ok(());
+    }
+    let opts = overlay_options(lowers, root);
+    mount(
+        Some("overlay"),
+        &root.merged,
+        Some("overlay"),
+        MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| std::io::Error::other(format!("mount overlay on {}: {e}", root.merged.display())))
+}
+
+/// Unmount (lazily, so a straggling process cannot pin it) if mounted.
+pub fn unmount(merged: &Path) -> std::io::Result<()> {
+    use nix::mount::{umount2, MntFlags};
+    while is_mounted(merged) {
+        umount2(merged, MntFlags::MNT_DETACH)
+            .map_err(|e| std::io::Error::other(format!("unmount {}: {e}", merged.display())))?;
+    }
+    Ok(())
+}
+
+/// Whether `path` is a mount point, from /proc/self/mountinfo.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let found = mount_points(&text).any(|p| Path::new(&p) == path);
+    found
+}
+
+/// Mount points listed in a mountinfo text (octal escapes decoded).
+pub fn mount_points(mountinfo: &str) -> impl Iterator<Item = String> + '_ {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_octal)
+}
+
+fn unescape_octal(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_put_top_layer_first() {
+        let root = SandboxRoot::under(Path::new("/s/x"));
+        let o = overlay_options(&["/l/a".into(), "/l/b".into()], &root);
+        assert_eq!(o, "lowerdir=/l/b:/l/a,upperdir=/s/x/upper,workdir=/s/x/work");
+    }
+
+    #[test]
+    fn parses_mountinfo_with_escapes() {
+        let mi = "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n37 35 0:1 / /proc rw - proc proc rw\n";
+        let points: Vec<String> = mount_points(mi).collect();
+        assert_eq!(points, vec!["/mnt/a b".to_string(), "/proc".to_string()]);
+    }
+}

@@ -1,0 +1,236 @@
+//! Container runtime: an existing OCI runtime (Debian's `crun`) runs the guest agent as PID 1 with
+//! pid/mount/ipc/uts/net/cgroup namespaces, cgroup v1 or v2 limits (memory, cpu, pids), a seccomp
+//! filter, a reduced capability set and `noNewPrivileges`. Weaker than a microVM: the sandbox shares
+//! the host kernel, so the API labels it `container` and never substitutes it for `microvm`.
+
+mod cgroup;
+mod seccomp;
+mod spec;
+
+pub use cgroup::{CgroupMode, CgroupPaths};
+pub use spec::{oci_spec, SpecOptions};
+
+use async_trait::async_trait;
+use microsandbox_wire::api::Isolation;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::Command;
+
+use super::{HostUsage, LaunchSpec, Launched, Liveness, Runtime, RuntimeError};
+
+/// Runs sandboxes with crun.
+pub struct ContainerRuntime {
+    crun: PathBuf,
+    /// crun's state directory (`--root`), private to this agent.
+    state_root: PathBuf,
+    cgroups: CgroupMode,
+}
+
+/// Parent cgroup of every sandbox.
+pub const CGROUP_PARENT: &str = "microsandbox";
+
+impl ContainerRuntime {
+    /// Find crun and detect the cgroup mode; refuse with the reason when this host cannot run it.
+    pub fn probe(state_root: PathBuf) -> Result<Self, RuntimeError> {
+        let unavailable = |reason: String| RuntimeError::Unavailable {
+            isolation: Isolation::Container,
+            reason,
+        };
+        let crun = find_in_path("crun").ok_or_else(|| {
+            unavailable("crun not found in PATH (Debian: apt-get install crun)".into())
+        })?;
+        let cgroups = CgroupMode::detect();
+        if cgroups == CgroupMode::None {
+            return Err(unavailable("no cgroup filesystem mounted at /sys/fs/cgroup".into()));
+        }
+        std::fs::create_dir_all(&state_root)?;
+        Ok(Self {
+            crun,
+            state_root,
+            cgroups,
+        })
+    }
+
+    pub fn cgroup_mode(&self) -> CgroupMode {
+        self.cgroups
+    }
+
+    fn crun(&self) -> Command {
+        let mut c = Command::new(&self.crun);
+        c.arg("--root").arg(&self.state_root);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    async fn crun_ok(&self, what: &str, args: &[&str]) -> Result<String, RuntimeError> {
+        let out = self
+            .crun()
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| RuntimeError::Command {
+                what: format!("crun {what}"),
+                detail: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(RuntimeError::Command {
+                what: format!("crun {what}"),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn cgroup_path(id: &str) -> String {
+        format!("/{CGROUP_PARENT}/{id}")
+    }
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(|d| Path::new(d).join(name)))
+        .find(|p| p.is_file())
+}
+
+/// Wait until a unix socket accepts connections, or the deadline passes.
+pub async fn wait_for_socket(path: &Path, timeout: Duration, alive: impl Fn() -> bool) -> Result<(), RuntimeError> {
+    let start = Instant::now();
+    let mut delay = Duration::from_micros(200);
+    loop {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Ok(());
+        }
+        if !alive() {
+            return Err(RuntimeError::GuestTimeout(start.elapsed(), "sandbox init exited before the guest agent listened".into()));
+        }
+        if start.elapsed() > timeout {
+            return Err(RuntimeError::GuestTimeout(timeout, format!("no listener on {}", path.display())));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[async_trait]
+impl Runtime for ContainerRuntime {
+    fn isolation(&self) -> Isolation {
+        Isolation::Container
+    }
+
+    async fn start(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
+        let cgroup = Self::cgroup_path(&spec.id);
+        let config = oci_spec(
+            spec,
+            &SpecOptions {
+                cgroups_path: cgroup.clone(),
+                cgroup_v2: self.cgroups == CgroupMode::Unified,
+            },
+        );
+        std::fs::create_dir_all(&spec.runtime_dir)?;
+        std::fs::create_dir_all(&spec.socket_dir)?;
+        let socket = spec.socket_dir.join(microsandbox_wire::guest::GUEST_SOCKET_NAME);
+        let _ = std::fs::remove_file(&socket);
+        std::fs::write(
+            spec.runtime_dir.join("config.json"),
+            serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?,
+        )?;
+        // A leftover container of the same id (crash between runs) would make `run` fail.
+        let _ = self.crun_ok("delete", &["delete", "--force", &spec.id]).await;
+        let log = std::fs::File::create(spec.runtime_dir.join("guest.log"))?;
+        let pid_file = spec.runtime_dir.join("init.pid");
+        let out = self
+            .crun()
+            .arg("run")
+            .arg("--detach")
+            .arg("--bundle")
+            .arg(&spec.runtime_dir)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(&spec.id)
+            .stdout(log.try_clone()?)
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(|e| RuntimeError::Command {
+                what: "crun run".into(),
+                detail: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(RuntimeError::Command {
+                what: "crun run".into(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        let pid: u32 = std::fs::read_to_string(&pid_file)?
+            .trim()
+            .parse()
+            .map_err(|e| RuntimeError::Command {
+                what: "crun run".into(),
+                detail: format!("bad pid file: {e}"),
+            })?;
+        let launched = Launched {
+            id: spec.id.clone(),
+            isolation: Isolation::Container,
+            pid: Some(pid),
+            guest_socket: socket.clone(),
+            cgroup: Some(cgroup),
+        };
+        if let Err(e) = wait_for_socket(&socket, Duration::from_secs(10), || pid_alive(pid)).await {
+            let log = std::fs::read_to_string(spec.runtime_dir.join("guest.log")).unwrap_or_default();
+            let _ = self.cleanup(&launched).await;
+            return Err(RuntimeError::Command {
+                what: "guest agent start".into(),
+                detail: format!("{e}; guest log: {}", log.trim()),
+            });
+        }
+        Ok(launched)
+    }
+
+    async fn signal(&self, launched: &Launched, signal: i32) -> Result<(), RuntimeError> {
+        self.crun_ok("kill", &["kill", &launched.id, &signal.to_string()])
+            .await
+            .map(|_| ())
+    }
+
+    async fn liveness(&self, launched: &Launched) -> Liveness {
+        match self.crun_ok("state", &["state", &launched.id]).await {
+            Ok(json) => {
+                let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                match v["status"].as_str() {
+                    Some("running") | Some("created") | Some("paused") => Liveness::Running,
+                    _ => Liveness::Stopped,
+                }
+            }
+            Err(_) => Liveness::Unknown,
+        }
+    }
+
+    async fn cleanup(&self, launched: &Launched) -> Result<(), RuntimeError> {
+        let _ = self.crun_ok("kill", &["kill", "--all", &launched.id, "KILL"]).await;
+        if let Err(e) = self.crun_ok("delete", &["delete", "--force", &launched.id]).await {
+            if self.liveness(launched).await != Liveness::Unknown {
+                return Err(e);
+            }
+        }
+        if let Some(cg) = &launched.cgroup {
+            CgroupPaths::new(self.cgroups, cg).remove();
+        }
+        let _ = std::fs::remove_file(&launched.guest_socket);
+        Ok(())
+    }
+
+    async fn usage(&self, launched: &Launched) -> HostUsage {
+        match &launched.cgroup {
+            Some(cg) => CgroupPaths::new(self.cgroups, cg).usage(),
+            None => HostUsage::default(),
+        }
+    }
+}

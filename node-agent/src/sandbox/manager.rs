@@ -1,0 +1,416 @@
+//! The sandbox manager: owns every sandbox of this node.
+
+use microsandbox_wire::api::{
+    validate_name, CreateSandbox, Isolation, Metrics, PullEvent, SandboxInfo, SandboxState,
+};
+use microsandbox_wire::guest::{Request, Response};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+use super::entry::{LeaseGuard, SandboxEntry};
+use super::record::{now, SandboxRecord};
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+use crate::image::ImageStore;
+use crate::rootfs::{self, SandboxRoot};
+use crate::runtime::{LaunchSpec, Liveness, Runtime, RuntimeError};
+
+/// Default grace period of a graceful stop.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Owns all sandboxes of this node.
+pub struct SandboxManager {
+    pub(super) config: AgentConfig,
+    pub images: Arc<ImageStore>,
+    pub(super) runtimes: Vec<Arc<dyn Runtime>>,
+    /// Isolation levels this node cannot provide, with the reason.
+    pub(super) unavailable: Vec<(Isolation, String)>,
+    pub(super) sandboxes: Mutex<HashMap<String, Arc<SandboxEntry>>>,
+}
+
+impl SandboxManager {
+    pub fn new(
+        config: AgentConfig,
+        images: Arc<ImageStore>,
+        runtimes: Vec<Arc<dyn Runtime>>,
+        unavailable: Vec<(Isolation, String)>,
+    ) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(config.sandboxes_dir())?;
+        Ok(Arc::new(Self {
+            config,
+            images,
+            runtimes,
+            unavailable,
+            sandboxes: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Isolation levels this node provides, strongest first.
+    pub fn isolation_levels(&self) -> Vec<Isolation> {
+        let mut v: Vec<Isolation> = self.runtimes.iter().map(|r| r.isolation()).collect();
+        v.sort_by_key(|i| match i {
+            Isolation::Microvm => 0,
+            Isolation::Container => 1,
+        });
+        v
+    }
+
+    pub(super) fn runtime_for(&self, isolation: Isolation) -> Result<Arc<dyn Runtime>, AgentError> {
+        if let Some(r) = self.runtimes.iter().find(|r| r.isolation() == isolation) {
+            return Ok(r.clone());
+        }
+        let reason = self
+            .unavailable
+            .iter()
+            .find(|(i, _)| *i == isolation)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| "no runtime configured".into());
+        Err(AgentError::Runtime(RuntimeError::Unavailable { isolation, reason }))
+    }
+
+    /// Choose the isolation for a request: exactly what it asks, or the node's strongest.
+    fn choose_isolation(&self, wanted: Option<Isolation>) -> Result<Isolation, AgentError> {
+        match wanted {
+            Some(i) => self.runtime_for(i).map(|_| i),
+            None => self.isolation_levels().first().copied().ok_or_else(|| {
+                AgentError::Runtime(RuntimeError::Unavailable {
+                    isolation: Isolation::Microvm,
+                    reason: self
+                        .unavailable
+                        .iter()
+                        .map(|(i, r)| format!("{i}: {r}"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                })
+            }),
+        }
+    }
+
+    pub(super) fn dir_of(&self, name: &str) -> PathBuf {
+        self.config.sandboxes_dir().join(name)
+    }
+
+    pub async fn entry(&self, name: &str) -> Result<Arc<SandboxEntry>, AgentError> {
+        self.sandboxes
+            .lock()
+            .await
+            .get(name)
+            .cloned()
+            .ok_or_else(|| AgentError::NotFound(name.to_string()))
+    }
+
+    /// Create and start a sandbox. On any failure nothing of it is left behind.
+    pub async fn create(self: &Arc<Self>, req: CreateSandbox) -> Result<SandboxInfo, AgentError> {
+        validate_name(&req.name).map_err(AgentError::InvalidName)?;
+        if req.memory_mib < 16 {
+            return Err(AgentError::InvalidRequest(format!(
+                "memory_mib {} is too small (minimum 16)",
+                req.memory_mib
+            )));
+        }
+        if req.cpus == 0 || req.cpus > 256 {
+            return Err(AgentError::InvalidRequest(format!("cpus {} must be 1..=256", req.cpus)));
+        }
+        let isolation = self.choose_isolation(req.isolation)?;
+        let dir = self.dir_of(&req.name);
+        let record = SandboxRecord {
+            request: req.clone(),
+            isolation,
+            image_digest: String::new(),
+            state: SandboxState::Creating,
+            created_at: now(),
+            launched: None,
+            reason: None,
+        };
+        let entry = SandboxEntry::new(req.name.clone(), dir.clone(), record);
+        {
+            // Reserve the name before any slow work so duplicates fail fast.
+            let mut map = self.sandboxes.lock().await;
+            if map.contains_key(&req.name) {
+                return Err(AgentError::AlreadyExists(req.name));
+            }
+            map.insert(req.name.clone(), entry.clone());
+        }
+        match self.start(&entry, isolation).await {
+            Ok(info) => {
+                if !req.detached {
+                    self.watch_lease(entry.clone());
+                }
+                Ok(info)
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %req.name, error = %e, "create failed; cleaning up");
+                let _ = self.teardown(&entry).await;
+                self.sandboxes.lock().await.remove(&req.name);
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(&self, entry: &Arc<SandboxEntry>, isolation: Isolation) -> Result<SandboxInfo, AgentError> {
+        let req = entry.record.lock().await.request.clone();
+        let image = self
+            .images
+            .ensure(&req.image, req.pull_policy, &|ev: PullEvent| {
+                tracing::debug!(?ev, "pull progress")
+            })
+            .await?;
+        std::fs::create_dir_all(&entry.dir)?;
+        let root = SandboxRoot::under(&entry.dir);
+        let lowers: Vec<PathBuf> = image.layers.iter().map(|l| self.images.layer_dir(l)).collect();
+        rootfs::mount(&lowers, &root, &self.images.root().join("empty"))?;
+        let mut env = image.config.env.clone();
+        for (k, v) in &req.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let spec = LaunchSpec {
+            id: format!("msb-{}", req.name),
+            hostname: req.name.clone(),
+            rootfs: root.merged.clone(),
+            runtime_dir: entry.dir.join("runtime"),
+            guest_agent: self.config.guest_agent.clone(),
+            socket_dir: entry.dir.join("run"),
+            memory_mib: req.memory_mib,
+            cpus: req.cpus,
+            pids_limit: req.pids_limit,
+            env,
+            workdir: req.workdir.clone().or(image.config.workdir.clone()),
+        };
+        {
+            let mut rec = entry.record.lock().await;
+            rec.image_digest = image.digest.clone();
+            rec.save(&entry.dir)?;
+        }
+        let runtime = self.runtime_for(isolation)?;
+        let launched = runtime.start(&spec).await?;
+        let mut rec = entry.record.lock().await;
+        rec.launched = Some(launched);
+        rec.state = SandboxState::Running;
+        rec.save(&entry.dir)?;
+        Ok(rec.info())
+    }
+
+    /// Remove an attached sandbox whose creator never opened a lease within the grace period.
+    fn watch_lease(self: &Arc<Self>, entry: Arc<SandboxEntry>) {
+        let me = Arc::downgrade(self);
+        let grace = self.config.lease_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if entry.leases() == 0 && !entry.lease_seen.load(std::sync::atomic::Ordering::Acquire) {
+                if let Some(m) = me.upgrade() {
+                    tracing::info!(sandbox = %entry.name, "attached sandbox got no lease in time; removing");
+                    let _ = m.remove_entry(&entry).await;
+                }
+            }
+        });
+    }
+
+    /// Register a lease for an attached sandbox; dropping the guard removes the sandbox.
+    pub async fn lease(self: &Arc<Self>, name: &str) -> Result<LeaseGuard, AgentError> {
+        let entry = self.entry(name).await?;
+        let detached = entry.record.lock().await.request.detached;
+        entry.add_lease();
+        let me = Arc::downgrade(self);
+        Ok(LeaseGuard {
+            entry,
+            on_release: (!detached).then(|| {
+                Box::new(move |entry: Arc<SandboxEntry>| {
+                    tokio::spawn(async move {
+                        if let Some(m) = me.upgrade() {
+                            tracing::info!(sandbox = %entry.name, "lease closed; removing attached sandbox");
+                            let _ = m.remove_entry(&entry).await;
+                        }
+                    });
+                }) as Box<dyn FnOnce(Arc<SandboxEntry>) + Send>
+            }),
+        })
+    }
+
+    pub async fn get(&self, name: &str) -> Result<SandboxInfo, AgentError> {
+        let entry = self.entry(name).await?;
+        self.refresh(&entry).await;
+        let info = entry.record.lock().await.info();
+        Ok(info)
+    }
+
+    pub async fn list(&self) -> Vec<SandboxInfo> {
+        let entries: Vec<_> = self.sandboxes.lock().await.values().cloned().collect();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            self.refresh(&e).await;
+            out.push(e.record.lock().await.info());
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Notice a sandbox whose init died (e.g. killed from outside) and record why.
+    async fn refresh(&self, entry: &Arc<SandboxEntry>) {
+        let (launched, isolation, state) = {
+            let rec = entry.record.lock().await;
+            (rec.launched.clone(), rec.isolation, rec.state)
+        };
+        let (Some(launched), SandboxState::Running | SandboxState::Draining) = (launched, state) else {
+            return;
+        };
+        let Ok(rt) = self.runtime_for(isolation) else { return };
+        if rt.liveness(&launched).await != Liveness::Running {
+            let usage = rt.usage(&launched).await;
+            let _ = rt.cleanup(&launched).await;
+            let _ = rootfs::unmount(&SandboxRoot::under(&entry.dir).merged);
+            let mut rec = entry.record.lock().await;
+            rec.state = SandboxState::Failed;
+            rec.reason = Some(if usage.oom_kills.unwrap_or(0) > 0 {
+                "oom-killed".into()
+            } else {
+                "sandbox init exited".into()
+            });
+            let _ = rec.save(&entry.dir);
+        }
+    }
+
+    /// Graceful stop: SIGTERM, SIGKILL after `timeout`, then release runtime resources.
+    pub async fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<SandboxInfo, AgentError> {
+        let entry = self.entry(name).await?;
+        self.stop_entry(&entry, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT), "stopped").await
+    }
+
+    /// Immediate stop.
+    pub async fn kill(&self, name: &str) -> Result<SandboxInfo, AgentError> {
+        let entry = self.entry(name).await?;
+        self.stop_entry(&entry, Duration::ZERO, "killed").await
+    }
+
+    /// Refuse new execs, wait for running ones (up to `timeout`), then stop gracefully.
+    pub async fn drain(&self, name: &str, timeout: Option<Duration>) -> Result<SandboxInfo, AgentError> {
+        let entry = self.entry(name).await?;
+        {
+            let mut rec = entry.record.lock().await;
+            if rec.state != SandboxState::Running {
+                return Err(AgentError::NotRunning {
+                    name: name.into(),
+                    state: format!("{:?}", rec.state).to_lowercase(),
+                });
+            }
+            rec.state = SandboxState::Draining;
+            rec.save(&entry.dir)?;
+        }
+        let limit = timeout.unwrap_or(Duration::from_secs(300));
+        let _ = tokio::time::timeout(limit, entry.wait_idle()).await;
+        self.stop_entry(&entry, DEFAULT_STOP_TIMEOUT, "drained").await
+    }
+
+    async fn stop_entry(&self, entry: &Arc<SandboxEntry>, grace: Duration, why: &str) -> Result<SandboxInfo, AgentError> {
+        let (launched, isolation) = {
+            let rec = entry.record.lock().await;
+            if matches!(rec.state, SandboxState::Stopped | SandboxState::Failed) {
+                return Ok(rec.info());
+            }
+            (rec.launched.clone(), rec.isolation)
+        };
+        if let Some(launched) = &launched {
+            let rt = self.runtime_for(isolation)?;
+            if !grace.is_zero() && rt.signal(launched, libc::SIGTERM).await.is_ok() {
+                let deadline = tokio::time::Instant::now() + grace;
+                while tokio::time::Instant::now() < deadline && rt.liveness(launched).await == Liveness::Running {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            rt.cleanup(launched).await?;
+        }
+        rootfs::unmount(&SandboxRoot::under(&entry.dir).merged)?;
+        let mut rec = entry.record.lock().await;
+        rec.state = SandboxState::Stopped;
+        rec.reason = Some(why.into());
+        rec.save(&entry.dir)?;
+        Ok(rec.info())
+    }
+
+    /// Release runtime resources and the root mount (used by remove and failed creates).
+    pub(super) async fn teardown(&self, entry: &Arc<SandboxEntry>) -> Result<(), AgentError> {
+        let (launched, isolation) = {
+            let rec = entry.record.lock().await;
+            (rec.launched.clone(), rec.isolation)
+        };
+        if let Some(l) = launched {
+            self.runtime_for(isolation)?.cleanup(&l).await?;
+        }
+        rootfs::unmount(&SandboxRoot::under(&entry.dir).merged)?;
+        Ok(())
+    }
+
+    /// Kill if running, release everything, forget it.
+    pub async fn remove(&self, name: &str) -> Result<(), AgentError> {
+        let entry = self.entry(name).await?;
+        self.remove_entry(&entry).await
+    }
+
+    pub(super) async fn remove_entry(&self, entry: &Arc<SandboxEntry>) -> Result<(), AgentError> {
+        self.teardown(entry).await?;
+        {
+            let mut map = self.sandboxes.lock().await;
+            if map.get(&entry.name).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+                map.remove(&entry.name);
+            }
+        }
+        match std::fs::remove_dir_all(&entry.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resource usage: the guest's view, with the host cgroup's memory where there is one.
+    pub async fn metrics(&self, name: &str) -> Result<Metrics, AgentError> {
+        let entry = self.entry(name).await?;
+        let (_guard, guest) = entry.begin_exec().await?;
+        let Response::Metrics(g) = guest.call(Request::Metrics).await? else {
+            return Err(AgentError::GuestChannel("unexpected answer to metrics".into()));
+        };
+        let (launched, isolation) = {
+            let rec = entry.record.lock().await;
+            (rec.launched.clone(), rec.isolation)
+        };
+        let host = match (launched, self.runtime_for(isolation)) {
+            (Some(l), Ok(rt)) => rt.usage(&l).await,
+            _ => Default::default(),
+        };
+        Ok(Metrics {
+            name: name.to_string(),
+            cpu_usage_us: host.cpu_usage_us.unwrap_or(g.cpu_usage_us),
+            memory_bytes: host.memory_bytes.unwrap_or(g.memory_bytes),
+            memory_limit_bytes: host.memory_limit_bytes.or(g.memory_limit_bytes),
+            disk_read_bytes: g.disk_read_bytes,
+            disk_write_bytes: g.disk_write_bytes,
+            net_rx_bytes: g.net_rx_bytes,
+            net_tx_bytes: g.net_tx_bytes,
+            processes: host.pids.map(|p| p as u32).unwrap_or(g.processes),
+        })
+    }
+
+    /// Metrics of every running sandbox.
+    pub async fn all_metrics(&self) -> Vec<Metrics> {
+        let names: Vec<String> = self.sandboxes.lock().await.keys().cloned().collect();
+        let mut out = Vec::new();
+        for n in names {
+            if let Ok(m) = self.metrics(&n).await {
+                out.push(m);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Number of known sandboxes.
+    pub async fn count(&self) -> usize {
+        self.sandboxes.lock().await.len()
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+}

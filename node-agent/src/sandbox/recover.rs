@@ -1,0 +1,93 @@
+//! Startup recovery: re-adopt sandboxes that survived an agent restart, reap the rest. Nothing is
+//! left behind: no process, mount or cgroup of a sandbox the agent no longer knows.
+
+use microsandbox_wire::api::SandboxState;
+use std::sync::Arc;
+
+use super::entry::SandboxEntry;
+use super::manager::SandboxManager;
+use super::record::SandboxRecord;
+use crate::guest::GuestClient;
+use crate::rootfs::{self, SandboxRoot};
+use crate::runtime::Liveness;
+
+/// What recovery did with one sandbox directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    Adopted(String),
+    /// Kept as a stopped record (it was stopped before the restart).
+    Kept(String),
+    Reaped(String),
+}
+
+impl SandboxManager {
+    /// Walk the sandboxes directory once at startup.
+    pub async fn recover(self: &Arc<Self>) -> Vec<Recovered> {
+        let mut out = Vec::new();
+        let Ok(dirs) = std::fs::read_dir(self.config.sandboxes_dir()) else {
+            return out;
+        };
+        for d in dirs.flatten() {
+            let dir = d.path();
+            let name = d.file_name().to_string_lossy().into_owned();
+            let Ok(mut rec) = SandboxRecord::load(&dir) else {
+                // No readable record: unmount whatever may be mounted and drop it.
+                let _ = rootfs::unmount(&SandboxRoot::under(&dir).merged);
+                let _ = std::fs::remove_dir_all(&dir);
+                out.push(Recovered::Reaped(name));
+                continue;
+            };
+            let alive = self.is_alive(&rec).await;
+            let entry = match (rec.state, alive) {
+                (SandboxState::Running | SandboxState::Draining, true) => {
+                    rec.state = SandboxState::Running;
+                    out.push(Recovered::Adopted(name.clone()));
+                    SandboxEntry::new(name.clone(), dir.clone(), rec)
+                }
+                (SandboxState::Stopped | SandboxState::Failed, _) => {
+                    out.push(Recovered::Kept(name.clone()));
+                    SandboxEntry::new(name.clone(), dir.clone(), rec)
+                }
+                _ => {
+                    let entry = SandboxEntry::new(name.clone(), dir.clone(), rec);
+                    let _ = self.teardown(&entry).await;
+                    let _ = std::fs::remove_dir_all(&dir);
+                    out.push(Recovered::Reaped(name));
+                    continue;
+                }
+            };
+            let detached = entry.record.lock().await.request.detached;
+            let running = entry.record.lock().await.state == SandboxState::Running;
+            if let Err(e) = entry.record.lock().await.save(&dir) {
+                tracing::warn!(sandbox = %name, error = %e, "could not rewrite state");
+            }
+            self.sandboxes.lock().await.insert(name.clone(), entry.clone());
+            if running && !detached {
+                // The creator must re-open its lease within the grace period.
+                self.watch_lease_pub(entry);
+            }
+        }
+        out
+    }
+
+    async fn is_alive(&self, rec: &SandboxRecord) -> bool {
+        let Some(launched) = &rec.launched else { return false };
+        let Ok(rt) = self.runtime_for(rec.isolation) else { return false };
+        rt.liveness(launched).await == Liveness::Running
+            && GuestClient::new(launched.guest_socket.clone()).ping().await.is_ok()
+    }
+
+    fn watch_lease_pub(self: &Arc<Self>, entry: Arc<SandboxEntry>) {
+        entry.lease_seen.store(false, std::sync::atomic::Ordering::Release);
+        let me = Arc::downgrade(self);
+        let grace = self.config.lease_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if entry.leases() == 0 {
+                if let Some(m) = me.upgrade() {
+                    let _ = m.remove_entry(&entry).await;
+                }
+            }
+        });
+    }
+}
