@@ -43,7 +43,10 @@ impl FromStr for Endpoint {
         if s.is_empty() {
             return Err("empty endpoint".into());
         }
-        if let Some(path) = s.strip_prefix("unix://").or_else(|| s.strip_prefix("unix:")) {
+        if let Some(path) = s
+            .strip_prefix("unix://")
+            .or_else(|| s.strip_prefix("unix:"))
+        {
             if path.is_empty() {
                 return Err(format!("endpoint {s:?} has no socket path"));
             }
@@ -95,7 +98,10 @@ mod tests {
 
     #[test]
     fn display() {
-        assert_eq!(Endpoint::Unix("/a/b.sock".into()).to_string(), "unix:/a/b.sock");
+        assert_eq!(
+            Endpoint::Unix("/a/b.sock".into()).to_string(),
+            "unix:/a/b.sock"
+        );
         assert_eq!(Endpoint::Tcp("h:1".into()).to_string(), "http://h:1");
     }
 }

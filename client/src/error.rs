@@ -62,7 +62,6 @@ impl ClientError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ClientError::Unreachable { .. })
     }
-
 }
 
 /// Decodes a non-2xx response: the API's JSON error if the body is one, else a
@@ -114,10 +113,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Unknown code: not an ApiError either.
-        let e = decode_error(StatusCode::IM_A_TEAPOT, br#"{"code":"teapot","message":"x"}"#);
+        let e = decode_error(
+            StatusCode::IM_A_TEAPOT,
+            br#"{"code":"teapot","message":"x"}"#,
+        );
         assert!(matches!(e, ClientError::Protocol(m) if m.contains("418") && m.contains("teapot")));
         let e = decode_error(StatusCode::INTERNAL_SERVER_ERROR, b"");
-        assert!(matches!(e, ClientError::Protocol(m) if m == "unexpected HTTP status 500 Internal Server Error"));
+        assert!(
+            matches!(e, ClientError::Protocol(m) if m == "unexpected HTTP status 500 Internal Server Error")
+        );
     }
 
     #[test]

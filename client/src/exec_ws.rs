@@ -62,7 +62,9 @@ pub(crate) fn decode_server_message(msg: Message) -> Result<Decoded> {
         Message::Binary(data) => match data.first() {
             Some(&STREAM_STDOUT) => Ok(Decoded::Event(ExecEvent::Stdout(data.slice(1..)))),
             Some(&STREAM_STDERR) => Ok(Decoded::Event(ExecEvent::Stderr(data.slice(1..)))),
-            Some(tag) => Err(ClientError::Protocol(format!("exec frame with unknown stream tag {tag}"))),
+            Some(tag) => Err(ClientError::Protocol(format!(
+                "exec frame with unknown stream tag {tag}"
+            ))),
             None => Err(ClientError::Protocol("empty binary exec frame".into())),
         },
         Message::Text(text) => {
@@ -71,18 +73,26 @@ pub(crate) fn decode_server_message(msg: Message) -> Result<Decoded> {
             })?;
             match control {
                 ExecControl::Started { pid } => Ok(Decoded::Event(ExecEvent::Started { pid })),
-                ExecControl::Exited { exit_code, signal, timed_out } => {
-                    Ok(Decoded::Event(ExecEvent::Exited { exit_code, signal, timed_out }))
-                }
+                ExecControl::Exited {
+                    exit_code,
+                    signal,
+                    timed_out,
+                } => Ok(Decoded::Event(ExecEvent::Exited {
+                    exit_code,
+                    signal,
+                    timed_out,
+                })),
                 ExecControl::Error { error } => Err(ClientError::Api(error)),
                 other => Err(ClientError::Protocol(format!(
                     "unexpected client-side control message from the server: {other:?}"
                 ))),
             }
         }
-        Message::Close(frame) => Ok(Decoded::Closed(
-            frame.map(|f| format!("{} {}", u16::from(f.code), f.reason.as_str()).trim().to_string()),
-        )),
+        Message::Close(frame) => Ok(Decoded::Closed(frame.map(|f| {
+            format!("{} {}", u16::from(f.code), f.reason.as_str())
+                .trim()
+                .to_string()
+        }))),
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(Decoded::Skip),
     }
 }
@@ -133,12 +143,14 @@ impl ExecInput {
 
     /// Sends `signal` (e.g. 15 for SIGTERM) to the process group.
     pub async fn signal(&self, signal: i32) -> Result<()> {
-        self.send(control_message(&ExecControl::Signal { signal })?).await
+        self.send(control_message(&ExecControl::Signal { signal })?)
+            .await
     }
 
     /// Resizes the terminal of a tty exec.
     pub async fn resize(&self, rows: u16, cols: u16) -> Result<()> {
-        self.send(control_message(&ExecControl::Resize { rows, cols })?).await
+        self.send(control_message(&ExecControl::Resize { rows, cols })?)
+            .await
     }
 }
 
@@ -155,7 +167,10 @@ pub struct ExecStream {
 
 impl std::fmt::Debug for ExecStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecStream").field("pid", &self.pid).field("done", &self.done).finish()
+        f.debug_struct("ExecStream")
+            .field("pid", &self.pid)
+            .field("done", &self.done)
+            .finish()
     }
 }
 
@@ -183,7 +198,11 @@ impl ExecStream {
                 ExecEvent::Started { .. } => {}
                 ExecEvent::Stdout(b) => out.stdout.extend_from_slice(&b),
                 ExecEvent::Stderr(b) => out.stderr.extend_from_slice(&b),
-                ExecEvent::Exited { exit_code, signal, timed_out } => {
+                ExecEvent::Exited {
+                    exit_code,
+                    signal,
+                    timed_out,
+                } => {
                     out.exit_code = exit_code;
                     out.signal = signal;
                     out.timed_out = timed_out;
@@ -191,7 +210,9 @@ impl ExecStream {
                 }
             }
         }
-        Err(ClientError::WebSocket("exec stream ended before the process exited".into()))
+        Err(ClientError::WebSocket(
+            "exec stream ended before the process exited".into(),
+        ))
     }
 
     fn finish(&mut self, item: Result<ExecEvent>) -> Poll<Option<Result<ExecEvent>>> {
@@ -259,7 +280,12 @@ impl AgentClient {
         let (sink, reader) = ws.split();
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         tokio::spawn(write_loop(sink, rx));
-        Ok(ExecStream { reader, input: ExecInput { tx }, pid: None, done: false })
+        Ok(ExecStream {
+            reader,
+            input: ExecInput { tx },
+            pid: None,
+            done: false,
+        })
     }
 }
 
@@ -283,32 +309,65 @@ mod tests {
             event(Message::binary(b"\x01hello".to_vec())),
             ExecEvent::Stdout(Bytes::from_static(b"hello"))
         );
-        assert_eq!(event(Message::binary(b"\x02e".to_vec())), ExecEvent::Stderr(Bytes::from_static(b"e")));
-        assert_eq!(event(Message::binary(vec![1])), ExecEvent::Stdout(Bytes::new()));
-        assert!(matches!(decode_server_message(Message::binary(vec![3, 0])), Err(ClientError::Protocol(_))));
-        assert!(matches!(decode_server_message(Message::binary(vec![])), Err(ClientError::Protocol(_))));
+        assert_eq!(
+            event(Message::binary(b"\x02e".to_vec())),
+            ExecEvent::Stderr(Bytes::from_static(b"e"))
+        );
+        assert_eq!(
+            event(Message::binary(vec![1])),
+            ExecEvent::Stdout(Bytes::new())
+        );
+        assert!(matches!(
+            decode_server_message(Message::binary(vec![3, 0])),
+            Err(ClientError::Protocol(_))
+        ));
+        assert!(matches!(
+            decode_server_message(Message::binary(vec![])),
+            Err(ClientError::Protocol(_))
+        ));
     }
 
     #[test]
     fn control_frames() {
-        assert_eq!(event(Message::text(r#"{"type":"started","pid":42}"#)), ExecEvent::Started { pid: 42 });
         assert_eq!(
-            event(Message::text(r#"{"type":"exited","exit_code":137,"signal":9,"timed_out":true}"#)),
-            ExecEvent::Exited { exit_code: 137, signal: Some(9), timed_out: true }
+            event(Message::text(r#"{"type":"started","pid":42}"#)),
+            ExecEvent::Started { pid: 42 }
+        );
+        assert_eq!(
+            event(Message::text(
+                r#"{"type":"exited","exit_code":137,"signal":9,"timed_out":true}"#
+            )),
+            ExecEvent::Exited {
+                exit_code: 137,
+                signal: Some(9),
+                timed_out: true
+            }
         );
         let err = decode_server_message(Message::text(
             r#"{"type":"error","error":{"code":"sandbox_not_running","message":"stopped"}}"#,
         ))
         .unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::SandboxNotRunning));
-        assert!(matches!(decode_server_message(Message::text("nope")), Err(ClientError::Protocol(_))));
+        assert!(matches!(
+            decode_server_message(Message::text("nope")),
+            Err(ClientError::Protocol(_))
+        ));
         assert!(matches!(
             decode_server_message(Message::text(r#"{"type":"stdin_close"}"#)),
             Err(ClientError::Protocol(_))
         ));
-        assert_eq!(decode_server_message(Message::Ping(Bytes::new())).unwrap(), Decoded::Skip);
-        let close = Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "bye".into() }));
-        assert_eq!(decode_server_message(close).unwrap(), Decoded::Closed(Some("1001 bye".into())));
+        assert_eq!(
+            decode_server_message(Message::Ping(Bytes::new())).unwrap(),
+            Decoded::Skip
+        );
+        let close = Message::Close(Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "bye".into(),
+        }));
+        assert_eq!(
+            decode_server_message(close).unwrap(),
+            Decoded::Closed(Some("1001 bye".into()))
+        );
     }
 
     #[test]
@@ -317,7 +376,10 @@ mod tests {
             Message::Text(t) => t.as_str().to_string(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(text(control_message(&ExecControl::StdinClose).unwrap()), r#"{"type":"stdin_close"}"#);
+        assert_eq!(
+            text(control_message(&ExecControl::StdinClose).unwrap()),
+            r#"{"type":"stdin_close"}"#
+        );
         assert_eq!(
             text(control_message(&ExecControl::Signal { signal: 15 }).unwrap()),
             r#"{"type":"signal","signal":15}"#

@@ -44,7 +44,10 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// `/v1/sandboxes/{name}{suffix}` with `name` percent-encoded. `suffix` is a constant route tail
 /// such as `""`, `"/stop"` or `"/fs/file"`.
 pub(crate) fn sandbox_path(name: &str, suffix: &str) -> String {
-    format!("/v1/sandboxes/{}{suffix}", utf8_percent_encode(name, SEGMENT))
+    format!(
+        "/v1/sandboxes/{}{suffix}",
+        utf8_percent_encode(name, SEGMENT)
+    )
 }
 
 /// Appends `?k=v&...` to `path`, percent-encoding the values (keys are constants).
@@ -171,7 +174,13 @@ impl AgentClient {
                 Transport::Tcp(builder.build(http))
             }
         };
-        AgentClient { inner: Arc::new(Inner { endpoint, auth, transport }) }
+        AgentClient {
+            inner: Arc::new(Inner {
+                endpoint,
+                auth,
+                transport,
+            }),
+        }
     }
 
     /// A client of the local agent whose state directory is `dir`: socket `dir/agent.sock`,
@@ -215,7 +224,10 @@ impl AgentClient {
     }
 
     fn unreachable(&self, source: io::Error) -> ClientError {
-        ClientError::Unreachable { endpoint: self.inner.endpoint.clone(), source: Box::new(source) }
+        ClientError::Unreachable {
+            endpoint: self.inner.endpoint.clone(),
+            source: Box::new(source),
+        }
     }
 
     fn uri(&self, path_and_query: &str) -> Result<Uri> {
@@ -226,7 +238,10 @@ impl AgentClient {
         s.parse().map_err(|e| {
             ClientError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("cannot build a request URL for {}: {e}", self.inner.endpoint),
+                format!(
+                    "cannot build a request URL for {}: {e}",
+                    self.inner.endpoint
+                ),
             ))
         })
     }
@@ -239,7 +254,9 @@ impl AgentClient {
         payload: Payload,
         auth: bool,
     ) -> Result<Response<Incoming>> {
-        let mut req = Request::builder().method(method).uri(self.uri(path_and_query)?);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(self.uri(path_and_query)?);
         if auth {
             if let Some(auth) = self.auth()? {
                 req = req.header(AUTHORIZATION, auth);
@@ -249,7 +266,9 @@ impl AgentClient {
             Payload::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
             Payload::Json(v) => {
                 req = req.header(CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(v)).map_err(|never| match never {}).boxed_unsync()
+                Full::new(Bytes::from(v))
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
             }
             Payload::Octets(b) => {
                 req = req.header(CONTENT_TYPE, "application/octet-stream");
@@ -279,7 +298,9 @@ impl AgentClient {
         path_and_query: &str,
         payload: Payload,
     ) -> Result<Response<Incoming>> {
-        let resp = self.round_trip(method, path_and_query, payload, true).await?;
+        let resp = self
+            .round_trip(method, path_and_query, payload, true)
+            .await?;
         check_status(resp).await
     }
 
@@ -309,7 +330,9 @@ impl AgentClient {
 
     /// `GET /healthz` (no auth): `Ok` if the agent is up and answering.
     pub async fn health(&self) -> Result<()> {
-        let resp = self.round_trip(Method::GET, "/healthz", Payload::Empty, false).await?;
+        let resp = self
+            .round_trip(Method::GET, "/healthz", Payload::Empty, false)
+            .await?;
         let resp = check_status(resp).await?;
         resp.into_body().collect().await.map_err(body_error)?;
         Ok(())
@@ -327,7 +350,9 @@ impl AgentClient {
         }
         let io: Box<dyn WsIo> = match &self.inner.endpoint {
             Endpoint::Unix(path) => Box::new(
-                tokio::net::UnixStream::connect(path).await.map_err(|e| self.unreachable(e))?,
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| self.unreachable(e))?,
             ),
             Endpoint::Tcp(addr) => {
                 let s = tokio::net::TcpStream::connect(addr.as_str())
@@ -339,9 +364,10 @@ impl AgentClient {
         };
         match tokio_tungstenite::client_async(req, io).await {
             Ok((ws, _response)) => Ok(ws),
-            Err(WsError::Http(resp)) => {
-                Err(decode_error(resp.status(), resp.body().as_deref().unwrap_or_default()))
-            }
+            Err(WsError::Http(resp)) => Err(decode_error(
+                resp.status(),
+                resp.body().as_deref().unwrap_or_default(),
+            )),
             Err(e) => Err(ws_error(e)),
         }
     }
@@ -415,16 +441,31 @@ mod tests {
     fn sandbox_paths_are_encoded() {
         assert_eq!(sandbox_path("my-box-1", ""), "/v1/sandboxes/my-box-1");
         assert_eq!(sandbox_path("a", "/exec/ws"), "/v1/sandboxes/a/exec/ws");
-        assert_eq!(sandbox_path("../x", "/stop"), "/v1/sandboxes/%2E%2E%2Fx/stop");
-        assert_eq!(sandbox_path("a?b#c d%", ""), "/v1/sandboxes/a%3Fb%23c%20d%25");
+        assert_eq!(
+            sandbox_path("../x", "/stop"),
+            "/v1/sandboxes/%2E%2E%2Fx/stop"
+        );
+        assert_eq!(
+            sandbox_path("a?b#c d%", ""),
+            "/v1/sandboxes/a%3Fb%23c%20d%25"
+        );
         assert_eq!(sandbox_path("é", ""), "/v1/sandboxes/%C3%A9");
     }
 
     #[test]
     fn queries_are_encoded() {
-        let p = with_query(sandbox_path("a", "/fs/file"), &[("path", "/tmp/x y+z&w=1?#%.txt")]);
-        assert_eq!(p, "/v1/sandboxes/a/fs/file?path=/tmp/x%20y%2Bz%26w%3D1%3F%23%25.txt");
-        let p = with_query("/x".into(), &[("path", "/é"), ("mode", "420"), ("append", "false")]);
+        let p = with_query(
+            sandbox_path("a", "/fs/file"),
+            &[("path", "/tmp/x y+z&w=1?#%.txt")],
+        );
+        assert_eq!(
+            p,
+            "/v1/sandboxes/a/fs/file?path=/tmp/x%20y%2Bz%26w%3D1%3F%23%25.txt"
+        );
+        let p = with_query(
+            "/x".into(),
+            &[("path", "/é"), ("mode", "420"), ("append", "false")],
+        );
         assert_eq!(p, "/x?path=/%C3%A9&mode=420&append=false");
         assert_eq!(with_query("/x".into(), &[]), "/x");
     }
@@ -432,7 +473,9 @@ mod tests {
     #[test]
     fn urls_parse_for_both_transports() {
         let c = AgentClient::new(Endpoint::Unix("/run/ms/agent.sock".into()), None);
-        let u = c.uri(&with_query("/v1/x".into(), &[("path", "/a b")])).unwrap();
+        let u = c
+            .uri(&with_query("/v1/x".into(), &[("path", "/a b")]))
+            .unwrap();
         assert_eq!(u.scheme_str(), Some("unix"));
         assert_eq!(u.host(), Some("2f72756e2f6d732f6167656e742e736f636b"));
         assert_eq!(u.path(), "/v1/x");
@@ -444,7 +487,9 @@ mod tests {
         let c = AgentClient::new(Endpoint::Tcp("127.0.0.1:7070".into()), Some("t".into()));
         let u = c.uri("/v1/info").unwrap();
         assert_eq!(u.to_string(), "http://127.0.0.1:7070/v1/info");
-        assert!(AgentClient::new(Endpoint::Tcp("bad host".into()), None).uri("/").is_err());
+        assert!(AgentClient::new(Endpoint::Tcp("bad host".into()), None)
+            .uri("/")
+            .is_err());
     }
 
     #[test]

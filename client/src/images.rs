@@ -175,8 +175,13 @@ impl AgentClient {
     /// `POST /v1/images/pull`: pulls an image, yielding progress as it happens. The stream ends
     /// after [`PullEvent::Done`]; a failed pull yields `Err(ClientError::Api)` (the server's
     /// `error` event) and ends, as does a connection that breaks before `done`.
-    pub async fn pull_image(&self, req: PullImage) -> Result<BoxStream<'static, Result<PullEvent>>> {
-        let resp = self.send(Method::POST, "/v1/images/pull", Payload::json(&req)?).await?;
+    pub async fn pull_image(
+        &self,
+        req: PullImage,
+    ) -> Result<BoxStream<'static, Result<PullEvent>>> {
+        let resp = self
+            .send(Method::POST, "/v1/images/pull", Payload::json(&req)?)
+            .await?;
         Ok(pull_events(resp.into_body()))
     }
 
@@ -188,7 +193,9 @@ impl AgentClient {
                 return Ok(digest);
             }
         }
-        Err(ClientError::Protocol("image pull stream ended without `done`".into()))
+        Err(ClientError::Protocol(
+            "image pull stream ended without `done`".into(),
+        ))
     }
 }
 
@@ -241,9 +248,15 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                PullEvent::Resolved { reference: "docker.io/library/python:3".into() },
-                PullEvent::LayerCached { digest: "sha256:a".into() },
-                PullEvent::Done { digest: "sha256:d".into() },
+                PullEvent::Resolved {
+                    reference: "docker.io/library/python:3".into()
+                },
+                PullEvent::LayerCached {
+                    digest: "sha256:a".into()
+                },
+                PullEvent::Done {
+                    digest: "sha256:d".into()
+                },
             ]
         );
     }
@@ -264,7 +277,10 @@ mod tests {
         ]);
         assert_eq!(out.len(), 2);
         assert!(matches!(out[0], Ok(PullEvent::Manifest { layers: 2, .. })));
-        assert_eq!(out[1].as_ref().unwrap_err().code(), Some(ErrorCode::RegistryUnreachable));
+        assert_eq!(
+            out[1].as_ref().unwrap_err().code(),
+            Some(ErrorCode::RegistryUnreachable)
+        );
     }
 
     #[test]

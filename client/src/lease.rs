@@ -91,6 +91,11 @@ impl AgentClient {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (open_tx, open_rx) = watch::channel(true);
         let task = tokio::spawn(hold(ws, stop_rx, open_tx));
-        Ok(Lease { name: name.to_string(), stop: Some(stop_tx), task: Some(task), open: open_rx })
+        Ok(Lease {
+            name: name.to_string(),
+            stop: Some(stop_tx),
+            task: Some(task),
+            open: open_rx,
+        })
     }
 }

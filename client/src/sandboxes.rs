@@ -68,43 +68,59 @@ pub fn encode_stdin(data: impl AsRef<[u8]>) -> String {
 impl AgentClient {
     /// `GET /v1/info`: version, node name, available isolation, sandbox count.
     pub async fn info(&self) -> Result<AgentInfo> {
-        self.call_json(Method::GET, "/v1/info", Payload::Empty).await
+        self.call_json(Method::GET, "/v1/info", Payload::Empty)
+            .await
     }
 
     /// `POST /v1/sandboxes`: creates and starts a sandbox (pulling its image per `pull_policy`).
     /// An attached sandbox (`detached: false`) must then be held with [`AgentClient::hold_lease`].
     pub async fn create(&self, req: CreateSandbox) -> Result<SandboxInfo> {
-        self.call_json(Method::POST, "/v1/sandboxes", Payload::json(&req)?).await
+        self.call_json(Method::POST, "/v1/sandboxes", Payload::json(&req)?)
+            .await
     }
 
     /// `GET /v1/sandboxes`: every sandbox of the node.
     pub async fn list(&self) -> Result<Vec<SandboxInfo>> {
-        self.call_json(Method::GET, "/v1/sandboxes", Payload::Empty).await
+        self.call_json(Method::GET, "/v1/sandboxes", Payload::Empty)
+            .await
     }
 
     /// `GET /v1/sandboxes/{name}`.
     pub async fn get(&self, name: &str) -> Result<SandboxInfo> {
-        self.call_json(Method::GET, &sandbox_path(name, ""), Payload::Empty).await
+        self.call_json(Method::GET, &sandbox_path(name, ""), Payload::Empty)
+            .await
     }
 
     /// `DELETE /v1/sandboxes/{name}`: kills the sandbox if running, then removes everything.
     pub async fn remove(&self, name: &str) -> Result<()> {
-        self.call_unit(Method::DELETE, &sandbox_path(name, ""), Payload::Empty).await
+        self.call_unit(Method::DELETE, &sandbox_path(name, ""), Payload::Empty)
+            .await
     }
 
     /// `POST /v1/sandboxes/{name}/stop`: SIGTERM, then SIGKILL after `timeout_ms`.
     pub async fn stop(&self, name: &str, req: StopSandbox) -> Result<SandboxInfo> {
-        self.call_json(Method::POST, &sandbox_path(name, "/stop"), Payload::json(&req)?).await
+        self.call_json(
+            Method::POST,
+            &sandbox_path(name, "/stop"),
+            Payload::json(&req)?,
+        )
+        .await
     }
 
     /// `POST /v1/sandboxes/{name}/kill`: SIGKILL now.
     pub async fn kill(&self, name: &str) -> Result<SandboxInfo> {
-        self.call_json(Method::POST, &sandbox_path(name, "/kill"), Payload::Empty).await
+        self.call_json(Method::POST, &sandbox_path(name, "/kill"), Payload::Empty)
+            .await
     }
 
     /// `POST /v1/sandboxes/{name}/drain`: refuses new execs, waits for running ones, then stops.
     pub async fn drain(&self, name: &str, req: StopSandbox) -> Result<SandboxInfo> {
-        self.call_json(Method::POST, &sandbox_path(name, "/drain"), Payload::json(&req)?).await
+        self.call_json(
+            Method::POST,
+            &sandbox_path(name, "/drain"),
+            Payload::json(&req)?,
+        )
+        .await
     }
 
     /// `POST /v1/sandboxes/{name}/exec`: runs a command to completion and returns its collected
@@ -115,17 +131,24 @@ impl AgentClient {
 
     /// Like [`AgentClient::exec`], returning the API's body as is (base64 streams).
     pub async fn exec_raw(&self, name: &str, req: ExecRequest) -> Result<ExecOutput> {
-        self.call_json(Method::POST, &sandbox_path(name, "/exec"), Payload::json(&req)?).await
+        self.call_json(
+            Method::POST,
+            &sandbox_path(name, "/exec"),
+            Payload::json(&req)?,
+        )
+        .await
     }
 
     /// `GET /v1/sandboxes/{name}/metrics`.
     pub async fn metrics(&self, name: &str) -> Result<Metrics> {
-        self.call_json(Method::GET, &sandbox_path(name, "/metrics"), Payload::Empty).await
+        self.call_json(Method::GET, &sandbox_path(name, "/metrics"), Payload::Empty)
+            .await
     }
 
     /// `GET /v1/metrics`: metrics of every running sandbox.
     pub async fn all_metrics(&self) -> Result<Vec<Metrics>> {
-        self.call_json(Method::GET, "/v1/metrics", Payload::Empty).await
+        self.call_json(Method::GET, "/v1/metrics", Payload::Empty)
+            .await
     }
 }
 
@@ -156,6 +179,9 @@ mod tests {
             stdout_b64: "!!".into(),
             stderr_b64: String::new(),
         };
-        assert!(matches!(Output::try_from(bad), Err(ClientError::Protocol(_))));
+        assert!(matches!(
+            Output::try_from(bad),
+            Err(ClientError::Protocol(_))
+        ));
     }
 }

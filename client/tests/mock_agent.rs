@@ -14,20 +14,29 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::UnixListener;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsReq, Response as WsResp};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as WsReq, Response as WsResp,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 type RespBody = BoxBody<Bytes, std::io::Error>;
 const TOKEN: &str = "s3cret";
 
 fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
-    let mut r = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = status;
     r
 }
 
 fn api_error(status: StatusCode, code: &str, message: &str) -> Response<RespBody> {
-    full(status, format!(r#"{{"code":"{code}","message":{message:?}}}"#))
+    full(
+        status,
+        format!(r#"{{"code":"{code}","message":{message:?}}}"#),
+    )
 }
 
 /// Serves `handler` on a fresh unix socket; returns the socket path (and the dir keeping it).
@@ -58,7 +67,10 @@ where
 }
 
 fn authorized(req: &Request<Incoming>) -> bool {
-    req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer s3cret")
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some("Bearer s3cret")
 }
 
 /// A tiny agent: auth, a few routes, echo of paths in errors.
@@ -87,10 +99,18 @@ async fn agent(req: Request<Incoming>) -> Response<RespBody> {
         ("POST", "/v1/images/pull") => {
             // Events split at awkward places, in separate chunks.
             let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-                Ok(Frame::data(Bytes::from_static(b"{\"event\":\"resolved\",\"refer"))),
-                Ok(Frame::data(Bytes::from_static(b"ence\":\"docker.io/library/alpine:3\"}\n{\"event\":\"manifest\","))),
-                Ok(Frame::data(Bytes::from_static(b"\"digest\":\"sha256:m\",\"layers\":1}\n"))),
-                Ok(Frame::data(Bytes::from_static(b"{\"event\":\"done\",\"digest\":\"sha256:m\"}\n"))),
+                Ok(Frame::data(Bytes::from_static(
+                    b"{\"event\":\"resolved\",\"refer",
+                ))),
+                Ok(Frame::data(Bytes::from_static(
+                    b"ence\":\"docker.io/library/alpine:3\"}\n{\"event\":\"manifest\",",
+                ))),
+                Ok(Frame::data(Bytes::from_static(
+                    b"\"digest\":\"sha256:m\",\"layers\":1}\n",
+                ))),
+                Ok(Frame::data(Bytes::from_static(
+                    b"{\"event\":\"done\",\"digest\":\"sha256:m\"}\n",
+                ))),
             ];
             let stream = futures::stream::iter(chunks).then(|c| async {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -115,7 +135,10 @@ async fn agent(req: Request<Incoming>) -> Response<RespBody> {
             let mut n = 0u64;
             let mut sum = 0u64;
             while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame.unwrap().into_data() {
+                let Ok(frame) = frame else {
+                    return full(StatusCode::BAD_REQUEST, "truncated upload");
+                };
+                if let Ok(data) = frame.into_data() {
                     n += data.len() as u64;
                     sum += data.iter().map(|&b| b as u64).sum::<u64>();
                 }
@@ -130,7 +153,11 @@ async fn agent(req: Request<Incoming>) -> Response<RespBody> {
             full(StatusCode::NO_CONTENT, "")
         }
         ("GET", "/v1/sandboxes/plain/metrics") => full(StatusCode::BAD_GATEWAY, "proxy says no"),
-        _ => api_error(StatusCode::NOT_FOUND, "sandbox_not_found", &format!("{path}?{query}")),
+        _ => api_error(
+            StatusCode::NOT_FOUND,
+            "sandbox_not_found",
+            &format!("{path}?{query}"),
+        ),
     }
 }
 
@@ -154,18 +181,32 @@ async fn json_routes_and_errors() {
 
     let err = c.get("a/../b").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::SandboxNotFound));
-    assert!(err.to_string().contains("/v1/sandboxes/a%2F%2E%2E%2Fb"), "{err}");
+    assert!(
+        err.to_string().contains("/v1/sandboxes/a%2F%2E%2E%2Fb"),
+        "{err}"
+    );
 
     match c.metrics("plain").await.unwrap_err() {
-        ClientError::Protocol(m) => assert!(m.contains("502") && m.contains("proxy says no"), "{m}"),
+        ClientError::Protocol(m) => {
+            assert!(m.contains("502") && m.contains("proxy says no"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
 
     let bad = AgentClient::new(Endpoint::Unix(sock), Some("wrong".into()));
-    assert_eq!(bad.info().await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+    assert_eq!(
+        bad.info().await.unwrap_err().code(),
+        Some(ErrorCode::Unauthorized)
+    );
 
     let out = c
-        .exec("x", ExecRequest { command: "echo".into(), ..Default::default() })
+        .exec(
+            "x",
+            ExecRequest {
+                command: "echo".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!((out.exit_code, out.stdout.as_slice()), (3, &b"hi\n"[..]));
@@ -180,7 +221,9 @@ async fn tcp_endpoint() {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req| async { Ok::<_, Infallible>(agent(req).await) });
+                let svc = hyper::service::service_fn(|req| async {
+                    Ok::<_, Infallible>(agent(req).await)
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
@@ -197,8 +240,14 @@ async fn unreachable() {
     let c = client(dir.path().join("agent.sock"));
     let err = c.info().await.unwrap_err();
     assert!(err.is_unreachable(), "{err:?}");
-    assert!(err.to_string().contains("microsandbox-agent serve"), "{err}");
-    let err = c.exec_stream("x", ExecRequest::default()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("microsandbox-agent serve"),
+        "{err}"
+    );
+    let err = c
+        .exec_stream("x", ExecRequest::default())
+        .await
+        .unwrap_err();
     assert!(err.is_unreachable(), "{err:?}");
     let err = AgentClient::from_state_dir(dir.path()).unwrap_err();
     assert!(err.is_unreachable(), "{err:?}");
@@ -213,10 +262,24 @@ async fn unreachable() {
 async fn pull_stream() {
     let (_dir, sock) = serve_unix(agent);
     let c = client(sock);
-    let req = PullImage { image: "alpine:3".into(), policy: PullPolicy::Always };
-    let events: Vec<PullEvent> = c.pull_image(req.clone()).await.unwrap().try_collect().await.unwrap();
+    let req = PullImage {
+        image: "alpine:3".into(),
+        policy: PullPolicy::Always,
+    };
+    let events: Vec<PullEvent> = c
+        .pull_image(req.clone())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(events.len(), 3);
-    assert_eq!(events[2], PullEvent::Done { digest: "sha256:m".into() });
+    assert_eq!(
+        events[2],
+        PullEvent::Done {
+            digest: "sha256:m".into()
+        }
+    );
     assert_eq!(c.pull_image_wait(req).await.unwrap(), "sha256:m");
 }
 
@@ -231,7 +294,10 @@ async fn fs_streaming() {
     assert_eq!(n, 64 * 64 * 1024);
     let data = std::fs::read(&dl).unwrap();
     assert_eq!(data.len() as u64, n);
-    assert!(data[..64 * 1024].iter().all(|&b| b == 0) && data[63 * 64 * 1024..].iter().all(|&b| b == 63));
+    assert!(
+        data[..64 * 1024].iter().all(|&b| b == 0)
+            && data[63 * 64 * 1024..].iter().all(|&b| b == 63)
+    );
 
     // A failed read creates nothing.
     let missing = tmp.path().join("missing");
@@ -250,15 +316,41 @@ async fn fs_streaming() {
     let n = c.fs_write_from_file("x", &up, "/up").await.unwrap();
     assert_eq!(n, content.len() as u64);
 
+    // The agent refusing an upload early (without reading it) still gives its typed error.
+    let err = c
+        .fs_write_from_file("nosuch", &up, "/up")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::SandboxNotFound), "{err:?}");
+    // A failing body aborts the upload.
+    let failing = futures::stream::iter([
+        Ok(Bytes::from_static(b"abc")),
+        Err(std::io::Error::other("disk on fire")),
+    ]);
+    let err = c
+        .fs_write("x", "/up", Some(0o640), false, failing)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Io(e) if e.to_string().contains("disk on fire")),
+        "{err:?}"
+    );
+
     let chunks = c.fs_read("x", "/data/big file").await.unwrap();
-    let total = chunks.try_fold(0usize, |acc, b| async move { Ok(acc + b.len()) }).await.unwrap();
+    let total = chunks
+        .try_fold(0usize, |acc, b| async move { Ok(acc + b.len()) })
+        .await
+        .unwrap();
     assert_eq!(total, 64 * 64 * 1024);
 }
 
 /// Serves one WebSocket connection per accept with `on_ws`, after checking the path and token.
 fn serve_ws<F, Fut>(expected_path: &'static str, on_ws: F) -> (tempfile::TempDir, PathBuf)
 where
-    F: Fn(tokio_tungstenite::WebSocketStream<tokio::net::UnixStream>) -> Fut + Send + Sync + 'static,
+    F: Fn(tokio_tungstenite::WebSocketStream<tokio::net::UnixStream>) -> Fut
+        + Send
+        + Sync
+        + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let dir = tempfile::tempdir().unwrap();
@@ -270,8 +362,12 @@ where
             let (stream, _) = listener.accept().await.unwrap();
             let on_ws = on_ws.clone();
             tokio::spawn(async move {
+                #[allow(clippy::result_large_err)] // the type is tungstenite's
                 let check = |req: &WsReq, resp: WsResp| -> Result<WsResp, ErrorResponse> {
-                    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok());
                     if req.uri().path() != expected_path || auth != Some("Bearer s3cret") {
                         let mut e = ErrorResponse::new(Some(
                             r#"{"code":"sandbox_not_found","message":"nope"}"#.into(),
@@ -296,8 +392,12 @@ async fn exec_websocket() {
         let first = ws.next().await.unwrap().unwrap();
         let req: ExecRequest = serde_json::from_str(first.to_text().unwrap()).unwrap();
         assert_eq!((req.command.as_str(), req.stdin), ("cat", true));
-        ws.send(Message::text(r#"{"type":"started","pid":7}"#)).await.unwrap();
-        ws.send(Message::binary(b"\x02warming up".to_vec())).await.unwrap();
+        ws.send(Message::text(r#"{"type":"started","pid":7}"#))
+            .await
+            .unwrap();
+        ws.send(Message::binary(b"\x02warming up".to_vec()))
+            .await
+            .unwrap();
         // Echo stdin to stdout until stdin_close; record control messages.
         let mut controls = Vec::new();
         while let Some(msg) = ws.next().await {
@@ -312,18 +412,36 @@ async fn exec_websocket() {
                 _ => {}
             }
         }
-        assert_eq!(controls, [r#"{"type":"signal","signal":28}"#, r#"{"type":"resize","rows":30,"cols":100}"#]);
-        ws.send(Message::text(r#"{"type":"exited","exit_code":0,"signal":null,"timed_out":false}"#))
-            .await
-            .unwrap();
+        assert_eq!(
+            controls,
+            [
+                r#"{"type":"signal","signal":28}"#,
+                r#"{"type":"resize","rows":30,"cols":100}"#
+            ]
+        );
+        ws.send(Message::text(
+            r#"{"type":"exited","exit_code":0,"signal":null,"timed_out":false}"#,
+        ))
+        .await
+        .unwrap();
         let _ = ws.close(None).await;
     });
     let c = client(sock.clone());
-    let req = ExecRequest { command: "cat".into(), stdin: true, ..Default::default() };
+    let req = ExecRequest {
+        command: "cat".into(),
+        stdin: true,
+        ..Default::default()
+    };
     let mut s = c.exec_stream("x", req.clone()).await.unwrap();
-    assert_eq!(s.next_event().await.unwrap().unwrap(), ExecEvent::Started { pid: 7 });
+    assert_eq!(
+        s.next_event().await.unwrap().unwrap(),
+        ExecEvent::Started { pid: 7 }
+    );
     assert_eq!(s.pid(), Some(7));
-    assert_eq!(s.next_event().await.unwrap().unwrap(), ExecEvent::Stderr(Bytes::from_static(b"warming up")));
+    assert_eq!(
+        s.next_event().await.unwrap().unwrap(),
+        ExecEvent::Stderr(Bytes::from_static(b"warming up"))
+    );
     let input = s.input();
     let writer = tokio::spawn(async move {
         input.write_stdin(&b"hello "[..]).await.unwrap();
@@ -340,7 +458,6 @@ async fn exec_websocket() {
 
     // Wrong route: the refused upgrade is decoded like any HTTP error.
     let err = c.exec_stream("y", req).await.unwrap_err();
-    eprintln!("REFUSED: {err:?}");
     assert!(
         err.code() == Some(ErrorCode::SandboxNotFound)
             || matches!(&err, ClientError::Protocol(m) if m.contains("404")),
@@ -354,27 +471,49 @@ async fn exec_websocket_error_and_truncation() {
         let first = ws.next().await.unwrap().unwrap();
         let req: ExecRequest = serde_json::from_str(first.to_text().unwrap()).unwrap();
         if req.command == "fail" {
-            ws.send(Message::text(r#"{"type":"error","error":{"code":"exec_failed","message":"no such file"}}"#))
+            ws.send(Message::text(
+                r#"{"type":"error","error":{"code":"exec_failed","message":"no such file"}}"#,
+            ))
+            .await
+            .unwrap();
+        } else {
+            ws.send(Message::text(r#"{"type":"started","pid":1}"#))
                 .await
                 .unwrap();
-        } else {
-            ws.send(Message::text(r#"{"type":"started","pid":1}"#)).await.unwrap();
         }
         let _ = ws.close(None).await;
     });
     let c = client(sock);
     let mut s = c
-        .exec_stream("x", ExecRequest { command: "fail".into(), ..Default::default() })
+        .exec_stream(
+            "x",
+            ExecRequest {
+                command: "fail".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(s.next_event().await.unwrap().unwrap_err().code(), Some(ErrorCode::ExecFailed));
+    assert_eq!(
+        s.next_event().await.unwrap().unwrap_err().code(),
+        Some(ErrorCode::ExecFailed)
+    );
     assert!(s.next_event().await.is_none());
 
     let s = c
-        .exec_stream("x", ExecRequest { command: "true".into(), ..Default::default() })
+        .exec_stream(
+            "x",
+            ExecRequest {
+                command: "true".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    assert!(matches!(s.wait_output().await, Err(ClientError::WebSocket(_))));
+    assert!(matches!(
+        s.wait_output().await,
+        Err(ClientError::WebSocket(_))
+    ));
 }
 
 #[tokio::test]
@@ -383,7 +522,9 @@ async fn lease_held_until_dropped() {
     let (_dir, sock) = serve_ws("/v1/sandboxes/att/lease", move |mut ws| {
         let tx = tx.clone();
         async move {
-            ws.send(Message::Ping(Bytes::from_static(b"hb"))).await.unwrap();
+            ws.send(Message::Ping(Bytes::from_static(b"hb")))
+                .await
+                .unwrap();
             while let Some(msg) = ws.next().await {
                 match msg {
                     Ok(Message::Pong(p)) if &p[..] == b"hb" => tx.send("pong").unwrap(),
@@ -422,6 +563,8 @@ async fn lease_lost_when_agent_closes() {
         while ws.next().await.is_some() {}
     });
     let mut lease = client(sock).hold_lease("att").await.unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), lease.lost()).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), lease.lost())
+        .await
+        .unwrap();
     assert!(!lease.is_held());
 }

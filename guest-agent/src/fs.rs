@@ -178,6 +178,15 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), GuestError> {
         // Set the mode last, so a read-only source directory can still be filled.
         fs::set_permissions(to, meta.permissions()).map_err(|e| io_err(e, to))?;
     } else if ft.is_file() {
+        if let Ok(dst) = fs::metadata(to) {
+            if dst.dev() == meta.dev() && dst.ino() == meta.ino() {
+                // fs::copy would truncate the source while reading it.
+                return Err(GuestError::new(
+                    GuestErrorKind::InvalidRequest,
+                    format!("{} and {} are the same file", from.display(), to.display()),
+                ));
+            }
+        }
         fs::copy(from, to).map_err(|e| io_err(e, to))?;
     } else {
         return Err(GuestError::new(
@@ -325,6 +334,21 @@ mod tests {
         let err = copy(&a, &a.join("b")).unwrap_err();
         assert_eq!(err.kind, GuestErrorKind::InvalidRequest);
         assert!(copy(&a, &dir.path().join("c")).is_ok());
+    }
+
+    #[test]
+    fn copy_onto_itself_keeps_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"precious").unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("l")).unwrap();
+        assert_eq!(
+            copy(&f, &f).unwrap_err().kind,
+            GuestErrorKind::InvalidRequest
+        );
+        // Through a symlink to the same file, too.
+        assert!(copy(&f, &dir.path().join("l")).is_err());
+        assert_eq!(fs::read(&f).unwrap(), b"precious");
     }
 
     #[test]

@@ -67,7 +67,7 @@ const MOUNTS: &[Mount] = &[
 pub fn mount_all() {
     for m in MOUNTS {
         if let Err(e) = mount_one(m) {
-            eprintln!("microsandbox-guest: mount {} failed: {e}", m.target);
+            warn!("mount {} failed: {e}", m.target);
         }
     }
     // /dev/ptmx must refer to the devpts instance just mounted.
@@ -80,5 +80,28 @@ fn mount_one(m: &Mount) -> io::Result<()> {
     match mount(Some(m.source), m.target, Some(m.fstype), m.flags, m.data) {
         Ok(()) | Err(nix::errno::Errno::EBUSY) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Mark every inherited descriptor above stderr close-on-exec, so nothing the runtime (or whoever
+/// started the agent) left open leaks into user processes.
+pub fn cloexec_inherited_fds() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only touch descriptor flags; a descriptor that is already closed
+        // (the directory handle used above) just yields EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
     }
 }

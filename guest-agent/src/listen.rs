@@ -70,7 +70,7 @@ pub async fn serve(addr: &ListenAddr, agent: Arc<Agent>) -> io::Result<()> {
 
 /// Transient accept failures (EMFILE, ECONNABORTED...) must not stop the agent.
 async fn accept_failed(e: io::Error) {
-    eprintln!("microsandbox-guest: accept failed: {e}");
+    warn!("accept failed: {e}");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 

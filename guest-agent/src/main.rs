@@ -3,6 +3,15 @@
 //! Serves the host <-> guest protocol (see `microsandbox_wire::guest`) on a unix socket or vsock:
 //! runs processes, serves files, reports metrics, and reaps every orphan of the sandbox.
 
+/// Diagnostics to stderr. Never panics (unlike `eprintln!` on a broken stderr): PID 1 must not die
+/// because nobody reads its output.
+macro_rules! warn {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "microsandbox-guest: {}", format_args!($($arg)*));
+    }};
+}
+
 mod cli;
 mod conn;
 mod exec;
@@ -31,7 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("microsandbox-guest: {e}\n{}", cli::USAGE);
+            warn!("{e}\n{}", cli::USAGE);
             return ExitCode::from(2);
         }
     };
@@ -40,9 +49,10 @@ fn main() -> ExitCode {
     if args.init_mounts {
         init::mount_all();
     }
+    init::cloexec_inherited_fds();
     if !pid1 {
         if let Err(e) = reaper::become_subreaper() {
-            eprintln!("microsandbox-guest: cannot become child subreaper: {e}");
+            warn!("cannot become child subreaper: {e}");
         }
     }
 
@@ -52,7 +62,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("microsandbox-guest: cannot start runtime: {e}");
+            warn!("cannot start runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -75,10 +85,12 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Do not wait for blocking file operations (a read of a FIFO may never end).
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("microsandbox-guest: {e}");
+            warn!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -26,6 +26,12 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Custom guest kernel to judge (as `serve --kernel`).
+        #[arg(long, env = "MSB_KERNEL")]
+        kernel: Option<PathBuf>,
+        /// Explicit libkrun shared object.
+        #[arg(long, env = "MSB_LIBKRUN")]
+        libkrun: Option<PathBuf>,
     },
     /// Internal: run one microVM (libkrun takes over this process).
     #[command(hide = true)]
@@ -139,8 +145,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
             rt.block_on(microsandbox_agent::serve::serve(config)).map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor { json } => {
-            let report = microsandbox_agent::doctor::diagnose();
+        Command::Doctor { json, kernel, libkrun } => {
+            let report = microsandbox_agent::doctor::diagnose_with(&microsandbox_agent::doctor::DoctorOptions {
+                kernel,
+                libkrun,
+            });
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
             } else {

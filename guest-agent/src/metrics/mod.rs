@@ -4,7 +4,8 @@
 //! reaped (`utime+stime+cutime+cstime`). Every process in the sandbox descends from the agent (PID 1
 //! or child subreaper), so each dead process is counted exactly once, in its reaper's `cutime`, and
 //! the total only grows. Disk I/O is summed the same way (`/proc/[pid]/io` also accumulates reaped
-//! children). Memory is the sum of resident set sizes.
+//! children). Memory is the sum of resident set sizes. Kernel threads (visible only inside a VM)
+//! count towards CPU but not towards `processes`.
 
 pub mod procfs;
 
@@ -42,7 +43,9 @@ pub fn collect(proc_root: &Path) -> GuestMetrics {
             else {
                 continue;
             };
-            m.processes += 1;
+            if !stat.is_kernel_thread(name.parse().unwrap_or(0)) {
+                m.processes += 1;
+            }
             cpu_ticks = cpu_ticks.saturating_add(stat.total_ticks());
             m.memory_bytes = m
                 .memory_bytes

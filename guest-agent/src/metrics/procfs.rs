@@ -3,6 +3,7 @@
 /// The fields of `/proc/[pid]/stat` the agent uses (times in clock ticks, rss in pages).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcStat {
+    pub ppid: u64,
     pub utime: u64,
     pub stime: u64,
     /// CPU time of reaped children (user).
@@ -13,6 +14,12 @@ pub struct ProcStat {
 }
 
 impl ProcStat {
+    /// Kernel threads (children of kthreadd, pid 2) are not sandbox processes; they are only
+    /// visible when the agent is the init of a VM.
+    pub fn is_kernel_thread(&self, pid: u64) -> bool {
+        pid == 2 || self.ppid == 2
+    }
+
     /// Own CPU time plus that of every child this process has reaped, in ticks.
     pub fn total_ticks(&self) -> u64 {
         self.utime + self.stime + self.cutime + self.cstime
@@ -33,6 +40,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
             .or_else(|| v.parse::<i64>().ok().map(|_| 0))
     };
     Some(ProcStat {
+        ppid: num(4)?,
         utime: num(14)?,
         stime: num(15)?,
         cutime: num(16)?,
@@ -107,6 +115,7 @@ mod tests {
         assert_eq!(
             s,
             ProcStat {
+                ppid: 1,
                 utime: 150,
                 stime: 42,
                 cutime: 7,
@@ -115,6 +124,10 @@ mod tests {
             }
         );
         assert_eq!(s.total_ticks(), 202);
+        assert!(!s.is_kernel_thread(1234));
+        let kthread = parse_stat("9 (ksoftirqd/0) S 2 0 0 0 -1 69238848 0 0 0 0 5 6 0 0 20 0 1 0 3 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 17 0 0 0 0 0 0").unwrap();
+        assert!(kthread.is_kernel_thread(9));
+        assert_eq!(kthread.total_ticks(), 11);
     }
 
     #[test]

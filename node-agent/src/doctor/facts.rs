@@ -113,7 +113,9 @@ pub fn probe(options: &DoctorOptions) -> HostFacts {
     let pvm = kvm_modules.iter().any(|m| m == "kvm_pvm");
     HostFacts {
         kvm: probe_kvm(Path::new("/dev/kvm")),
-        cpu: read("/proc/cpuinfo").map(|t| parse::cpu_virt(&t)).unwrap_or_default(),
+        cpu: read("/proc/cpuinfo")
+            .map(|t| parse::cpu_virt(&t))
+            .unwrap_or_default(),
         kvm_modules,
         pvm,
         libkrun: probe_libkrun(options),
@@ -121,9 +123,11 @@ pub fn probe(options: &DoctorOptions) -> HostFacts {
         kernel: options.kernel.as_deref().map(probe_kernel),
         crun: probe_crun(),
         cgroup: probe_cgroup(),
-        overlayfs: read("/proc/filesystems").map(|t| parse::filesystems(&t).iter().any(|f| f == "overlay")),
+        overlayfs: read("/proc/filesystems")
+            .map(|t| parse::filesystems(&t).iter().any(|f| f == "overlay")),
         seccomp_mode: read("/proc/self/status").and_then(|t| parse::seccomp_mode(&t)),
-        max_user_namespaces: read("/proc/sys/user/max_user_namespaces").and_then(|t| t.trim().parse().ok()),
+        max_user_namespaces: read("/proc/sys/user/max_user_namespaces")
+            .and_then(|t| t.trim().parse().ok()),
         euid: nix::unistd::geteuid().as_raw(),
     }
 }
@@ -131,7 +135,9 @@ pub fn probe(options: &DoctorOptions) -> HostFacts {
 /// `/dev/kvm`: present, a char device, openable read-write, API 12, can create a VM.
 pub fn probe_kvm(path: &Path) -> KvmFacts {
     let mut facts = KvmFacts::default();
-    let Ok(meta) = std::fs::metadata(path) else { return facts };
+    let Ok(meta) = std::fs::metadata(path) else {
+        return facts;
+    };
     facts.exists = true;
     facts.char_device = meta.file_type().is_char_device();
     if !facts.char_device {
@@ -183,7 +189,10 @@ pub fn required_libkrun_symbols(custom_kernel: bool) -> Vec<&'static str> {
 
 fn probe_libkrun(options: &DoctorOptions) -> LibkrunFacts {
     match Libkrun::open(options.libkrun.as_deref()) {
-        Err(e) => LibkrunFacts { load_error: Some(e.to_string()), ..Default::default() },
+        Err(e) => LibkrunFacts {
+            load_error: Some(e.to_string()),
+            ..Default::default()
+        },
         Ok(lib) => {
             let present = lib.symbols();
             let missing_symbols = required_libkrun_symbols(options.kernel.is_some())
@@ -209,7 +218,7 @@ fn probe_libkrunfw() -> LibkrunfwFacts {
         let lib = match unsafe { libloading::Library::new(name) } {
             Ok(lib) => lib,
             Err(e) => {
-                errors.push(format!("{name}: {e}"));
+                errors.push(e.to_string());
                 continue;
             }
         };
@@ -223,35 +232,62 @@ fn probe_libkrunfw() -> LibkrunfwFacts {
         let path = ffi::loaded_path(*kernel);
         // SAFETY: libkrunfw declares `uint32_t krunfw_get_version(void)` (libkrunfw's
         // bin2cbundle.py), the type we resolve it with.
-        let get_version = unsafe { lib.get::<unsafe extern "C" fn() -> u32>(b"krunfw_get_version") };
+        let get_version =
+            unsafe { lib.get::<unsafe extern "C" fn() -> u32>(b"krunfw_get_version") };
         let abi_version = match get_version {
             // SAFETY: no arguments, returns a constant; `lib` stays loaded during the call.
             Ok(f) => Some(unsafe { f() }),
             Err(_) => None,
         };
-        return LibkrunfwFacts { path, soname: Some(name.to_string()), abi_version, load_error: None };
+        return LibkrunfwFacts {
+            path,
+            soname: Some(name.to_string()),
+            abi_version,
+            load_error: None,
+        };
     }
-    LibkrunfwFacts { load_error: Some(errors.join("; ")), ..Default::default() }
+    LibkrunfwFacts {
+        load_error: Some(errors.join("; ")),
+        ..Default::default()
+    }
 }
 
 fn probe_kernel(path: &Path) -> KernelFacts {
     let format = KernelConfig::from_file(path)
-        .map(|k| format!("{:?}", k.format).to_lowercase())
+        .map(|k| k.format.to_string())
         .map_err(|e| e.to_string());
-    KernelFacts { path: path.to_path_buf(), format }
+    KernelFacts {
+        path: path.to_path_buf(),
+        format,
+    }
 }
 
 fn probe_crun() -> CrunFacts {
     let Some(path) = find_in_path("crun") else {
-        return CrunFacts { error: Some("not found in PATH".into()), ..Default::default() };
+        return CrunFacts {
+            error: Some("not found in PATH".into()),
+            ..Default::default()
+        };
     };
     match std::process::Command::new(&path).arg("--version").output() {
-        Err(e) => CrunFacts { path: Some(path), error: Some(format!("cannot run it: {e}")), ..Default::default() },
+        Err(e) => CrunFacts {
+            path: Some(path),
+            error: Some(format!("cannot run it: {e}")),
+            ..Default::default()
+        },
         Ok(out) => match parse::crun_version(&String::from_utf8_lossy(&out.stdout)) {
-            Some((version, seccomp)) => CrunFacts { path: Some(path), version: Some(version), seccomp, error: None },
+            Some((version, seccomp)) => CrunFacts {
+                path: Some(path),
+                version: Some(version),
+                seccomp,
+                error: None,
+            },
             None => CrunFacts {
                 path: Some(path),
-                error: Some(format!("unexpected `crun --version` output ({})", out.status)),
+                error: Some(format!(
+                    "unexpected `crun --version` output ({})",
+                    out.status
+                )),
                 ..Default::default()
             },
         },
@@ -269,15 +305,21 @@ fn probe_cgroup() -> CgroupFacts {
         .and_then(|m| std::fs::read_to_string(m.mount_point.join("cgroup.controllers")).ok())
         .map(|t| parse::controllers(&t))
         .unwrap_or_default();
-    CgroupFacts { mode, mounts, v2_controllers }
+    CgroupFacts {
+        mode,
+        mounts,
+        v2_controllers,
+    }
 }
 
 /// First executable `name` in `$PATH`.
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 #[cfg(test)]

@@ -31,7 +31,10 @@ pub struct DoctorOptions {
 
 impl From<&MicrovmSettings> for DoctorOptions {
     fn from(s: &MicrovmSettings) -> Self {
-        DoctorOptions { kernel: s.kernel.as_ref().map(|k| k.path.clone()), libkrun: s.libkrun.clone() }
+        DoctorOptions {
+            kernel: s.kernel.as_ref().map(|k| k.path.clone()),
+            libkrun: s.libkrun.clone(),
+        }
     }
 }
 
@@ -91,10 +94,18 @@ impl Report {
             .into_iter()
             .map(|isolation| {
                 let v = evaluate::verdict(&checks, isolation);
-                Verdict { isolation, available: v.is_ok(), reason: v.err() }
+                Verdict {
+                    isolation,
+                    available: v.is_ok(),
+                    reason: v.err(),
+                }
             })
             .collect();
-        Report { checks, isolation, facts }
+        Report {
+            checks,
+            isolation,
+            facts,
+        }
     }
 }
 
@@ -128,7 +139,13 @@ impl fmt::Display for Report {
         let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
         writeln!(f, "{:<6}{:<width$}  DETAIL", "", "CHECK")?;
         for c in &self.checks {
-            writeln!(f, "{:<6}{:<width$}  {}", c.status.to_string(), c.name, c.message)?;
+            writeln!(
+                f,
+                "{:<6}{:<width$}  {}",
+                c.status.to_string(),
+                c.name,
+                c.message
+            )?;
         }
         writeln!(f)?;
         for v in &self.isolation {
@@ -149,7 +166,10 @@ mod tests {
     fn report_renders_and_serializes() {
         let report = diagnose();
         let text = report.to_string();
-        assert!(text.contains("kvm device") && text.contains("microvm") && text.contains("container"), "{text}");
+        assert!(
+            text.contains("kvm device") && text.contains("microvm") && text.contains("container"),
+            "{text}"
+        );
         let json = serde_json::to_value(&report).unwrap();
         assert!(json["checks"].as_array().is_some_and(|c| !c.is_empty()));
         assert_eq!(json["isolation"][0]["isolation"], "microvm");

@@ -28,7 +28,11 @@ pub fn cpu_virt(cpuinfo: &str) -> CpuVirt {
         return CpuVirt::default();
     };
     let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    CpuVirt { vmx: has("vmx"), svm: has("svm"), hypervisor: has("hypervisor") }
+    CpuVirt {
+        vmx: has("vmx"),
+        svm: has("svm"),
+        hypervisor: has("hypervisor"),
+    }
 }
 
 /// Module names from `/proc/modules` (first column).
@@ -93,7 +97,15 @@ pub struct CgroupMount {
 }
 
 /// Mount options of v1 cgroup mounts that are not controllers.
-const CGROUP_V1_FLAGS: &[&str] = &["rw", "ro", "noprefix", "clone_children", "xattr", "cpuset_v2_mode", "favordynmods"];
+const CGROUP_V1_FLAGS: &[&str] = &[
+    "rw",
+    "ro",
+    "noprefix",
+    "clone_children",
+    "xattr",
+    "cpuset_v2_mode",
+    "favordynmods",
+];
 
 /// The cgroup mounts in `/proc/self/mountinfo`.
 pub fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
@@ -119,7 +131,11 @@ pub fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
             } else {
                 Vec::new()
             };
-            Some(CgroupMount { mount_point: PathBuf::from(mount_point), version, controllers })
+            Some(CgroupMount {
+                mount_point: PathBuf::from(mount_point),
+                version,
+                controllers,
+            })
         })
         .collect()
 }
@@ -128,7 +144,9 @@ pub fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
 pub fn cgroup_mode(mounts: &[CgroupMount]) -> CgroupMode {
     let v1 = mounts.iter().any(|m| m.version == 1);
     let v2 = mounts.iter().any(|m| m.version == 2);
-    let v2_at_root = mounts.iter().any(|m| m.version == 2 && m.mount_point == std::path::Path::new("/sys/fs/cgroup"));
+    let v2_at_root = mounts
+        .iter()
+        .any(|m| m.version == 2 && m.mount_point == std::path::Path::new("/sys/fs/cgroup"));
     match (v1, v2) {
         _ if v2_at_root && !v1 => CgroupMode::Unified,
         (true, true) => CgroupMode::Hybrid,
@@ -149,8 +167,15 @@ fn unescape_mount_path(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let v = bytes[i + 1..i + 4].iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
             out.push(u8::try_from(v).unwrap_or(b'?'));
             i += 4;
         } else {
@@ -175,9 +200,30 @@ bugs\t\t: sysret_ss_attrs\n\nprocessor\t: 1\nflags\t\t: fpu hypervisor\n";
 
     #[test]
     fn cpu_flags() {
-        assert_eq!(cpu_virt(CPUINFO_PVM), CpuVirt { vmx: false, svm: false, hypervisor: true });
-        assert_eq!(cpu_virt(CPUINFO_INTEL), CpuVirt { vmx: true, svm: false, hypervisor: false });
-        assert_eq!(cpu_virt(CPUINFO_AMD), CpuVirt { vmx: false, svm: true, hypervisor: false });
+        assert_eq!(
+            cpu_virt(CPUINFO_PVM),
+            CpuVirt {
+                vmx: false,
+                svm: false,
+                hypervisor: true
+            }
+        );
+        assert_eq!(
+            cpu_virt(CPUINFO_INTEL),
+            CpuVirt {
+                vmx: true,
+                svm: false,
+                hypervisor: false
+            }
+        );
+        assert_eq!(
+            cpu_virt(CPUINFO_AMD),
+            CpuVirt {
+                vmx: false,
+                svm: true,
+                hypervisor: false
+            }
+        );
         assert_eq!(cpu_virt(CPUINFO_ARM), CpuVirt::default());
         // "svm" as part of another flag ("vmmcall", "svm_lock") does not count.
         assert!(!cpu_virt("flags\t: svm_lock vmmcall\n").svm);
@@ -205,7 +251,10 @@ overlay 200704 3 - Live 0x0000000000000000\n";
 
     #[test]
     fn seccomp_field() {
-        assert_eq!(seccomp_mode("Name:\tx\nSeccomp:\t0\nSeccomp_filters:\t0\n"), Some(0));
+        assert_eq!(
+            seccomp_mode("Name:\tx\nSeccomp:\t0\nSeccomp_filters:\t0\n"),
+            Some(0)
+        );
         assert_eq!(seccomp_mode("Seccomp:\t2\n"), Some(2));
         assert_eq!(seccomp_mode("Name:\tx\n"), None);
     }
@@ -214,7 +263,10 @@ overlay 200704 3 - Live 0x0000000000000000\n";
     fn crun_version_output() {
         let out = "crun version 1.8.1\ncommit: f8a096be\nrundir: /run/crun\nspec: 1.0.0\n+SYSTEMD +SELINUX +APPARMOR +CAP +SECCOMP +EBPF +YAJL\n";
         assert_eq!(crun_version(out), Some(("1.8.1".to_string(), true)));
-        assert_eq!(crun_version("crun version 1.14\n+CAP\n"), Some(("1.14".to_string(), false)));
+        assert_eq!(
+            crun_version("crun version 1.14\n+CAP\n"),
+            Some(("1.14".to_string(), false))
+        );
         assert_eq!(crun_version("runc version 1.1"), None);
     }
 
@@ -247,14 +299,28 @@ overlay 200704 3 - Live 0x0000000000000000\n";
         let v2 = hybrid.iter().find(|m| m.version == 2).unwrap();
         assert_eq!(v2.mount_point, PathBuf::from("/sys/fs/cgroup/unified"));
         assert_eq!(hybrid[0].controllers, ["cpu"]);
-        assert!(hybrid.iter().find(|m| m.mount_point.ends_with("systemd")).unwrap().controllers.is_empty());
+        assert!(hybrid
+            .iter()
+            .find(|m| m.mount_point.ends_with("systemd"))
+            .unwrap()
+            .controllers
+            .is_empty());
 
-        assert_eq!(cgroup_mode(&cgroup_mounts(MOUNTINFO_V2)), CgroupMode::Unified);
+        assert_eq!(
+            cgroup_mode(&cgroup_mounts(MOUNTINFO_V2)),
+            CgroupMode::Unified
+        );
         let v1 = cgroup_mounts(MOUNTINFO_V1);
         assert_eq!(cgroup_mode(&v1), CgroupMode::Legacy);
         assert_eq!(v1[0].controllers, ["cpu", "cpuacct"]);
-        assert_eq!(v1[0].mount_point, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
-        assert_eq!(cgroup_mode(&cgroup_mounts("22 1 0:21 / / rw - ext4 /dev/sda rw\n")), CgroupMode::None);
+        assert_eq!(
+            v1[0].mount_point,
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+        );
+        assert_eq!(
+            cgroup_mode(&cgroup_mounts("22 1 0:21 / / rw - ext4 /dev/sda rw\n")),
+            CgroupMode::None
+        );
     }
 
     #[test]
@@ -266,7 +332,10 @@ overlay 200704 3 - Live 0x0000000000000000\n";
 
     #[test]
     fn mount_paths_are_unescaped() {
-        assert_eq!(unescape_mount_path(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(
+            unescape_mount_path(r"/mnt/with\040space"),
+            "/mnt/with space"
+        );
         assert_eq!(unescape_mount_path(r"/plain"), "/plain");
         assert_eq!(unescape_mount_path(r"/trailing\04"), r"/trailing\04");
     }

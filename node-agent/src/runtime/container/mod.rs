@@ -132,6 +132,10 @@ impl Runtime for ContainerRuntime {
             &SpecOptions {
                 cgroups_path: cgroup.clone(),
                 cgroup_v2: self.cgroups == CgroupMode::Unified,
+                nofile: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                    .map(|(_, hard)| hard.min(65536))
+                    .unwrap_or(1024),
+                agent_oom_score_adj: None,
             },
         );
         std::fs::create_dir_all(&spec.runtime_dir)?;
@@ -144,9 +148,12 @@ impl Runtime for ContainerRuntime {
         )?;
         // A leftover container of the same id (crash between runs) would make `run` fail.
         let _ = self.crun_ok("delete", &["delete", "--force", &spec.id]).await;
-        let log = std::fs::File::create(spec.runtime_dir.join("guest.log"))?;
+        // The container inherits crun's stdio, so both go to files: a pipe would stay open for
+        // the sandbox's whole life.
+        let log_path = spec.runtime_dir.join("guest.log");
+        let log = std::fs::File::create(&log_path)?;
         let pid_file = spec.runtime_dir.join("init.pid");
-        let out = self
+        let status = self
             .crun()
             .arg("run")
             .arg("--detach")
@@ -156,17 +163,17 @@ impl Runtime for ContainerRuntime {
             .arg(&pid_file)
             .arg(&spec.id)
             .stdout(log.try_clone()?)
-            .stderr(Stdio::piped())
-            .output()
+            .stderr(log)
+            .status()
             .await
             .map_err(|e| RuntimeError::Command {
                 what: "crun run".into(),
                 detail: e.to_string(),
             })?;
-        if !out.status.success() {
+        if !status.success() {
             return Err(RuntimeError::Command {
                 what: "crun run".into(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                detail: std::fs::read_to_string(&log_path).unwrap_or_default().trim().to_string(),
             });
         }
         let pid: u32 = std::fs::read_to_string(&pid_file)?
@@ -176,6 +183,12 @@ impl Runtime for ContainerRuntime {
                 what: "crun run".into(),
                 detail: format!("bad pid file: {e}"),
             })?;
+        // Shield the guest agent from the sandbox's OOM killer (set from the host: the sandbox
+        // itself lacks CAP_SYS_RESOURCE). Its children reset their score to 0 before exec, so a
+        // memory bomb, not the agent, is what the kernel kills.
+        if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-998") {
+            tracing::debug!(error = %e, "could not lower the guest agent's oom_score_adj");
+        }
         let launched = Launched {
             id: spec.id.clone(),
             isolation: Isolation::Container,

@@ -10,6 +10,10 @@ use microsandbox_wire::guest::{GUEST_AGENT_PATH, GUEST_SOCKET_DIR, GUEST_SOCKET_
 pub struct SpecOptions {
     pub cgroups_path: String,
     pub cgroup_v2: bool,
+    /// RLIMIT_NOFILE for the sandbox: 65536 capped by the agent's own hard limit.
+    pub nofile: u64,
+    /// oom_score_adj of the guest agent, when the host lets us lower it (see `oci_spec`).
+    pub agent_oom_score_adj: Option<i32>,
 }
 
 /// Default process limit when the sandbox does not set one (contains fork bombs).
@@ -44,7 +48,7 @@ pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
         // v1 only: keep the kernel from swapping sandbox memory when swap accounting is off.
         memory_limits["swappiness"] = json!(0);
     }
-    json!({
+    let mut spec_json = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -55,11 +59,8 @@ pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
             "capabilities": {
                 "bounding": CAPS, "effective": CAPS, "permitted": CAPS
             },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536 }],
-            "noNewPrivileges": true,
-            // The agent is shielded from the memory cgroup's OOM killer; the processes it starts
-            // raise their own score back so a memory bomb, not the agent, is killed.
-            "oomScoreAdj": -998
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": opts.nofile, "soft": opts.nofile }],
+            "noNewPrivileges": true
         },
         "root": { "path": spec.rootfs, "readonly": false },
         "hostname": spec.hostname,
@@ -95,7 +96,14 @@ pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ]
         }
-    })
+    });
+    // Shield the guest agent from the memory cgroup's OOM killer (its children raise their own
+    // score back to 0) so that a memory bomb, not the agent, is killed. Only possible where the
+    // host lets us lower scores (CAP_SYS_RESOURCE); elsewhere the bomb's larger RSS decides.
+    if let Some(adj) = opts.agent_oom_score_adj {
+        spec_json["process"]["oomScoreAdj"] = json!(adj);
+    }
+    spec_json
 }
 
 #[cfg(test)]
@@ -121,7 +129,7 @@ mod tests {
 
     #[test]
     fn limits_and_hardening() {
-        let s = oci_spec(&launch(), &SpecOptions { cgroups_path: "/microsandbox/msb-a".into(), cgroup_v2: false });
+        let s = oci_spec(&launch(), &SpecOptions { cgroups_path: "/microsandbox/msb-a".into(), cgroup_v2: false, nofile: 1024, agent_oom_score_adj: None });
         let r = &s["linux"]["resources"];
         assert_eq!(r["memory"]["limit"], 256 * 1024 * 1024);
         assert_eq!(r["memory"]["swap"], 256 * 1024 * 1024);
@@ -140,7 +148,7 @@ mod tests {
 
     #[test]
     fn agent_is_pid1_and_mounted_readonly() {
-        let s = oci_spec(&launch(), &SpecOptions { cgroups_path: "/x".into(), cgroup_v2: true });
+        let s = oci_spec(&launch(), &SpecOptions { cgroups_path: "/x".into(), cgroup_v2: true, nofile: 1024, agent_oom_score_adj: None });
         assert_eq!(s["process"]["args"][0], GUEST_AGENT_PATH);
         let m = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == GUEST_AGENT_PATH).unwrap();
         assert!(m["options"].as_array().unwrap().iter().any(|o| o == "ro"));
@@ -149,7 +157,7 @@ mod tests {
 
     #[test]
     fn env_overrides_and_workdir() {
-        let s = oci_spec(&launch(), &SpecOptions { cgroups_path: "/x".into(), cgroup_v2: true });
+        let s = oci_spec(&launch(), &SpecOptions { cgroups_path: "/x".into(), cgroup_v2: true, nofile: 1024, agent_oom_score_adj: None });
         let env: Vec<&str> = s["process"]["env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
         assert!(env.contains(&"PATH=/x"));
         assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);

@@ -80,10 +80,12 @@ impl KernelFormat {
         }
         // x86 boot protocol: "HdrS" at 0x202 marks a bzImage, which libkrun cannot load.
         if header.get(0x202..0x206) == Some(b"HdrS") {
-            return Err("this is an x86 bzImage, which libkrun cannot boot; give it the \
+            return Err(
+                "this is an x86 bzImage, which libkrun cannot boot; give it the \
                         uncompressed vmlinux ELF (the kernel build's `vmlinux`, or \
                         `scripts/extract-vmlinux bzImage > vmlinux`)"
-                .to_string());
+                    .to_string(),
+            );
         }
         if header.starts_with(b"MZ") {
             return Ok(KernelFormat::PeGz);
@@ -97,27 +99,48 @@ impl KernelFormat {
         if header.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
             return Ok(KernelFormat::ImageZstd);
         }
-        Err("unrecognised kernel format (expected a vmlinux ELF, or on arm64 a PE/gzip/bzip2/zstd \
+        Err(
+            "unrecognised kernel format (expected a vmlinux ELF, or on arm64 a PE/gzip/bzip2/zstd \
              Image); name the format explicitly"
-            .to_string())
+                .to_string(),
+        )
+    }
+}
+
+impl KernelFormat {
+    const ALL: [KernelFormat; 6] = [
+        KernelFormat::Raw,
+        KernelFormat::Elf,
+        KernelFormat::PeGz,
+        KernelFormat::ImageBz2,
+        KernelFormat::ImageGz,
+        KernelFormat::ImageZstd,
+    ];
+
+    /// The name used on the command line and in plans.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelFormat::Raw => "raw",
+            KernelFormat::Elf => "elf",
+            KernelFormat::PeGz => "pe-gz",
+            KernelFormat::ImageBz2 => "image-bz2",
+            KernelFormat::ImageGz => "image-gz",
+            KernelFormat::ImageZstd => "image-zstd",
+        }
+    }
+}
+
+impl std::fmt::Display for KernelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 impl std::str::FromStr for KernelFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "raw" => KernelFormat::Raw,
-            "elf" => KernelFormat::Elf,
-            "pe-gz" => KernelFormat::PeGz,
-            "image-bz2" => KernelFormat::ImageBz2,
-            "image-gz" => KernelFormat::ImageGz,
-            "image-zstd" => KernelFormat::ImageZstd,
-            other => {
-                return Err(format!(
-                    "unknown kernel format {other:?} (raw, elf, pe-gz, image-bz2, image-gz, image-zstd)"
-                ))
-            }
+        KernelFormat::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            format!("unknown kernel format {s:?} (raw, elf, pe-gz, image-bz2, image-gz, image-zstd)")
         })
     }
 }
@@ -138,13 +161,21 @@ impl KernelConfig {
     /// A kernel whose format is detected from the file's first bytes.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         use std::io::Read;
-        let bad = |reason: String| ConfigError::Kernel { path: path.to_path_buf(), reason };
+        let bad = |reason: String| ConfigError::Kernel {
+            path: path.to_path_buf(),
+            reason,
+        };
         let mut header = Vec::with_capacity(1024);
         std::fs::File::open(path)
             .and_then(|f| f.take(1024).read_to_end(&mut header))
             .map_err(|e| bad(format!("cannot read it: {e}")))?;
         let format = KernelFormat::detect(&header).map_err(bad)?;
-        Ok(KernelConfig { path: path.to_path_buf(), format, initramfs: None, cmdline: None })
+        Ok(KernelConfig {
+            path: path.to_path_buf(),
+            format,
+            initramfs: None,
+            cmdline: None,
+        })
     }
 }
 
@@ -223,7 +254,11 @@ pub enum ConfigError {
     #[error("exec_path {value:?}: {reason}")]
     ExecPath { value: String, reason: String },
     #[error("argv[{index}] {value:?}: {reason}")]
-    Argv { index: usize, value: String, reason: String },
+    Argv {
+        index: usize,
+        value: String,
+        reason: String,
+    },
     #[error("env name {name:?}: {reason}")]
     EnvName { name: String, reason: String },
     #[error("env {name}: value {reason}")]
@@ -258,7 +293,11 @@ impl VmConfig {
             .map(|n| {
                 // Inside a VM this only bounds non-root guest users (root bypasses RLIMIT_NPROC);
                 // the host is protected by the VM's fixed RAM, not by this.
-                vec![Rlimit { resource: RLIMIT_NPROC, soft: u64::from(n), hard: u64::from(n) }]
+                vec![Rlimit {
+                    resource: RLIMIT_NPROC,
+                    soft: u64::from(n),
+                    hard: u64::from(n),
+                }]
             })
             .unwrap_or_default();
         let config = VmConfig {
@@ -288,55 +327,96 @@ impl VmConfig {
             return Err(ConfigError::Vcpus { value: 0 });
         }
         if self.memory_mib < MIN_MEMORY_MIB {
-            return Err(ConfigError::MemoryMib { value: self.memory_mib });
+            return Err(ConfigError::MemoryMib {
+                value: self.memory_mib,
+            });
         }
-        host_path(&self.root).map_err(|reason| ConfigError::Root { path: self.root.clone(), reason })?;
+        host_path(&self.root).map_err(|reason| ConfigError::Root {
+            path: self.root.clone(),
+            reason,
+        })?;
         if let Some(kernel) = &self.kernel {
             validate_kernel(kernel)?;
         }
-        guest_value(&self.exec_path, true)
-            .map_err(|reason| ConfigError::ExecPath { value: self.exec_path.clone(), reason })?;
+        guest_value(&self.exec_path, true).map_err(|reason| ConfigError::ExecPath {
+            value: self.exec_path.clone(),
+            reason,
+        })?;
         for (index, arg) in self.argv.iter().enumerate() {
-            guest_value(arg, false)
-                .map_err(|reason| ConfigError::Argv { index, value: arg.clone(), reason })?;
+            guest_value(arg, false).map_err(|reason| ConfigError::Argv {
+                index,
+                value: arg.clone(),
+                reason,
+            })?;
         }
         let mut names = BTreeSet::new();
         for (name, value) in &self.env {
-            env_name(name).map_err(|reason| ConfigError::EnvName { name: name.clone(), reason })?;
+            env_name(name).map_err(|reason| ConfigError::EnvName {
+                name: name.clone(),
+                reason,
+            })?;
             if !names.insert(name.as_str()) {
-                return Err(ConfigError::EnvName { name: name.clone(), reason: "is set twice".into() });
+                return Err(ConfigError::EnvName {
+                    name: name.clone(),
+                    reason: "is set twice".into(),
+                });
             }
-            guest_value(value, false)
-                .map_err(|reason| ConfigError::EnvValue { name: name.clone(), reason })?;
+            guest_value(value, false).map_err(|reason| ConfigError::EnvValue {
+                name: name.clone(),
+                reason,
+            })?;
         }
         if let Some(dir) = &self.workdir {
-            guest_value(dir, true).map_err(|reason| ConfigError::Workdir { value: dir.clone(), reason })?;
+            guest_value(dir, true).map_err(|reason| ConfigError::Workdir {
+                value: dir.clone(),
+                reason,
+            })?;
         }
         let mut ports = BTreeSet::new();
         for v in &self.vsock_ports {
             if v.port == 0 || v.port == u32::MAX {
-                return Err(ConfigError::VsockPort { port: v.port, reason: "is reserved".into() });
+                return Err(ConfigError::VsockPort {
+                    port: v.port,
+                    reason: "is reserved".into(),
+                });
             }
             if !ports.insert(v.port) {
-                return Err(ConfigError::VsockPort { port: v.port, reason: "is mapped twice".into() });
+                return Err(ConfigError::VsockPort {
+                    port: v.port,
+                    reason: "is mapped twice".into(),
+                });
             }
-            host_path(&v.host_socket)
-                .map_err(|reason| ConfigError::VsockPort { port: v.port, reason: format!("host socket: {reason}") })?;
+            host_path(&v.host_socket).map_err(|reason| ConfigError::VsockPort {
+                port: v.port,
+                reason: format!("host socket: {reason}"),
+            })?;
             let len = v.host_socket.as_os_str().len();
             if len > UNIX_SOCKET_PATH_MAX {
-                return Err(ConfigError::SocketPath { path: v.host_socket.clone(), len });
+                return Err(ConfigError::SocketPath {
+                    path: v.host_socket.clone(),
+                    len,
+                });
             }
         }
-        host_path(&self.console_output)
-            .map_err(|reason| ConfigError::ConsoleOutput { path: self.console_output.clone(), reason })?;
+        host_path(&self.console_output).map_err(|reason| ConfigError::ConsoleOutput {
+            path: self.console_output.clone(),
+            reason,
+        })?;
         for r in &self.rlimits {
             if r.soft > r.hard {
-                return Err(ConfigError::Rlimit { resource: r.resource, soft: r.soft, hard: r.hard });
+                return Err(ConfigError::Rlimit {
+                    resource: r.resource,
+                    soft: r.soft,
+                    hard: r.hard,
+                });
             }
         }
         let len = self.estimated_cmdline_len();
         if len > KERNEL_CMDLINE_MAX {
-            return Err(ConfigError::CmdlineTooLong { len, max: KERNEL_CMDLINE_MAX });
+            return Err(ConfigError::CmdlineTooLong {
+                len,
+                max: KERNEL_CMDLINE_MAX,
+            });
         }
         Ok(())
     }
@@ -347,19 +427,36 @@ impl VmConfig {
         let quoted = |s: usize| s + 3; // `"…"` plus the separating space
         let mut len = KERNEL_CMDLINE_RESERVED + self.exec_path.len();
         len += self.workdir.as_ref().map_or(0, |w| w.len());
-        len += self.rlimits.iter().map(|r| r.to_krun_string().len() + 1).sum::<usize>();
-        len += self.env.iter().map(|(k, v)| quoted(k.len() + 1 + v.len())).sum::<usize>();
+        len += self
+            .rlimits
+            .iter()
+            .map(|r| r.to_krun_string().len() + 1)
+            .sum::<usize>();
+        len += self
+            .env
+            .iter()
+            .map(|(k, v)| quoted(k.len() + 1 + v.len()))
+            .sum::<usize>();
         len += self.argv.iter().map(|a| quoted(a.len())).sum::<usize>();
-        len += self.kernel.as_ref().and_then(|k| k.cmdline.as_ref()).map_or(0, |c| c.len() + 1);
+        len += self
+            .kernel
+            .as_ref()
+            .and_then(|k| k.cmdline.as_ref())
+            .map_or(0, |c| c.len() + 1);
         len
     }
 }
 
 fn validate_kernel(kernel: &KernelConfig) -> Result<(), ConfigError> {
-    host_path(&kernel.path).map_err(|reason| ConfigError::Kernel { path: kernel.path.clone(), reason })?;
+    host_path(&kernel.path).map_err(|reason| ConfigError::Kernel {
+        path: kernel.path.clone(),
+        reason,
+    })?;
     if let Some(initramfs) = &kernel.initramfs {
-        host_path(initramfs)
-            .map_err(|reason| ConfigError::Initramfs { path: initramfs.clone(), reason })?;
+        host_path(initramfs).map_err(|reason| ConfigError::Initramfs {
+            path: initramfs.clone(),
+            reason,
+        })?;
     }
     if let Some(cmdline) = &kernel.cmdline {
         if cmdline.chars().any(|c| c.is_control()) {
@@ -430,7 +527,10 @@ pub(crate) mod tests {
             memory_mib: 512,
             cpus: 2,
             pids_limit: Some(256),
-            env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("LANG".into(), "C.UTF-8".into())],
+            env: vec![
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+            ],
             workdir: Some("/work".into()),
         }
     }
@@ -449,10 +549,20 @@ pub(crate) mod tests {
             cfg.vsock_ports[0].host_socket,
             Path::new("/var/lib/msb/sandboxes/test/sock/agent.sock")
         );
-        assert_eq!(cfg.console_output, Path::new("/var/lib/msb/sandboxes/test/run/console.log"));
+        assert_eq!(
+            cfg.console_output,
+            Path::new("/var/lib/msb/sandboxes/test/run/console.log")
+        );
         assert!(cfg.env.contains(&("PATH".into(), "/usr/bin:/bin".into())));
         assert!(cfg.env.contains(&(HOSTNAME_ENV.into(), "test".into())));
-        assert_eq!(cfg.rlimits, [Rlimit { resource: RLIMIT_NPROC, soft: 256, hard: 256 }]);
+        assert_eq!(
+            cfg.rlimits,
+            [Rlimit {
+                resource: RLIMIT_NPROC,
+                soft: 256,
+                hard: 256
+            }]
+        );
     }
 
     #[test]
@@ -488,10 +598,22 @@ pub(crate) mod tests {
         };
         assert!(matches!(check("", "x"), Err(ConfigError::EnvName { .. })));
         assert!(matches!(check("1A", "x"), Err(ConfigError::EnvName { .. })));
-        assert!(matches!(check("a.b", "x"), Err(ConfigError::EnvName { .. })));
-        assert!(matches!(check("A=B", "x"), Err(ConfigError::EnvName { .. })));
-        assert!(matches!(check("A", "say \"hi\""), Err(ConfigError::EnvValue { .. })));
-        assert!(matches!(check("A", "two\nlines"), Err(ConfigError::EnvValue { .. })));
+        assert!(matches!(
+            check("a.b", "x"),
+            Err(ConfigError::EnvName { .. })
+        ));
+        assert!(matches!(
+            check("A=B", "x"),
+            Err(ConfigError::EnvName { .. })
+        ));
+        assert!(matches!(
+            check("A", "say \"hi\""),
+            Err(ConfigError::EnvValue { .. })
+        ));
+        assert!(matches!(
+            check("A", "two\nlines"),
+            Err(ConfigError::EnvValue { .. })
+        ));
         assert!(check("_OK_1", "with spaces and = signs").is_ok());
         let mut s = spec();
         s.env.push(("PATH".into(), "/again".into()));
@@ -527,7 +649,10 @@ pub(crate) mod tests {
         let mut s = spec();
         s.socket_dir = PathBuf::from(format!("/{}", "d".repeat(100)));
         let err = VmConfig::from_launch(&s, &MicrovmSettings::default()).unwrap_err();
-        assert!(matches!(err, ConfigError::SocketPath { len: 111, .. }), "{err}");
+        assert!(
+            matches!(err, ConfigError::SocketPath { len: 112, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -549,27 +674,52 @@ pub(crate) mod tests {
         ));
         settings.kernel.as_mut().unwrap().cmdline = None;
         settings.kernel.as_mut().unwrap().path = "vmlinux".into();
-        assert!(matches!(VmConfig::from_launch(&spec(), &settings), Err(ConfigError::Kernel { .. })));
+        assert!(matches!(
+            VmConfig::from_launch(&spec(), &settings),
+            Err(ConfigError::Kernel { .. })
+        ));
     }
 
     #[test]
     fn oversized_environment_is_refused() {
         let mut s = spec();
-        s.env = (0..40).map(|i| (format!("VAR_{i}"), "x".repeat(50))).collect();
+        s.env = (0..40)
+            .map(|i| (format!("VAR_{i}"), "x".repeat(50)))
+            .collect();
         let err = VmConfig::from_launch(&s, &MicrovmSettings::default()).unwrap_err();
-        assert!(matches!(err, ConfigError::CmdlineTooLong { max: KERNEL_CMDLINE_MAX, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ConfigError::CmdlineTooLong {
+                    max: KERNEL_CMDLINE_MAX,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn kernel_format_detection() {
-        assert_eq!(KernelFormat::detect(b"\x7fELF\x02\x01\x01"), Ok(KernelFormat::Elf));
+        assert_eq!(
+            KernelFormat::detect(b"\x7fELF\x02\x01\x01"),
+            Ok(KernelFormat::Elf)
+        );
         assert_eq!(KernelFormat::detect(b"MZ\x00\x00"), Ok(KernelFormat::PeGz));
-        assert_eq!(KernelFormat::detect(&[0x1f, 0x8b, 8, 0]), Ok(KernelFormat::ImageGz));
+        assert_eq!(
+            KernelFormat::detect(&[0x1f, 0x8b, 8, 0]),
+            Ok(KernelFormat::ImageGz)
+        );
         assert_eq!(KernelFormat::detect(b"BZh91AY"), Ok(KernelFormat::ImageBz2));
-        assert_eq!(KernelFormat::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Ok(KernelFormat::ImageZstd));
+        assert_eq!(
+            KernelFormat::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Ok(KernelFormat::ImageZstd)
+        );
         let mut bzimage = vec![0u8; 0x210];
         bzimage[0x202..0x206].copy_from_slice(b"HdrS");
-        assert!(KernelFormat::detect(&bzimage).unwrap_err().contains("vmlinux"));
+        assert!(KernelFormat::detect(&bzimage)
+            .unwrap_err()
+            .contains("vmlinux"));
         assert!(KernelFormat::detect(b"garbage").is_err());
         assert_eq!("pe-gz".parse::<KernelFormat>(), Ok(KernelFormat::PeGz));
         assert!("zip".parse::<KernelFormat>().is_err());

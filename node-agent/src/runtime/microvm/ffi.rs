@@ -4,7 +4,7 @@
 //! leave undefined symbols at link time, and the agent must build and run on hosts without
 //! libkrun. So libkrun is `dlopen`ed (libloading) when a VM is started, and each function is
 //! resolved with a fn-pointer type from [`sig`], which mirrors libkrun-sys (checked by the
-//! compiler, see `_signatures_match_libkrun_sys`).
+//! compiler by a `const _` next to [`sig`]).
 
 use std::ffi::{c_char, c_void, CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -64,7 +64,8 @@ pub mod sig {
         unsafe extern "C" fn(ctx_id: u32, port: u32, filepath: *const c_char, listen: bool) -> i32;
     /// `int32_t krun_add_vsock_port(uint32_t ctx_id, uint32_t port, const char *c_filepath)`
     /// (libkrun.h; not in libkrun-sys).
-    pub type AddVsockPort = unsafe extern "C" fn(ctx_id: u32, port: u32, filepath: *const c_char) -> i32;
+    pub type AddVsockPort =
+        unsafe extern "C" fn(ctx_id: u32, port: u32, filepath: *const c_char) -> i32;
     /// `int32_t krun_disable_implicit_vsock(uint32_t ctx_id)`
     pub type DisableImplicitVsock = unsafe extern "C" fn(ctx_id: u32) -> i32;
     /// `int32_t krun_add_vsock(uint32_t ctx_id, uint32_t tsi_features)`
@@ -77,11 +78,10 @@ pub mod sig {
     pub type GetMaxVcpus = unsafe extern "C" fn() -> i32;
 }
 
-/// Compile-time proof that [`sig`] matches libkrun-sys: each libkrun-sys item must coerce to our
-/// fn-pointer type. Generic and never instantiated, so nothing here is code-generated and no
-/// libkrun symbol is referenced at link time.
-#[allow(dead_code)]
-fn _signatures_match_libkrun_sys<T>() {
+// Compile-time proof that `sig` matches libkrun-sys: each libkrun-sys item must coerce to our
+// fn-pointer type. The pointers only exist during const evaluation (the constant's value is
+// `()`), so no libkrun symbol is referenced at link time.
+const _: () = {
     let _: sig::SetLogLevel = libkrun_sys::krun_set_log_level;
     let _: sig::CreateCtx = libkrun_sys::krun_create_ctx;
     let _: sig::FreeCtx = libkrun_sys::krun_free_ctx;
@@ -96,7 +96,7 @@ fn _signatures_match_libkrun_sys<T>() {
     let _: sig::AddVsock = libkrun_sys::krun_add_vsock;
     let _: sig::SetConsoleOutput = libkrun_sys::krun_set_console_output;
     let _: sig::StartEnter = libkrun_sys::krun_start_enter;
-}
+};
 
 /// A libkrun failure, naming the call.
 #[derive(Debug, thiserror::Error)]
@@ -104,9 +104,17 @@ pub enum FfiError {
     #[error("cannot load libkrun: {tried}")]
     Load { tried: String },
     #[error("{library} has no {symbol}, needed to {purpose}; install a newer libkrun")]
-    MissingSymbol { library: String, symbol: &'static str, purpose: &'static str },
+    MissingSymbol {
+        library: String,
+        symbol: &'static str,
+        purpose: &'static str,
+    },
     #[error("{symbol}({detail}) failed: {errno}")]
-    Call { symbol: &'static str, detail: String, errno: Errno },
+    Call {
+        symbol: &'static str,
+        detail: String,
+        errno: Errno,
+    },
     #[error("{what} contains a NUL byte")]
     Nul { what: String },
     #[error("the VM needs {wanted} vCPUs but this hypervisor supports at most {max}")]
@@ -164,10 +172,13 @@ impl Libkrun {
             // preconditions; we trust the library installed on the host as much as the agent.
             match unsafe { Library::new(name) } {
                 Ok(lib) => return Libkrun::from_library(lib, Path::new(name)),
-                Err(e) => tried.push(format!("{}: {e}", name.to_string_lossy())),
+                // dlerror's text already names the file.
+                Err(e) => tried.push(e.to_string()),
             }
         }
-        Err(FfiError::Load { tried: tried.join("; ") })
+        Err(FfiError::Load {
+            tried: tried.join("; "),
+        })
     }
 
     fn from_library(lib: Library, opened_as: &Path) -> Result<Libkrun, FfiError> {
@@ -180,8 +191,10 @@ impl Libkrun {
         // SAFETY: every `symbol` call below resolves a name with the `sig` alias of that name.
         let api = unsafe {
             Api {
-                create_ctx: symbol(&lib, "krun_create_ctx").ok_or_else(|| missing("krun_create_ctx"))?,
-                start_enter: symbol(&lib, "krun_start_enter").ok_or_else(|| missing("krun_start_enter"))?,
+                create_ctx: symbol(&lib, "krun_create_ctx")
+                    .ok_or_else(|| missing("krun_create_ctx"))?,
+                start_enter: symbol(&lib, "krun_start_enter")
+                    .ok_or_else(|| missing("krun_start_enter"))?,
                 free_ctx: symbol(&lib, "krun_free_ctx"),
                 set_log_level: symbol(&lib, "krun_set_log_level"),
                 set_vm_config: symbol(&lib, "krun_set_vm_config"),
@@ -198,8 +211,13 @@ impl Libkrun {
                 get_max_vcpus: symbol(&lib, "krun_get_max_vcpus"),
             }
         };
-        let path = loaded_path(api.create_ctx as *const c_void).unwrap_or_else(|| opened_as.to_path_buf());
-        Ok(Libkrun { path, api, _lib: lib })
+        let path =
+            loaded_path(api.create_ctx as *const c_void).unwrap_or_else(|| opened_as.to_path_buf());
+        Ok(Libkrun {
+            path,
+            api,
+            _lib: lib,
+        })
     }
 
     /// Where the library was loaded from.
@@ -214,7 +232,10 @@ impl Libkrun {
             ("krun_set_vm_config", a.set_vm_config.is_some()),
             ("krun_set_root", a.set_root.is_some()),
             ("krun_set_kernel", a.set_kernel.is_some()),
-            ("krun_disable_implicit_vsock", a.disable_implicit_vsock.is_some()),
+            (
+                "krun_disable_implicit_vsock",
+                a.disable_implicit_vsock.is_some(),
+            ),
             ("krun_add_vsock", a.add_vsock.is_some()),
             ("krun_add_vsock_port2", a.add_vsock_port2.is_some()),
             ("krun_add_vsock_port", a.add_vsock_port.is_some()),
@@ -227,20 +248,33 @@ impl Libkrun {
         ]
     }
 
-    fn need<T>(&self, f: Option<T>, symbol: &'static str, purpose: &'static str) -> Result<T, FfiError> {
-        f.ok_or_else(|| FfiError::MissingSymbol { library: self.path.display().to_string(), symbol, purpose })
+    fn need<T>(
+        &self,
+        f: Option<T>,
+        symbol: &'static str,
+        purpose: &'static str,
+    ) -> Result<T, FfiError> {
+        f.ok_or_else(|| FfiError::MissingSymbol {
+            library: self.path.display().to_string(),
+            symbol,
+            purpose,
+        })
     }
 
     /// `krun_set_log_level`, when this libkrun has it (it is process-wide).
     pub fn set_log_level(&self, level: u32) -> Result<(), FfiError> {
-        let Some(f) = self.api.set_log_level else { return Ok(()) };
+        let Some(f) = self.api.set_log_level else {
+            return Ok(());
+        };
         // SAFETY: plain integer argument; the pointer is valid while `self` lives.
         check(unsafe { f(level) }, "krun_set_log_level", level.to_string())
     }
 
     /// `krun_get_max_vcpus`, when this libkrun has it.
     pub fn max_vcpus(&self) -> Result<Option<i32>, FfiError> {
-        let Some(f) = self.api.get_max_vcpus else { return Ok(None) };
+        let Some(f) = self.api.get_max_vcpus else {
+            return Ok(None);
+        };
         // SAFETY: no arguments; the pointer is valid while `self` lives.
         let n = unsafe { f() };
         check(n, "krun_get_max_vcpus", String::new())?;
@@ -278,30 +312,62 @@ impl Libkrun {
                 let f = self.need(a.set_root, sym, "share the sandbox root")?;
                 let c = c_path(path)?;
                 // SAFETY: `c` is a valid NUL-terminated string that outlives the call (libkrun copies it).
-                check(unsafe { f(ctx, c.as_ptr()) }, sym, path.display().to_string())
+                check(
+                    unsafe { f(ctx, c.as_ptr()) },
+                    sym,
+                    path.display().to_string(),
+                )
             }
-            KrunCall::SetKernel { path, format, initramfs, cmdline } => {
+            KrunCall::SetKernel {
+                path,
+                format,
+                initramfs,
+                cmdline,
+            } => {
                 let f = self.need(a.set_kernel, sym, "boot a custom kernel")?;
                 let kernel = c_path(path)?;
                 let initramfs = initramfs.as_deref().map(c_path).transpose()?;
-                let cmdline = cmdline.as_deref().map(|s| c_string(s, "kernel cmdline")).transpose()?;
+                let cmdline = cmdline
+                    .as_deref()
+                    .map(|s| c_string(s, "kernel cmdline"))
+                    .transpose()?;
                 let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
                 // SAFETY: all strings are NUL-terminated and outlive the call; NULL is allowed for
                 // initramfs and cmdline (libkrun.h).
-                let ret = unsafe { f(ctx, kernel.as_ptr(), format.krun_value(), ptr(&initramfs), ptr(&cmdline)) };
+                let ret = unsafe {
+                    f(
+                        ctx,
+                        kernel.as_ptr(),
+                        format.krun_value(),
+                        ptr(&initramfs),
+                        ptr(&cmdline),
+                    )
+                };
                 check(ret, sym, format!("{}, format={format:?}", path.display()))
             }
             KrunCall::DisableImplicitVsock => {
-                let f = self.need(a.disable_implicit_vsock, sym, "keep the guest off the host network (TSI)")?;
+                let f = self.need(
+                    a.disable_implicit_vsock,
+                    sym,
+                    "keep the guest off the host network (TSI)",
+                )?;
                 // SAFETY: integer argument only.
                 check(unsafe { f(ctx) }, sym, String::new())
             }
             KrunCall::AddVsock { tsi_features } => {
                 let f = self.need(a.add_vsock, sym, "add a vsock device without TSI")?;
                 // SAFETY: integer arguments only.
-                check(unsafe { f(ctx, *tsi_features) }, sym, format!("tsi_features={tsi_features}"))
+                check(
+                    unsafe { f(ctx, *tsi_features) },
+                    sym,
+                    format!("tsi_features={tsi_features}"),
+                )
             }
-            KrunCall::AddVsockPort { port, host_socket, listen } => {
+            KrunCall::AddVsockPort {
+                port,
+                host_socket,
+                listen,
+            } => {
                 let c = c_path(host_socket)?;
                 let detail = format!("port={port}, {}, listen={listen}", host_socket.display());
                 if let Some(f) = a.add_vsock_port2 {
@@ -315,7 +381,11 @@ impl Libkrun {
                 match (listen, a.add_vsock_port) {
                     (false, Some(f)) => {
                         // SAFETY: as above.
-                        check(unsafe { f(ctx, *port, c.as_ptr()) }, "krun_add_vsock_port", detail)
+                        check(
+                            unsafe { f(ctx, *port, c.as_ptr()) },
+                            "krun_add_vsock_port",
+                            detail,
+                        )
                     }
                     _ => Err(FfiError::MissingSymbol {
                         library: self.path.display().to_string(),
@@ -328,7 +398,11 @@ impl Libkrun {
                 let f = self.need(a.set_console_output, sym, "capture the guest console")?;
                 let c = c_path(path)?;
                 // SAFETY: `c` is NUL-terminated and outlives the call.
-                check(unsafe { f(ctx, c.as_ptr()) }, sym, path.display().to_string())
+                check(
+                    unsafe { f(ctx, c.as_ptr()) },
+                    sym,
+                    path.display().to_string(),
+                )
             }
             KrunCall::SetRlimits { rlimits } => {
                 let f = self.need(a.set_rlimits, sym, "set guest rlimits")?;
@@ -351,7 +425,11 @@ impl Libkrun {
                 // SAFETY: all pointers are NUL-terminated strings / NULL-terminated arrays that
                 // outlive the call.
                 let ret = unsafe { f(ctx, exec.as_ptr(), argv_c.as_ptr(), env_c.as_ptr()) };
-                check(ret, sym, format!("{path}, {} args, {} env", argv.len(), env.len()))
+                check(
+                    ret,
+                    sym,
+                    format!("{path}, {} args, {} env", argv.len(), env.len()),
+                )
             }
         }
     }
@@ -376,18 +454,26 @@ impl Libkrun {
 /// A negative libkrun return value as an error naming the call.
 fn check(ret: i32, symbol: &'static str, detail: String) -> Result<(), FfiError> {
     if ret < 0 {
-        Err(FfiError::Call { symbol, detail, errno: Errno::from_raw(ret.saturating_neg()) })
+        Err(FfiError::Call {
+            symbol,
+            detail,
+            errno: Errno::from_raw(ret.saturating_neg()),
+        })
     } else {
         Ok(())
     }
 }
 
 fn c_string(s: &str, what: &str) -> Result<CString, FfiError> {
-    CString::new(s).map_err(|_| FfiError::Nul { what: format!("{what} {s:?}") })
+    CString::new(s).map_err(|_| FfiError::Nul {
+        what: format!("{what} {s:?}"),
+    })
 }
 
 fn c_path(p: &Path) -> Result<CString, FfiError> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| FfiError::Nul { what: format!("path {p:?}") })
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| FfiError::Nul {
+        what: format!("path {p:?}"),
+    })
 }
 
 /// A NULL-terminated `const char *const[]` built from Rust strings.
@@ -398,10 +484,16 @@ struct CStringArray {
 
 impl CStringArray {
     fn new(items: &[String], what: &str) -> Result<CStringArray, FfiError> {
-        let strings = items.iter().map(|s| c_string(s, what)).collect::<Result<Vec<_>, _>>()?;
+        let strings = items
+            .iter()
+            .map(|s| c_string(s, what))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
         ptrs.push(std::ptr::null());
-        Ok(CStringArray { _strings: strings, ptrs })
+        Ok(CStringArray {
+            _strings: strings,
+            ptrs,
+        })
     }
 
     fn as_ptr(&self) -> *const *const c_char {
@@ -434,7 +526,10 @@ mod tests {
     #[test]
     fn negative_returns_name_the_errno_and_call() {
         let err = check(-libc::EINVAL, "krun_set_root", "/x".into()).unwrap_err();
-        assert_eq!(err.to_string(), "krun_set_root(/x) failed: EINVAL: Invalid argument");
+        assert_eq!(
+            err.to_string(),
+            "krun_set_root(/x) failed: EINVAL: Invalid argument"
+        );
         assert!(check(0, "krun_set_root", String::new()).is_ok());
         assert!(check(3, "krun_create_ctx", String::new()).is_ok());
     }
@@ -447,19 +542,36 @@ mod tests {
         // SAFETY: ptrs[0] points into arr._strings[0], alive while `arr` is.
         let first = unsafe { CStr::from_ptr(arr.ptrs[0]) };
         assert_eq!(first.to_str(), Ok("A=1"));
-        assert!(matches!(CStringArray::new(&["a\0b".into()], "env"), Err(FfiError::Nul { .. })));
+        assert!(matches!(
+            CStringArray::new(&["a\0b".into()], "env"),
+            Err(FfiError::Nul { .. })
+        ));
     }
 
     #[test]
     fn missing_library_lists_what_was_tried() {
-        let err = Libkrun::open(Some(Path::new("/nonexistent/libkrun.so.1"))).err().unwrap();
-        assert!(err.to_string().contains("/nonexistent/libkrun.so.1"), "{err}");
+        let err = Libkrun::open(Some(Path::new("/nonexistent/libkrun.so.1")))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("/nonexistent/libkrun.so.1"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_library_without_libkrun_symbols_is_refused() {
         // libc is always loadable and has none of libkrun's symbols.
         let err = Libkrun::open(Some(Path::new("libc.so.6"))).err().unwrap();
-        assert!(matches!(err, FfiError::MissingSymbol { symbol: "krun_create_ctx", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                FfiError::MissingSymbol {
+                    symbol: "krun_create_ctx",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

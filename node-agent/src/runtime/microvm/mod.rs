@@ -16,6 +16,9 @@ pub mod procfs;
 pub mod runtime;
 pub mod vmm;
 
+#[cfg(test)]
+mod fake_libkrun_tests;
+
 use std::path::PathBuf;
 
 pub use config::{ConfigError, KernelConfig, KernelFormat, MicrovmSettings, VmConfig};

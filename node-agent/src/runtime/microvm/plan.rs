@@ -37,7 +37,11 @@ pub enum KrunCall {
     AddVsock { tsi_features: u32 },
     /// `krun_add_vsock_port2` (or `krun_add_vsock_port` when `listen` is false and the `2`
     /// variant is missing).
-    AddVsockPort { port: u32, host_socket: PathBuf, listen: bool },
+    AddVsockPort {
+        port: u32,
+        host_socket: PathBuf,
+        listen: bool,
+    },
     /// `krun_set_console_output`
     SetConsoleOutput { path: PathBuf },
     /// `krun_set_rlimits`: `RESOURCE=SOFT:HARD` strings.
@@ -47,7 +51,11 @@ pub enum KrunCall {
     /// `krun_set_exec`: program (relative to the root), arguments without argv\[0\], and the
     /// complete environment as `NAME=value` (always explicit: libkrun would copy the host's
     /// environment if given NULL).
-    SetExec { path: String, argv: Vec<String>, env: Vec<String> },
+    SetExec {
+        path: String,
+        argv: Vec<String>,
+        env: Vec<String>,
+    },
 }
 
 impl KrunCall {
@@ -88,8 +96,13 @@ impl VmPlan {
     /// The calls for `config`, in the order libkrun needs them.
     pub fn build(id: &str, config: &VmConfig, settings: &MicrovmSettings) -> VmPlan {
         let mut calls = vec![
-            KrunCall::SetVmConfig { vcpus: config.vcpus, memory_mib: config.memory_mib },
-            KrunCall::SetRoot { path: config.root.clone() },
+            KrunCall::SetVmConfig {
+                vcpus: config.vcpus,
+                memory_mib: config.memory_mib,
+            },
+            KrunCall::SetRoot {
+                path: config.root.clone(),
+            },
         ];
         if let Some(k) = &config.kernel {
             calls.push(KrunCall::SetKernel {
@@ -108,7 +121,9 @@ impl VmPlan {
                 listen: v.listen,
             });
         }
-        calls.push(KrunCall::SetConsoleOutput { path: config.console_output.clone() });
+        calls.push(KrunCall::SetConsoleOutput {
+            path: config.console_output.clone(),
+        });
         if !config.rlimits.is_empty() {
             calls.push(KrunCall::SetRlimits {
                 rlimits: config.rlimits.iter().map(|r| r.to_krun_string()).collect(),
@@ -189,16 +204,34 @@ mod tests {
     #[test]
     fn default_kernel_has_no_set_kernel() {
         let p = plan(&MicrovmSettings::default());
-        assert!(!p.calls.iter().any(|c| matches!(c, KrunCall::SetKernel { .. })));
+        assert!(!p
+            .calls
+            .iter()
+            .any(|c| matches!(c, KrunCall::SetKernel { .. })));
         assert_eq!(p.libkrun, None);
-        assert_eq!(p.calls[0], KrunCall::SetVmConfig { vcpus: 2, memory_mib: 512 });
-        assert_eq!(p.calls[1], KrunCall::SetRoot { path: "/var/lib/msb/sandboxes/test/rootfs".into() });
+        assert_eq!(
+            p.calls[0],
+            KrunCall::SetVmConfig {
+                vcpus: 2,
+                memory_mib: 512
+            }
+        );
+        assert_eq!(
+            p.calls[1],
+            KrunCall::SetRoot {
+                path: "/var/lib/msb/sandboxes/test/rootfs".into()
+            }
+        );
     }
 
     #[test]
     fn custom_kernel_adds_set_kernel_with_cmdline() {
         let p = plan(&pvm_settings());
-        let kernel: Vec<_> = p.calls.iter().filter(|c| matches!(c, KrunCall::SetKernel { .. })).collect();
+        let kernel: Vec<_> = p
+            .calls
+            .iter()
+            .filter(|c| matches!(c, KrunCall::SetKernel { .. }))
+            .collect();
         assert_eq!(
             kernel,
             [&KrunCall::SetKernel {
@@ -238,10 +271,18 @@ mod tests {
         assert_eq!(argv, &["--listen", "vsock:7000", "--init-mounts"]);
         assert_eq!(
             env,
-            &["PATH=/usr/bin:/bin".to_string(), "LANG=C.UTF-8".into(), format!("{HOSTNAME_ENV}=test")]
+            &[
+                "PATH=/usr/bin:/bin".to_string(),
+                "LANG=C.UTF-8".into(),
+                format!("{HOSTNAME_ENV}=test")
+            ]
         );
-        assert!(p.calls.contains(&KrunCall::SetWorkdir { path: "/work".into() }));
-        assert!(p.calls.contains(&KrunCall::SetRlimits { rlimits: vec!["6=256:256".into()] }));
+        assert!(p.calls.contains(&KrunCall::SetWorkdir {
+            path: "/work".into()
+        }));
+        assert!(p.calls.contains(&KrunCall::SetRlimits {
+            rlimits: vec!["6=256:256".into()]
+        }));
         assert!(p.calls.contains(&KrunCall::SetConsoleOutput {
             path: "/var/lib/msb/sandboxes/test/run/console.log".into()
         }));
@@ -254,7 +295,10 @@ mod tests {
         s.pids_limit = None;
         let cfg = VmConfig::from_launch(&s, &MicrovmSettings::default()).unwrap();
         let p = VmPlan::build("msb-test", &cfg, &MicrovmSettings::default());
-        assert!(!p.calls.iter().any(|c| matches!(c, KrunCall::SetWorkdir { .. } | KrunCall::SetRlimits { .. })));
+        assert!(!p
+            .calls
+            .iter()
+            .any(|c| matches!(c, KrunCall::SetWorkdir { .. } | KrunCall::SetRlimits { .. })));
     }
 
     #[test]
@@ -266,11 +310,16 @@ mod tests {
         let text = std::fs::read(&file).unwrap();
         assert_eq!(VmPlan::parse(&text).unwrap(), p);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let json = String::from_utf8(text).unwrap();
         assert!(json.contains("\"call\": \"set_kernel\""), "{json}");
         let mut old = p.clone();
         old.version = 0;
-        assert!(VmPlan::parse(&serde_json::to_vec(&old).unwrap()).unwrap_err().contains("version"));
+        assert!(VmPlan::parse(&serde_json::to_vec(&old).unwrap())
+            .unwrap_err()
+            .contains("version"));
     }
 }

@@ -20,13 +20,20 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let state = fields.first()?.chars().next()?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(ProcStat { state, cpu_ticks: utime + stime })
+    Some(ProcStat {
+        state,
+        cpu_ticks: utime + stime,
+    })
 }
 
 /// Resident set size in bytes from `/proc/<pid>/status` (`VmRSS:  1234 kB`).
 pub fn parse_status_rss(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line["VmRSS:".len()..].split_whitespace().next()?.parse().ok()?;
+    let kib: u64 = line["VmRSS:".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 
@@ -49,7 +56,9 @@ pub fn plan_file_name(id: &str) -> String {
 pub fn vmm_plan_arg<'a>(args: &'a [String], id: &str) -> Option<&'a Path> {
     let name = plan_file_name(id);
     args.windows(3)
-        .find(|w| w[0] == "vmm" && w[1] == "--plan" && Path::new(&w[2]).file_name() == Some(name.as_ref()))
+        .find(|w| {
+            w[0] == "vmm" && w[1] == "--plan" && Path::new(&w[2]).file_name() == Some(name.as_ref())
+        })
         .map(|w| Path::new(&w[2]))
 }
 
@@ -60,7 +69,9 @@ pub fn stat(pid: u32) -> Option<ProcStat> {
 
 /// The process's arguments; empty if it is gone (or a zombie, whose cmdline is empty).
 pub fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| parse_cmdline(&b)).unwrap_or_default()
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| parse_cmdline(&b))
+        .unwrap_or_default()
 }
 
 /// Resident memory of the process in bytes.
@@ -77,7 +88,9 @@ pub fn clock_ticks_per_second() -> u64 {
 
 /// The last `max_lines` lines of a (log) file, for error messages; empty if unreadable.
 pub fn tail(path: &Path, max_lines: usize) -> String {
-    let Ok(bytes) = std::fs::read(path) else { return String::new() };
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
     // Logs can be large; only the end matters.
     let start = bytes.len().saturating_sub(64 * 1024);
     let text = String::from_utf8_lossy(&bytes[start..]);
@@ -92,7 +105,13 @@ mod tests {
     #[test]
     fn stat_with_odd_command_names() {
         let text = "4242 (VM: my (box) 1) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 5 0 999 123456 789 18446744073709551615";
-        assert_eq!(parse_stat(text), Some(ProcStat { state: 'S', cpu_ticks: 175 }));
+        assert_eq!(
+            parse_stat(text),
+            Some(ProcStat {
+                state: 'S',
+                cpu_ticks: 175
+            })
+        );
         let zombie = "7 (krun) Z 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 5 0 0";
         assert_eq!(parse_stat(zombie).map(|s| s.state), Some('Z'));
         assert_eq!(parse_stat("garbage"), None);
@@ -101,16 +120,21 @@ mod tests {
 
     #[test]
     fn status_rss() {
-        let text = "Name:\tmicrosandbox-ag\nVmPeak:\t  900000 kB\nVmRSS:\t  204800 kB\nThreads:\t7\n";
+        let text =
+            "Name:\tmicrosandbox-ag\nVmPeak:\t  900000 kB\nVmRSS:\t  204800 kB\nThreads:\t7\n";
         assert_eq!(parse_status_rss(text), Some(204_800 * 1024));
         assert_eq!(parse_status_rss("Name:\tx\n"), None);
     }
 
     #[test]
     fn vmm_cmdline_matching() {
-        let args = parse_cmdline(b"/usr/bin/microsandbox-agent\0vmm\0--plan\0/run/msb/a/msb-a.vmm.json\0");
+        let args =
+            parse_cmdline(b"/usr/bin/microsandbox-agent\0vmm\0--plan\0/run/msb/a/msb-a.vmm.json\0");
         assert_eq!(args.len(), 4);
-        assert_eq!(vmm_plan_arg(&args, "msb-a"), Some(Path::new("/run/msb/a/msb-a.vmm.json")));
+        assert_eq!(
+            vmm_plan_arg(&args, "msb-a"),
+            Some(Path::new("/run/msb/a/msb-a.vmm.json"))
+        );
         assert_eq!(vmm_plan_arg(&args, "msb-b"), None);
         assert_eq!(vmm_plan_arg(&args, "msb"), None);
         let other = parse_cmdline(b"/bin/sleep\0100\0");

@@ -55,7 +55,10 @@ impl MicrovmRuntime {
         let report = crate::doctor::diagnose_with(&crate::doctor::DoctorOptions::from(&settings));
         match crate::doctor::microvm_verdict(&report) {
             Ok(()) => Ok(MicrovmRuntime::new(settings)),
-            Err(reason) => Err(RuntimeError::Unavailable { isolation: Isolation::Microvm, reason }),
+            Err(reason) => Err(RuntimeError::Unavailable {
+                isolation: Isolation::Microvm,
+                reason,
+            }),
         }
     }
 
@@ -84,7 +87,10 @@ impl MicrovmRuntime {
         let config = VmConfig::from_launch(spec, settings)
             .map_err(|e| command_error("microVM configuration", e))?;
         if !spec.rootfs.is_dir() {
-            return Err(command_error("microVM root", format!("{:?} is not a directory", spec.rootfs)));
+            return Err(command_error(
+                "microVM root",
+                format!("{:?} is not a directory", spec.rootfs),
+            ));
         }
         std::fs::create_dir_all(&spec.runtime_dir)?;
         std::fs::create_dir_all(&spec.socket_dir)?;
@@ -110,11 +116,15 @@ impl MicrovmRuntime {
         // SAFETY: the closure runs between fork and exec and only calls setsid(2), which is
         // async-signal-safe and allocates nothing.
         unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| command_error("starting the VMM", format!("{}: {e}", vmm_exe.display())))?;
+        let child = cmd.spawn().map_err(|e| {
+            command_error("starting the VMM", format!("{}: {e}", vmm_exe.display()))
+        })?;
         let socket = config.vsock_ports[0].host_socket.clone();
         Ok((child, socket))
     }
@@ -125,13 +135,18 @@ impl MicrovmRuntime {
         loop {
             let exited = {
                 let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
-                children.get_mut(&spec.id).and_then(|c| c.try_wait().ok().flatten())
+                children
+                    .get_mut(&spec.id)
+                    .and_then(|c| c.try_wait().ok().flatten())
             };
             if let Some(status) = exited {
                 let hint = status.code().and_then(exit_hint).unwrap_or("");
                 return Err(command_error(
                     "microVM start",
-                    format!("the VMM exited ({status}){hint} before the guest agent came up\n{}", logs(spec)),
+                    format!(
+                        "the VMM exited ({status}){hint} before the guest agent came up\n{}",
+                        logs(spec)
+                    ),
                 ));
             }
             if guest_answers(socket).await {
@@ -154,7 +169,12 @@ impl MicrovmRuntime {
 
     /// SIGKILL and reap a VMM this process started; `false` if it has none for `id`.
     async fn kill_and_reap(&self, id: &str) -> bool {
-        let Some(mut child) = self.children.lock().unwrap_or_else(|p| p.into_inner()).remove(id) else {
+        let Some(mut child) = self
+            .children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+        else {
             return false;
         };
         let _ = child.kill();
@@ -170,13 +190,26 @@ impl Runtime for MicrovmRuntime {
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
+        {
+            let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(child) = children.get_mut(&spec.id) {
+                if let Ok(None) = child.try_wait() {
+                    let detail = format!("{} already runs (VMM pid {})", spec.id, child.id());
+                    return Err(command_error("microVM start", detail));
+                }
+                children.remove(&spec.id);
+            }
+        }
         let (settings, exe, owned) = (self.settings.clone(), self.vmm_exe.clone(), spec.clone());
         let (child, socket) =
             tokio::task::spawn_blocking(move || Self::prepare_and_spawn(&settings, &exe, &owned))
                 .await
                 .map_err(|e| command_error("starting the VMM", e))??;
         let pid = child.id();
-        self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(spec.id.clone(), child);
+        self.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.id.clone(), child);
         if let Err(e) = self.wait_ready(spec, &socket).await {
             self.kill_and_reap(&spec.id).await;
             let _ = std::fs::remove_file(&socket);
@@ -194,8 +227,11 @@ impl Runtime for MicrovmRuntime {
     async fn signal(&self, launched: &Launched, signal: i32) -> Result<(), RuntimeError> {
         let signal = Signal::try_from(signal).map_err(|e| command_error("signal", e))?;
         // Signal only a process that is provably this sandbox's VMM (PIDs get reused).
-        let Some((pid, _)) = Self::our_vmm(launched) else { return Ok(()) };
-        kill(Pid::from_raw(pid_t(pid)), signal).map_err(|e| command_error(&format!("kill {pid}"), e))
+        let Some((pid, _)) = Self::our_vmm(launched) else {
+            return Ok(());
+        };
+        kill(Pid::from_raw(pid_t(pid)), signal)
+            .map_err(|e| command_error(&format!("kill {pid}"), e))
     }
 
     async fn liveness(&self, launched: &Launched) -> Liveness {
@@ -227,7 +263,10 @@ impl Runtime for MicrovmRuntime {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 if Self::our_vmm(launched).is_some() {
-                    return Err(command_error("stopping the VMM", format!("pid {pid} survived SIGKILL for 5 s")));
+                    return Err(command_error(
+                        "stopping the VMM",
+                        format!("pid {pid} survived SIGKILL for 5 s"),
+                    ));
                 }
             }
         }
@@ -238,7 +277,9 @@ impl Runtime for MicrovmRuntime {
     }
 
     async fn usage(&self, launched: &Launched) -> HostUsage {
-        let Some((pid, args)) = Self::our_vmm(launched) else { return HostUsage::default() };
+        let Some((pid, args)) = Self::our_vmm(launched) else {
+            return HostUsage::default();
+        };
         let memory_limit_bytes = procfs::vmm_plan_arg(&args, &launched.id)
             .and_then(|p| std::fs::read(p).ok())
             .and_then(|b| VmPlan::parse(&b).ok())
@@ -297,8 +338,11 @@ pub fn install_guest_agent(agent: &Path, rootfs: &Path) -> Result<(), RuntimeErr
 
 /// `dir` and its ancestors below `root`, outermost first.
 fn relative_dirs(root: &Path, dir: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        dir.ancestors().take_while(|a| *a != root && a.starts_with(root)).map(Path::to_path_buf).collect();
+    let mut dirs: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| *a != root && a.starts_with(root))
+        .map(Path::to_path_buf)
+        .collect();
     dirs.reverse();
     dirs
 }
@@ -307,11 +351,13 @@ fn relative_dirs(root: &Path, dir: &Path) -> Vec<PathBuf> {
 /// host socket as soon as the VMM runs, then closes the connection if nothing listens on the
 /// guest's vsock port yet; the guest agent instead waits silently for our `Hello`.
 async fn guest_answers(socket: &Path) -> bool {
-    let Ok(mut stream) = tokio::net::UnixStream::connect(socket).await else { return false };
+    let Ok(mut stream) = tokio::net::UnixStream::connect(socket).await else {
+        return false;
+    };
     let mut byte = [0u8; 1];
     match tokio::time::timeout(Duration::from_millis(150), stream.read(&mut byte)).await {
-        Err(_) => true,         // still open, nothing said: the agent is waiting for us
-        Ok(Ok(n)) => n > 0,     // 0 = closed by libkrun: no listener in the guest yet
+        Err(_) => true,     // still open, nothing said: the agent is waiting for us
+        Ok(Ok(n)) => n > 0, // 0 = closed by libkrun: no listener in the guest yet
         Ok(Err(_)) => false,
     }
 }
@@ -334,7 +380,10 @@ fn logs(spec: &LaunchSpec) -> String {
 }
 
 fn command_error(what: &str, detail: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Command { what: what.to_string(), detail: detail.to_string() }
+    RuntimeError::Command {
+        what: what.to_string(),
+        detail: detail.to_string(),
+    }
 }
 
 fn pid_t(pid: u32) -> libc::pid_t {
@@ -360,8 +409,13 @@ mod tests {
         install_guest_agent(&agent, &rootfs).unwrap();
         let installed = rootfs.join(".msb/agent");
         assert_eq!(std::fs::read(&installed).unwrap(), b"\x7fELF agent");
-        assert!(std::fs::symlink_metadata(rootfs.join(".msb")).unwrap().is_dir());
-        assert_eq!(std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777, 0o755);
+        assert!(std::fs::symlink_metadata(rootfs.join(".msb"))
+            .unwrap()
+            .is_dir());
+        assert_eq!(
+            std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
         // Reinstalling replaces the file (and a symlink planted at the file's place).
         std::fs::remove_file(&installed).unwrap();
@@ -408,7 +462,11 @@ mod tests {
     async fn vmm_dying_early_is_reported_with_its_log() {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("fake-vmm");
-        std::fs::write(&script, "#!/bin/sh\necho \"libkrun: cannot open /dev/kvm\" >&2\nexit 3\n").unwrap();
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho \"libkrun: cannot open /dev/kvm\" >&2\nexit 3\n",
+        )
+        .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let agent = dir.path().join("agent");
         std::fs::write(&agent, b"agent").unwrap();
@@ -466,7 +524,10 @@ mod tests {
         assert_eq!(rt.liveness(&launched).await, Liveness::Unknown);
         rt.signal(&launched, libc::SIGKILL).await.unwrap();
         assert_eq!(rt.usage(&launched).await, HostUsage::default());
-        let gone = Launched { pid: None, ..launched };
+        let gone = Launched {
+            pid: None,
+            ..launched
+        };
         assert_eq!(rt.liveness(&gone).await, Liveness::Unknown);
         rt.cleanup(&gone).await.unwrap();
     }

@@ -16,16 +16,24 @@ use super::MicrovmError;
 /// process with the guest's exit status when the VM stops. Call it before starting any async
 /// runtime (libkrun starts its own threads and owns the process from here on).
 pub fn run_vmm(plan_path: &Path) -> Result<Infallible, MicrovmError> {
-    let bytes = std::fs::read(plan_path)
-        .map_err(|e| MicrovmError::Plan { path: plan_path.to_path_buf(), reason: e.to_string() })?;
-    let plan = VmPlan::parse(&bytes)
-        .map_err(|reason| MicrovmError::Plan { path: plan_path.to_path_buf(), reason })?;
+    let bytes = std::fs::read(plan_path).map_err(|e| MicrovmError::Plan {
+        path: plan_path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let plan = VmPlan::parse(&bytes).map_err(|reason| MicrovmError::Plan {
+        path: plan_path.to_path_buf(),
+        reason,
+    })?;
     let krun = Libkrun::open(plan.libkrun.as_deref())?;
     eprintln!("vmm {}: using {}", plan.id, krun.path().display());
     krun.set_log_level(plan.log_level)?;
     if let Some(max) = krun.max_vcpus()? {
         if i32::from(plan.vcpus) > max {
-            return Err(super::ffi::FfiError::TooManyVcpus { wanted: plan.vcpus, max }.into());
+            return Err(super::ffi::FfiError::TooManyVcpus {
+                wanted: plan.vcpus,
+                max,
+            }
+            .into());
         }
     }
     let ctx = krun.create_ctx()?;
@@ -39,7 +47,12 @@ pub fn run_vmm(plan_path: &Path) -> Result<Infallible, MicrovmError> {
 
 fn configure(krun: &Libkrun, ctx: u32, plan: &VmPlan) -> Result<(), MicrovmError> {
     for call in &plan.calls {
-        if let KrunCall::AddVsockPort { host_socket, listen: true, .. } = call {
+        if let KrunCall::AddVsockPort {
+            host_socket,
+            listen: true,
+            ..
+        } = call
+        {
             remove_stale_socket(host_socket)?;
         }
         krun.apply(ctx, call)?;
