@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "microsandbox-agent", version, about = "microsandbox node agent")]
+#[command(
+    name = "microsandbox-agent",
+    version,
+    about = "microsandbox node agent"
+)]
 pub struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true, env = "MSB_LOG_JSON")]
@@ -56,7 +60,11 @@ pub struct ServeArgs {
     #[arg(long = "insecure-registry")]
     pub insecure: Vec<String>,
     /// Registry credentials HOST=USER:PASSWORD (repeatable).
-    #[arg(long = "registry-auth", env = "MSB_REGISTRY_AUTH", value_delimiter = ',')]
+    #[arg(
+        long = "registry-auth",
+        env = "MSB_REGISTRY_AUTH",
+        value_delimiter = ','
+    )]
     pub registry_auth: Vec<String>,
     /// Static guest-agent binary (default: microsandbox-guest next to this executable).
     #[arg(long, env = "MSB_GUEST_AGENT")]
@@ -75,7 +83,9 @@ pub struct ServeArgs {
 pub fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MSB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -114,8 +124,12 @@ fn config_from(a: ServeArgs) -> Result<AgentConfig, String> {
         .iter()
         .filter(|m| !m.is_empty())
         .map(|s| {
-            let (host, cred) = s.split_once('=').ok_or(format!("registry auth {s:?} must be HOST=USER:PASSWORD"))?;
-            let (u, p) = cred.split_once(':').ok_or(format!("registry auth for {host} must be USER:PASSWORD"))?;
+            let (host, cred) = s
+                .split_once('=')
+                .ok_or(format!("registry auth {s:?} must be HOST=USER:PASSWORD"))?;
+            let (u, p) = cred
+                .split_once(':')
+                .ok_or(format!("registry auth for {host} must be USER:PASSWORD"))?;
             Ok((host.to_string(), (u.to_string(), p.to_string())))
         })
         .collect::<Result<_, String>>()?;
@@ -142,16 +156,23 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve(a) => {
             let config = config_from(a)?;
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            rt.block_on(microsandbox_agent::serve::serve(config)).map_err(|e| e.to_string())?;
+            rt.block_on(microsandbox_agent::serve::serve(config))
+                .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor { json, kernel, libkrun } => {
-            let report = microsandbox_agent::doctor::diagnose_with(&microsandbox_agent::doctor::DoctorOptions {
-                kernel,
-                libkrun,
-            });
+        Command::Doctor {
+            json,
+            kernel,
+            libkrun,
+        } => {
+            let report = microsandbox_agent::doctor::diagnose_with(
+                &microsandbox_agent::doctor::DoctorOptions { kernel, libkrun },
+            );
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
             } else {
                 println!("{report}");
             }

@@ -56,7 +56,10 @@ pub fn parse_mirror(s: &str) -> Result<(String, String), String> {
 /// A registry host is spoken to over plain HTTP only if it is loopback or listed as insecure.
 pub fn is_plain_http(registry: &str, insecure: &[String]) -> bool {
     let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
-    host == "localhost" || host.starts_with("127.") || host == "[::1]" || insecure.iter().any(|r| r == registry)
+    host == "localhost"
+        || host.starts_with("127.")
+        || host == "[::1]"
+        || insecure.iter().any(|r| r == registry)
 }
 
 #[cfg(test)]
@@ -78,7 +81,10 @@ mod tests {
         assert!(is_plain_http("127.0.0.1:5000", &[]));
         assert!(is_plain_http("localhost:5000", &[]));
         assert!(!is_plain_http("registry.example:5000", &[]));
-        assert!(is_plain_http("registry.example:5000", &["registry.example:5000".into()]));
+        assert!(is_plain_http(
+            "registry.example:5000",
+            &["registry.example:5000".into()]
+        ));
         assert!(!is_plain_http("docker.io", &[]));
     }
 }

@@ -44,7 +44,9 @@ impl AgentError {
             AgentError::NotRunning { .. } => ErrorCode::SandboxNotRunning,
             AgentError::Draining(_) => ErrorCode::SandboxDraining,
             AgentError::Image(e) => e.code(),
-            AgentError::Runtime(RuntimeError::Unavailable { .. }) => ErrorCode::IsolationUnavailable,
+            AgentError::Runtime(RuntimeError::Unavailable { .. }) => {
+                ErrorCode::IsolationUnavailable
+            }
             AgentError::Runtime(_) => ErrorCode::RuntimeError,
             AgentError::Guest(g) => match g.kind {
                 G::NotFound => ErrorCode::PathNotFound,

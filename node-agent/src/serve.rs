@@ -19,31 +19,49 @@ pub enum ServeError {
     #[error("guest agent binary {0} not found (build it with `make guest` or pass --guest-agent)")]
     GuestAgentMissing(String),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("state directory {dir}: {source}")]
     State { dir: String, source: std::io::Error },
 }
 
+/// Runtimes this node can run, and the isolation levels it cannot provide with the reason.
+pub type Probed = (Vec<Arc<dyn Runtime>>, Vec<(Isolation, String)>);
+
 /// Probe the runtimes this host can run; the others are recorded with the reason.
-pub fn probe_runtimes(config: &AgentConfig) -> (Vec<Arc<dyn Runtime>>, Vec<(Isolation, String)>) {
+pub fn probe_runtimes(config: &AgentConfig) -> Probed {
     let mut ok: Vec<Arc<dyn Runtime>> = Vec::new();
     let mut unavailable = Vec::new();
-    let kernel = match config.kernel.as_deref().map(KernelConfig::from_file).transpose() {
+    let kernel = match config
+        .kernel
+        .as_deref()
+        .map(KernelConfig::from_file)
+        .transpose()
+    {
         Ok(k) => k,
         Err(e) => {
             unavailable.push((Isolation::Microvm, e.to_string()));
             None
         }
     };
-    let settings = MicrovmSettings { kernel, ..Default::default() };
+    let settings = MicrovmSettings {
+        kernel,
+        ..Default::default()
+    };
     match MicrovmRuntime::probe(settings) {
         Ok(rt) => ok.push(Arc::new(rt)),
-        Err(RuntimeError::Unavailable { reason, .. }) => unavailable.push((Isolation::Microvm, reason)),
+        Err(RuntimeError::Unavailable { reason, .. }) => {
+            unavailable.push((Isolation::Microvm, reason))
+        }
         Err(e) => unavailable.push((Isolation::Microvm, e.to_string())),
     }
     match ContainerRuntime::probe(config.state_dir.join("crun")) {
         Ok(rt) => ok.push(Arc::new(rt)),
-        Err(RuntimeError::Unavailable { reason, .. }) => unavailable.push((Isolation::Container, reason)),
+        Err(RuntimeError::Unavailable { reason, .. }) => {
+            unavailable.push((Isolation::Container, reason))
+        }
         Err(e) => unavailable.push((Isolation::Container, e.to_string())),
     }
     (ok, unavailable)
@@ -57,7 +75,9 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
     };
     std::fs::create_dir_all(&config.state_dir).map_err(state_err)?;
     if !config.guest_agent.is_file() {
-        return Err(ServeError::GuestAgentMissing(config.guest_agent.display().to_string()));
+        return Err(ServeError::GuestAgentMissing(
+            config.guest_agent.display().to_string(),
+        ));
     }
     let token = api::load_or_create_token(&config.token_path()).map_err(state_err)?;
     let images = Arc::new(
@@ -75,20 +95,25 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
     }
     let socket_path = config.socket_path();
     if tokio::net::UnixStream::connect(&socket_path).await.is_ok() {
-        return Err(ServeError::AlreadyRunning(socket_path.display().to_string()));
+        return Err(ServeError::AlreadyRunning(
+            socket_path.display().to_string(),
+        ));
     }
     let _ = std::fs::remove_file(&socket_path);
-    let manager = SandboxManager::new(config.clone(), images, runtimes, unavailable).map_err(state_err)?;
+    let manager =
+        SandboxManager::new(config.clone(), images, runtimes, unavailable).map_err(state_err)?;
     for r in manager.recover().await {
         tracing::info!(?r, "recovered sandbox state");
     }
-    let unix = tokio::net::UnixListener::bind(&socket_path).map_err(|source| ServeError::Listen {
-        addr: socket_path.display().to_string(),
-        source,
-    })?;
+    let unix =
+        tokio::net::UnixListener::bind(&socket_path).map_err(|source| ServeError::Listen {
+            addr: socket_path.display().to_string(),
+            source,
+        })?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(state_err)?;
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(state_err)?;
     }
     let routes = api::routes(manager.clone(), token);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -99,12 +124,19 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
         }
     };
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(warp::serve(routes.clone()).incoming(unix).graceful(shutdown()).run());
+    servers.spawn(
+        warp::serve(routes.clone())
+            .incoming(unix)
+            .graceful(shutdown())
+            .run(),
+    );
     if let Some(addr) = config.listen {
-        let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
         tracing::info!(%addr, "listening on tcp");
         servers.spawn(warp::serve(routes).incoming(tcp).graceful(shutdown()).run());
     }
@@ -124,7 +156,10 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

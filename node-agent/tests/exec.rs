@@ -21,14 +21,25 @@ async fn exit_codes_and_exact_bytes() {
     assert!(!out.success());
 
     // Every byte value, including invalid UTF-8, survives.
-    let out = sh(&c, "bytes", "i=0; while [ $i -lt 256 ]; do printf \"\\\\$(printf %o $i)\"; i=$((i+1)); done").await;
+    let out = sh(
+        &c,
+        "bytes",
+        "i=0; while [ $i -lt 256 ]; do printf \"\\\\$(printf %o $i)\"; i=$((i+1)); done",
+    )
+    .await;
     let all: Vec<u8> = (0..=255u8).collect();
     assert_eq!(out.stdout, all);
 
-    let out = c.exec("bytes", cmd("echo", &["héllo wörld ✓ 🦀"])).await.unwrap();
+    let out = c
+        .exec("bytes", cmd("echo", &["héllo wörld ✓ 🦀"]))
+        .await
+        .unwrap();
     assert_eq!(out.stdout_str(), "héllo wörld ✓ 🦀\n");
 
-    let err = c.exec("bytes", cmd("/no/such/binary", &[])).await.unwrap_err();
+    let err = c
+        .exec("bytes", cmd("/no/such/binary", &[]))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("/no/such/binary"), "{err}");
     c.remove("bytes").await.unwrap();
 }
@@ -39,14 +50,18 @@ async fn hundred_mib_output_nothing_lost() {
     let c = agent.client();
     create(&c, "big", "busybox").await;
     // Deterministic pseudo-random data: hash it in the guest and on the host.
-    let script = "head -c 104857600 /dev/urandom > /tmp/blob && sha256sum /tmp/blob | cut -d' ' -f1";
+    let script =
+        "head -c 104857600 /dev/urandom > /tmp/blob && sha256sum /tmp/blob | cut -d' ' -f1";
     let want = sh(&c, "big", script).await.stdout_str().trim().to_string();
     let out = c.exec("big", cmd("cat", &["/tmp/blob"])).await.unwrap();
     assert_eq!(out.stdout.len(), 104_857_600);
     assert_eq!(hex::encode(Sha256::digest(&out.stdout)), want);
 
     // The same through the stream, chunk by chunk.
-    let mut s = c.exec_stream("big", cmd("cat", &["/tmp/blob"])).await.unwrap();
+    let mut s = c
+        .exec_stream("big", cmd("cat", &["/tmp/blob"]))
+        .await
+        .unwrap();
     let mut h = Sha256::new();
     let mut n = 0usize;
     while let Some(ev) = s.next().await {
@@ -73,12 +88,21 @@ async fn stdin_collected_and_streamed() {
     let c = agent.client();
     create(&c, "stdin", "busybox").await;
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let req = ExecRequest { stdin_b64: Some(encode_stdin(&data)), ..cmd("cat", &[]) };
+    let req = ExecRequest {
+        stdin_b64: Some(encode_stdin(&data)),
+        ..cmd("cat", &[])
+    };
     let out = c.exec("stdin", req).await.unwrap();
     assert_eq!(out.stdout, data);
 
-    let mut s = c
-        .exec_stream("stdin", ExecRequest { stdin: true, ..cmd("sh", &["-c", "read a; echo got:$a; cat"]) })
+    let s = c
+        .exec_stream(
+            "stdin",
+            ExecRequest {
+                stdin: true,
+                ..cmd("sh", &["-c", "read a; echo got:$a; cat"])
+            },
+        )
         .await
         .unwrap();
     let input = s.input();
@@ -95,7 +119,10 @@ async fn tty_and_resize() {
     let c = agent.client();
     create(&c, "tty", "busybox").await;
     let req = ExecRequest {
-        tty: Some(TtySize { rows: 33, cols: 101 }),
+        tty: Some(TtySize {
+            rows: 33,
+            cols: 101,
+        }),
         stdin: true,
         ..cmd("sh", &["-c", "tty; stty size; read x; stty size"])
     };
@@ -131,7 +158,10 @@ async fn timeout_kills_the_process_group() {
     let agent = TestAgent::start("exec-timeout");
     let c = agent.client();
     create(&c, "slow", "busybox").await;
-    let req = ExecRequest { timeout_ms: Some(500), ..cmd("sh", &["-c", "sleep 100 & sleep 100"]) };
+    let req = ExecRequest {
+        timeout_ms: Some(500),
+        ..cmd("sh", &["-c", "sleep 100 & sleep 100"])
+    };
     let started = std::time::Instant::now();
     let out = c.exec("slow", req).await.unwrap();
     assert!(out.timed_out);
@@ -139,7 +169,12 @@ async fn timeout_kills_the_process_group() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     // No sleeper survives in the sandbox.
     let ps = sh(&c, "slow", "ps -o comm | grep -c sleep || true").await;
-    assert_eq!(ps.stdout_str().trim(), "0", "sleepers left: {}", ps.stdout_str());
+    assert_eq!(
+        ps.stdout_str().trim(),
+        "0",
+        "sleepers left: {}",
+        ps.stdout_str()
+    );
     c.remove("slow").await.unwrap();
 }
 
@@ -160,7 +195,11 @@ async fn signals_rlimits_env_cwd_user() {
     assert_eq!(out.exit_code, 128 + 15);
 
     let req = ExecRequest {
-        rlimits: vec![Rlimit { resource: "nofile".into(), soft: 42, hard: 42 }],
+        rlimits: vec![Rlimit {
+            resource: "nofile".into(),
+            soft: 42,
+            hard: 42,
+        }],
         env: [("GREETING".to_string(), "hi there".to_string())].into(),
         cwd: Some("/tmp".into()),
         user: Some("sandbox".into()),
@@ -178,7 +217,14 @@ async fn fifty_concurrent_execs() {
     create(&c, "many", "busybox").await;
     let futs = (0..50).map(|i| {
         let c = c.clone();
-        async move { (i, c.exec("many", cmd("sh", &["-c", &format!("echo {i}; sleep 0.2")])).await.unwrap()) }
+        async move {
+            (
+                i,
+                c.exec("many", cmd("sh", &["-c", &format!("echo {i}; sleep 0.2")]))
+                    .await
+                    .unwrap(),
+            )
+        }
     });
     for (i, out) in futures::future::join_all(futs).await {
         assert_eq!(out.stdout_str(), format!("{i}\n"));
@@ -192,7 +238,10 @@ async fn python_image_runs_python() {
     let agent = TestAgent::start("exec-python");
     let c = agent.client();
     create(&c, "py", "python").await;
-    let out = c.exec("py", cmd("python3", &["-c", "print('Hello!')"])).await.unwrap();
+    let out = c
+        .exec("py", cmd("python3", &["-c", "print('Hello!')"]))
+        .await
+        .unwrap();
     assert_eq!(out.stdout_str(), "Hello!\n");
     c.remove("py").await.unwrap();
 }

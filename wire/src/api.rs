@@ -320,7 +320,15 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", serde_json::to_value(self.code).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), self.message)
+        write!(
+            f,
+            "{}: {}",
+            serde_json::to_value(self.code)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            self.message
+        )
     }
 }
 
@@ -339,7 +347,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         ));
     }
     if name.starts_with('-') || name.ends_with('-') {
-        return Err(format!("name {name:?} must start and end with a letter or digit"));
+        return Err(format!(
+            "name {name:?} must start and end with a letter or digit"
+        ));
     }
     Ok(())
 }
@@ -363,13 +373,21 @@ mod tests {
         assert_eq!(c.cpus, 1);
         assert_eq!(c.pull_policy, PullPolicy::IfNotPresent);
         assert!(!c.detached);
-        assert!(serde_json::from_str::<CreateSandbox>(r#"{"name":"a","image":"b","bogus":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<CreateSandbox>(r#"{"name":"a","image":"b","bogus":1}"#).is_err()
+        );
     }
 
     #[test]
     fn error_codes_are_snake_case() {
-        let e = ApiError { code: ErrorCode::SandboxNotFound, message: "x".into() };
-        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"code":"sandbox_not_found","message":"x"}"#);
+        let e = ApiError {
+            code: ErrorCode::SandboxNotFound,
+            message: "x".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"code":"sandbox_not_found","message":"x"}"#
+        );
         assert_eq!(e.code.http_status(), 404);
     }
 

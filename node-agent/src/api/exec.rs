@@ -16,33 +16,51 @@ use crate::error::AgentError;
 /// Translate an API exec request into the guest protocol.
 pub fn to_guest(req: &api::ExecRequest, stream: bool) -> Result<guest::ExecRequest, AgentError> {
     if req.command.is_empty() {
-        return Err(AgentError::InvalidRequest("command must not be empty".into()));
+        return Err(AgentError::InvalidRequest(
+            "command must not be empty".into(),
+        ));
     }
     let rlimits = req
         .rlimits
         .iter()
         .map(|r| {
-            let resource = RlimitResource::parse(&r.resource)
-                .ok_or_else(|| AgentError::InvalidRequest(format!("unknown rlimit {:?}", r.resource)))?;
+            let resource = RlimitResource::parse(&r.resource).ok_or_else(|| {
+                AgentError::InvalidRequest(format!("unknown rlimit {:?}", r.resource))
+            })?;
             if r.soft > r.hard {
                 return Err(AgentError::InvalidRequest(format!(
                     "rlimit {}: soft {} exceeds hard {}",
                     r.resource, r.soft, r.hard
                 )));
             }
-            Ok(guest::Rlimit { resource, soft: r.soft, hard: r.hard })
+            Ok(guest::Rlimit {
+                resource,
+                soft: r.soft,
+                hard: r.hard,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(guest::ExecRequest {
         command: req.command.clone(),
         args: req.args.clone(),
         cwd: req.cwd.clone(),
-        env: req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: req
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         user: req.user.clone(),
         timeout_ms: req.timeout_ms,
         rlimits,
         stdin: stream && req.stdin,
-        tty: if stream { req.tty.map(|t| guest::TtySize { rows: t.rows, cols: t.cols }) } else { None },
+        tty: if stream {
+            req.tty.map(|t| guest::TtySize {
+                rows: t.rows,
+                cols: t.cols,
+            })
+        } else {
+            None
+        },
     })
 }
 
@@ -117,7 +135,10 @@ fn tagged(tag: u8, data: &[u8]) -> Message {
 }
 
 /// Relay one streaming exec between the client's WebSocket and the guest connection.
-async fn stream_exec(socket: &mut WebSocket, client: crate::guest::GuestClient) -> Result<(), AgentError> {
+async fn stream_exec(
+    socket: &mut WebSocket,
+    client: crate::guest::GuestClient,
+) -> Result<(), AgentError> {
     let first = loop {
         match socket.next().await {
             Some(Ok(m)) if m.is_text() => break m,
@@ -127,8 +148,10 @@ async fn stream_exec(socket: &mut WebSocket, client: crate::guest::GuestClient) 
             None => return Ok(()),
         }
     };
-    let req: api::ExecRequest = serde_json::from_str(first.to_str().unwrap_or(""))
-        .map_err(|e| AgentError::InvalidRequest(format!("first message must be an ExecRequest: {e}")))?;
+    let req: api::ExecRequest =
+        serde_json::from_str(first.to_str().unwrap_or("")).map_err(|e| {
+            AgentError::InvalidRequest(format!("first message must be an ExecRequest: {e}"))
+        })?;
     let greq = to_guest(&req, true)?;
     let conn = client.open(Request::Exec(greq)).await?;
     let (mut gsink, mut gstream) = conn.split();
@@ -174,9 +197,17 @@ async fn stream_exec(socket: &mut WebSocket, client: crate::guest::GuestClient) 
                     return Ok(());
                 }
                 Some(Ok(GuestFrame::Error(e))) => return Err(AgentError::Guest(e)),
-                Some(Ok(other)) => return Err(AgentError::GuestChannel(format!("unexpected frame {other:?}"))),
+                Some(Ok(other)) => {
+                    return Err(AgentError::GuestChannel(format!(
+                        "unexpected frame {other:?}"
+                    )))
+                }
                 Some(Err(e)) => return Err(AgentError::GuestChannel(e.to_string())),
-                None => return Err(AgentError::GuestChannel("guest closed the exec connection".into())),
+                None => {
+                    return Err(AgentError::GuestChannel(
+                        "guest closed the exec connection".into(),
+                    ))
+                }
             };
             if wsink.send(msg).await.is_err() {
                 return Ok(());
@@ -198,12 +229,29 @@ mod tests {
 
     #[test]
     fn rlimits_are_validated() {
-        let mut r = api::ExecRequest { command: "x".into(), ..Default::default() };
-        r.rlimits.push(api::Rlimit { resource: "nofile".into(), soft: 10, hard: 20 });
-        assert_eq!(to_guest(&r, false).unwrap().rlimits[0].resource, RlimitResource::Nofile);
+        let mut r = api::ExecRequest {
+            command: "x".into(),
+            ..Default::default()
+        };
+        r.rlimits.push(api::Rlimit {
+            resource: "nofile".into(),
+            soft: 10,
+            hard: 20,
+        });
+        assert_eq!(
+            to_guest(&r, false).unwrap().rlimits[0].resource,
+            RlimitResource::Nofile
+        );
         r.rlimits[0].resource = "bogus".into();
-        assert!(matches!(to_guest(&r, false), Err(AgentError::InvalidRequest(_))));
-        r.rlimits[0] = api::Rlimit { resource: "cpu".into(), soft: 5, hard: 1 };
+        assert!(matches!(
+            to_guest(&r, false),
+            Err(AgentError::InvalidRequest(_))
+        ));
+        r.rlimits[0] = api::Rlimit {
+            resource: "cpu".into(),
+            soft: 5,
+            hard: 1,
+        };
         assert!(to_guest(&r, false).is_err());
     }
 

@@ -53,20 +53,45 @@ async fn call(c: &Ctx, name: &str, req: Request) -> Result<GResponse, AgentError
 
 async fn list(c: Ctx, name: String, q: PathQuery) -> Result<Vec<FileStat>, AgentError> {
     check_path(&q.path)?;
-    match call(&c, &name, Request::List { path: q.path.clone() }).await? {
+    match call(
+        &c,
+        &name,
+        Request::List {
+            path: q.path.clone(),
+        },
+    )
+    .await?
+    {
         GResponse::Entries(es) => Ok(es
             .iter()
-            .map(|e| stat_of(format!("{}/{}", q.path.trim_end_matches('/'), e.name), &e.stat))
+            .map(|e| {
+                stat_of(
+                    format!("{}/{}", q.path.trim_end_matches('/'), e.name),
+                    &e.stat,
+                )
+            })
             .collect()),
-        other => Err(AgentError::GuestChannel(format!("unexpected answer {other:?}"))),
+        other => Err(AgentError::GuestChannel(format!(
+            "unexpected answer {other:?}"
+        ))),
     }
 }
 
 async fn stat(c: Ctx, name: String, q: PathQuery) -> Result<FileStat, AgentError> {
     check_path(&q.path)?;
-    match call(&c, &name, Request::Stat { path: q.path.clone() }).await? {
+    match call(
+        &c,
+        &name,
+        Request::Stat {
+            path: q.path.clone(),
+        },
+    )
+    .await?
+    {
         GResponse::Stat(s) => Ok(stat_of(q.path, &s)),
-        other => Err(AgentError::GuestChannel(format!("unexpected answer {other:?}"))),
+        other => Err(AgentError::GuestChannel(format!(
+            "unexpected answer {other:?}"
+        ))),
     }
 }
 
@@ -87,9 +112,17 @@ async fn read_file(c: Ctx, name: String, q: PathQuery) -> Result<Response, Agent
         Some(Ok(GuestFrame::Data(d))) => Some(d),
         Some(Ok(GuestFrame::DataEnd)) => None,
         Some(Ok(GuestFrame::Error(e))) => return Err(AgentError::Guest(e)),
-        Some(Ok(other)) => return Err(AgentError::GuestChannel(format!("unexpected frame {other:?}"))),
+        Some(Ok(other)) => {
+            return Err(AgentError::GuestChannel(format!(
+                "unexpected frame {other:?}"
+            )))
+        }
         Some(Err(e)) => return Err(AgentError::GuestChannel(e.to_string())),
-        None => return Err(AgentError::GuestChannel("guest closed the connection".into())),
+        None => {
+            return Err(AgentError::GuestChannel(
+                "guest closed the connection".into(),
+            ))
+        }
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
@@ -120,7 +153,12 @@ async fn read_file(c: Ctx, name: String, q: PathQuery) -> Result<Response, Agent
     Ok(resp)
 }
 
-async fn write_file<S, B>(c: Ctx, name: String, q: PathQuery, body: S) -> Result<serde_json::Value, AgentError>
+async fn write_file<S, B>(
+    c: Ctx,
+    name: String,
+    q: PathQuery,
+    body: S,
+) -> Result<serde_json::Value, AgentError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -137,7 +175,8 @@ where
         .await?;
     let mut body = body;
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| AgentError::InvalidRequest(format!("request body: {e}")))?;
+        let mut chunk =
+            chunk.map_err(|e| AgentError::InvalidRequest(format!("request body: {e}")))?;
         while chunk.has_remaining() {
             let n = chunk.chunk().len().min(guest::CHUNK_SIZE);
             let piece = chunk.copy_to_bytes(n);
@@ -155,12 +194,18 @@ where
         .map_err(|e| AgentError::GuestChannel(e.to_string()))?;
     match crate::guest::next_done(&mut conn).await? {
         GResponse::Written { bytes } => Ok(serde_json::json!({ "bytes": bytes })),
-        other => Err(AgentError::GuestChannel(format!("unexpected answer {other:?}"))),
+        other => Err(AgentError::GuestChannel(format!(
+            "unexpected answer {other:?}"
+        ))),
     }
 }
 
 pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let base = move || warp::path("sandboxes").and(warp::path::param::<String>()).and(warp::path("fs"));
+    let base = move || {
+        warp::path("sandboxes")
+            .and(warp::path::param::<String>())
+            .and(warp::path("fs"))
+    };
     let c = ctx.clone();
     let get_file = base()
         .and(warp::path!("file"))
@@ -182,25 +227,39 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
         .then(|name: String, c: Ctx, q: PathQuery, body| async move {
             reply::result(write_file(c, name, q, Box::pin(body)).await)
         });
-    let list_r = base()
-        .and(warp::path!("list"))
-        .and(warp::get())
-        .and(ctx_filter(ctx.clone()))
-        .and(warp::query::<PathQuery>())
-        .then(|name: String, c: Ctx, q: PathQuery| async move { reply::result(list(c, name, q).await) });
-    let stat_r = base()
-        .and(warp::path!("stat"))
-        .and(warp::get())
-        .and(ctx_filter(ctx.clone()))
-        .and(warp::query::<PathQuery>())
-        .then(|name: String, c: Ctx, q: PathQuery| async move { reply::result(stat(c, name, q).await) });
+    let list_r =
+        base()
+            .and(warp::path!("list"))
+            .and(warp::get())
+            .and(ctx_filter(ctx.clone()))
+            .and(warp::query::<PathQuery>())
+            .then(|name: String, c: Ctx, q: PathQuery| async move {
+                reply::result(list(c, name, q).await)
+            });
+    let stat_r =
+        base()
+            .and(warp::path!("stat"))
+            .and(warp::get())
+            .and(ctx_filter(ctx.clone()))
+            .and(warp::query::<PathQuery>())
+            .then(|name: String, c: Ctx, q: PathQuery| async move {
+                reply::result(stat(c, name, q).await)
+            });
     let mkdir = base()
         .and(warp::path!("mkdir"))
         .and(warp::post())
         .and(ctx_filter(ctx.clone()))
         .and(json_filter::<FsPathOp>())
         .then(|name: String, c: Ctx, op: FsPathOp| async move {
-            simple(c, name, Request::Mkdir { path: op.path, parents: op.recursive }).await
+            simple(
+                c,
+                name,
+                Request::Mkdir {
+                    path: op.path,
+                    parents: op.recursive,
+                },
+            )
+            .await
         });
     let remove = base()
         .and(warp::path!("remove"))
@@ -208,7 +267,15 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
         .and(ctx_filter(ctx.clone()))
         .and(json_filter::<FsPathOp>())
         .then(|name: String, c: Ctx, op: FsPathOp| async move {
-            simple(c, name, Request::Remove { path: op.path, recursive: op.recursive }).await
+            simple(
+                c,
+                name,
+                Request::Remove {
+                    path: op.path,
+                    recursive: op.recursive,
+                },
+            )
+            .await
         });
     let rename = base()
         .and(warp::path!("rename"))
@@ -216,7 +283,15 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
         .and(ctx_filter(ctx.clone()))
         .and(json_filter::<FsMove>())
         .then(|name: String, c: Ctx, m: FsMove| async move {
-            simple(c, name, Request::Rename { from: m.from, to: m.to }).await
+            simple(
+                c,
+                name,
+                Request::Rename {
+                    from: m.from,
+                    to: m.to,
+                },
+            )
+            .await
         });
     let copy = base()
         .and(warp::path!("copy"))
@@ -224,7 +299,15 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
         .and(ctx_filter(ctx))
         .and(json_filter::<FsMove>())
         .then(|name: String, c: Ctx, m: FsMove| async move {
-            simple(c, name, Request::Copy { from: m.from, to: m.to }).await
+            simple(
+                c,
+                name,
+                Request::Copy {
+                    from: m.from,
+                    to: m.to,
+                },
+            )
+            .await
         });
     get_file
         .or(put_file)

@@ -27,7 +27,12 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
                 let progress = move |ev: PullEvent| {
                     let _ = tx2.try_send(Ok(line(&ev)));
                 };
-                if let Err(e) = c.manager.images.ensure(&req.image, req.policy, &progress).await {
+                if let Err(e) = c
+                    .manager
+                    .images
+                    .ensure(&req.image, req.policy, &progress)
+                    .await
+                {
                     let err = crate::error::AgentError::from(e).to_api();
                     let _ = tx.send(Ok(line(&PullEvent::Error { error: err }))).await;
                 }

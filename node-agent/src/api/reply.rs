@@ -20,7 +20,8 @@ pub fn no_content() -> Response {
 }
 
 pub fn api_error(e: &ApiError) -> Response {
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json(status, e)
 }
 
@@ -39,22 +40,37 @@ pub fn result<T: Serialize>(r: Result<T, AgentError>) -> Response {
 /// Turn warp's rejections into typed JSON errors.
 pub async fn recover(rej: warp::Rejection) -> Result<Response, std::convert::Infallible> {
     let (code, message) = if rej.find::<super::auth::Unauthorized>().is_some() {
-        (ErrorCode::Unauthorized, "missing or invalid bearer token (see <state-dir>/agent.token)".to_string())
+        (
+            ErrorCode::Unauthorized,
+            "missing or invalid bearer token (see <state-dir>/agent.token)".to_string(),
+        )
     } else if let Some(e) = rej.find::<warp::filters::body::BodyDeserializeError>() {
-        (ErrorCode::InvalidRequest, format!("invalid request body: {e}"))
+        (
+            ErrorCode::InvalidRequest,
+            format!("invalid request body: {e}"),
+        )
     } else if let Some(e) = rej.find::<super::sandboxes::BadJson>() {
-        (ErrorCode::InvalidRequest, format!("invalid request body: {}", e.0))
+        (
+            ErrorCode::InvalidRequest,
+            format!("invalid request body: {}", e.0),
+        )
     } else if let Some(e) = rej.find::<warp::reject::InvalidQuery>() {
         (ErrorCode::InvalidRequest, format!("invalid query: {e}"))
     } else if rej.is_not_found() {
         return Ok(json(
             StatusCode::NOT_FOUND,
-            &ApiError { code: ErrorCode::InvalidRequest, message: "no such route".into() },
+            &ApiError {
+                code: ErrorCode::InvalidRequest,
+                message: "no such route".into(),
+            },
         ));
     } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
         return Ok(json(
             StatusCode::METHOD_NOT_ALLOWED,
-            &ApiError { code: ErrorCode::InvalidRequest, message: "method not allowed".into() },
+            &ApiError {
+                code: ErrorCode::InvalidRequest,
+                message: "method not allowed".into(),
+            },
         ));
     } else if rej.find::<warp::reject::PayloadTooLarge>().is_some() {
         (ErrorCode::InvalidRequest, "request body too large".into())

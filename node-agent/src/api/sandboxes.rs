@@ -11,11 +11,14 @@ use super::{reply, Ctx};
 
 const JSON_LIMIT: u64 = 1024 * 1024;
 
-pub(super) fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = std::convert::Infallible> + Clone {
+pub(super) fn with_ctx(
+    ctx: Ctx,
+) -> impl Filter<Extract = (Ctx,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || ctx.clone())
 }
 
-pub(super) fn json_body<T: serde::de::DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+pub(super) fn json_body<T: serde::de::DeserializeOwned + Send>(
+) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
     warp::body::content_length_limit(JSON_LIMIT).and(warp::body::json())
 }
 
@@ -27,9 +30,8 @@ fn optional_stop() -> impl Filter<Extract = (StopSandbox,), Error = warp::Reject
             if b.iter().all(u8::is_ascii_whitespace) {
                 return Ok(StopSandbox::default());
             }
-            serde_json::from_slice::<StopSandbox>(&b).map_err(|e| {
-                warp::reject::custom(BadJson(e.to_string()))
-            })
+            serde_json::from_slice::<StopSandbox>(&b)
+                .map_err(|e| warp::reject::custom(BadJson(e.to_string())))
         })
 }
 
@@ -38,15 +40,18 @@ pub struct BadJson(pub String);
 impl warp::reject::Reject for BadJson {}
 
 pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let info = warp::path!("info").and(warp::get()).and(with_ctx(ctx.clone())).then(|c: Ctx| async move {
-        let m = &c.manager;
-        reply::ok(&AgentInfo {
-            version: env!("CARGO_PKG_VERSION").into(),
-            node: m.config().node_name.clone(),
-            isolation: m.isolation_levels(),
-            sandboxes: m.count().await,
-        })
-    });
+    let info = warp::path!("info")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(|c: Ctx| async move {
+            let m = &c.manager;
+            reply::ok(&AgentInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                node: m.config().node_name.clone(),
+                isolation: m.isolation_levels(),
+                sandboxes: m.count().await,
+            })
+        });
     let create = warp::path!("sandboxes")
         .and(warp::post())
         .and(with_ctx(ctx.clone()))
@@ -79,7 +84,11 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
         .and(with_ctx(ctx.clone()))
         .and(optional_stop())
         .then(|name: String, c: Ctx, s: StopSandbox| async move {
-            reply::result(c.manager.stop(&name, s.timeout_ms.map(Duration::from_millis)).await)
+            reply::result(
+                c.manager
+                    .stop(&name, s.timeout_ms.map(Duration::from_millis))
+                    .await,
+            )
         });
     let kill = warp::path!("sandboxes" / String / "kill")
         .and(warp::post())
@@ -90,7 +99,11 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
         .and(with_ctx(ctx.clone()))
         .and(optional_stop())
         .then(|name: String, c: Ctx, s: StopSandbox| async move {
-            reply::result(c.manager.drain(&name, s.timeout_ms.map(Duration::from_millis)).await)
+            reply::result(
+                c.manager
+                    .drain(&name, s.timeout_ms.map(Duration::from_millis))
+                    .await,
+            )
         });
     let metrics = warp::path!("sandboxes" / String / "metrics")
         .and(warp::get())
@@ -138,5 +151,5 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
         .unify()
 }
 
-pub(super) use with_ctx as ctx_filter;
 pub(super) use json_body as json_filter;
+pub(super) use with_ctx as ctx_filter;

@@ -57,7 +57,9 @@ impl GuestClient {
             Some(Err(e)) => return Err(channel_err(e)),
             None => return Err(channel_err("guest closed the connection during handshake")),
         }
-        conn.send(HostFrame::Request(request)).await.map_err(channel_err)?;
+        conn.send(HostFrame::Request(request))
+            .await
+            .map_err(channel_err)?;
         Ok(conn)
     }
 
@@ -82,11 +84,12 @@ impl GuestClient {
         stdin: Option<Bytes>,
     ) -> Result<Collected, AgentError> {
         let wants_stdin = stdin.is_some();
-        let mut conn = self.open(Request::Exec(microsandbox_wire::guest::ExecRequest {
-            stdin: wants_stdin,
-            ..req
-        }))
-        .await?;
+        let mut conn = self
+            .open(Request::Exec(microsandbox_wire::guest::ExecRequest {
+                stdin: wants_stdin,
+                ..req
+            }))
+            .await?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut stdin = stdin;
         loop {
@@ -97,19 +100,30 @@ impl GuestClient {
                         let (mut sink, mut stream) = conn.split();
                         let writer = tokio::spawn(async move {
                             for chunk in data.chunks(microsandbox_wire::guest::CHUNK_SIZE) {
-                                sink.send(HostFrame::Stdin(Bytes::copy_from_slice(chunk))).await?;
+                                sink.send(HostFrame::Stdin(Bytes::copy_from_slice(chunk)))
+                                    .await?;
                             }
                             sink.send(HostFrame::StdinClose).await?;
                             Ok::<_, microsandbox_wire::guest::codec::CodecError>(sink)
                         });
                         let status = collect_rest(&mut stream, &mut stdout, &mut stderr).await?;
                         let _ = writer.await;
-                        return Ok(Collected { status, stdout, stderr });
+                        return Ok(Collected {
+                            status,
+                            stdout,
+                            stderr,
+                        });
                     }
                 }
                 Some(Ok(GuestFrame::Stdout(d))) => stdout.extend_from_slice(&d),
                 Some(Ok(GuestFrame::Stderr(d))) => stderr.extend_from_slice(&d),
-                Some(Ok(GuestFrame::Exited(status))) => return Ok(Collected { status, stdout, stderr }),
+                Some(Ok(GuestFrame::Exited(status))) => {
+                    return Ok(Collected {
+                        status,
+                        stdout,
+                        stderr,
+                    })
+                }
                 Some(Ok(GuestFrame::Error(e))) => return Err(AgentError::Guest(e)),
                 Some(Ok(other)) => return Err(channel_err(format!("unexpected frame {other:?}"))),
                 Some(Err(e)) => return Err(channel_err(e)),
@@ -119,9 +133,14 @@ impl GuestClient {
     }
 }
 
-async fn collect_rest<S>(stream: &mut S, stdout: &mut Vec<u8>, stderr: &mut Vec<u8>) -> Result<ExitStatus, AgentError>
+async fn collect_rest<S>(
+    stream: &mut S,
+    stdout: &mut Vec<u8>,
+    stderr: &mut Vec<u8>,
+) -> Result<ExitStatus, AgentError>
 where
-    S: futures::Stream<Item = Result<GuestFrame, microsandbox_wire::guest::codec::CodecError>> + Unpin,
+    S: futures::Stream<Item = Result<GuestFrame, microsandbox_wire::guest::codec::CodecError>>
+        + Unpin,
 {
     loop {
         match stream.next().await {

@@ -10,7 +10,11 @@ pub enum ImageError {
     #[error("registry {registry} is unreachable: {detail} (is it running? air-gapped hosts need a mirror: --mirror docker.io=HOST:PORT)")]
     Unreachable { registry: String, detail: String },
     #[error("registry {registry} refused our credentials for {reference}: {detail}")]
-    Unauthorized { registry: String, reference: String, detail: String },
+    Unauthorized {
+        registry: String,
+        reference: String,
+        detail: String,
+    },
     #[error("image {0:?} is not present locally and the pull policy is `never`")]
     NotPresent(String),
     #[error("pulling {reference} failed: {detail}")]
@@ -28,9 +32,9 @@ impl ImageError {
             ImageError::NotFound(_) => ErrorCode::ImageNotFound,
             ImageError::Unreachable { .. } => ErrorCode::RegistryUnreachable,
             ImageError::NotPresent(_) => ErrorCode::ImageNotPresent,
-            ImageError::Unauthorized { .. } | ImageError::PullFailed { .. } | ImageError::Extract { .. } => {
-                ErrorCode::ImagePullFailed
-            }
+            ImageError::Unauthorized { .. }
+            | ImageError::PullFailed { .. }
+            | ImageError::Extract { .. } => ErrorCode::ImagePullFailed,
             ImageError::Io(_) => ErrorCode::Internal,
         }
     }

@@ -116,7 +116,8 @@ fn set_opaque(dir: &Path) -> Result<(), String> {
 fn make_whiteout(path: &Path) -> Result<(), String> {
     use nix::sys::stat::{mknod, Mode, SFlag};
     let _ = std::fs::remove_file(path);
-    mknod(path, SFlag::S_IFCHR, Mode::empty(), 0).map_err(|e| format!("whiteout {}: {e}", path.display()))
+    mknod(path, SFlag::S_IFCHR, Mode::empty(), 0)
+        .map_err(|e| format!("whiteout {}: {e}", path.display()))
 }
 
 fn xattr_set(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
@@ -126,9 +127,21 @@ fn xattr_set(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
     let n = CString::new(name).map_err(|e| e.to_string())?;
     // SAFETY: both pointers are valid NUL-terminated strings and `value` is a live slice whose
     // length is passed alongside it; lsetxattr does not retain any pointer.
-    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if rc != 0 {
-        return Err(format!("setxattr {name} on {}: {}", path.display(), std::io::Error::last_os_error()));
+        return Err(format!(
+            "setxattr {name} on {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -153,9 +166,18 @@ mod tests {
 
     #[test]
     fn classifies_whiteouts() {
-        assert_eq!(classify(Path::new("etc/.wh.passwd")).unwrap(), EntryKind::Whiteout("etc/passwd".into()));
-        assert_eq!(classify(Path::new("var/.wh..wh..opq")).unwrap(), EntryKind::Opaque("var".into()));
-        assert_eq!(classify(Path::new("etc/passwd")).unwrap(), EntryKind::Content);
+        assert_eq!(
+            classify(Path::new("etc/.wh.passwd")).unwrap(),
+            EntryKind::Whiteout("etc/passwd".into())
+        );
+        assert_eq!(
+            classify(Path::new("var/.wh..wh..opq")).unwrap(),
+            EntryKind::Opaque("var".into())
+        );
+        assert_eq!(
+            classify(Path::new("etc/passwd")).unwrap(),
+            EntryKind::Content
+        );
         assert!(classify(Path::new("a/../../etc")).is_err());
     }
 

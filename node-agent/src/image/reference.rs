@@ -28,7 +28,9 @@ pub fn resolve(image: &str, mirrors: &BTreeMap<String, String>) -> Result<Resolv
     let source = match mirrors.get(canonical.registry()) {
         None => canonical.clone(),
         Some(mirror) => match canonical.digest() {
-            Some(d) => Reference::with_digest(mirror.clone(), canonical.repository().into(), d.into()),
+            Some(d) => {
+                Reference::with_digest(mirror.clone(), canonical.repository().into(), d.into())
+            }
             None => Reference::with_tag(
                 mirror.clone(),
                 canonical.repository().into(),
@@ -76,7 +78,13 @@ mod tests {
     #[test]
     fn bad_references_are_typed_errors() {
         for bad in ["", "UPPER/case", "a b", "x:y:z:w"] {
-            assert!(matches!(resolve(bad, &mirrors()), Err(ImageError::InvalidReference { .. })), "{bad}");
+            assert!(
+                matches!(
+                    resolve(bad, &mirrors()),
+                    Err(ImageError::InvalidReference { .. })
+                ),
+                "{bad}"
+            );
         }
     }
 }

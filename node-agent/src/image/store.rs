@@ -127,7 +127,9 @@ impl ImageStore {
                 });
                 Ok(rec)
             }
-            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, None) => self.pull(&r, progress).await,
+            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, None) => {
+                self.pull(&r, progress).await
+            }
         }
     }
 
@@ -138,7 +140,11 @@ impl ImageStore {
         }
     }
 
-    async fn pull(&self, r: &ResolvedRef, progress: Progress<'_>) -> Result<ImageRecord, ImageError> {
+    async fn pull(
+        &self,
+        r: &ResolvedRef,
+        progress: Progress<'_>,
+    ) -> Result<ImageRecord, ImageError> {
         let source = &r.source;
         let auth = self.auth_for(source.resolve_registry());
         let (manifest, digest, config) = self
@@ -163,7 +169,10 @@ impl ImageStore {
         };
         let path = self.record_path(&rec.reference);
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&rec).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&rec).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(tmp, path)?;
         progress(PullEvent::Done { digest });
         Ok(rec)
@@ -184,7 +193,11 @@ impl ImageStore {
             });
             return Ok(());
         }
-        let tmp_name = format!("{}-{}", desc.digest.replace(':', "-"), rand::random::<u32>());
+        let tmp_name = format!(
+            "{}-{}",
+            desc.digest.replace(':', "-"),
+            rand::random::<u32>()
+        );
         let blob_path = self.root.join("tmp").join(format!("{tmp_name}.blob"));
         let file = tokio::fs::File::create(&blob_path).await?;
         // oci-client verifies the blob against its descriptor digest while streaming.
@@ -239,7 +252,9 @@ impl ImageStore {
 
 /// Leftovers of interrupted pulls (older than an hour, so a concurrent pull is never touched).
 fn remove_stale_tmp(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
     for e in entries.flatten() {
         let old = e
             .metadata()
@@ -278,8 +293,11 @@ fn map_oci_error(r: &ResolvedRef, e: OciDistributionError) -> ImageError {
     let registry = r.source.resolve_registry().to_string();
     let text = e.to_string();
     match &e {
-        OciDistributionError::ImageManifestNotFoundError(_) => return ImageError::NotFound(reference),
-        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            return ImageError::NotFound(reference)
+        }
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => {
             return ImageError::Unauthorized {
                 registry,
                 reference,
@@ -295,7 +313,10 @@ fn map_oci_error(r: &ResolvedRef, e: OciDistributionError) -> ImageError {
         _ => {}
     }
     let lower = text.to_ascii_lowercase();
-    if lower.contains("manifest_unknown") || lower.contains("name_unknown") || lower.contains("not found") {
+    if lower.contains("manifest_unknown")
+        || lower.contains("name_unknown")
+        || lower.contains("not found")
+    {
         ImageError::NotFound(reference)
     } else if lower.contains("error sending request") || lower.contains("connect") {
         ImageError::Unreachable {
@@ -319,7 +340,13 @@ mod tests {
         let c = parse_config(
             r#"{"config":{"Env":["PATH=/usr/bin:/bin","A=b=c"],"WorkingDir":"/app","User":""}}"#,
         );
-        assert_eq!(c.env, vec![("PATH".into(), "/usr/bin:/bin".into()), ("A".into(), "b=c".into())]);
+        assert_eq!(
+            c.env,
+            vec![
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("A".into(), "b=c".into())
+            ]
+        );
         assert_eq!(c.workdir.as_deref(), Some("/app"));
         assert_eq!(c.user, None);
         assert_eq!(parse_config("not json"), ImageConfig::default());

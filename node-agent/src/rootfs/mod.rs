@@ -24,7 +24,11 @@ impl SandboxRoot {
 
 /// overlayfs mount options; lowers are given bottom layer first (OCI order), overlay wants top first.
 pub fn overlay_options(lowers: &[PathBuf], root: &SandboxRoot) -> String {
-    let lower: Vec<String> = lowers.iter().rev().map(|p| p.display().to_string()).collect();
+    let lower: Vec<String> = lowers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
     format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
@@ -93,7 +97,12 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -113,7 +122,10 @@ mod tests {
     fn options_put_top_layer_first() {
         let root = SandboxRoot::under(Path::new("/s/x"));
         let o = overlay_options(&["/l/a".into(), "/l/b".into()], &root);
-        assert_eq!(o, "lowerdir=/l/b:/l/a,upperdir=/s/x/upper,workdir=/s/x/work");
+        assert_eq!(
+            o,
+            "lowerdir=/l/b:/l/a,upperdir=/s/x/upper,workdir=/s/x/work"
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub struct Launched {
 pub enum RuntimeError {
     /// This host cannot provide the isolation: the reason says why (from `doctor`'s probes).
     #[error("{isolation} isolation is not available on this node: {reason}")]
-    Unavailable { isolation: Isolation, reason: String },
+    Unavailable {
+        isolation: Isolation,
+        reason: String,
+    },
     /// A runtime command failed.
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },

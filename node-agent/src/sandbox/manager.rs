@@ -68,7 +68,10 @@ impl SandboxManager {
             .find(|(i, _)| *i == isolation)
             .map(|(_, r)| r.clone())
             .unwrap_or_else(|| "no runtime configured".into());
-        Err(AgentError::Runtime(RuntimeError::Unavailable { isolation, reason }))
+        Err(AgentError::Runtime(RuntimeError::Unavailable {
+            isolation,
+            reason,
+        }))
     }
 
     /// Choose the isolation for a request: exactly what it asks, or the node's strongest.
@@ -112,7 +115,10 @@ impl SandboxManager {
             )));
         }
         if req.cpus == 0 || req.cpus > 256 {
-            return Err(AgentError::InvalidRequest(format!("cpus {} must be 1..=256", req.cpus)));
+            return Err(AgentError::InvalidRequest(format!(
+                "cpus {} must be 1..=256",
+                req.cpus
+            )));
         }
         let isolation = self.choose_isolation(req.isolation)?;
         let dir = self.dir_of(&req.name);
@@ -151,7 +157,11 @@ impl SandboxManager {
         }
     }
 
-    async fn start(&self, entry: &Arc<SandboxEntry>, isolation: Isolation) -> Result<SandboxInfo, AgentError> {
+    async fn start(
+        &self,
+        entry: &Arc<SandboxEntry>,
+        isolation: Isolation,
+    ) -> Result<SandboxInfo, AgentError> {
         let req = entry.record.lock().await.request.clone();
         let image = self
             .images
@@ -161,7 +171,11 @@ impl SandboxManager {
             .await?;
         std::fs::create_dir_all(&entry.dir)?;
         let root = SandboxRoot::under(&entry.dir);
-        let lowers: Vec<PathBuf> = image.layers.iter().map(|l| self.images.layer_dir(l)).collect();
+        let lowers: Vec<PathBuf> = image
+            .layers
+            .iter()
+            .map(|l| self.images.layer_dir(l))
+            .collect();
         rootfs::mount(&lowers, &root, &self.images.root().join("empty"))?;
         let mut env = image.config.env.clone();
         for (k, v) in &req.env {
@@ -255,10 +269,13 @@ impl SandboxManager {
             let rec = entry.record.lock().await;
             (rec.launched.clone(), rec.isolation, rec.state)
         };
-        let (Some(launched), SandboxState::Running | SandboxState::Draining) = (launched, state) else {
+        let (Some(launched), SandboxState::Running | SandboxState::Draining) = (launched, state)
+        else {
             return;
         };
-        let Ok(rt) = self.runtime_for(isolation) else { return };
+        let Ok(rt) = self.runtime_for(isolation) else {
+            return;
+        };
         if rt.liveness(&launched).await != Liveness::Running {
             let usage = rt.usage(&launched).await;
             let _ = rt.cleanup(&launched).await;
@@ -275,9 +292,14 @@ impl SandboxManager {
     }
 
     /// Graceful stop: SIGTERM, SIGKILL after `timeout`, then release runtime resources.
-    pub async fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<SandboxInfo, AgentError> {
+    pub async fn stop(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<SandboxInfo, AgentError> {
         let entry = self.entry(name).await?;
-        self.stop_entry(&entry, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT), "stopped").await
+        self.stop_entry(&entry, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT), "stopped")
+            .await
     }
 
     /// Immediate stop.
@@ -287,7 +309,11 @@ impl SandboxManager {
     }
 
     /// Refuse new execs, wait for running ones (up to `timeout`), then stop gracefully.
-    pub async fn drain(&self, name: &str, timeout: Option<Duration>) -> Result<SandboxInfo, AgentError> {
+    pub async fn drain(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<SandboxInfo, AgentError> {
         let entry = self.entry(name).await?;
         {
             let mut rec = entry.record.lock().await;
@@ -302,10 +328,16 @@ impl SandboxManager {
         }
         let limit = timeout.unwrap_or(Duration::from_secs(300));
         let _ = tokio::time::timeout(limit, entry.wait_idle()).await;
-        self.stop_entry(&entry, DEFAULT_STOP_TIMEOUT, "drained").await
+        self.stop_entry(&entry, DEFAULT_STOP_TIMEOUT, "drained")
+            .await
     }
 
-    async fn stop_entry(&self, entry: &Arc<SandboxEntry>, grace: Duration, why: &str) -> Result<SandboxInfo, AgentError> {
+    async fn stop_entry(
+        &self,
+        entry: &Arc<SandboxEntry>,
+        grace: Duration,
+        why: &str,
+    ) -> Result<SandboxInfo, AgentError> {
         let (launched, isolation) = {
             let rec = entry.record.lock().await;
             if matches!(rec.state, SandboxState::Stopped | SandboxState::Failed) {
@@ -317,7 +349,9 @@ impl SandboxManager {
             let rt = self.runtime_for(isolation)?;
             if !grace.is_zero() && rt.signal(launched, libc::SIGTERM).await.is_ok() {
                 let deadline = tokio::time::Instant::now() + grace;
-                while tokio::time::Instant::now() < deadline && rt.liveness(launched).await == Liveness::Running {
+                while tokio::time::Instant::now() < deadline
+                    && rt.liveness(launched).await == Liveness::Running
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
@@ -369,7 +403,9 @@ impl SandboxManager {
         let entry = self.entry(name).await?;
         let (_guard, guest) = entry.begin_exec().await?;
         let Response::Metrics(g) = guest.call(Request::Metrics).await? else {
-            return Err(AgentError::GuestChannel("unexpected answer to metrics".into()));
+            return Err(AgentError::GuestChannel(
+                "unexpected answer to metrics".into(),
+            ));
         };
         let (launched, isolation) = {
             let rec = entry.record.lock().await;

@@ -37,7 +37,10 @@ impl SandboxRecord {
     /// Write atomically (temp file + rename) so a crash never leaves half a record.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join("state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(tmp, dir.join("state.json"))
     }
 

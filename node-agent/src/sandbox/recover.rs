@@ -61,7 +61,10 @@ impl SandboxManager {
             if let Err(e) = entry.record.lock().await.save(&dir) {
                 tracing::warn!(sandbox = %name, error = %e, "could not rewrite state");
             }
-            self.sandboxes.lock().await.insert(name.clone(), entry.clone());
+            self.sandboxes
+                .lock()
+                .await
+                .insert(name.clone(), entry.clone());
             if running && !detached {
                 // The creator must re-open its lease within the grace period.
                 self.watch_lease_pub(entry);
@@ -71,14 +74,23 @@ impl SandboxManager {
     }
 
     async fn is_alive(&self, rec: &SandboxRecord) -> bool {
-        let Some(launched) = &rec.launched else { return false };
-        let Ok(rt) = self.runtime_for(rec.isolation) else { return false };
+        let Some(launched) = &rec.launched else {
+            return false;
+        };
+        let Ok(rt) = self.runtime_for(rec.isolation) else {
+            return false;
+        };
         rt.liveness(launched).await == Liveness::Running
-            && GuestClient::new(launched.guest_socket.clone()).ping().await.is_ok()
+            && GuestClient::new(launched.guest_socket.clone())
+                .ping()
+                .await
+                .is_ok()
     }
 
     fn watch_lease_pub(self: &Arc<Self>, entry: Arc<SandboxEntry>) {
-        entry.lease_seen.store(false, std::sync::atomic::Ordering::Release);
+        entry
+            .lease_seen
+            .store(false, std::sync::atomic::Ordering::Release);
         let me = Arc::downgrade(self);
         let grace = self.config.lease_grace;
         tokio::spawn(async move {

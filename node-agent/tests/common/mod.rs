@@ -12,14 +12,23 @@ use std::time::{Duration, Instant};
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn guest_agent() -> PathBuf {
     let p = std::env::var_os("MSB_GUEST_AGENT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/x86_64-unknown-linux-gnu/release/microsandbox-guest"));
-    assert!(p.is_file(), "static guest agent {} missing: run `make guest`", p.display());
+        .unwrap_or_else(|| {
+            workspace().join("target/x86_64-unknown-linux-gnu/release/microsandbox-guest")
+        });
+    assert!(
+        p.is_file(),
+        "static guest agent {} missing: run `make guest`",
+        p.display()
+    );
     p
 }
 
@@ -50,7 +59,11 @@ impl TestAgent {
 
     /// (Re)start on an existing state directory.
     pub fn start_in(state: PathBuf, extra: Vec<String>) -> Self {
-        let mut agent = Self { child: None, state, extra };
+        let mut agent = Self {
+            child: None,
+            state,
+            extra,
+        };
         agent.spawn();
         agent
     }
@@ -84,7 +97,11 @@ impl TestAgent {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("agent exited with {status}: {}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "agent did not start: {}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "agent did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -133,9 +150,18 @@ impl TestAgent {
 
     /// Container ids crun still knows in this agent's root.
     pub fn crun_containers(&self) -> Vec<String> {
-        let out = Command::new("crun").arg("--root").arg(self.crun_root()).arg("list").arg("-q").output();
+        let out = Command::new("crun")
+            .arg("--root")
+            .arg(self.crun_root())
+            .arg("list")
+            .arg("-q")
+            .output();
         match out {
-            Ok(o) => String::from_utf8_lossy(&o.stdout).lines().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             Err(_) => vec![],
         }
     }
@@ -144,7 +170,11 @@ impl TestAgent {
     pub fn mounts(&self) -> Vec<String> {
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let prefix = self.state.display().to_string();
-        mi.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&prefix)).map(String::from).collect()
+        mi.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&prefix))
+            .map(String::from)
+            .collect()
     }
 }
 
@@ -152,7 +182,11 @@ impl Drop for TestAgent {
     fn drop(&mut self) {
         self.kill9();
         for id in self.crun_containers() {
-            let _ = Command::new("crun").arg("--root").arg(self.crun_root()).args(["delete", "--force", &id]).output();
+            let _ = Command::new("crun")
+                .arg("--root")
+                .arg(self.crun_root())
+                .args(["delete", "--force", &id])
+                .output();
         }
         for m in self.mounts() {
             let _ = Command::new("umount").args(["-l", &m]).output();
@@ -173,7 +207,10 @@ pub fn sandbox(name: &str, image: &str) -> CreateSandbox {
 }
 
 pub async fn create(client: &AgentClient, name: &str, image: &str) -> SandboxInfo {
-    let info = client.create(sandbox(name, image)).await.unwrap_or_else(|e| panic!("create {name}: {e}"));
+    let info = client
+        .create(sandbox(name, image))
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
     assert_eq!(info.isolation, Isolation::Container);
     info
 }
@@ -187,7 +224,10 @@ pub fn cmd(command: &str, args: &[&str]) -> ExecRequest {
 }
 
 pub async fn sh(client: &AgentClient, name: &str, script: &str) -> Output {
-    client.exec(name, cmd("/bin/sh", &["-c", script])).await.unwrap_or_else(|e| panic!("exec {script:?}: {e}"))
+    client
+        .exec(name, cmd("/bin/sh", &["-c", script]))
+        .await
+        .unwrap_or_else(|e| panic!("exec {script:?}: {e}"))
 }
 
 /// Is any host process running whose cmdline mentions `needle`?
@@ -195,10 +235,19 @@ pub fn host_process_with(needle: &str) -> bool {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
         .any(|e| {
             std::fs::read(e.path().join("cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
                 .unwrap_or(false)
         })
 }

@@ -94,7 +94,10 @@ mod tests {
     fn garbage_is_a_typed_error() {
         let mut guest = GuestCodec::default();
         let mut buf = BytesMut::from(&[0, 0, 0, 2, 0xff, 0xff][..]);
-        assert!(matches!(guest.decode(&mut buf), Err(CodecError::Postcard(_))));
+        assert!(matches!(
+            guest.decode(&mut buf),
+            Err(CodecError::Postcard(_))
+        ));
     }
 
     #[test]

@@ -68,7 +68,11 @@ pub enum Request {
     /// Stream a file: guest answers `Data` chunks then `DataEnd` (or `Error`).
     ReadFile { path: String },
     /// Write a file: host sends `Stdin` chunks then `StdinClose`; guest answers `Done(Written)`.
-    WriteFile { path: String, mode: u32, append: bool },
+    WriteFile {
+        path: String,
+        mode: u32,
+        append: bool,
+    },
     /// List a directory: `Done(Entries)`.
     List { path: String },
     /// Stat a path (no symlink following): `Done(Stat)`.

@@ -26,8 +26,12 @@ impl CgroupMode {
         let mut legacy = false;
         for line in text.lines() {
             let mut halves = line.split(" - ");
-            let (Some(left), Some(right)) = (halves.next(), halves.next()) else { continue };
-            let Some(point) = left.split(' ').nth(4) else { continue };
+            let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
+                continue;
+            };
+            let Some(point) = left.split(' ').nth(4) else {
+                continue;
+            };
             let fstype = right.split(' ').next().unwrap_or("");
             if point == "/sys/fs/cgroup" && fstype == "cgroup2" {
                 return CgroupMode::Unified;
@@ -160,9 +164,18 @@ mod tests {
 
     #[test]
     fn keyed_files() {
-        assert_eq!(keyed("low 0\nhigh 0\nmax 2\noom 1\noom_kill 3\n", "oom_kill"), Some(3));
-        assert_eq!(keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n", "oom_kill"), Some(1));
-        assert_eq!(keyed("usage_usec 1234\nuser_usec 1000\n", "usage_usec"), Some(1234));
+        assert_eq!(
+            keyed("low 0\nhigh 0\nmax 2\noom 1\noom_kill 3\n", "oom_kill"),
+            Some(3)
+        );
+        assert_eq!(
+            keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n", "oom_kill"),
+            Some(1)
+        );
+        assert_eq!(
+            keyed("usage_usec 1234\nuser_usec 1000\n", "usage_usec"),
+            Some(1234)
+        );
         assert_eq!(keyed("", "x"), None);
     }
 }

@@ -42,7 +42,9 @@ impl ContainerRuntime {
         })?;
         let cgroups = CgroupMode::detect();
         if cgroups == CgroupMode::None {
-            return Err(unavailable("no cgroup filesystem mounted at /sys/fs/cgroup".into()));
+            return Err(unavailable(
+                "no cgroup filesystem mounted at /sys/fs/cgroup".into(),
+            ));
         }
         std::fs::create_dir_all(&state_root)?;
         Ok(Self {
@@ -89,7 +91,11 @@ impl ContainerRuntime {
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default()
         .into_iter()
         .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(|d| Path::new(d).join(name)))
@@ -97,7 +103,11 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Wait until a unix socket accepts connections, or the deadline passes.
-pub async fn wait_for_socket(path: &Path, timeout: Duration, alive: impl Fn() -> bool) -> Result<(), RuntimeError> {
+pub async fn wait_for_socket(
+    path: &Path,
+    timeout: Duration,
+    alive: impl Fn() -> bool,
+) -> Result<(), RuntimeError> {
     let start = Instant::now();
     let mut delay = Duration::from_micros(200);
     loop {
@@ -105,10 +115,16 @@ pub async fn wait_for_socket(path: &Path, timeout: Duration, alive: impl Fn() ->
             return Ok(());
         }
         if !alive() {
-            return Err(RuntimeError::GuestTimeout(start.elapsed(), "sandbox init exited before the guest agent listened".into()));
+            return Err(RuntimeError::GuestTimeout(
+                start.elapsed(),
+                "sandbox init exited before the guest agent listened".into(),
+            ));
         }
         if start.elapsed() > timeout {
-            return Err(RuntimeError::GuestTimeout(timeout, format!("no listener on {}", path.display())));
+            return Err(RuntimeError::GuestTimeout(
+                timeout,
+                format!("no listener on {}", path.display()),
+            ));
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(20));
@@ -140,14 +156,18 @@ impl Runtime for ContainerRuntime {
         );
         std::fs::create_dir_all(&spec.runtime_dir)?;
         std::fs::create_dir_all(&spec.socket_dir)?;
-        let socket = spec.socket_dir.join(microsandbox_wire::guest::GUEST_SOCKET_NAME);
+        let socket = spec
+            .socket_dir
+            .join(microsandbox_wire::guest::GUEST_SOCKET_NAME);
         let _ = std::fs::remove_file(&socket);
         std::fs::write(
             spec.runtime_dir.join("config.json"),
             serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?,
         )?;
         // A leftover container of the same id (crash between runs) would make `run` fail.
-        let _ = self.crun_ok("delete", &["delete", "--force", &spec.id]).await;
+        let _ = self
+            .crun_ok("delete", &["delete", "--force", &spec.id])
+            .await;
         // The container inherits crun's stdio, so both go to files: a pipe would stay open for
         // the sandbox's whole life.
         let log_path = spec.runtime_dir.join("guest.log");
@@ -173,7 +193,10 @@ impl Runtime for ContainerRuntime {
         if !status.success() {
             return Err(RuntimeError::Command {
                 what: "crun run".into(),
-                detail: std::fs::read_to_string(&log_path).unwrap_or_default().trim().to_string(),
+                detail: std::fs::read_to_string(&log_path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
             });
         }
         let pid: u32 = std::fs::read_to_string(&pid_file)?
@@ -197,7 +220,8 @@ impl Runtime for ContainerRuntime {
             cgroup: Some(cgroup),
         };
         if let Err(e) = wait_for_socket(&socket, Duration::from_secs(10), || pid_alive(pid)).await {
-            let log = std::fs::read_to_string(spec.runtime_dir.join("guest.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(spec.runtime_dir.join("guest.log")).unwrap_or_default();
             let _ = self.cleanup(&launched).await;
             return Err(RuntimeError::Command {
                 what: "guest agent start".into(),
@@ -227,8 +251,13 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn cleanup(&self, launched: &Launched) -> Result<(), RuntimeError> {
-        let _ = self.crun_ok("kill", &["kill", "--all", &launched.id, "KILL"]).await;
-        if let Err(e) = self.crun_ok("delete", &["delete", "--force", &launched.id]).await {
+        let _ = self
+            .crun_ok("kill", &["kill", "--all", &launched.id, "KILL"])
+            .await;
+        if let Err(e) = self
+            .crun_ok("delete", &["delete", "--force", &launched.id])
+            .await
+        {
             if self.liveness(launched).await != Liveness::Unknown {
                 return Err(e);
             }

@@ -22,8 +22,18 @@ pub const DEFAULT_PIDS_LIMIT: u32 = 1024;
 /// Capabilities kept by the guest agent (Docker's default set minus NET_RAW and MKNOD): enough to
 /// switch users and manage its own processes, nothing that reaches the host.
 const CAPS: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID",
-    "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE", "CAP_SETFCAP",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
 ];
 
 /// Build the spec.
@@ -129,7 +139,15 @@ mod tests {
 
     #[test]
     fn limits_and_hardening() {
-        let s = oci_spec(&launch(), &SpecOptions { cgroups_path: "/microsandbox/msb-a".into(), cgroup_v2: false, nofile: 1024, agent_oom_score_adj: None });
+        let s = oci_spec(
+            &launch(),
+            &SpecOptions {
+                cgroups_path: "/microsandbox/msb-a".into(),
+                cgroup_v2: false,
+                nofile: 1024,
+                agent_oom_score_adj: None,
+            },
+        );
         let r = &s["linux"]["resources"];
         assert_eq!(r["memory"]["limit"], 256 * 1024 * 1024);
         assert_eq!(r["memory"]["swap"], 256 * 1024 * 1024);
@@ -137,28 +155,65 @@ mod tests {
         assert_eq!(r["pids"]["limit"], DEFAULT_PIDS_LIMIT);
         assert_eq!(s["process"]["noNewPrivileges"], true);
         let caps = s["process"]["capabilities"]["bounding"].as_array().unwrap();
-        assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_RAW" || c == "CAP_SYS_PTRACE"));
-        let ns: Vec<&str> = s["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        assert!(!caps
+            .iter()
+            .any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_RAW" || c == "CAP_SYS_PTRACE"));
+        let ns: Vec<&str> = s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
         for want in ["pid", "mount", "network", "ipc", "uts", "cgroup"] {
             assert!(ns.contains(&want), "{want} namespace missing");
         }
-        let denied = s["linux"]["seccomp"]["syscalls"][0]["names"].as_array().unwrap();
+        let denied = s["linux"]["seccomp"]["syscalls"][0]["names"]
+            .as_array()
+            .unwrap();
         assert!(denied.iter().any(|n| n == "kexec_load") && denied.iter().any(|n| n == "bpf"));
     }
 
     #[test]
     fn agent_is_pid1_and_mounted_readonly() {
-        let s = oci_spec(&launch(), &SpecOptions { cgroups_path: "/x".into(), cgroup_v2: true, nofile: 1024, agent_oom_score_adj: None });
+        let s = oci_spec(
+            &launch(),
+            &SpecOptions {
+                cgroups_path: "/x".into(),
+                cgroup_v2: true,
+                nofile: 1024,
+                agent_oom_score_adj: None,
+            },
+        );
         assert_eq!(s["process"]["args"][0], GUEST_AGENT_PATH);
-        let m = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == GUEST_AGENT_PATH).unwrap();
+        let m = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == GUEST_AGENT_PATH)
+            .unwrap();
         assert!(m["options"].as_array().unwrap().iter().any(|o| o == "ro"));
-        assert!(s["linux"]["resources"]["memory"].get("swappiness").is_none());
+        assert!(s["linux"]["resources"]["memory"]
+            .get("swappiness")
+            .is_none());
     }
 
     #[test]
     fn env_overrides_and_workdir() {
-        let s = oci_spec(&launch(), &SpecOptions { cgroups_path: "/x".into(), cgroup_v2: true, nofile: 1024, agent_oom_score_adj: None });
-        let env: Vec<&str> = s["process"]["env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+        let s = oci_spec(
+            &launch(),
+            &SpecOptions {
+                cgroups_path: "/x".into(),
+                cgroup_v2: true,
+                nofile: 1024,
+                agent_oom_score_adj: None,
+            },
+        );
+        let env: Vec<&str> = s["process"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
         assert!(env.contains(&"PATH=/x"));
         assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
         assert!(env.contains(&"MSB_WORKDIR=/app"));

@@ -137,7 +137,7 @@ mod tests {
         );
         assert_eq!(vmm_plan_arg(&args, "msb-b"), None);
         assert_eq!(vmm_plan_arg(&args, "msb"), None);
-        let other = parse_cmdline(b"/bin/sleep\0100\0");
+        let other = parse_cmdline(b"/bin/sleep\x00100\x00");
         assert_eq!(vmm_plan_arg(&other, "msb-a"), None);
         assert!(parse_cmdline(b"").is_empty());
     }
