@@ -256,11 +256,13 @@ pub async fn write_file<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Mode 0 means "default": new files get DEFAULT_FILE_MODE, existing files keep theirs.
+    let explicit = mode & 0o7777 != 0;
     let mode = match mode & 0o7777 {
         0 => DEFAULT_FILE_MODE,
         m => m,
     };
-    let mut file = match open_for_write(path, mode, append).await {
+    let mut file = match open_for_write(path, mode, explicit, append).await {
         Ok(f) => f,
         Err(e) => {
             let _ = framed
@@ -304,7 +306,12 @@ pub async fn write_file<S>(
     let _ = framed.send(frame).await;
 }
 
-async fn open_for_write(path: &Path, mode: u32, append: bool) -> io::Result<tokio::fs::File> {
+async fn open_for_write(
+    path: &Path,
+    mode: u32,
+    explicit: bool,
+    append: bool,
+) -> io::Result<tokio::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).mode(mode);
     if append {
@@ -315,7 +322,9 @@ async fn open_for_write(path: &Path, mode: u32, append: bool) -> io::Result<toki
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let file = opts.open(&path)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        if explicit {
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         Ok(tokio::fs::File::from_std(file))
     })
     .await

@@ -150,6 +150,18 @@ pub fn spawn(plan: &SpawnPlan, stdio: StdioSetup) -> io::Result<Spawned> {
     let hook = move || -> io::Result<()> {
         // SAFETY: setsid has no memory arguments; the forked child is not yet a group leader.
         check(unsafe { libc::setsid() })?;
+        // The host shields the agent from the OOM killer (oom_score_adj -998); user processes
+        // go back to 0 so that a memory bomb, not the agent, is killed. Raising needs no
+        // privilege; failure (no /proc) is harmless.
+        // SAFETY: the path is a NUL-terminated static string; the fd is only used in this block.
+        let fd = unsafe { libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            // SAFETY: writes 1 byte from a static buffer to the fd opened above, then closes it.
+            unsafe {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+        }
         if tty {
             // SAFETY: stdin is the pty slave (std has dup2'ed it); TIOCSCTTY takes an integer arg.
             check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) })?;

@@ -169,7 +169,7 @@ where
     let mut conn = guest
         .open(Request::WriteFile {
             path: q.path,
-            mode: q.mode.unwrap_or(0o644),
+            mode: q.mode.unwrap_or(0),
             append: q.append,
         })
         .await?;

@@ -296,6 +296,14 @@ fn map_oci_error(r: &ResolvedRef, e: OciDistributionError) -> ImageError {
         OciDistributionError::ImageManifestNotFoundError(_) => {
             return ImageError::NotFound(reference)
         }
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|e| {
+                use oci_client::errors::OciErrorCode as C;
+                matches!(e.code, C::ManifestUnknown | C::NameUnknown | C::NotFound | C::BlobUnknown)
+            }) =>
+        {
+            return ImageError::NotFound(reference)
+        }
         OciDistributionError::UnauthorizedError { .. }
         | OciDistributionError::AuthenticationFailure(_) => {
             return ImageError::Unauthorized {
@@ -313,10 +321,8 @@ fn map_oci_error(r: &ResolvedRef, e: OciDistributionError) -> ImageError {
         _ => {}
     }
     let lower = text.to_ascii_lowercase();
-    if lower.contains("manifest_unknown")
-        || lower.contains("name_unknown")
-        || lower.contains("not found")
-    {
+    let missing = ["manifest_unknown", "manifest unknown", "name_unknown", "name unknown", "not found"];
+    if missing.iter().any(|m| lower.contains(m)) {
         ImageError::NotFound(reference)
     } else if lower.contains("error sending request") || lower.contains("connect") {
         ImageError::Unreachable {

@@ -1,0 +1,131 @@
+//! Lifecycle: stop / kill / drain / remove leave nothing behind; attached sandboxes die with their
+//! creator's lease; an agent killed with -9 re-adopts running sandboxes and reaps broken ones.
+
+mod common;
+
+use common::*;
+use microsandbox_client::api::{SandboxState, StopSandbox};
+use microsandbox_client::ErrorCode;
+use std::time::Duration;
+
+fn leftovers(agent: &TestAgent, id: &str) -> Vec<String> {
+    let mut left = vec![];
+    if agent.crun_containers().iter().any(|c| c == id) {
+        left.push(format!("crun container {id}"));
+    }
+    let name = id.trim_start_matches("msb-");
+    let mine: Vec<String> = agent.mounts().into_iter().filter(|m| m.contains(&format!("/sandboxes/{name}/"))).collect();
+    if !mine.is_empty() {
+        left.push(format!("mounts {mine:?}"));
+    }
+    for ctl in ["memory", "pids", "cpu", "unified", ""] {
+        let p = std::path::Path::new("/sys/fs/cgroup").join(ctl).join("microsandbox").join(id);
+        if p.exists() {
+            left.push(format!("cgroup {}", p.display()));
+        }
+    }
+    if host_process_with(&format!("{}/sandboxes/{name}/", agent.state.display())) {
+        left.push("host process referencing the sandbox".into());
+    }
+    left
+}
+
+#[tokio::test]
+async fn stop_kill_drain_remove_leave_nothing() {
+    let agent = TestAgent::start("life");
+    let c = agent.client();
+    for name in ["s-stop", "s-kill", "s-drain", "s-rm"] {
+        create(&c, name, "busybox").await;
+    }
+    // Graceful stop.
+    let info = c.stop("s-stop", StopSandbox { timeout_ms: Some(2000) }).await.unwrap();
+    assert_eq!(info.state, SandboxState::Stopped);
+    let err = c.exec("s-stop", cmd("true", &[])).await.unwrap_err();
+    assert!(err.is(ErrorCode::SandboxNotRunning), "{err}");
+    // Kill.
+    assert_eq!(c.kill("s-kill").await.unwrap().state, SandboxState::Stopped);
+    // Drain waits for the running exec, refuses new ones meanwhile.
+    let c2 = c.clone();
+    let running = tokio::spawn(async move { c2.exec("s-drain", cmd("sh", &["-c", "sleep 1; echo done"])).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c3 = c.clone();
+    let drain = tokio::spawn(async move { c3.drain("s-drain", StopSandbox::default()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = c.exec("s-drain", cmd("true", &[])).await.unwrap_err();
+    assert!(err.is(ErrorCode::SandboxDraining), "{err}");
+    assert_eq!(running.await.unwrap().unwrap().stdout_str(), "done\n");
+    assert_eq!(drain.await.unwrap().unwrap().state, SandboxState::Stopped);
+
+    for name in ["s-stop", "s-kill", "s-drain", "s-rm"] {
+        c.remove(name).await.unwrap();
+        let left = leftovers(&agent, &format!("msb-{name}"));
+        assert!(left.is_empty(), "{name}: {left:?}");
+        assert!(c.get(name).await.unwrap_err().is(ErrorCode::SandboxNotFound));
+    }
+    assert!(!agent.state.join("sandboxes/s-rm").exists());
+}
+
+#[tokio::test]
+async fn attached_sandbox_dies_with_its_lease_detached_survives() {
+    let agent = TestAgent::start("lease");
+    let c = agent.client();
+    let mut req = sandbox("attached", "busybox");
+    req.detached = false;
+    c.create(req).await.unwrap();
+    let lease = c.hold_lease("attached").await.unwrap();
+    create(&c, "detached", "busybox").await;
+    // Past the grace period, the lease keeps it alive.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(c.get("attached").await.unwrap().state, SandboxState::Running);
+    drop(lease);
+    let mut gone = false;
+    for _ in 0..100 {
+        if c.get("attached").await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "attached sandbox survived its lease");
+    assert!(leftovers(&agent, "msb-attached").is_empty());
+    // An attached sandbox whose creator never takes a lease is removed after the grace period.
+    let mut req = sandbox("orphan", "busybox");
+    req.detached = false;
+    c.create(req).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(c.get("orphan").await.unwrap_err().is(ErrorCode::SandboxNotFound));
+    assert_eq!(c.get("detached").await.unwrap().state, SandboxState::Running);
+    c.remove("detached").await.unwrap();
+}
+
+#[tokio::test]
+async fn agent_kill9_restart_readopts_or_reaps() {
+    let mut agent = TestAgent::start("restart");
+    let c = agent.client();
+    create(&c, "keeper", "busybox").await;
+    create(&c, "victim", "busybox").await;
+    sh(&c, "keeper", "echo state > /tmp/marker").await;
+    agent.kill9();
+    // While the agent is down, the victim's init dies.
+    let out = std::process::Command::new("crun")
+        .arg("--root")
+        .arg(agent.crun_root())
+        .args(["kill", "msb-victim", "KILL"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    agent.restart();
+    let c = agent.client();
+    // The survivor is re-adopted with its state intact.
+    let out = sh(&c, "keeper", "cat /tmp/marker").await;
+    assert_eq!(out.stdout_str(), "state\n");
+    // The dead one is reaped: no record, no container, no mount, no cgroup.
+    assert!(c.get("victim").await.unwrap_err().is(ErrorCode::SandboxNotFound));
+    assert!(leftovers(&agent, "msb-victim").is_empty(), "{:?}", leftovers(&agent, "msb-victim"));
+    // Names stay unique across the restart.
+    let err = c.create(sandbox("keeper", "busybox")).await.unwrap_err();
+    assert!(err.is(ErrorCode::SandboxAlreadyExists), "{err}");
+    c.remove("keeper").await.unwrap();
+    assert!(leftovers(&agent, "msb-keeper").is_empty());
+}
