@@ -104,8 +104,11 @@ async fn agent_kill9_restart_readopts_or_reaps() {
     let c = agent.client();
     create(&c, "keeper", "busybox").await;
     create(&c, "victim", "busybox").await;
+    create(&c, "stray", "busybox").await;
     sh(&c, "keeper", "echo state > /tmp/marker").await;
     agent.kill9();
+    // A sandbox whose record is lost (as if the agent died before persisting it) is an orphan.
+    std::fs::remove_file(agent.state.join("sandboxes/stray/state.json")).unwrap();
     // While the agent is down, the victim's init dies.
     let out = std::process::Command::new("crun")
         .arg("--root")
@@ -123,6 +126,8 @@ async fn agent_kill9_restart_readopts_or_reaps() {
     // The dead one is reaped: no record, no container, no mount, no cgroup.
     assert!(c.get("victim").await.unwrap_err().is(ErrorCode::SandboxNotFound));
     assert!(leftovers(&agent, "msb-victim").is_empty(), "{:?}", leftovers(&agent, "msb-victim"));
+    assert!(c.get("stray").await.unwrap_err().is(ErrorCode::SandboxNotFound));
+    assert!(leftovers(&agent, "msb-stray").is_empty(), "{:?}", leftovers(&agent, "msb-stray"));
     // Names stay unique across the restart.
     let err = c.create(sandbox("keeper", "busybox")).await.unwrap_err();
     assert!(err.is(ErrorCode::SandboxAlreadyExists), "{err}");

@@ -109,4 +109,9 @@ pub trait Runtime: Send + Sync {
     async fn cleanup(&self, launched: &Launched) -> Result<(), RuntimeError>;
     /// Host-side usage from the sandbox's cgroup, where there is one.
     async fn usage(&self, launched: &Launched) -> HostUsage;
+    /// Remove sandboxes this runtime still runs but the agent has no record of (e.g. the agent
+    /// died between starting one and persisting it). Returns the ids reaped.
+    async fn reap_unknown(&self, _known: &[String]) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -70,6 +70,18 @@ impl SandboxManager {
                 self.watch_lease_pub(entry);
             }
         }
+        // Anything a runtime still runs that no record claims is an orphan.
+        let mut known = Vec::new();
+        for e in self.sandboxes.lock().await.values() {
+            if let Some(l) = &e.record.lock().await.launched {
+                known.push(l.id.clone());
+            }
+        }
+        for rt in &self.runtimes {
+            for id in rt.reap_unknown(&known).await {
+                out.push(Recovered::Reaped(id));
+            }
+        }
         out
     }
 

@@ -269,6 +269,29 @@ impl Runtime for ContainerRuntime {
         Ok(())
     }
 
+    async fn reap_unknown(&self, known: &[String]) -> Vec<String> {
+        let Ok(out) = self.crun_ok("list", &["list", "-q"]).await else {
+            return Vec::new();
+        };
+        let mut reaped = Vec::new();
+        for id in out.lines().map(str::trim).filter(|id| !id.is_empty()) {
+            if known.iter().any(|k| k == id) {
+                continue;
+            }
+            let orphan = Launched {
+                id: id.to_string(),
+                isolation: Isolation::Container,
+                pid: None,
+                guest_socket: PathBuf::new(),
+                cgroup: Some(Self::cgroup_path(id)),
+            };
+            if self.cleanup(&orphan).await.is_ok() {
+                reaped.push(id.to_string());
+            }
+        }
+        reaped
+    }
+
     async fn usage(&self, launched: &Launched) -> HostUsage {
         match &launched.cgroup {
             Some(cg) => CgroupPaths::new(self.cgroups, cg).usage(),
