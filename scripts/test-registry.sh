@@ -84,7 +84,9 @@ cmd_start() {
   mkdir -p "$CACHE"
   write_config
   log "starting docker-registry on http://$ADDR (storage $STORAGE, log $LOGFILE)"
-  nohup "$BIN" serve "$CONFIG" </dev/null >>"$LOGFILE" 2>&1 &
+  # Close inherited descriptors (e.g. the image-build lock on fd 9): a long-lived registry must
+  # not hold a caller's lock forever.
+  nohup "$BIN" serve "$CONFIG" </dev/null >>"$LOGFILE" 2>&1 9>&- &
   echo $! >"$PIDFILE"
   for ((i = 0; i < 100; i++)); do
     if serving; then

@@ -11,10 +11,16 @@ async fn typed_errors_and_the_agent_keeps_serving() {
     let agent = TestAgent::start("bad");
     let c = agent.client();
 
-    let err = c.create(sandbox("nope", "no-such-image-anywhere")).await.unwrap_err();
+    let err = c
+        .create(sandbox("nope", "no-such-image-anywhere"))
+        .await
+        .unwrap_err();
     assert!(err.is(ErrorCode::ImageNotFound), "{err}");
 
-    let err = c.create(sandbox("unreach", "127.0.0.1:1/library/busybox")).await.unwrap_err();
+    let err = c
+        .create(sandbox("unreach", "127.0.0.1:1/library/busybox"))
+        .await
+        .unwrap_err();
     assert!(err.is(ErrorCode::RegistryUnreachable), "{err}");
 
     for bad in ["Bad_Name", "-x", "a/b", ""] {
@@ -22,14 +28,24 @@ async fn typed_errors_and_the_agent_keeps_serving() {
         assert!(err.is(ErrorCode::InvalidName), "{bad:?}: {err}");
     }
 
-    let err = c.create(sandbox("bad-ref", "UPPER::case")).await.unwrap_err();
+    let err = c
+        .create(sandbox("bad-ref", "UPPER::case"))
+        .await
+        .unwrap_err();
     assert!(err.is(ErrorCode::InvalidRequest), "{err}");
 
     create(&c, "dup", "busybox").await;
     let err = c.create(sandbox("dup", "busybox")).await.unwrap_err();
     assert!(err.is(ErrorCode::SandboxAlreadyExists), "{err}");
 
-    c.stop("dup", StopSandbox { timeout_ms: Some(500) }).await.unwrap();
+    c.stop(
+        "dup",
+        StopSandbox {
+            timeout_ms: Some(500),
+        },
+    )
+    .await
+    .unwrap();
     let err = c.exec("dup", cmd("true", &[])).await.unwrap_err();
     assert!(err.is(ErrorCode::SandboxNotRunning), "{err}");
 
@@ -39,7 +55,16 @@ async fn typed_errors_and_the_agent_keeps_serving() {
     create(&c, "fs", "busybox").await;
     let err = c.fs_stat("fs", "/definitely/not/here").await.unwrap_err();
     assert!(err.is(ErrorCode::PathNotFound), "{err}");
-    let err = c.exec("fs", ExecRequest { rlimits: vec![], ..cmd("", &[]) }).await.unwrap_err();
+    let err = c
+        .exec(
+            "fs",
+            ExecRequest {
+                rlimits: vec![],
+                ..cmd("", &[])
+            },
+        )
+        .await
+        .unwrap_err();
     assert!(err.is(ErrorCode::InvalidRequest), "{err}");
 
     // Unauthenticated and wrongly authenticated requests are refused.
@@ -56,7 +81,12 @@ async fn typed_errors_and_the_agent_keeps_serving() {
     let out = std::process::Command::new("curl")
         .args(["-s", "--unix-socket"])
         .arg(agent.state.join("agent.sock"))
-        .args(["-H", &format!("Authorization: Bearer {token}"), "-H", "content-type: application/json"])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "content-type: application/json",
+        ])
         .args(["-d", "{\"name\": 5", "http://localhost/v1/sandboxes"])
         .output()
         .unwrap();
@@ -64,7 +94,13 @@ async fn typed_errors_and_the_agent_keeps_serving() {
     assert!(body.contains("\"invalid_request\""), "{body}");
 
     // Still serving, state consistent.
-    let names: Vec<String> = c.list().await.unwrap().into_iter().map(|s| s.name).collect();
+    let names: Vec<String> = c
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(names, vec!["dup".to_string(), "fs".to_string()]);
     c.remove("dup").await.unwrap();
     c.remove("fs").await.unwrap();

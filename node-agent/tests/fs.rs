@@ -46,13 +46,18 @@ async fn one_gib_round_trip_with_bounded_agent_memory() {
     }
     let want = sha_file(&src);
     let rss_before = agent.peak_rss();
-    let n = c.fs_write_from_file("big", &src, "/tmp/copy.bin").await.unwrap();
+    let n = c
+        .fs_write_from_file("big", &src, "/tmp/copy.bin")
+        .await
+        .unwrap();
     assert_eq!(n, 1 << 30);
     // Inside the guest the file has the same hash.
     let guest_hash = sh(&c, "big", "sha256sum /tmp/copy.bin | cut -d' ' -f1").await;
     assert_eq!(guest_hash.stdout_str().trim(), want);
     let back = dir.path().join("back.bin");
-    c.fs_read_to_file("big", "/tmp/copy.bin", &back).await.unwrap();
+    c.fs_read_to_file("big", "/tmp/copy.bin", &back)
+        .await
+        .unwrap();
     assert_eq!(sha_file(&back), want);
     let rss_after = agent.peak_rss();
     // Streaming: the agent's peak memory grows by far less than the file (1 GiB).
@@ -69,16 +74,30 @@ async fn list_stat_mkdir_remove_rename_copy() {
     let c = agent.client();
     create(&c, "ops", "busybox").await;
     c.fs_mkdir("ops", "/work/a/b", true).await.unwrap();
-    c.fs_write_bytes("ops", "/work/a/b/hello.txt", Some(0o640), b"hello".to_vec()).await.unwrap();
-    let more = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b" world"))]);
-    c.fs_write("ops", "/work/a/b/hello.txt", None, true, more).await.unwrap();
+    c.fs_write_bytes("ops", "/work/a/b/hello.txt", Some(0o640), b"hello".to_vec())
+        .await
+        .unwrap();
+    let more = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+        b" world",
+    ))]);
+    c.fs_write("ops", "/work/a/b/hello.txt", None, true, more)
+        .await
+        .unwrap();
     let st = c.fs_stat("ops", "/work/a/b/hello.txt").await.unwrap();
     assert_eq!(st.kind, FileKind::File);
     assert_eq!(st.size, 11);
     assert_eq!(st.mode & 0o777, 0o640);
     c.fs_copy("ops", "/work/a", "/work/c").await.unwrap();
-    c.fs_rename("ops", "/work/c/b/hello.txt", "/work/c/b/moved.txt").await.unwrap();
-    let names: Vec<String> = c.fs_list("ops", "/work/c/b").await.unwrap().into_iter().map(|s| s.path).collect();
+    c.fs_rename("ops", "/work/c/b/hello.txt", "/work/c/b/moved.txt")
+        .await
+        .unwrap();
+    let names: Vec<String> = c
+        .fs_list("ops", "/work/c/b")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.path)
+        .collect();
     assert_eq!(names, vec!["/work/c/b/moved.txt".to_string()]);
     let out = sh(&c, "ops", "cat /work/c/b/moved.txt").await;
     assert_eq!(out.stdout_str(), "hello world");
@@ -87,11 +106,19 @@ async fn list_stat_mkdir_remove_rename_copy() {
     c.fs_remove("ops", "/work/a", true).await.unwrap();
     let err = c.fs_stat("ops", "/work/a").await.unwrap_err();
     assert!(err.is(ErrorCode::PathNotFound), "{err}");
-    let err = c.fs_read_to_file("ops", "/nope", &std::env::temp_dir().join("msb-nope")).await.unwrap_err();
+    let err = c
+        .fs_read_to_file("ops", "/nope", &std::env::temp_dir().join("msb-nope"))
+        .await
+        .unwrap_err();
     assert!(err.is(ErrorCode::PathNotFound), "{err}");
     assert!(!std::env::temp_dir().join("msb-nope").exists());
     // Writes land in the sandbox's private upper layer only: the shared image layer is untouched.
-    let out = sh(&c, "ops", "echo changed > /etc/motd-test && cat /etc/motd-test").await;
+    let out = sh(
+        &c,
+        "ops",
+        "echo changed > /etc/motd-test && cat /etc/motd-test",
+    )
+    .await;
     assert_eq!(out.stdout_str(), "changed\n");
     create(&c, "ops2", "busybox").await;
     let out = sh(&c, "ops2", "cat /etc/motd-test 2>&1 || echo absent").await;

@@ -14,12 +14,19 @@ fn leftovers(agent: &TestAgent, id: &str) -> Vec<String> {
         left.push(format!("crun container {id}"));
     }
     let name = id.trim_start_matches("msb-");
-    let mine: Vec<String> = agent.mounts().into_iter().filter(|m| m.contains(&format!("/sandboxes/{name}/"))).collect();
+    let mine: Vec<String> = agent
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains(&format!("/sandboxes/{name}/")))
+        .collect();
     if !mine.is_empty() {
         left.push(format!("mounts {mine:?}"));
     }
     for ctl in ["memory", "pids", "cpu", "unified", ""] {
-        let p = std::path::Path::new("/sys/fs/cgroup").join(ctl).join("microsandbox").join(id);
+        let p = std::path::Path::new("/sys/fs/cgroup")
+            .join(ctl)
+            .join("microsandbox")
+            .join(id);
         if p.exists() {
             left.push(format!("cgroup {}", p.display()));
         }
@@ -38,7 +45,15 @@ async fn stop_kill_drain_remove_leave_nothing() {
         create(&c, name, "busybox").await;
     }
     // Graceful stop.
-    let info = c.stop("s-stop", StopSandbox { timeout_ms: Some(2000) }).await.unwrap();
+    let info = c
+        .stop(
+            "s-stop",
+            StopSandbox {
+                timeout_ms: Some(2000),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(info.state, SandboxState::Stopped);
     let err = c.exec("s-stop", cmd("true", &[])).await.unwrap_err();
     assert!(err.is(ErrorCode::SandboxNotRunning), "{err}");
@@ -46,7 +61,10 @@ async fn stop_kill_drain_remove_leave_nothing() {
     assert_eq!(c.kill("s-kill").await.unwrap().state, SandboxState::Stopped);
     // Drain waits for the running exec, refuses new ones meanwhile.
     let c2 = c.clone();
-    let running = tokio::spawn(async move { c2.exec("s-drain", cmd("sh", &["-c", "sleep 1; echo done"])).await });
+    let running = tokio::spawn(async move {
+        c2.exec("s-drain", cmd("sh", &["-c", "sleep 1; echo done"]))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c3 = c.clone();
     let drain = tokio::spawn(async move { c3.drain("s-drain", StopSandbox::default()).await });
@@ -60,7 +78,11 @@ async fn stop_kill_drain_remove_leave_nothing() {
         c.remove(name).await.unwrap();
         let left = leftovers(&agent, &format!("msb-{name}"));
         assert!(left.is_empty(), "{name}: {left:?}");
-        assert!(c.get(name).await.unwrap_err().is(ErrorCode::SandboxNotFound));
+        assert!(c
+            .get(name)
+            .await
+            .unwrap_err()
+            .is(ErrorCode::SandboxNotFound));
     }
     assert!(!agent.state.join("sandboxes/s-rm").exists());
 }
@@ -76,7 +98,10 @@ async fn attached_sandbox_dies_with_its_lease_detached_survives() {
     create(&c, "detached", "busybox").await;
     // Past the grace period, the lease keeps it alive.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(c.get("attached").await.unwrap().state, SandboxState::Running);
+    assert_eq!(
+        c.get("attached").await.unwrap().state,
+        SandboxState::Running
+    );
     drop(lease);
     let mut gone = false;
     for _ in 0..100 {
@@ -93,8 +118,15 @@ async fn attached_sandbox_dies_with_its_lease_detached_survives() {
     req.detached = false;
     c.create(req).await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(c.get("orphan").await.unwrap_err().is(ErrorCode::SandboxNotFound));
-    assert_eq!(c.get("detached").await.unwrap().state, SandboxState::Running);
+    assert!(c
+        .get("orphan")
+        .await
+        .unwrap_err()
+        .is(ErrorCode::SandboxNotFound));
+    assert_eq!(
+        c.get("detached").await.unwrap().state,
+        SandboxState::Running
+    );
     c.remove("detached").await.unwrap();
 }
 
@@ -116,7 +148,11 @@ async fn agent_kill9_restart_readopts_or_reaps() {
         .args(["kill", "msb-victim", "KILL"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_millis(300));
     agent.restart();
     let c = agent.client();
@@ -124,10 +160,26 @@ async fn agent_kill9_restart_readopts_or_reaps() {
     let out = sh(&c, "keeper", "cat /tmp/marker").await;
     assert_eq!(out.stdout_str(), "state\n");
     // The dead one is reaped: no record, no container, no mount, no cgroup.
-    assert!(c.get("victim").await.unwrap_err().is(ErrorCode::SandboxNotFound));
-    assert!(leftovers(&agent, "msb-victim").is_empty(), "{:?}", leftovers(&agent, "msb-victim"));
-    assert!(c.get("stray").await.unwrap_err().is(ErrorCode::SandboxNotFound));
-    assert!(leftovers(&agent, "msb-stray").is_empty(), "{:?}", leftovers(&agent, "msb-stray"));
+    assert!(c
+        .get("victim")
+        .await
+        .unwrap_err()
+        .is(ErrorCode::SandboxNotFound));
+    assert!(
+        leftovers(&agent, "msb-victim").is_empty(),
+        "{:?}",
+        leftovers(&agent, "msb-victim")
+    );
+    assert!(c
+        .get("stray")
+        .await
+        .unwrap_err()
+        .is(ErrorCode::SandboxNotFound));
+    assert!(
+        leftovers(&agent, "msb-stray").is_empty(),
+        "{:?}",
+        leftovers(&agent, "msb-stray")
+    );
     // Names stay unique across the restart.
     let err = c.create(sandbox("keeper", "busybox")).await.unwrap_err();
     assert!(err.is(ErrorCode::SandboxAlreadyExists), "{err}");

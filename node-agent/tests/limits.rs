@@ -21,14 +21,22 @@ async fn memory_bomb_is_killed_agent_and_neighbour_keep_working() {
     c.create(limited("bomb", 64, None)).await.unwrap();
     c.create(limited("neighbour", 64, None)).await.unwrap();
     // Grow a shell variable until the cgroup's OOM killer ends it.
-    let out = sh(&c, "bomb", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done").await;
+    let out = sh(
+        &c,
+        "bomb",
+        "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done",
+    )
+    .await;
     assert_eq!(out.signal, Some(9), "bomb was not SIGKILLed: {out:?}");
     assert_eq!(out.exit_code, 137);
     // The sandbox (its guest agent) survives and keeps serving.
     assert_eq!(sh(&c, "bomb", "echo alive").await.stdout_str(), "alive\n");
     let m = c.metrics("bomb").await.unwrap();
     assert_eq!(m.memory_limit_bytes, Some(64 << 20));
-    assert_eq!(sh(&c, "neighbour", "echo fine").await.stdout_str(), "fine\n");
+    assert_eq!(
+        sh(&c, "neighbour", "echo fine").await.stdout_str(),
+        "fine\n"
+    );
     assert!(c.info().await.is_ok());
     for n in ["bomb", "neighbour"] {
         c.remove(n).await.unwrap();
@@ -64,13 +72,29 @@ async fn metrics_move_under_load() {
     let before = c.metrics("busy").await.unwrap();
     sh(&c, "busy", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; head -c 20000000 /dev/zero > /tmp/f; sync").await;
     let c2 = c.clone();
-    let hog = tokio::spawn(async move { sh(&c2, "busy", "head -c 30000000 /dev/zero | tr '\\0' a > /dev/shm/x; sleep 2").await });
+    let hog = tokio::spawn(async move {
+        sh(
+            &c2,
+            "busy",
+            "head -c 30000000 /dev/zero | tr '\\0' a > /dev/shm/x; sleep 2",
+        )
+        .await
+    });
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let during = c.metrics("busy").await.unwrap();
     hog.await.unwrap();
-    assert!(during.cpu_usage_us > before.cpu_usage_us, "{before:?} -> {during:?}");
-    assert!(during.memory_bytes > before.memory_bytes, "{before:?} -> {during:?}");
-    assert!(during.processes > before.processes, "{before:?} -> {during:?}");
+    assert!(
+        during.cpu_usage_us > before.cpu_usage_us,
+        "{before:?} -> {during:?}"
+    );
+    assert!(
+        during.memory_bytes > before.memory_bytes,
+        "{before:?} -> {during:?}"
+    );
+    assert!(
+        during.processes > before.processes,
+        "{before:?} -> {during:?}"
+    );
     let all = c.all_metrics().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].name, "busy");

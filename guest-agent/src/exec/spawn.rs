@@ -154,7 +154,12 @@ pub fn spawn(plan: &SpawnPlan, stdio: StdioSetup) -> io::Result<Spawned> {
         // go back to 0 so that a memory bomb, not the agent, is killed. Raising needs no
         // privilege; failure (no /proc) is harmless.
         // SAFETY: the path is a NUL-terminated static string; the fd is only used in this block.
-        let fd = unsafe { libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            )
+        };
         if fd >= 0 {
             // SAFETY: writes 1 byte from a static buffer to the fd opened above, then closes it.
             unsafe {

@@ -299,7 +299,10 @@ fn map_oci_error(r: &ResolvedRef, e: OciDistributionError) -> ImageError {
         OciDistributionError::RegistryError { envelope, .. }
             if envelope.errors.iter().any(|e| {
                 use oci_client::errors::OciErrorCode as C;
-                matches!(e.code, C::ManifestUnknown | C::NameUnknown | C::NotFound | C::BlobUnknown)
+                matches!(
+                    e.code,
+                    C::ManifestUnknown | C::NameUnknown | C::NotFound | C::BlobUnknown
+                )
             }) =>
         {
             return ImageError::NotFound(reference)
@@ -321,7 +324,13 @@ fn map_oci_error(r: &ResolvedRef, e: OciDistributionError) -> ImageError {
         _ => {}
     }
     let lower = text.to_ascii_lowercase();
-    let missing = ["manifest_unknown", "manifest unknown", "name_unknown", "name unknown", "not found"];
+    let missing = [
+        "manifest_unknown",
+        "manifest unknown",
+        "name_unknown",
+        "name unknown",
+        "not found",
+    ];
     if missing.iter().any(|m| lower.contains(m)) {
         ImageError::NotFound(reference)
     } else if lower.contains("error sending request") || lower.contains("connect") {
