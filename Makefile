@@ -5,7 +5,7 @@ GUEST := target/$(HOST_TRIPLE)/release/microsandbox-guest
 AGENT := target/release/microsandbox-agent
 export MSB_GUEST_AGENT ?= $(CURDIR)/$(GUEST)
 
-.PHONY: help setup build guest agent demo test lint unit integration bench crds
+.PHONY: help setup build guest agent demo test test-python lint unit integration bench
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,8 +37,14 @@ unit: ## Unit tests (no root, no registry needed).
 integration: guest ## Integration tests against real crun sandboxes and the local registry (root).
 	cargo test --workspace --tests -- --test-threads=2
 
-test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests.
+test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, Python SDK tests.
 	cargo test --workspace -- --test-threads=2
+	cargo build -p microsandbox-agent
+	MSB_AGENT_BIN=$(CURDIR)/target/debug/microsandbox-agent bash sdk/python/scripts/test.sh
+
+test-python: guest ## Python SDK tests only (ruff, mypy, stubtest, pytest against a real agent).
+	cargo build -p microsandbox-agent
+	MSB_AGENT_BIN=$(CURDIR)/target/debug/microsandbox-agent bash sdk/python/scripts/test.sh
 
 bench: setup agent ## Benchmarks (prints a table of ratios against baselines).
 	bash bench/run.sh

@@ -8,7 +8,7 @@
 #   127.0.0.1:5000/library/layered:opaque  layered:latest + a 3rd layer that makes
 #                                          /opt/opaque-dir opaque (.wh..wh..opq)
 #                                          and adds /opt/opaque-dir/new-file
-#   127.0.0.1:5000/library/python:latest   Debian bookworm minbase + python3
+#   127.0.0.1:5000/library/python:latest   Debian bookworm minbase + python3 (+ python -> python3)
 #
 # Every image has root, nobody (65534) and sandbox (1000, home /home/sandbox).
 #
@@ -26,7 +26,7 @@ CACHE=${MSB_CACHE:-$HOME/.cache/microsandbox}
 IMGCACHE=$CACHE/images
 REGISTRY=127.0.0.1:5000
 DEBIAN_SUITE=bookworm
-PY_INCLUDE=python3
+PY_INCLUDE=python3,python-is-python3
 PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { printf '[images] %s\n' "$*"; }

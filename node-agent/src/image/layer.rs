@@ -90,7 +90,7 @@ pub fn extract_layer(blob: impl Read, dest: &Path) -> Result<(), String> {
             EntryKind::Content => {
                 entry
                     .unpack_in(dest)
-                    .map_err(|e| format!("{}: {e}", raw.display()))?;
+                    .map_err(|e| format!("{}: {}", raw.display(), chain(&e)))?;
             }
             EntryKind::Opaque(dir) => {
                 let dir = dest.join(dir);
@@ -107,6 +107,18 @@ pub fn extract_layer(blob: impl Read, dest: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An error with its causes (tar's own message omits the underlying I/O error).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn set_opaque(dir: &Path) -> Result<(), String> {
@@ -157,6 +169,9 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_entry_type(tar::EntryType::Regular);
             h.set_cksum();
             b.append_data(&mut h, path, *data).unwrap();

@@ -89,29 +89,7 @@ pub fn mount_points(mountinfo: &str) -> impl Iterator<Item = String> + '_ {
     mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_octal)
-}
-
-fn unescape_octal(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+        .map(crate::doctor::parse::unescape_mount_path)
 }
 
 #[cfg(test)]

@@ -92,6 +92,12 @@ impl SandboxManager {
         }
     }
 
+    /// Where the guest agent's socket lives on the host. Kept short: unix socket paths are limited
+    /// to 107 bytes, so it is `<state>/run/<name>/agent.sock`, not under the sandbox directory.
+    pub(super) fn socket_dir_of(&self, name: &str) -> PathBuf {
+        self.config.state_dir.join("run").join(name)
+    }
+
     pub(super) fn dir_of(&self, name: &str) -> PathBuf {
         self.config.sandboxes_dir().join(name)
     }
@@ -118,6 +124,15 @@ impl SandboxManager {
             return Err(AgentError::InvalidRequest(format!(
                 "cpus {} must be 1..=256",
                 req.cpus
+            )));
+        }
+        let socket = self
+            .socket_dir_of(&req.name)
+            .join(microsandbox_wire::guest::GUEST_SOCKET_NAME);
+        if socket.as_os_str().len() > 107 {
+            return Err(AgentError::InvalidRequest(format!(
+                "guest socket path {} exceeds the 107-byte unix socket limit: use a shorter state directory or name",
+                socket.display()
             )));
         }
         let isolation = self.choose_isolation(req.isolation)?;
@@ -152,6 +167,7 @@ impl SandboxManager {
                 let _ = self.teardown(&entry).await;
                 self.sandboxes.lock().await.remove(&req.name);
                 let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir_all(self.socket_dir_of(&req.name));
                 Err(e)
             }
         }
@@ -188,7 +204,7 @@ impl SandboxManager {
             rootfs: root.merged.clone(),
             runtime_dir: entry.dir.join("runtime"),
             guest_agent: self.config.guest_agent.clone(),
-            socket_dir: entry.dir.join("run"),
+            socket_dir: self.socket_dir_of(&req.name),
             memory_mib: req.memory_mib,
             cpus: req.cpus,
             pids_limit: req.pids_limit,
@@ -385,6 +401,17 @@ impl SandboxManager {
     }
 
     pub(super) async fn remove_entry(&self, entry: &Arc<SandboxEntry>) -> Result<(), AgentError> {
+        // A deferred removal (lease closed, grace expired) must not touch a newer sandbox that
+        // reuses the name: only the current entry of that name is removed.
+        let current = self
+            .sandboxes
+            .lock()
+            .await
+            .get(&entry.name)
+            .is_some_and(|e| Arc::ptr_eq(e, entry));
+        if !current {
+            return Ok(());
+        }
         self.teardown(entry).await?;
         {
             let mut map = self.sandboxes.lock().await;
@@ -392,6 +419,7 @@ impl SandboxManager {
                 map.remove(&entry.name);
             }
         }
+        let _ = std::fs::remove_dir_all(self.socket_dir_of(&entry.name));
         match std::fs::remove_dir_all(&entry.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),

@@ -34,6 +34,7 @@ impl SandboxManager {
                 // No readable record: unmount whatever may be mounted and drop it.
                 let _ = rootfs::unmount(&SandboxRoot::under(&dir).merged);
                 let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir_all(self.socket_dir_of(&name));
                 out.push(Recovered::Reaped(name));
                 continue;
             };
@@ -52,6 +53,7 @@ impl SandboxManager {
                     let entry = SandboxEntry::new(name.clone(), dir.clone(), rec);
                     let _ = self.teardown(&entry).await;
                     let _ = std::fs::remove_dir_all(&dir);
+                    let _ = std::fs::remove_dir_all(self.socket_dir_of(&name));
                     out.push(Recovered::Reaped(name));
                     continue;
                 }

@@ -1,0 +1,149 @@
+"""microsandbox: run untrusted code in sandboxes (microVMs or containers), from Python.
+
+::
+
+    from microsandbox import Sandbox
+
+    async with await Sandbox.create("my-sandbox", image="python") as sb:
+        output = await sb.exec("python", ["-c", "print('Hello!')"])
+        print(output.stdout())
+
+The SDK talks to the node agent (``microsandbox-agent``) on this machine, starting it when none
+runs; see :mod:`microsandbox._agent` for where it looks (``MSB_STATE_DIR``, ``MSB_AGENT_SOCKET``,
+``MSB_AGENT_BIN``).
+"""
+
+from __future__ import annotations
+
+from ._install import install, is_installed
+from ._native import __version__
+from .config import NetworkPolicy, Patch, Secret, Volume, VolumeInfo
+from .errors import (
+    AgentConnectionError,
+    AgentError,
+    AgentNotInstalledError,
+    AgentUnreachableError,
+    CommandFailedError,
+    CommandNotFoundError,
+    ExecFailedError,
+    ExecTimeoutError,
+    FilesystemError,
+    FilesystemPathNotFoundError,
+    ImageError,
+    ImageNotFoundError,
+    ImageNotPresentError,
+    ImagePullError,
+    InternalAgentError,
+    InvalidConfigError,
+    InvalidNameError,
+    IsolationUnavailableError,
+    MicrosandboxError,
+    NetworkPolicyError,
+    ProtocolError,
+    RegistryUnreachableError,
+    SandboxAlreadyExistsError,
+    SandboxDrainingError,
+    SandboxNotFoundError,
+    SandboxNotRunningError,
+    SandboxRuntimeError,
+    SecretViolationError,
+    UnauthorizedError,
+    UnsupportedFeatureError,
+)
+from .legacy import CommandExecution, Execution, NodeSandbox, PythonSandbox
+from .models import (
+    AgentInfo,
+    ExecEvent,
+    ExecOutput,
+    ExitedEvent,
+    FileStat,
+    Isolation,
+    Metrics,
+    PullPolicy,
+    Rlimit,
+    SandboxInfo,
+    SandboxState,
+    StartedEvent,
+    StderrEvent,
+    StdoutEvent,
+)
+from .sandbox import ExecHandle, Sandbox, SandboxFs, all_sandbox_metrics, pull_image
+
+__all__ = [
+    "__version__",
+    # sandboxes
+    "Sandbox",
+    "SandboxFs",
+    "SandboxInfo",
+    "SandboxState",
+    "Isolation",
+    "PullPolicy",
+    "all_sandbox_metrics",
+    "pull_image",
+    "agent_info",
+    "is_installed",
+    "install",
+    # execution
+    "ExecOutput",
+    "ExecHandle",
+    "ExecEvent",
+    "StartedEvent",
+    "StdoutEvent",
+    "StderrEvent",
+    "ExitedEvent",
+    "Rlimit",
+    # files, metrics, agent
+    "FileStat",
+    "Metrics",
+    "AgentInfo",
+    # configuration
+    "Volume",
+    "VolumeInfo",
+    "NetworkPolicy",
+    "Secret",
+    "Patch",
+    # earlier API
+    "PythonSandbox",
+    "NodeSandbox",
+    "Execution",
+    "CommandExecution",
+    # errors
+    "MicrosandboxError",
+    "AgentError",
+    "AgentUnreachableError",
+    "AgentNotInstalledError",
+    "AgentConnectionError",
+    "ProtocolError",
+    "UnauthorizedError",
+    "InvalidConfigError",
+    "InvalidNameError",
+    "UnsupportedFeatureError",
+    "NetworkPolicyError",
+    "SecretViolationError",
+    "SandboxNotFoundError",
+    "SandboxAlreadyExistsError",
+    "SandboxNotRunningError",
+    "SandboxDrainingError",
+    "IsolationUnavailableError",
+    "ImageError",
+    "ImageNotFoundError",
+    "ImagePullError",
+    "RegistryUnreachableError",
+    "ImageNotPresentError",
+    "FilesystemError",
+    "FilesystemPathNotFoundError",
+    "ExecFailedError",
+    "ExecTimeoutError",
+    "CommandFailedError",
+    "CommandNotFoundError",
+    "SandboxRuntimeError",
+    "InternalAgentError",
+]
+
+
+async def agent_info() -> AgentInfo:
+    """What the node agent says about itself (version, node, isolation levels)."""
+    from . import _agent
+
+    client = await _agent.get_client()
+    return AgentInfo._from_dict(await client.info())

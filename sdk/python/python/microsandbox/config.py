@@ -1,0 +1,247 @@
+"""Sandbox configuration objects: volumes, network policy, secrets and rootfs patches.
+
+These are part of the API so code can be written against it today, but the node agent does not
+enforce them yet: passing a volume, a secret, a patch or a network policy other than
+:meth:`NetworkPolicy.none` to :meth:`Sandbox.create` raises :class:`UnsupportedFeatureError`
+rather than creating a sandbox that silently lacks them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, NoReturn
+
+from .errors import InvalidConfigError, NetworkPolicyError, UnsupportedFeatureError
+
+__all__ = ["Volume", "VolumeInfo", "NetworkPolicy", "Secret", "Patch"]
+
+_NOT_YET = "the node agent does not support {what} yet"
+
+
+def _unsupported(what: str, advice: str = "") -> NoReturn:
+    msg = _NOT_YET.format(what=what)
+    raise UnsupportedFeatureError(msg + (f"; {advice}" if advice else ""))
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """A named volume on the node."""
+
+    name: str
+    quota_mib: int | None = None
+
+
+@dataclass(frozen=True)
+class Volume:
+    """Storage mounted into a sandbox: ``volumes={"/data": Volume.named("cache")}``.
+
+    Build with :meth:`bind`, :meth:`named` or :meth:`tmpfs`.
+    """
+
+    kind: Literal["bind", "named", "tmpfs"]
+    source: str | None = None
+    """Host path (bind) or volume name (named)."""
+    readonly: bool = False
+    size_mib: int | None = None
+    """Size limit of a tmpfs."""
+
+    @classmethod
+    def bind(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Volume:
+        """A host directory mounted into the sandbox (the path is made absolute now)."""
+        return cls("bind", os.path.abspath(os.fspath(path)), readonly)
+
+    @classmethod
+    def named(cls, name: str, *, readonly: bool = False) -> Volume:
+        """A named volume of the node (see :meth:`create`)."""
+        if not name:
+            raise InvalidConfigError("a named volume needs a name")
+        return cls("named", name, readonly)
+
+    @classmethod
+    def tmpfs(cls, size_mib: int | None = None) -> Volume:
+        """A memory-backed scratch directory, at most ``size_mib`` MiB."""
+        if size_mib is not None and size_mib <= 0:
+            raise InvalidConfigError(f"tmpfs size_mib must be positive, not {size_mib}")
+        return cls("tmpfs", size_mib=size_mib)
+
+    @staticmethod
+    async def create(name: str, *, quota: int | None = None) -> VolumeInfo:
+        """Creates a named volume of at most ``quota`` MiB (not supported by the agent yet)."""
+        _unsupported("named volumes")
+
+    @staticmethod
+    async def list() -> builtins.list[VolumeInfo]:
+        """Named volumes of the node (not supported by the agent yet)."""
+        _unsupported("named volumes")
+
+    @staticmethod
+    async def remove(name: str) -> None:
+        """Removes a named volume (not supported by the agent yet)."""
+        _unsupported("named volumes")
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    """What a sandbox may reach on the network.
+
+    Sandboxes currently get no network at all, which is :meth:`none`; the other presets raise
+    :class:`UnsupportedFeatureError` until the agent can enforce them.
+    """
+
+    mode: Literal["none", "public-only", "allow-all"]
+    allow_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def none(cls) -> NetworkPolicy:
+        """No network access (the default, and what the agent does today)."""
+        return cls("none")
+
+    @classmethod
+    def public_only(cls) -> NetworkPolicy:
+        """Internet access, but no private, loopback or link-local addresses (no host, no LAN)."""
+        return cls("public-only")
+
+    @classmethod
+    def allow_all(cls) -> NetworkPolicy:
+        """Unrestricted network access."""
+        return cls("allow-all")
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("none", "public-only", "allow-all"):
+            raise NetworkPolicyError(f"unknown network policy mode {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A credential injected by the host, sent only to ``allow_hosts``.
+
+    The value never enters the sandbox in clear: the sandbox sees a placeholder that the host
+    swaps for the real value on requests to the allowed hosts.
+    """
+
+    kind: Literal["env"]
+    name: str
+    value: str = field(repr=False)
+    allow_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def env(
+        cls,
+        name: str,
+        value: str | None = None,
+        *,
+        allow_hosts: Iterable[str] | None = None,
+    ) -> Secret:
+        """A secret exposed as environment variable ``name``; ``value`` defaults to the host's
+        own ``$name``."""
+        if not name or "=" in name:
+            raise InvalidConfigError(f"invalid environment variable name {name!r}")
+        if value is None:
+            value = os.environ.get(name)
+            if value is None:
+                raise InvalidConfigError(
+                    f"secret {name}: no value given and ${name} is not set on the host"
+                )
+        return cls("env", name, value, tuple(allow_hosts or ()))
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A change to the sandbox's root filesystem made before it boots.
+
+    Build with :meth:`text`, :meth:`append`, :meth:`mkdir`, :meth:`copy_file`,
+    :meth:`copy_dir`, :meth:`symlink` or :meth:`remove`.
+    """
+
+    kind: Literal["text", "append", "mkdir", "copy_file", "copy_dir", "symlink", "remove"]
+    path: str
+    """Path in the sandbox the patch applies to."""
+    content: bytes | None = None
+    source: str | None = None
+    """Host path (copies) or link target (symlink)."""
+    mode: int | None = None
+
+    @staticmethod
+    def _guest(path: str) -> str:
+        if not path.startswith("/"):
+            raise InvalidConfigError(f"patch path {path!r} must be absolute")
+        return path
+
+    @classmethod
+    def text(cls, path: str, content: str | bytes, *, mode: int | None = None) -> Patch:
+        """Writes a file (created or replaced)."""
+        data = content.encode() if isinstance(content, str) else bytes(content)
+        return cls("text", cls._guest(path), content=data, mode=mode)
+
+    @classmethod
+    def append(cls, path: str, content: str | bytes) -> Patch:
+        """Appends to a file (created if missing)."""
+        data = content.encode() if isinstance(content, str) else bytes(content)
+        return cls("append", cls._guest(path), content=data)
+
+    @classmethod
+    def mkdir(cls, path: str, *, mode: int | None = None) -> Patch:
+        """Creates a directory and its parents."""
+        return cls("mkdir", cls._guest(path), mode=mode)
+
+    @classmethod
+    def copy_file(cls, src: str | os.PathLike[str], dst: str, *, mode: int | None = None) -> Patch:
+        """Copies a host file into the sandbox."""
+        return cls("copy_file", cls._guest(dst), source=os.path.abspath(os.fspath(src)), mode=mode)
+
+    @classmethod
+    def copy_dir(cls, src: str | os.PathLike[str], dst: str) -> Patch:
+        """Copies a host directory tree into the sandbox."""
+        return cls("copy_dir", cls._guest(dst), source=os.path.abspath(os.fspath(src)))
+
+    @classmethod
+    def symlink(cls, target: str, link: str) -> Patch:
+        """Creates the symbolic link ``link`` -> ``target``."""
+        return cls("symlink", cls._guest(link), source=target)
+
+    @classmethod
+    def remove(cls, path: str) -> Patch:
+        """Removes a file or directory tree."""
+        return cls("remove", cls._guest(path))
+
+
+def _check_not_enforced(
+    volumes: Mapping[str, Volume] | None,
+    network: NetworkPolicy | None,
+    secrets: Iterable[Secret] | None,
+    patches: Iterable[Patch] | None,
+) -> None:
+    """Raises for options the agent cannot apply yet (see the module docstring)."""
+    if volumes:
+        for guest, vol in volumes.items():
+            if not isinstance(vol, Volume):
+                raise InvalidConfigError(
+                    f"volumes[{guest!r}] must be a Volume (Volume.bind/named/tmpfs), not {vol!r}"
+                )
+        _unsupported(
+            "volumes",
+            "copy files in with sb.fs.copy_from_host() or sb.fs.write() after creating it",
+        )
+    if network is not None:
+        if not isinstance(network, NetworkPolicy):
+            raise NetworkPolicyError(f"network must be a NetworkPolicy, not {network!r}")
+        if network.mode != "none":
+            _unsupported(
+                f"network policy {network.mode!r} (sandboxes have no network)",
+                "use NetworkPolicy.none() or leave network unset",
+            )
+    secret_list: list[Any] = list(secrets or ())
+    if secret_list:
+        for s in secret_list:
+            if not isinstance(s, Secret):
+                raise InvalidConfigError(f"secrets must be Secret objects, not {s!r}")
+        _unsupported("secrets", "pass the value in env= if the sandbox may see it in clear")
+    patch_list: list[Any] = list(patches or ())
+    if patch_list:
+        for p in patch_list:
+            if not isinstance(p, Patch):
+                raise InvalidConfigError(f"patches must be Patch objects, not {p!r}")
+        _unsupported("rootfs patches", "write the files with sb.fs after creating the sandbox")

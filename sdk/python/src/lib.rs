@@ -1,0 +1,40 @@
+//! Native core of the `microsandbox` Python package: the module `microsandbox._native`.
+//!
+//! It wraps [`microsandbox_client::AgentClient`] and nothing more: every method returns a Python
+//! awaitable (driven by a tokio runtime through `pyo3-async-runtimes`), requests come in as JSON
+//! text and answers go out as plain Python values (dicts, lists, tuples, bytes). The typed,
+//! documented API (dataclasses, exceptions, agent discovery) lives in the pure-Python package on
+//! top (`python/microsandbox/`), whose hand-written `_native.pyi` describes this module.
+//!
+//! Errors are raised as the package's own exception classes: [`error::to_pyerr`] hands the
+//! error's kind, the agent's error code and the message to `microsandbox.errors._from_native`,
+//! which picks the class. That keeps the mapping (and its advice) in one Python file.
+
+mod client;
+mod convert;
+mod error;
+mod exec;
+
+use pyo3::prelude::*;
+
+/// Native core of the microsandbox SDK (private: use the `microsandbox` package).
+#[pymodule(name = "_native")]
+mod native {
+    #[pymodule_export]
+    use crate::client::Client;
+    #[pymodule_export]
+    use crate::client::Lease;
+    #[pymodule_export]
+    use crate::exec::ExecStream;
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        Ok(())
+    }
+}
+
+pub use client::Client;
+pub use exec::ExecStream;

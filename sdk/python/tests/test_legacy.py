@@ -1,0 +1,71 @@
+"""The earlier SDK's API: PythonSandbox with persistent interpreter state, sb.command.run."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from microsandbox import CommandExecution, Execution, ExecTimeoutError, PythonSandbox
+
+
+async def test_state_persists_between_runs() -> None:
+    async with PythonSandbox.create(name="t-legacy-state") as sb:
+        ex = await sb.run("name = 'Python'\nimport math")
+        assert isinstance(ex, Execution) and not ex.has_error() and await ex.output() == ""
+        ex = await sb.run("print(f'Hello {name}! {math.sqrt(16)}')")
+        assert await ex.output() == "Hello Python! 4.0\n"
+        assert ex.status == "success" and ex.language == "python"
+
+        await sb.run("def f(x):\n    return x * 2\ncounter = 0")
+        for _ in range(3):
+            await sb.run("counter += 1")
+        ex = await sb.run("f(counter)")  # a trailing expression is echoed, as in a REPL
+        assert await ex.output() == "6\n"
+
+        ex = await sb.run("print('partial', end='')\nraise ValueError('bad value')")
+        assert ex.has_error() and ex.status == "error"
+        assert await ex.output() == "partial"
+        err = await ex.error()
+        assert "ValueError: bad value" in err and "Traceback" in err
+        assert "_run" not in err  # the driver's own frames are hidden
+
+        ex = await sb.run("import sys; print('to stderr', file=sys.stderr); counter")
+        assert await ex.output() == "3\n" and await ex.error() == "to stderr\n"
+        ex = await sb.run("input()")  # stdin is not the driver's request channel
+        assert ex.has_error() and "EOFError" in await ex.error()
+        assert await (await sb.run("counter")).output() == "3\n"
+
+        cmd = await sb.command.run("sh", ["-c", "echo hi; exit 2"])
+        assert isinstance(cmd, CommandExecution)
+        assert await cmd.output() == "hi\n" and cmd.exit_code == 2 and not cmd.success
+
+        m = await sb.metrics.all()
+        assert m.name == "t-legacy-state" and await sb.metrics.is_running()
+
+
+async def test_timeout_interrupts_and_keeps_state() -> None:
+    sb = await PythonSandbox.create(name="t-legacy-timeout")
+    try:
+        await sb.run("kept = 42")
+        with pytest.raises(ExecTimeoutError):
+            await sb.run("import time\nwhile True: time.sleep(0.01)", timeout=0.5)
+        assert await (await sb.run("kept")).output() == "42\n"
+    finally:
+        await sb.stop()
+    assert not sb.is_started
+
+
+async def test_interpreter_exit_is_reported_and_restarted() -> None:
+    async with PythonSandbox.create(name="t-legacy-exit") as sb:
+        await sb.run("x = 1")
+        ex = await sb.run("import os; os._exit(3)")
+        assert ex.has_error() and "state is lost" in await ex.error()
+        ex = await sb.run("print('fresh', 'x' in globals())")
+        assert await ex.output() == "fresh False\n"
+
+
+async def test_concurrent_runs_are_serialised() -> None:
+    async with PythonSandbox.create(name="t-legacy-conc") as sb:
+        results = await asyncio.gather(*(sb.run(f"print({i})") for i in range(10)))
+        assert [await r.output() for r in results] == [f"{i}\n" for i in range(10)]

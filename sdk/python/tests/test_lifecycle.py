@@ -1,0 +1,259 @@
+"""Sandbox lifecycle: create/get/list/remove, attached vs detached, context managers,
+concurrency, stop/kill/drain, metrics, and the typed errors of each."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from microsandbox import (
+    InvalidConfigError,
+    InvalidNameError,
+    Metrics,
+    MicrosandboxError,
+    NetworkPolicy,
+    Patch,
+    Sandbox,
+    SandboxAlreadyExistsError,
+    SandboxInfo,
+    SandboxNotFoundError,
+    SandboxNotRunningError,
+    Secret,
+    UnsupportedFeatureError,
+    Volume,
+    all_sandbox_metrics,
+)
+
+
+async def gone(name: str, timeout: float = 10) -> bool:
+    """Waits until the agent no longer knows `name`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            await Sandbox.get(name)
+        except SandboxNotFoundError:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+    )
+
+
+async def test_create_get_list_remove(name: str) -> None:
+    sb = await Sandbox.create(name, image="busybox", memory=128, cpus=1, env={"X": "1"})
+    try:
+        assert sb.name == name and not sb.detached
+        assert sb.info.state == "running" and sb.info.running
+        assert sb.info.memory_mib == 128 and sb.info.image == "busybox"
+        assert sb.info.isolation in ("container", "microvm")
+        assert (await sb.shell("echo $X")).stdout() == "1\n"
+
+        same = await Sandbox.get(name)
+        assert same.info.name == name and same.info.image_digest == sb.info.image_digest
+        listed = {i.name: i for i in await Sandbox.list()}
+        assert isinstance(listed[name], SandboxInfo)
+        assert (await sb.refresh()).state == "running"
+    finally:
+        await Sandbox.remove(name)
+    with pytest.raises(SandboxNotFoundError):
+        await Sandbox.get(name)
+    assert name not in {i.name for i in await Sandbox.list()}
+
+
+async def test_generated_name() -> None:
+    async with await Sandbox.create(image="busybox") as sb:
+        assert sb.name.startswith("sandbox-")
+
+
+async def test_typed_errors(busybox: Sandbox, name: str) -> None:
+    with pytest.raises(SandboxNotFoundError, match="Sandbox.list") as e:
+        await Sandbox.get("no-such-sandbox")
+    assert e.value.code == "sandbox_not_found" and isinstance(e.value, MicrosandboxError)
+    with pytest.raises(SandboxNotFoundError):
+        await Sandbox.remove("no-such-sandbox")
+
+    with pytest.raises(SandboxAlreadyExistsError, match="pick another name"):
+        await Sandbox.create(busybox.name, image="busybox")
+    assert (await busybox.exec("true")).success  # the existing one is untouched
+
+    for bad in ("Bad_Name", "-x", "a" * 64):
+        with pytest.raises(InvalidNameError, match="lowercase") as ei:
+            await Sandbox.create(bad, image="busybox")
+        assert ei.value.code == "invalid_name" and isinstance(ei.value, ValueError)
+
+    with pytest.raises(InvalidConfigError, match="memory"):
+        await Sandbox.create(name, image="busybox", memory=0)
+    with pytest.raises(InvalidConfigError, match="cpus"):
+        await Sandbox.create(name, image="busybox", cpus=0.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfigError, match="isolation"):
+        await Sandbox.create(name, image="busybox", isolation="vm")  # type: ignore[arg-type]
+
+
+async def test_image_errors(name: str) -> None:
+    from microsandbox import ImageError, ImageNotPresentError
+
+    with pytest.raises(ImageError) as e:
+        await Sandbox.create(name, image="no-such-image-xyz")
+    assert e.value.code in ("image_not_found", "image_pull_failed")
+    with pytest.raises(ImageNotPresentError):
+        await Sandbox.create(name, image="busybox:not-pulled-tag", pull_policy="never")
+    assert await gone(name, 1)
+
+
+async def test_unenforced_options_raise_and_create_nothing(name: str) -> None:
+    cases: list[dict[str, object]] = [
+        {"volumes": {"/data": Volume.named("cache")}},
+        {"volumes": {"/scratch": Volume.tmpfs(size_mib=64)}},
+        {"network": NetworkPolicy.allow_all()},
+        {"secrets": [Secret.env("API_KEY", value="s3cret", allow_hosts=["api.example.com"])]},
+        {"patches": [Patch.text("/etc/motd", "hi"), Patch.mkdir("/app")]},
+    ]
+    for kw in cases:
+        with pytest.raises(UnsupportedFeatureError, match="node agent does not support"):
+            await Sandbox.create(name, image="busybox", **kw)  # type: ignore[arg-type]
+    with pytest.raises(NotImplementedError):
+        await Volume.create("cache", quota=100)
+    assert await gone(name, 1)
+    # The one policy the agent does enforce (no network at all) is accepted.
+    async with await Sandbox.create(name, image="busybox", network=NetworkPolicy.none()) as sb:
+        out = await sb.shell("ls /sys/class/net")
+        assert out.stdout().split() in ([], ["lo"])
+
+
+async def test_context_manager_removes_on_exception(name: str) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        async with await Sandbox.create(name, image="busybox") as sb:
+            assert (await sb.exec("true")).success
+            raise RuntimeError("boom")
+    assert await gone(name, 1)
+
+
+async def test_context_manager_removes_on_cancellation(name: str) -> None:
+    started = asyncio.Event()
+
+    async def work() -> None:
+        async with await Sandbox.create(name, image="busybox") as sb:
+            started.set()
+            await sb.exec("sleep", ["30"])
+
+    task = asyncio.create_task(work())
+    await asyncio.wait_for(started.wait(), 30)
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await gone(name, 5)
+
+
+async def test_detached_survives_its_creator(name: str) -> None:
+    proc = run_python(f"""
+        import asyncio
+        from microsandbox import Sandbox
+        async def main():
+            sb = await Sandbox.create_detached({name!r}, image="busybox")
+            await sb.fs.write("/tmp/mark", "from the creator")
+            print(sb.info.detached)
+        asyncio.run(main())
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
+    await asyncio.sleep(0.5)
+    sb = await Sandbox.get(name)
+    assert sb.detached and sb.info.running
+    assert await sb.fs.read_text("/tmp/mark") == "from the creator"
+    async with sb:  # a handle from get() removes it at the end of `async with` ...
+        pass
+    assert await gone(name, 1)
+
+
+async def test_detach_keeps_a_detached_sandbox(name: str) -> None:
+    async with await Sandbox.create_detached(name, image="busybox") as sb:
+        sb.detach()  # ... unless detached from the handle.
+    assert (await Sandbox.get(name)).info.running
+    await Sandbox.remove(name)
+
+
+async def test_attached_dies_with_its_creator(name: str) -> None:
+    proc = run_python(f"""
+        import asyncio
+        from microsandbox import Sandbox
+        async def main():
+            sb = await Sandbox.create({name!r}, image="busybox")
+            print(sb.info.detached)
+        asyncio.run(main())
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+    assert await gone(name, 10)
+
+
+async def test_attached_cannot_be_detached(busybox: Sandbox) -> None:
+    with pytest.raises(UnsupportedFeatureError, match="create_detached"):
+        busybox.detach()
+
+
+async def test_twenty_concurrent_sandboxes() -> None:
+    names = [f"t-conc-{i}-{os.getpid()}" for i in range(20)]
+
+    async def one(n: str) -> str:
+        async with await Sandbox.create(n, image="busybox", memory=64) as sb:
+            out = await sb.shell(f"echo {n}")
+            return out.stdout().strip()
+
+    results = await asyncio.gather(*(one(n) for n in names))
+    assert results == names
+    left = {i.name for i in await Sandbox.list()}
+    assert not left & set(names)
+
+
+async def test_stop_kill_drain(name: str) -> None:
+    detached = await Sandbox.create_detached(name, image="busybox")
+    info = await detached.stop(timeout=2)
+    assert info.state == "stopped"
+    with pytest.raises(SandboxNotRunningError, match="create a new one"):
+        await detached.exec("true")
+    await Sandbox.remove(name)
+
+    attached = await Sandbox.create(name, image="busybox")
+    info = await attached.kill()
+    assert info.state in ("stopped", "failed")
+    assert await gone(name, 1)  # an attached sandbox is removed once stopped
+
+    attached = await Sandbox.create(name, image="busybox")
+    handle = await attached.exec_stream("sh", ["-c", "sleep 0.5; echo done"])
+    info = await attached.drain(timeout=10)
+    assert info.state == "stopped"
+    out = await handle.wait(timeout=10)
+    assert out.stdout() == "done\n"  # the running command was allowed to finish
+    assert await gone(name, 1)
+
+
+async def test_metrics(busybox: Sandbox) -> None:
+    await busybox.shell("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
+    m = await busybox.metrics()
+    assert isinstance(m, Metrics) and m.name == busybox.name
+    assert m.cpu_usage_us > 0 and m.memory_bytes > 0 and m.processes >= 1
+    assert m.memory_limit_bytes == 128 * 1024 * 1024
+    assert m.cpu_seconds == m.cpu_usage_us / 1e6
+    every = await all_sandbox_metrics()
+    assert busybox.name in {x.name for x in every}
+
+
+async def test_pull_image() -> None:
+    from microsandbox import ImageError, pull_image
+
+    digest = await pull_image("busybox")
+    assert digest.startswith("sha256:")
+    assert await pull_image("busybox", "if-not-present") == digest
+    with pytest.raises(ImageError):
+        await pull_image("no-such-image-xyz")

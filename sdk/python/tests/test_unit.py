@@ -1,0 +1,120 @@
+"""Pure tests: request building, error mapping, configuration objects, value types."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import microsandbox
+from microsandbox import (
+    CommandNotFoundError,
+    ExecOutput,
+    ExitedEvent,
+    FilesystemPathNotFoundError,
+    InvalidConfigError,
+    InvalidNameError,
+    MicrosandboxError,
+    NetworkPolicy,
+    NetworkPolicyError,
+    Patch,
+    Rlimit,
+    SandboxNotFoundError,
+    Secret,
+    StdoutEvent,
+    Volume,
+)
+from microsandbox.errors import _CODES, _from_native
+from microsandbox.sandbox import _create_request, _exec_request
+
+
+def test_all_is_complete_and_importable() -> None:
+    for name in microsandbox.__all__:
+        assert hasattr(microsandbox, name), name
+    assert microsandbox.__version__.count(".") == 2
+
+
+def test_exec_request() -> None:
+    req = json.loads(_exec_request(
+        "ls", ["-la"], cwd="/", env={"A": "b"}, timeout=1.5, rlimits={"NOFILE": (1, 2)},
+        user="nobody", stdin_data="hi", tty=True,
+    ))
+    assert req == {
+        "command": "ls", "args": ["-la"], "cwd": "/", "env": {"A": "b"}, "user": "nobody",
+        "timeout_ms": 1500, "rlimits": [{"resource": "nofile", "soft": 1, "hard": 2}],
+        "stdin": False, "tty": {"rows": 24, "cols": 80}, "stdin_b64": "aGk=",
+    }
+    assert json.loads(_exec_request("x", None, timeout=0.0001))["timeout_ms"] == 1
+    assert Rlimit("RLIMIT_AS", 5)._to_dict() == {"resource": "as", "soft": 5, "hard": 5}
+    with pytest.raises(InvalidConfigError):
+        _exec_request("x", [1])  # type: ignore[list-item]
+    with pytest.raises(InvalidConfigError):
+        _exec_request("x", None, tty=(0, 80))
+
+
+def test_create_request() -> None:
+    req = json.loads(_create_request(
+        "a", image="python", memory=256, cpus=2.0, env=None, workdir="/app",  # type: ignore[arg-type]
+        isolation="container", detached=True, pids_limit=None,
+        pull_policy="if_not_present",  # type: ignore[arg-type]
+    ))
+    assert req["cpus"] == 2 and req["pull_policy"] == "if-not-present" and req["detached"]
+    with pytest.raises(InvalidConfigError, match="pull_policy"):
+        _create_request("a", image="x", memory=1, cpus=1, env=None, workdir=None,
+                        isolation=None, pull_policy="sometimes",  # type: ignore[arg-type]
+                        detached=False, pids_limit=None)
+
+
+def test_every_agent_error_code_maps_to_a_subclass_with_advice() -> None:
+    codes = ["unauthorized", "invalid_request", "invalid_name", "sandbox_not_found",
+             "sandbox_already_exists", "sandbox_not_running", "sandbox_draining",
+             "isolation_unavailable", "image_not_found", "image_pull_failed",
+             "registry_unreachable", "image_not_present", "path_not_found", "fs_error",
+             "exec_failed", "runtime_error", "internal"]
+    assert sorted(_CODES) == sorted(codes)
+    for code in codes:
+        e = _from_native("api", code, "msg")
+        assert type(e) is not MicrosandboxError and e.code == code and e.message == "msg"
+    e = _from_native("api", "sandbox_not_found", "no sandbox x")
+    assert isinstance(e, SandboxNotFoundError) and "Sandbox.list()" in str(e)
+    assert isinstance(_from_native("api", "invalid_name", "m"), InvalidNameError)
+    assert isinstance(_from_native("api", "path_not_found", "command not found: x"),
+                      CommandNotFoundError)
+    e = _from_native("api", "path_not_found", "/x: No such file")
+    assert isinstance(e, FilesystemPathNotFoundError) and str(e) == "/x: No such file"
+    assert type(_from_native("api", "new_code", "m")) is MicrosandboxError
+    assert isinstance(_from_native("unreachable", None, "m"), microsandbox.AgentUnreachableError)
+    assert isinstance(_from_native("protocol", None, "m"), microsandbox.ProtocolError)
+    assert isinstance(_from_native("websocket", None, "m"), microsandbox.AgentConnectionError)
+
+
+def test_config_objects() -> None:
+    v = Volume.bind("./src", readonly=True)
+    assert v.kind == "bind" and v.readonly and v.source and v.source.startswith("/")
+    assert Volume.tmpfs(size_mib=64).size_mib == 64
+    with pytest.raises(InvalidConfigError):
+        Volume.tmpfs(size_mib=0)
+    assert NetworkPolicy.public_only().mode == "public-only"
+    with pytest.raises(NetworkPolicyError):
+        NetworkPolicy("open")  # type: ignore[arg-type]
+    s = Secret.env("TOKEN", value="hunter2", allow_hosts=["api.example.com"])
+    assert "hunter2" not in repr(s) and s.allow_hosts == ("api.example.com",)
+    with pytest.raises(InvalidConfigError, match="not set"):
+        Secret.env("MSB_SURELY_UNSET_VARIABLE")
+    assert Patch.text("/etc/motd", "hi").content == b"hi"
+    assert Patch.symlink("/usr/bin/python3", "/usr/bin/python").source == "/usr/bin/python3"
+    with pytest.raises(InvalidConfigError, match="absolute"):
+        Patch.mkdir("relative/dir")
+
+
+def test_values_are_frozen_and_matchable() -> None:
+    out = ExecOutput(0, b"a\xff", b"")
+    assert out.stdout() == "a\ufffd" and out.success
+    with pytest.raises(AttributeError):
+        out.exit_code = 1  # type: ignore[misc]
+    match StdoutEvent(b"x"):
+        case StdoutEvent(data=d):
+            assert d == b"x"
+    match ExitedEvent(1, None, True):
+        case ExitedEvent(code, signal, timed_out):
+            assert (code, signal, timed_out) == (1, None, True)
