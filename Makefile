@@ -1,9 +1,12 @@
 # microsandbox — run `make help` for the targets.
 SHELL := /bin/bash
 HOST_TRIPLE := x86_64-unknown-linux-gnu
-GUEST := target/$(HOST_TRIPLE)/release/microsandbox-guest
-AGENT := target/release/microsandbox-agent
-export MSB_GUEST_AGENT ?= $(CURDIR)/$(GUEST)
+# CI keeps the cargo target directory in a cache outside the clone (CARGO_TARGET_DIR, see .ci/run).
+TARGET := $(abspath $(or $(CARGO_TARGET_DIR),target))
+GUEST := $(TARGET)/$(HOST_TRIPLE)/release/microsandbox-guest
+AGENT := $(TARGET)/release/microsandbox-agent
+export MSB_GUEST_AGENT ?= $(GUEST)
+export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 
 .PHONY: help setup build guest agent demo test test-python lint unit integration bench
 
@@ -20,12 +23,12 @@ guest: ## Build the static guest agent.
 
 agent: guest ## Build the node agent (release) with the guest agent beside it.
 	cargo build -p microsandbox-agent --release
-	install -m 0755 $(GUEST) target/release/microsandbox-guest
+	install -m 0755 $(GUEST) $(TARGET)/release/microsandbox-guest
 
 build: agent ## Build everything.
 
 demo: setup agent ## Start a local agent (if none runs) and run Python in a sandbox.
-	bash scripts/demo.sh
+	MSB_AGENT_BIN=$(AGENT) bash scripts/demo.sh
 
 lint: ## rustfmt + clippy (warnings are errors).
 	cargo fmt --all -- --check
@@ -40,11 +43,11 @@ integration: guest ## Integration tests against real crun sandboxes and the loca
 test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, Python SDK tests.
 	cargo test --workspace -- --test-threads=2
 	cargo build -p microsandbox-agent
-	MSB_AGENT_BIN=$(CURDIR)/target/debug/microsandbox-agent bash sdk/python/scripts/test.sh
+	bash sdk/python/scripts/test.sh
 
 test-python: guest ## Python SDK tests only (ruff, mypy, stubtest, pytest against a real agent).
 	cargo build -p microsandbox-agent
-	MSB_AGENT_BIN=$(CURDIR)/target/debug/microsandbox-agent bash sdk/python/scripts/test.sh
+	bash sdk/python/scripts/test.sh
 
 bench: setup agent ## Benchmarks (prints a table of ratios against baselines).
 	bash bench/run.sh

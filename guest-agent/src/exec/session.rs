@@ -166,7 +166,9 @@ async fn pump(
     tx: mpsc::Sender<GuestFrame>,
     mut exited: watch::Receiver<bool>,
 ) {
-    let mut buf = vec![0u8; CHUNK_SIZE];
+    // Pipe reads never return more than the pipe buffer (64 KiB by default); a bigger buffer only
+    // costs page faults on every exec.
+    let mut buf = vec![0u8; CHUNK_SIZE.min(64 * 1024)];
     // After exit: bytes still owed from the main process, then the EOF deadline.
     let mut owed: Option<usize> = None;
     let mut deadline: Option<Instant> = None;

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use microsandbox_wire::api::{self, ExecControl, ExecOutput, STREAM_STDERR, STREAM_STDOUT};
 use microsandbox_wire::guest::{self, GuestFrame, HostFrame, Request, RlimitResource};
+use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::ws::{Message, WebSocket};
 use warp::Filter;
@@ -87,7 +88,7 @@ async fn collected(c: Ctx, name: String, req: api::ExecRequest) -> Result<ExecOu
     })
 }
 
-pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let collect = warp::path!("sandboxes" / String / "exec")
         .and(warp::post())
         .and(ctx_filter(ctx.clone()))
@@ -120,7 +121,7 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
                     .into_response(),
             }
         });
-    collect.or(ws).unify()
+    collect.or(ws).unify().boxed()
 }
 
 fn control(m: &ExecControl) -> Message {

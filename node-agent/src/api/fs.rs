@@ -7,6 +7,7 @@ use microsandbox_wire::api::{FileKind, FileStat, FsMove, FsPathOp};
 use microsandbox_wire::guest::{self, GuestFrame, HostFrame, Request, Response as GResponse};
 use serde::Deserialize;
 use tokio_stream::wrappers::ReceiverStream;
+use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
@@ -200,7 +201,7 @@ where
     }
 }
 
-pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let base = move || {
         warp::path("sandboxes")
             .and(warp::path::param::<String>())
@@ -312,16 +313,23 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
     get_file
         .or(put_file)
         .unify()
+        .boxed()
         .or(list_r)
         .unify()
+        .boxed()
         .or(stat_r)
         .unify()
+        .boxed()
         .or(mkdir)
         .unify()
+        .boxed()
         .or(remove)
         .unify()
+        .boxed()
         .or(rename)
         .unify()
+        .boxed()
         .or(copy)
         .unify()
+        .boxed()
 }

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use microsandbox_wire::api::{PullEvent, PullImage};
 use tokio_stream::wrappers::ReceiverStream;
+use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
@@ -15,7 +16,7 @@ fn line(ev: &PullEvent) -> Bytes {
     Bytes::from(v)
 }
 
-pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     warp::path!("images" / "pull")
         .and(warp::post())
         .and(ctx_filter(ctx))
@@ -44,4 +45,5 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
             );
             resp
         })
+        .boxed()
 }

@@ -3,6 +3,7 @@
 use futures::StreamExt;
 use microsandbox_wire::api::{AgentInfo, CreateSandbox, StopSandbox};
 use std::time::Duration;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
@@ -39,7 +40,7 @@ fn optional_stop() -> impl Filter<Extract = (StopSandbox,), Error = warp::Reject
 pub struct BadJson(pub String);
 impl warp::reject::Reject for BadJson {}
 
-pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let info = warp::path!("info")
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
@@ -131,24 +132,34 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = warp::Reje
         });
     info.or(create)
         .unify()
+        .boxed()
         .or(list)
         .unify()
+        .boxed()
         .or(get)
         .unify()
+        .boxed()
         .or(remove)
         .unify()
+        .boxed()
         .or(stop)
         .unify()
+        .boxed()
         .or(kill)
         .unify()
+        .boxed()
         .or(drain)
         .unify()
+        .boxed()
         .or(metrics)
         .unify()
+        .boxed()
         .or(all_metrics)
         .unify()
+        .boxed()
         .or(lease)
         .unify()
+        .boxed()
 }
 
 pub(super) use json_body as json_filter;

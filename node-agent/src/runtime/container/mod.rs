@@ -165,9 +165,12 @@ impl Runtime for ContainerRuntime {
             serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?,
         )?;
         // A leftover container of the same id (crash between runs) would make `run` fail.
-        let _ = self
-            .crun_ok("delete", &["delete", "--force", &spec.id])
-            .await;
+        // Checking crun's state directory first saves a crun process on every normal create.
+        if self.state_root.join(&spec.id).exists() {
+            let _ = self
+                .crun_ok("delete", &["delete", "--force", &spec.id])
+                .await;
+        }
         // The container inherits crun's stdio, so both go to files: a pipe would stay open for
         // the sandbox's whole life.
         let log_path = spec.runtime_dir.join("guest.log");
