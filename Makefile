@@ -8,7 +8,7 @@ AGENT := $(TARGET)/release/microsandbox-agent
 export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 
-.PHONY: help setup build guest agent demo test test-python lint unit integration bench
+.PHONY: help setup build guest agent demo demo-curl test test-python lint unit integration bench
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,7 +27,11 @@ agent: guest ## Build the node agent (release) with the guest agent beside it.
 
 build: agent ## Build everything.
 
-demo: setup agent ## Start a local agent (if none runs) and run Python in a sandbox.
+demo: setup agent ## Run the SDK's hello example: it starts a local agent (if none runs) and runs Python in a sandbox.
+	bash sdk/python/scripts/dev-setup.sh
+	MSB_AGENT_BIN=$(AGENT) MSB_MIRRORS=docker.io=127.0.0.1:5000 sdk/python/.venv/bin/python sdk/python/examples/hello.py
+
+demo-curl: setup agent ## The same through the raw HTTP API with curl.
 	MSB_AGENT_BIN=$(AGENT) bash scripts/demo.sh
 
 lint: ## rustfmt + clippy (warnings are errors).
