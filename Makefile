@@ -8,7 +8,7 @@ AGENT := $(TARGET)/release/microsandbox-agent
 export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 
-.PHONY: help setup build guest agent demo demo-curl test test-python lint unit integration bench
+.PHONY: help setup build guest agent demo demo-curl test test-python test-crds crds lint unit integration bench
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,10 +44,17 @@ unit: ## Unit tests (no root, no registry needed).
 integration: guest ## Integration tests against real crun sandboxes and the local registry (root).
 	cargo test --workspace --tests -- --test-threads=2
 
-test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, Python SDK tests.
+test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, CRDs on a real apiserver, Python SDK tests.
 	cargo test --workspace -- --test-threads=2
+	bash crds/tests/apiserver.sh
 	cargo build -p microsandbox-agent
 	bash sdk/python/scripts/test.sh
+
+test-crds: ## The CRDs on a real kube-apiserver + etcd (built from Go modules, cached): examples accepted, bad specs rejected.
+	bash crds/tests/apiserver.sh
+
+crds: ## Regenerate crds/microsandbox.dev_crds.yaml.
+	cargo run -q -p microsandbox-crds --bin crdgen > crds/microsandbox.dev_crds.yaml
 
 test-python: guest ## Python SDK tests only (ruff, mypy, stubtest, pytest against a real agent).
 	cargo build -p microsandbox-agent

@@ -1,0 +1,34 @@
+//! Controllers and what they share.
+
+pub mod sandbox;
+
+use crate::metrics::Metrics;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+use kube::Client;
+use microsandbox_crds::Volume;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Field manager of every server-side apply and name of the finalizer's owner.
+pub const FIELD_MANAGER: &str = "microsandbox-operator";
+
+/// State shared by the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Node-agent Leases (operator namespace).
+    pub node_leases: Store<Lease>,
+    /// Volumes (all namespaces).
+    pub volumes: Store<Volume>,
+    /// Bearer token for the node-agent API.
+    pub agent_token: Option<String>,
+    /// How often to re-check a sandbox whose agent state may change.
+    pub resync: Duration,
+    /// Bindings decided but maybe not yet visible in the informer cache (`ns/name` -> node), so
+    /// concurrent reconciles do not overcommit a node. Scheduling holds this lock.
+    pub assumed: tokio::sync::Mutex<BTreeMap<String, String>>,
+}

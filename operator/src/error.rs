@@ -1,0 +1,64 @@
+//! The operator's one error type. Each variant has a short `metric_label()` that the failure
+//! counter uses, so dashboards group failures without parsing messages.
+
+/// Errors of reconciliation, leader election and the HTTP endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+
+    /// Adding or removing the finalizer, or the Apply/Cleanup inside it, failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+
+    /// The object lacks a field the API server always sets (name, namespace).
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+
+    /// A value could not be turned into JSON for a patch.
+    #[error("cannot serialize: {0}")]
+    Serialize(#[from] serde_json::Error),
+
+    /// Leadership was lost or could not be kept.
+    #[error("leader election: {0}")]
+    LeaderElection(String),
+}
+
+impl Error {
+    /// A short label for the `failures` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.metric_label(),
+                _ => "finalizer",
+            },
+            Self::MissingField(_) => "missing_field",
+            Self::Serialize(_) => "serialize",
+            Self::LeaderElection(_) => "leader_election",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finalizer_errors_report_the_inner_label() {
+        let e = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(
+            Error::MissingField("namespace"),
+        )));
+        assert_eq!(e.metric_label(), "missing_field");
+        let e = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject));
+        assert_eq!(e.metric_label(), "finalizer");
+        assert_eq!(
+            Error::LeaderElection("x".into()).metric_label(),
+            "leader_election"
+        );
+    }
+}
