@@ -190,9 +190,9 @@ where
             }
         }
     }
-    conn.send(HostFrame::StdinClose)
-        .await
-        .map_err(|e| AgentError::GuestChannel(e.to_string()))?;
+    // If the guest refused early (e.g. missing parent directory) it has closed its side: the
+    // send fails, and its error frame is still there to read.
+    let _ = conn.send(HostFrame::StdinClose).await;
     match crate::guest::next_done(&mut conn).await? {
         GResponse::Written { bytes } => Ok(serde_json::json!({ "bytes": bytes })),
         other => Err(AgentError::GuestChannel(format!(
