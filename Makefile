@@ -8,7 +8,7 @@ AGENT := $(TARGET)/release/microsandbox-agent
 export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 
-.PHONY: help setup build guest agent demo demo-curl test test-python test-crds crds lint unit integration bench
+.PHONY: help setup build guest agent demo demo-curl test test-python test-crds crds lint unit integration bench bench-python
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -62,3 +62,6 @@ test-python: guest ## Python SDK tests only (ruff, mypy, stubtest, pytest agains
 
 bench: setup agent ## Benchmarks (prints a table of ratios against baselines).
 	bash bench/run.sh
+
+bench-python: setup agent ## Python SDK exec overhead vs the Rust client (same run).
+	bash sdk/python/bench/run.sh

@@ -148,8 +148,9 @@ where
             (Err(e), _) | (_, Err(e)) => Err(e),
         },
         Request::Metrics => {
-            let root = agent.proc_root.clone();
-            blocking(move || Ok(Response::Metrics(metrics::collect(&root)))).await
+            // Inline, not on a blocking thread: /proc reads are quick, and metrics must keep
+            // working when a fork bomb has used up the sandbox's pids (no new thread possible).
+            Ok(Response::Metrics(metrics::collect(&agent.proc_root)))
         }
     };
     let frame = match result {

@@ -56,8 +56,11 @@ fn main() -> ExitCode {
         }
     }
 
+    // Blocking-pool threads are kept (not re-created per file operation), so file operations keep
+    // working while a fork bomb holds the sandbox at its pids limit.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
         .build()
     {
         Ok(rt) => rt,
@@ -67,6 +70,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        // Start a few blocking-pool threads now, while threads can still be created.
+        let warm: Vec<_> = (0..4)
+            .map(|_| {
+                tokio::task::spawn_blocking(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                })
+            })
+            .collect();
+        for w in warm {
+            let _ = w.await;
+        }
         let reaper = Reaper::start()?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let agent = Arc::new(Agent {

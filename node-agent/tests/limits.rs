@@ -56,6 +56,18 @@ async fn fork_bomb_is_contained_by_the_pids_limit() {
     let _ = c.exec("forky", req).await;
     let m = c.metrics("forky").await.unwrap();
     assert!(m.processes <= 64, "pids limit exceeded: {}", m.processes);
+    // Once the bomb is gone, the sandbox itself is usable again.
+    let mut recovered = false;
+    for _ in 0..50 {
+        if let Ok(out) = c.exec("forky", cmd("echo", &["back"])).await {
+            if out.stdout_str() == "back\n" {
+                recovered = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "sandbox did not recover after the fork bomb");
     // Host and neighbour unaffected; the agent still answers.
     assert_eq!(sh(&c, "calm", "echo ok").await.stdout_str(), "ok\n");
     assert_eq!(c.get("forky").await.unwrap().state, SandboxState::Running);

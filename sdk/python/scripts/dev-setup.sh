@@ -6,6 +6,10 @@
 #
 #   PYTHON=python3.12 scripts/dev-setup.sh   # another interpreter for the venv (>= 3.10)
 #   MSB_SDK_PROFILE=debug scripts/dev-setup.sh  # faster, unoptimised native build
+#
+# The agent binaries are not bundled here (MSB_SDK_BUNDLE=0, see build.rs): the dev flow uses
+# MSB_AGENT_BIN (the Makefile sets it) or an agent on PATH. Wheels (`pip install`, `maturin
+# build`, scripts/build-wheel.sh) bundle them.
 set -euo pipefail
 
 SDK=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,7 +40,7 @@ profile_stamp=$VENV/.native-profile
 needs_build=0
 if [[ -z $lib || ! -f $profile_stamp || $(cat "$profile_stamp") != "$PROFILE" ]]; then
   needs_build=1
-elif [[ -n $(find "$SDK/src" "$SDK/Cargo.toml" "$SDK/pyproject.toml" "$REPO/client/src" \
+elif [[ -n $(find "$SDK/src" "$SDK/build.rs" "$SDK/Cargo.toml" "$SDK/pyproject.toml" "$REPO/client/src" \
                "$REPO/client/Cargo.toml" "$REPO/wire/src" "$REPO/Cargo.lock" \
                -newer "$lib" -print -quit) ]]; then
   needs_build=1
@@ -47,7 +51,7 @@ if ((needs_build)); then
   log "building the native module ($PROFILE)"
   args=()
   [[ $PROFILE == release ]] && args+=(--release)
-  (cd "$SDK" && VIRTUAL_ENV=$VENV PATH=$VENV/bin:$PATH "$VENV/bin/maturin" develop --quiet "${args[@]}")
+  (cd "$SDK" && MSB_SDK_BUNDLE=0 VIRTUAL_ENV=$VENV PATH=$VENV/bin:$PATH "$VENV/bin/maturin" develop --quiet "${args[@]}")
   echo "$PROFILE" >"$profile_stamp"
 else
   log "native module up to date"
