@@ -46,6 +46,8 @@ integration: guest ## Integration tests against real crun sandboxes and the loca
 
 test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, CRDs on a real apiserver, Python SDK tests.
 	cargo test --workspace -- --test-threads=2
+	@echo "== microVM boot e2e (runs where KVM can boot a guest; otherwise says why not):"
+	cargo test -q -p microsandbox-agent --test microvm_boot -- --nocapture
 	bash crds/tests/apiserver.sh
 	cargo build -p microsandbox-agent
 	bash sdk/python/scripts/test.sh

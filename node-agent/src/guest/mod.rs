@@ -45,11 +45,17 @@ impl GuestClient {
             .await
             .map_err(|e| channel_err(format!("connect {}: {e}", self.socket.display())))?;
         let mut conn = Framed::new(stream, HostCodec::default());
-        conn.send(HostFrame::Hello(Hello {
+        // Hello and the request go out together (one write, no extra round trip): the guest reads
+        // them in order and answers HelloAck, or Error if it refuses our version.
+        conn.feed(HostFrame::Hello(Hello {
             version: PROTOCOL_VERSION,
         }))
         .await
         .map_err(channel_err)?;
+        conn.feed(HostFrame::Request(request))
+            .await
+            .map_err(channel_err)?;
+        conn.flush().await.map_err(channel_err)?;
         match conn.next().await {
             Some(Ok(GuestFrame::HelloAck(_))) => {}
             Some(Ok(GuestFrame::Error(e))) => return Err(AgentError::Guest(e)),
@@ -57,9 +63,6 @@ impl GuestClient {
             Some(Err(e)) => return Err(channel_err(e)),
             None => return Err(channel_err("guest closed the connection during handshake")),
         }
-        conn.send(HostFrame::Request(request))
-            .await
-            .map_err(channel_err)?;
         Ok(conn)
     }
 
