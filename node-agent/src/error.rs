@@ -27,6 +27,8 @@ pub enum AgentError {
     /// A typed error reported by the guest agent.
     #[error("{0}")]
     Guest(microsandbox_wire::guest::GuestError),
+    #[error("the command's output exceeded {0} bytes; use the streaming exec for large outputs")]
+    OutputTooLarge(usize),
     #[error("guest agent channel: {0}")]
     GuestChannel(String),
     #[error("internal error: {0}")]
@@ -54,6 +56,7 @@ impl AgentError {
                 G::InvalidRequest => ErrorCode::InvalidRequest,
                 _ => ErrorCode::FsError,
             },
+            AgentError::OutputTooLarge(_) => ErrorCode::ExecFailed,
             AgentError::GuestChannel(_) => ErrorCode::RuntimeError,
             AgentError::Internal(_) => ErrorCode::Internal,
         }

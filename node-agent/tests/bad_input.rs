@@ -67,6 +67,21 @@ async fn typed_errors_and_the_agent_keeps_serving() {
         .unwrap_err();
     assert!(err.is(ErrorCode::InvalidRequest), "{err}");
 
+    // A collected exec cannot grow the agent's memory without bound: past the cap the command is
+    // stopped and the caller is told to stream instead.
+    let err = c
+        .exec("fs", cmd("head", &["-c", "200000000", "/dev/zero"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.is(ErrorCode::ExecFailed) && err.to_string().contains("streaming"),
+        "{err}"
+    );
+    assert_eq!(
+        sh(&c, "fs", "echo still-here").await.stdout_str(),
+        "still-here\n"
+    );
+
     // Unauthenticated and wrongly authenticated requests are refused.
     let sock = Endpoint::Unix(agent.state.join("agent.sock"));
     for token in [None, Some("wrong".to_string())] {

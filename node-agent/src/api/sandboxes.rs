@@ -9,6 +9,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::{reply, Ctx};
+use crate::error::AgentError;
 
 const JSON_LIMIT: u64 = 1024 * 1024;
 
@@ -58,7 +59,12 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(with_ctx(ctx.clone()))
         .and(json_body::<CreateSandbox>())
         .then(|c: Ctx, req: CreateSandbox| async move {
-            match c.manager.create(req).await {
+            // Run to completion (or cleanup) even if the client goes away mid-create.
+            let m = c.manager.clone();
+            let done = tokio::spawn(async move { m.create(req).await })
+                .await
+                .unwrap_or_else(|e| Err(AgentError::Internal(e.to_string())));
+            match done {
                 Ok(info) => reply::json(StatusCode::CREATED, &info),
                 Err(e) => reply::error(&e),
             }
@@ -100,11 +106,13 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(with_ctx(ctx.clone()))
         .and(optional_stop())
         .then(|name: String, c: Ctx, s: StopSandbox| async move {
-            reply::result(
-                c.manager
-                    .drain(&name, s.timeout_ms.map(Duration::from_millis))
-                    .await,
-            )
+            // Like create: a client that goes away must not leave the sandbox half-drained.
+            let m = c.manager.clone();
+            let t = s.timeout_ms.map(Duration::from_millis);
+            let done = tokio::spawn(async move { m.drain(&name, t).await })
+                .await
+                .unwrap_or_else(|e| Err(AgentError::Internal(e.to_string())));
+            reply::result(done)
         });
     let metrics = warp::path!("sandboxes" / String / "metrics")
         .and(warp::get())

@@ -13,6 +13,9 @@ use tokio_util::codec::Framed;
 
 use crate::error::AgentError;
 
+/// How long connecting plus the Hello/HelloAck exchange may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A framed connection to a guest agent, past the handshake.
 pub type GuestConn = Framed<UnixStream, HostCodec>;
 
@@ -20,6 +23,15 @@ pub type GuestConn = Framed<UnixStream, HostCodec>;
 #[derive(Debug, Clone)]
 pub struct GuestClient {
     socket: PathBuf,
+}
+
+/// Most output a collected exec may return (stdout + stderr). More would let sandboxed code grow the
+/// agent's memory without bound; the streaming exec has no such limit.
+pub const COLLECT_LIMIT: usize = 128 * 1024 * 1024;
+
+fn too_much(stdout: &[u8], stderr: &[u8]) -> Option<AgentError> {
+    (stdout.len() + stderr.len() > COLLECT_LIMIT)
+        .then_some(AgentError::OutputTooLarge(COLLECT_LIMIT))
 }
 
 /// Collected result of an exec.
@@ -41,6 +53,25 @@ impl GuestClient {
 
     /// Open a connection and send `request`.
     pub async fn open(&self, request: Request) -> Result<GuestConn, AgentError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open_inner(request))
+            .await
+            .map_err(|_| channel_err("guest agent did not answer the handshake in time"))?
+    }
+
+    async fn open_inner(&self, request: Request) -> Result<GuestConn, AgentError> {
+        // The socket's directory is writable from inside the sandbox: refuse anything but a
+        // socket there (e.g. a symlink planted to redirect us to another sandbox's agent).
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::symlink_metadata(&self.socket) {
+            Ok(m) if m.file_type().is_socket() => {}
+            Ok(_) => {
+                return Err(channel_err(format!(
+                    "{} is not a socket",
+                    self.socket.display()
+                )))
+            }
+            Err(e) => return Err(channel_err(format!("{}: {e}", self.socket.display()))),
+        }
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| channel_err(format!("connect {}: {e}", self.socket.display())))?;
@@ -118,8 +149,18 @@ impl GuestClient {
                         });
                     }
                 }
-                Some(Ok(GuestFrame::Stdout(d))) => stdout.extend_from_slice(&d),
-                Some(Ok(GuestFrame::Stderr(d))) => stderr.extend_from_slice(&d),
+                Some(Ok(GuestFrame::Stdout(d))) => {
+                    stdout.extend_from_slice(&d);
+                    if let Some(e) = too_much(&stdout, &stderr) {
+                        return Err(e);
+                    }
+                }
+                Some(Ok(GuestFrame::Stderr(d))) => {
+                    stderr.extend_from_slice(&d);
+                    if let Some(e) = too_much(&stdout, &stderr) {
+                        return Err(e);
+                    }
+                }
                 Some(Ok(GuestFrame::Exited(status))) => {
                     return Ok(Collected {
                         status,
@@ -147,8 +188,18 @@ where
 {
     loop {
         match stream.next().await {
-            Some(Ok(GuestFrame::Stdout(d))) => stdout.extend_from_slice(&d),
-            Some(Ok(GuestFrame::Stderr(d))) => stderr.extend_from_slice(&d),
+            Some(Ok(GuestFrame::Stdout(d))) => {
+                stdout.extend_from_slice(&d);
+                if let Some(e) = too_much(stdout, stderr) {
+                    return Err(e);
+                }
+            }
+            Some(Ok(GuestFrame::Stderr(d))) => {
+                stderr.extend_from_slice(&d);
+                if let Some(e) = too_much(stdout, stderr) {
+                    return Err(e);
+                }
+            }
             Some(Ok(GuestFrame::Exited(status))) => return Ok(status),
             Some(Ok(GuestFrame::Error(e))) => return Err(AgentError::Guest(e)),
             Some(Ok(other)) => return Err(channel_err(format!("unexpected frame {other:?}"))),

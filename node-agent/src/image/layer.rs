@@ -93,20 +93,53 @@ pub fn extract_layer(blob: impl Read, dest: &Path) -> Result<(), String> {
                     .map_err(|e| format!("{}: {}", raw.display(), chain(&e)))?;
             }
             EntryKind::Opaque(dir) => {
-                let dir = dest.join(dir);
-                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                let dir = beneath(dest, &dir, true)?;
                 set_opaque(&dir)?;
             }
             EntryKind::Whiteout(target) => {
-                let target = dest.join(target);
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-                }
+                let target = beneath(dest, &target, false)?;
                 make_whiteout(&target)?;
             }
         }
     }
     Ok(())
+}
+
+/// `dest/rel` with every directory on the way created and none of them a symlink, so that a
+/// whiteout can never act outside the layer (a layer may plant `a -> /etc` and then whiteout
+/// `a/passwd`). With `last_is_dir` the final component is a directory too.
+fn beneath(dest: &Path, rel: &Path, last_is_dir: bool) -> Result<PathBuf, String> {
+    let parts: Vec<_> = rel.components().collect();
+    let dirs = if last_is_dir {
+        parts.len()
+    } else {
+        parts.len().saturating_sub(1)
+    };
+    let mut path = dest.to_path_buf();
+    for (i, c) in parts.iter().enumerate() {
+        let Component::Normal(name) = c else {
+            return Err(format!("entry {} escapes the layer", rel.display()));
+        };
+        path.push(name);
+        if i < dirs {
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(format!("entry {} goes through a symlink", rel.display()))
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "entry {} goes through a non-directory",
+                        rel.display()
+                    ))
+                }
+                Err(_) => {
+                    std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+            }
+        }
+    }
+    Ok(path)
 }
 
 /// An error with its causes (tar's own message omits the underlying I/O error).
@@ -219,6 +252,36 @@ mod tests {
             let wh = std::fs::symlink_metadata(dir.path().join("etc/gone")).unwrap();
             assert!(wh.file_type().is_char_device());
         }
+    }
+
+    #[test]
+    fn whiteouts_never_follow_symlinks() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim"), b"keep").unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_link(&mut h, "a", outside.path()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, "a/.wh.victim", &b""[..]).unwrap();
+        let blob = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        assert!(extract_layer(&blob[..], dir.path()).is_err());
+        assert_eq!(
+            std::fs::read(outside.path().join("victim")).unwrap(),
+            b"keep"
+        );
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl ImageStore {
         let rec: ImageRecord = serde_json::from_slice(&text).ok()?;
         rec.layers
             .iter()
-            .all(|l| self.layer_dir(l).is_dir())
+            .all(|l| valid_digest(l) && self.layer_dir(l).is_dir())
             .then_some(rec)
     }
 
@@ -184,6 +184,14 @@ impl ImageStore {
         desc: &oci_client::manifest::OciDescriptor,
         progress: Progress<'_>,
     ) -> Result<(), ImageError> {
+        // The digest names a directory: anything but `algorithm:hex` (e.g. `../../etc`) is refused
+        // before it can touch a path.
+        if !valid_digest(&desc.digest) {
+            return Err(ImageError::PullFailed {
+                reference: r.canonical.whole(),
+                detail: format!("manifest lists an invalid layer digest {:?}", desc.digest),
+            });
+        }
         let lock = self.lock_for(&desc.digest);
         let _guard = lock.lock().await;
         let dest = self.layer_dir(&desc.digest);
@@ -247,6 +255,20 @@ impl ImageStore {
     /// Root of the store.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+}
+
+/// `sha256:<64 hex>` or `sha512:<128 hex>`, lowercase.
+pub fn valid_digest(d: &str) -> bool {
+    let hex_ok = |h: &str, n: usize| {
+        h.len() == n
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match d.split_once(':') {
+        Some(("sha256", h)) => hex_ok(h, 64),
+        Some(("sha512", h)) => hex_ok(h, 128),
+        _ => false,
     }
 }
 
@@ -349,6 +371,21 @@ fn map_oci_error(r: &ResolvedRef, e: OciDistributionError) -> ImageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_are_validated_before_becoming_paths() {
+        assert!(valid_digest(&format!("sha256:{}", "a".repeat(64))));
+        for bad in [
+            "/",
+            "../../etc",
+            "sha256:../x",
+            &format!("sha256:{}", "A".repeat(64)),
+            "md5:abc",
+            "",
+        ] {
+            assert!(!valid_digest(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn config_env_workdir_user() {

@@ -21,6 +21,13 @@ use crate::runtime::{LaunchSpec, Liveness, Runtime, RuntimeError};
 /// Default grace period of a graceful stop.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+fn still_creating(name: &str) -> AgentError {
+    AgentError::NotRunning {
+        name: name.to_string(),
+        state: "creating (retry when the create call has returned)".into(),
+    }
+}
+
 /// Owns all sandboxes of this node.
 pub struct SandboxManager {
     pub(super) config: AgentConfig,
@@ -165,7 +172,12 @@ impl SandboxManager {
             Err(e) => {
                 tracing::warn!(sandbox = %req.name, error = %e, "create failed; cleaning up");
                 let _ = self.teardown(&entry).await;
-                self.sandboxes.lock().await.remove(&req.name);
+                {
+                    let mut map = self.sandboxes.lock().await;
+                    if map.get(&req.name).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+                        map.remove(&req.name);
+                    }
+                }
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_dir_all(self.socket_dir_of(&req.name));
                 Err(e)
@@ -292,7 +304,16 @@ impl SandboxManager {
         let Ok(rt) = self.runtime_for(isolation) else {
             return;
         };
-        if rt.liveness(&launched).await != Liveness::Running {
+        // Only a definite answer kills: a crun call that failed (fd or pid pressure) says nothing
+        // about the sandbox, so `Unknown` counts as dead only if its init is gone too.
+        let dead = match rt.liveness(&launched).await {
+            Liveness::Running => false,
+            Liveness::Stopped => true,
+            Liveness::Unknown => launched
+                .pid
+                .is_none_or(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()),
+        };
+        if dead {
             let usage = rt.usage(&launched).await;
             let _ = rt.cleanup(&launched).await;
             let _ = rootfs::unmount(&SandboxRoot::under(&entry.dir).merged);
@@ -359,6 +380,9 @@ impl SandboxManager {
             if matches!(rec.state, SandboxState::Stopped | SandboxState::Failed) {
                 return Ok(rec.info());
             }
+            if rec.state == SandboxState::Creating {
+                return Err(still_creating(&entry.name));
+            }
             (rec.launched.clone(), rec.isolation)
         };
         if let Some(launched) = &launched {
@@ -411,6 +435,9 @@ impl SandboxManager {
             .is_some_and(|e| Arc::ptr_eq(e, entry));
         if !current {
             return Ok(());
+        }
+        if entry.record.lock().await.state == SandboxState::Creating {
+            return Err(still_creating(&entry.name));
         }
         self.teardown(entry).await?;
         {

@@ -202,13 +202,30 @@ impl Runtime for ContainerRuntime {
                     .to_string(),
             });
         }
-        let pid: u32 = std::fs::read_to_string(&pid_file)?
-            .trim()
-            .parse()
-            .map_err(|e| RuntimeError::Command {
-                what: "crun run".into(),
-                detail: format!("bad pid file: {e}"),
-            })?;
+        let pid: u32 = match std::fs::read_to_string(&pid_file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                t.trim()
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| e.to_string())
+            }) {
+            Ok(pid) => pid,
+            Err(e) => {
+                // The container runs but we cannot track it: remove it rather than leak it.
+                let orphan = Launched {
+                    id: spec.id.clone(),
+                    isolation: Isolation::Container,
+                    pid: None,
+                    guest_socket: socket.clone(),
+                    cgroup: Some(cgroup.clone()),
+                };
+                let _ = self.cleanup(&orphan).await;
+                return Err(RuntimeError::Command {
+                    what: "crun run".into(),
+                    detail: format!("bad pid file: {e}"),
+                });
+            }
+        };
         // Shield the guest agent from the sandbox's OOM killer (set from the host: the sandbox
         // itself lacks CAP_SYS_RESOURCE). Its children reset their score to 0 before exec, so a
         // memory bomb, not the agent, is what the kernel kills.
