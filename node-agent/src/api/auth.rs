@@ -43,6 +43,8 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<Token> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // `mode` only applies to a new file: an existing (empty) one keeps its bits unless reset.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     std::io::Write::write_all(&mut f, token.as_bytes())?;
     Ok(Token::new(token))
 }

@@ -97,6 +97,14 @@ async fn stat(c: Ctx, name: String, q: PathQuery) -> Result<FileStat, AgentError
 }
 
 async fn simple(c: Ctx, name: String, req: Request) -> Response {
+    let paths: Vec<&String> = match &req {
+        Request::Mkdir { path, .. } | Request::Remove { path, .. } => vec![path],
+        Request::Rename { from, to } | Request::Copy { from, to } => vec![from, to],
+        _ => vec![],
+    };
+    if let Some(e) = paths.into_iter().find_map(|p| check_path(p).err()) {
+        return reply::error(&e);
+    }
     match call(&c, &name, req).await {
         Ok(_) => reply::no_content(),
         Err(e) => reply::error(&e),
