@@ -238,7 +238,7 @@ impl SandboxManager {
     }
 
     /// Remove an attached sandbox whose creator never opened a lease within the grace period.
-    fn watch_lease(self: &Arc<Self>, entry: Arc<SandboxEntry>) {
+    pub(super) fn watch_lease(self: &Arc<Self>, entry: Arc<SandboxEntry>) {
         let me = Arc::downgrade(self);
         let grace = self.config.lease_grace;
         tokio::spawn(async move {

@@ -69,7 +69,11 @@ impl SandboxManager {
                 .insert(name.clone(), entry.clone());
             if running && !detached {
                 // The creator must re-open its lease within the grace period.
-                self.watch_lease_pub(entry);
+                // Same watchdog as at create; the creator's old lease died with the agent.
+                entry
+                    .lease_seen
+                    .store(false, std::sync::atomic::Ordering::Release);
+                self.watch_lease(entry);
             }
         }
         // Anything a runtime still runs that no record claims is an orphan.
@@ -99,21 +103,5 @@ impl SandboxManager {
                 .ping()
                 .await
                 .is_ok()
-    }
-
-    fn watch_lease_pub(self: &Arc<Self>, entry: Arc<SandboxEntry>) {
-        entry
-            .lease_seen
-            .store(false, std::sync::atomic::Ordering::Release);
-        let me = Arc::downgrade(self);
-        let grace = self.config.lease_grace;
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            if entry.leases() == 0 {
-                if let Some(m) = me.upgrade() {
-                    let _ = m.remove_entry(&entry).await;
-                }
-            }
-        });
     }
 }
