@@ -20,7 +20,7 @@ pub mod volume;
 
 pub use common::{FieldError, Isolation, PullPolicy, ValidationErrors};
 pub use network::{Network, NetworkPolicy};
-pub use sandbox::{Sandbox, SandboxPhase, SandboxSpec, SandboxStatus};
+pub use sandbox::{AgentReport, Sandbox, SandboxPhase, SandboxSpec, SandboxStatus};
 pub use secret::{Secret, SecretSpec, SecretStatus};
 pub use volume::{Volume, VolumePhase, VolumeSpec, VolumeStatus};
 

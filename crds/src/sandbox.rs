@@ -330,6 +330,29 @@ pub struct SandboxStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// What the node-agent running the sandbox reports. Written by the node-agent only; the
+    /// operator derives `phase` and `Ready` from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentReport>,
+}
+
+/// A node-agent's report on the sandbox it runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentReport {
+    /// Name of the sandbox in the node-agent's API (exec, files, metrics go to
+    /// `<agentEndpoint>/v1/sandboxes/<sandbox>`).
+    pub sandbox: String,
+    /// `Creating`, `Running`, `Stopping`, `Stopped` or `Failed`.
+    pub state: SandboxPhase,
+    /// Digest of the booted image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// Why it stopped or failed, e.g. `oom-killed`, `LifetimeExpired` or an image pull error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The metadata.uid of the object the sandbox was created for.
+    pub uid: String,
 }
 
 /// Lifecycle phase of a sandbox.
@@ -468,6 +491,7 @@ impl SandboxSpec {
             // The Sandbox object owns the sandbox; no client lease.
             detached: true,
             pids_limit: self.resources.pids.and_then(|p| u32::try_from(p).ok()),
+            labels: BTreeMap::new(),
         }
     }
 }

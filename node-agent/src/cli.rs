@@ -1,6 +1,7 @@
 //! Command line of `microsandbox-agent`.
 
 use clap::{Parser, Subcommand};
+use microsandbox_agent::cluster::ClusterConfig;
 use microsandbox_agent::config::{parse_mirror, AgentConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve the API on a unix socket (and optionally TCP).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Say what this host can run (microVM, container) and why not.
     Doctor {
         /// Print JSON instead of a table.
@@ -78,6 +79,40 @@ pub struct ServeArgs {
     /// Seconds an attached sandbox waits for its creator's lease connection.
     #[arg(long, default_value_t = 10)]
     pub lease_grace_secs: u64,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Cluster mode: run the Sandboxes the operator binds to this node.
+#[derive(clap::Args, Debug, Default)]
+pub struct ClusterArgs {
+    /// Join the cluster (kubeconfig or in-cluster service account, as kubectl finds them).
+    #[arg(long, env = "MSB_CLUSTER")]
+    pub cluster: bool,
+    /// Namespace of the operator (node Leases live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "microsandbox-system")]
+    pub cluster_namespace: String,
+    /// Run Sandboxes of this namespace only (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Agent API base URL announced to the operator and clients, e.g. http://10.0.3.7:7070.
+    #[arg(long, env = "MSB_ADVERTISE_ENDPOINT")]
+    pub advertise_endpoint: Option<String>,
+    /// Seconds the node Lease stays valid without renewal (renewed every third of it).
+    #[arg(long, default_value_t = 15)]
+    pub node_lease_secs: u64,
+    /// Memory offered to sandboxes in MiB (default: 90% of the host's).
+    #[arg(long, env = "MSB_CAPACITY_MEMORY_MIB")]
+    pub capacity_memory_mib: Option<u64>,
+    /// Virtual CPUs offered to sandboxes (default: 4 per host CPU; sandboxes rarely use a whole one).
+    #[arg(long, env = "MSB_CAPACITY_CPUS")]
+    pub capacity_cpus: Option<u64>,
+    /// Most sandboxes at once.
+    #[arg(long, env = "MSB_CAPACITY_SANDBOXES", default_value_t = 256)]
+    pub capacity_sandboxes: u64,
+    /// Node label KEY=VALUE mirrored on the node Lease for Volume placement (repeatable).
+    #[arg(long = "node-label", value_delimiter = ',')]
+    pub node_labels: Vec<String>,
 }
 
 pub fn init_tracing(json: bool) {
@@ -112,7 +147,7 @@ fn default_guest_agent() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("microsandbox-guest"))
 }
 
-fn config_from(a: ServeArgs) -> Result<AgentConfig, String> {
+fn config_from(a: Box<ServeArgs>) -> Result<AgentConfig, String> {
     let mirrors: BTreeMap<String, String> = a
         .mirrors
         .iter()
@@ -151,12 +186,50 @@ fn config_from(a: ServeArgs) -> Result<AgentConfig, String> {
     })
 }
 
+fn cluster_from(a: &ClusterArgs, node: &str) -> Result<Option<ClusterConfig>, String> {
+    if !a.cluster {
+        return Ok(None);
+    }
+    let node_labels = a
+        .node_labels
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("node label {l:?} must be KEY=VALUE"))
+        })
+        .collect::<Result<_, _>>()?;
+    let host_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4096, |kib| kib / 1024);
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    Ok(Some(ClusterConfig {
+        node: node.to_string(),
+        lease_namespace: a.cluster_namespace.clone(),
+        watch_namespace: a.watch_namespace.clone(),
+        endpoint: a.advertise_endpoint.clone(),
+        lease_duration: std::time::Duration::from_secs(a.node_lease_secs.max(3)),
+        capacity_memory_mib: a.capacity_memory_mib.unwrap_or(host_mib * 9 / 10),
+        capacity_cpus: a.capacity_cpus.unwrap_or(host_cpus * 4),
+        capacity_sandboxes: a.capacity_sandboxes,
+        node_labels,
+    }))
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Serve(a) => {
+        Command::Serve(mut a) => {
+            let cluster_args = std::mem::take(&mut a.cluster);
             let config = config_from(a)?;
+            let cluster = cluster_from(&cluster_args, &config.node_name)?;
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            rt.block_on(microsandbox_agent::serve::serve(config))
+            rt.block_on(microsandbox_agent::serve::serve(config, cluster))
                 .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }

@@ -25,6 +25,8 @@ pub enum ServeError {
     },
     #[error("state directory {dir}: {source}")]
     State { dir: String, source: std::io::Error },
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Runtimes this node can run, and the isolation levels it cannot provide with the reason.
@@ -68,7 +70,10 @@ pub fn probe_runtimes(config: &AgentConfig) -> Probed {
 }
 
 /// Build everything and serve until a shutdown signal.
-pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
+pub async fn serve(
+    config: AgentConfig,
+    cluster: Option<crate::cluster::ClusterConfig>,
+) -> Result<(), ServeError> {
     let state_err = |source| ServeError::State {
         dir: config.state_dir.display().to_string(),
         source,
@@ -105,6 +110,17 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
     for r in manager.recover().await {
         tracing::info!(?r, "recovered sandbox state");
     }
+    let cluster_task = match cluster {
+        Some(cfg) => {
+            let client = crate::cluster::connect().await?;
+            Some(tokio::spawn(crate::cluster::run(
+                client,
+                cfg,
+                manager.clone(),
+            )))
+        }
+        None => None,
+    };
     let unix =
         tokio::net::UnixListener::bind(&socket_path).map_err(|source| ServeError::Listen {
             addr: socket_path.display().to_string(),
@@ -145,6 +161,9 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
     println!("ready {}", socket_path.display());
     wait_for_signal().await;
     tracing::info!("shutting down; sandboxes keep running and are re-adopted on restart");
+    if let Some(t) = cluster_task {
+        t.abort();
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while servers.join_next().await.is_some() {}

@@ -4,6 +4,7 @@
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -44,9 +45,6 @@ struct Args {
     /// Address of /metrics and /healthz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
-    /// File with the bearer token of the node-agent API.
-    #[arg(long, env = "AGENT_TOKEN_FILE")]
-    agent_token_file: Option<std::path::PathBuf>,
     /// Seconds between status refreshes of a bound sandbox.
     #[arg(long, default_value_t = 30)]
     resync_secs: u64,
@@ -63,10 +61,6 @@ async fn main() -> anyhow_free::Result {
     serve_http(args.metrics_addr, metrics.clone());
 
     let client = Client::try_default().await?;
-    let agent_token = match &args.agent_token_file {
-        Some(p) => Some(std::fs::read_to_string(p)?.trim().to_string()),
-        None => None,
-    };
 
     // Leader election first: standbys only serve /healthz and /metrics.
     let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(args.no_leader_election);
@@ -97,6 +91,17 @@ async fn main() -> anyhow_free::Result {
     .default_backoff()
     .touched_objects()
     .for_each(|_| futures::future::ready(()));
+    let (namespaces, namespace_writer) = reflector::store();
+    let namespace_stream = reflector(
+        namespace_writer,
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| futures::future::ready(()));
     let (volumes, volume_writer) = reflector::store();
     let volume_api: Api<Volume> = match &args.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -104,7 +109,7 @@ async fn main() -> anyhow_free::Result {
     };
     let volume_stream = reflector(
         volume_writer,
-        watcher(volume_api, watcher::Config::default()),
+        watcher(volume_api.clone(), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects()
@@ -122,7 +127,7 @@ async fn main() -> anyhow_free::Result {
         metrics,
         node_leases: leases,
         volumes,
-        agent_token,
+        namespaces,
         resync: Duration::from_secs(args.resync_secs),
         assumed: Default::default(),
     });
@@ -132,9 +137,11 @@ async fn main() -> anyhow_free::Result {
     };
     let controllers = async {
         tokio::join!(
-            controller::sandbox::run(ctx, sandbox_api),
+            controller::sandbox::run(ctx.clone(), sandbox_api),
+            controller::volume::run(ctx, volume_api),
             lease_stream,
-            volume_stream
+            volume_stream,
+            namespace_stream
         );
     };
     match election {

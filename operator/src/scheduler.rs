@@ -43,6 +43,8 @@ pub const DEFAULT_LEASE_DURATION_SECS: i64 = 40;
 
 /// Reason of an Unschedulable result when a named Volume does not exist.
 pub const REASON_VOLUME_NOT_FOUND: &str = "VolumeNotFound";
+/// Reason of an Unschedulable result when a named Volume has not been given a node yet.
+pub const REASON_VOLUME_NOT_PLACED: &str = "VolumeNotPlaced";
 
 /// Amounts of the three scheduled resources.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -309,6 +311,12 @@ pub fn schedule(
             }
         }
     }
+    if let Some((name, _)) = placements.iter().find(|(_, p)| p.node.is_none()) {
+        return Err(Unschedulable::new(
+            REASON_VOLUME_NOT_PLACED,
+            format!("Volume {name:?} has no node yet"),
+        ));
+    }
     let pinned: BTreeMap<&str, &String> = placements
         .iter()
         .filter_map(|(name, p)| p.node.as_deref().map(|n| (n, *name)))
@@ -393,6 +401,42 @@ fn fit(
         score = score.max(ppm);
     }
     Ok(score)
+}
+
+/// Pick the node of a Volume that has none: its pinned node, else among the live nodes its
+/// selector admits the one holding the fewest volumes (`volumes_per_node`), ties to the smallest
+/// name. Capacity is not considered: the quota is enforced on the node's disk.
+pub fn place_volume(
+    placement: &VolumePlacement,
+    nodes: &[NodeInfo],
+    volumes_per_node: &BTreeMap<String, usize>,
+    now: Timestamp,
+) -> Result<String, Unschedulable> {
+    if let Some(node) = &placement.node {
+        return Ok(node.clone());
+    }
+    nodes
+        .iter()
+        .filter(|n| n.is_alive(now) && placement.admits(n))
+        .min_by_key(|n| (volumes_per_node.get(&n.name).copied().unwrap_or(0), &n.name))
+        .map(|n| n.name.clone())
+        .ok_or_else(|| {
+            let alive = nodes.iter().filter(|n| n.is_alive(now)).count();
+            let selector = placement
+                .node_selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            Unschedulable::new(
+                conditions::REASON_UNSCHEDULABLE,
+                format!(
+                    "0/{} nodes are available: {} alive, none with labels {{{selector}}}",
+                    nodes.len(),
+                    alive
+                ),
+            )
+        })
 }
 
 /// Whether a sandbox in this phase still holds resources on its node.
@@ -674,23 +718,52 @@ mod tests {
     }
 
     #[test]
-    fn volume_node_selector_matches_lease_labels() {
-        let mut a = node("a", 8192, 8, 10);
-        a.labels.insert("zone".into(), "eu-1a".into());
-        let b = node("b", 8192, 8, 10);
-        let volumes = BTreeMap::from([(
-            "v".to_string(),
-            VolumePlacement {
-                node: None,
-                node_selector: BTreeMap::from([("zone".into(), "eu-1a".into())]),
-            },
-        )]);
+    fn a_volume_without_node_holds_the_sandbox() {
+        let nodes = vec![node("a", 8192, 8, 10)];
+        let volumes = BTreeMap::from([("v".to_string(), VolumePlacement::default())]);
         let mut r = req(512, 1);
         r.volumes = vec!["v".into()];
-        let mut nodes = vec![b, a];
-        allocate(&mut nodes, [("a", req(4096, 4).resources)]);
-        // "b" is emptier but not in the zone.
-        assert_eq!(schedule(&r, &nodes, &volumes, now()).unwrap(), "a");
+        let err = schedule(&r, &nodes, &volumes, now()).unwrap_err();
+        assert_eq!(err.reason, REASON_VOLUME_NOT_PLACED);
+    }
+
+    #[test]
+    fn volume_placement_follows_selector_then_spreads() {
+        let mut a = node("a", 8192, 8, 10);
+        a.labels.insert("zone".into(), "eu-1a".into());
+        let mut c = node("c", 8192, 8, 10);
+        c.labels.insert("zone".into(), "eu-1a".into());
+        let b = node("b", 8192, 8, 10);
+        let nodes = vec![b, c, a];
+        let zone = VolumePlacement {
+            node: None,
+            node_selector: BTreeMap::from([("zone".into(), "eu-1a".into())]),
+        };
+        let none = BTreeMap::new();
+        // "b" holds nothing but is not in the zone; a and c tie: smallest name.
+        assert_eq!(place_volume(&zone, &nodes, &none, now()).unwrap(), "a");
+        let a_has_one = BTreeMap::from([("a".to_string(), 1)]);
+        assert_eq!(place_volume(&zone, &nodes, &a_has_one, now()).unwrap(), "c");
+        // No selector: the emptiest of all.
+        let any = VolumePlacement::default();
+        let busy = BTreeMap::from([("a".to_string(), 1), ("c".to_string(), 2)]);
+        assert_eq!(place_volume(&any, &nodes, &busy, now()).unwrap(), "b");
+        // Pinned wins, alive or not.
+        let pinned = VolumePlacement {
+            node: Some("z".into()),
+            node_selector: BTreeMap::new(),
+        };
+        assert_eq!(place_volume(&pinned, &nodes, &none, now()).unwrap(), "z");
+        // Nothing matches.
+        let mars = VolumePlacement {
+            node: None,
+            node_selector: BTreeMap::from([("zone".into(), "mars".into())]),
+        };
+        let err = place_volume(&mars, &nodes, &none, now()).unwrap_err();
+        assert_eq!(
+            err.message,
+            "0/3 nodes are available: 3 alive, none with labels {zone=mars}"
+        );
     }
 
     fn lease(name: &str, ann: &[(&str, &str)]) -> Lease {

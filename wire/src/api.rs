@@ -59,6 +59,32 @@ pub struct CreateSandbox {
     /// Maximum number of processes (pids cgroup).
     #[serde(default)]
     pub pids_limit: Option<u32>,
+    /// Free-form labels kept with the sandbox and returned by get/list, e.g. the Kubernetes object
+    /// a cluster-mode sandbox belongs to. At most [`MAX_LABELS`], keys and values bounded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Most labels a sandbox may carry.
+pub const MAX_LABELS: usize = 32;
+
+/// Validate sandbox labels: at most [`MAX_LABELS`]; keys 1-253 printable ASCII characters without
+/// spaces, values at most 1024 characters.
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!("at most {MAX_LABELS} labels, got {}", labels.len()));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > 253 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "label key {k:?} must be 1-253 printable ASCII characters without spaces"
+            ));
+        }
+        if v.len() > 1024 {
+            return Err(format!("label {k:?}: value longer than 1024 bytes"));
+        }
+    }
+    Ok(())
 }
 
 fn default_memory() -> u32 {
@@ -95,6 +121,9 @@ pub struct SandboxInfo {
     /// Why the sandbox failed or stopped, if known (e.g. `oom-killed`).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The labels given at create.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `POST /v1/sandboxes/{name}/stop`.
@@ -364,6 +393,21 @@ mod tests {
         for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64), "../x"] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn labels() {
+        let ok: BTreeMap<String, String> = [("microsandbox.dev/uid".into(), "1-2".into())].into();
+        assert!(validate_labels(&ok).is_ok());
+        let too_many: BTreeMap<String, String> =
+            (0..33).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(validate_labels(&too_many).is_err());
+        for bad in ["", "a b", &"k".repeat(254)] {
+            let l: BTreeMap<String, String> = [(bad.to_string(), "v".into())].into();
+            assert!(validate_labels(&l).is_err(), "{bad:?} accepted");
+        }
+        let long: BTreeMap<String, String> = [("k".into(), "v".repeat(1025))].into();
+        assert!(validate_labels(&long).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The sandbox manager: owns every sandbox of this node.
 
 use microsandbox_wire::api::{
-    validate_name, CreateSandbox, Isolation, Metrics, PullEvent, SandboxInfo, SandboxState,
+    validate_labels, validate_name, CreateSandbox, Isolation, Metrics, PullEvent, SandboxInfo,
+    SandboxState,
 };
 use microsandbox_wire::guest::{Request, Response};
 use std::collections::HashMap;
@@ -121,6 +122,7 @@ impl SandboxManager {
     /// Create and start a sandbox. On any failure nothing of it is left behind.
     pub async fn create(self: &Arc<Self>, req: CreateSandbox) -> Result<SandboxInfo, AgentError> {
         validate_name(&req.name).map_err(AgentError::InvalidName)?;
+        validate_labels(&req.labels).map_err(AgentError::InvalidRequest)?;
         if req.memory_mib < 16 {
             return Err(AgentError::InvalidRequest(format!(
                 "memory_mib {} is too small (minimum 16)",
@@ -336,6 +338,18 @@ impl SandboxManager {
     ) -> Result<SandboxInfo, AgentError> {
         let entry = self.entry(name).await?;
         self.stop_entry(&entry, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT), "stopped")
+            .await
+    }
+
+    /// Graceful stop recording `why` as the sandbox's reason (e.g. `LifetimeExpired`).
+    pub async fn stop_because(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+        why: &str,
+    ) -> Result<SandboxInfo, AgentError> {
+        let entry = self.entry(name).await?;
+        self.stop_entry(&entry, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT), why)
             .await
     }
 

@@ -8,4 +8,4 @@ pub mod recover;
 
 pub use entry::{ExecGuard, LeaseGuard, SandboxEntry};
 pub use manager::SandboxManager;
-pub use record::SandboxRecord;
+pub use record::{now, SandboxRecord};

@@ -31,6 +31,7 @@ impl SandboxRecord {
             detached: self.request.detached,
             created_at: self.created_at,
             reason: self.reason.clone(),
+            labels: self.request.labels.clone(),
         }
     }
 

@@ -1,9 +1,11 @@
 //! Controllers and what they share.
 
 pub mod sandbox;
+pub mod volume;
 
 use crate::metrics::Metrics;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::Client;
@@ -24,8 +26,8 @@ pub struct Context {
     pub node_leases: Store<Lease>,
     /// Volumes (all namespaces).
     pub volumes: Store<Volume>,
-    /// Bearer token for the node-agent API.
-    pub agent_token: Option<String>,
+    /// Namespaces (for the container-isolation admission label).
+    pub namespaces: Store<Namespace>,
     /// How often to re-check a sandbox whose agent state may change.
     pub resync: Duration,
     /// Bindings decided but maybe not yet visible in the informer cache (`ns/name` -> node), so

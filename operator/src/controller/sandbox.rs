@@ -4,8 +4,12 @@
 //!
 //! Division of labour with the node-agent (cluster mode): the operator binds a Sandbox to a node
 //! (`status.node`) and keeps its status; the node-agent on that node watches Sandboxes with
-//! `status.node == <its node>`, creates and tears down the microVM, and holds its own finalizer
-//! until teardown is done. The operator's own finalizer therefore only releases the binding.
+//! `status.node == <its node>` (a selectable field), creates and tears down the sandbox, reports
+//! in `status.agent` (its own server-side-apply field manager), and holds its own finalizer until
+//! teardown is done. The operator derives phase and conditions from that report, so it never
+//! needs the node-agent's API token; its own finalizer only releases the binding. The operator
+//! also enforces `lifetime.ttlAfterFinished` (deletes the object); the node-agent enforces
+//! `lifetime.shutdownAfter`.
 
 use super::{Context, FIELD_MANAGER};
 use crate::error::{Error, Result};
@@ -19,8 +23,8 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use microsandbox_client::{AgentClient, ClientError, ErrorCode};
-use microsandbox_crds::{Sandbox, SandboxStatus};
+use microsandbox_crds::{Isolation, Sandbox, SandboxPhase, SandboxStatus};
+use microsandbox_wire::api::SandboxState;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +34,8 @@ pub const FINALIZER: &str = "microsandbox.dev/operator";
 const CONTROLLER: &str = "sandbox";
 /// Retry of a sandbox no node fits (capacity may free up).
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(15);
-/// How long the operator waits for the agent API.
-const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Label a namespace needs before Sandboxes with `isolation: container` are admitted in it.
+pub const ALLOW_CONTAINER_LABEL: &str = "microsandbox.dev/allow-container-isolation";
 
 /// Run the controller until shutdown.
 pub async fn run(ctx: Arc<Context>, sandboxes: Api<Sandbox>) {
@@ -118,7 +122,7 @@ async fn apply(
     // build: binding
     let binding = match s.status.as_ref().and_then(|st| st.node.clone()) {
         Some(node) => bound(&node, &nodes, now),
-        None => match schedule(s, ctx, store, nodes.clone(), now).await {
+        None => match admit(s, ctx).and(schedule(s, ctx, store, nodes.clone(), now).await) {
             Ok(node) => {
                 publish(
                     ctx,
@@ -153,13 +157,9 @@ async fn apply(
         },
     };
 
-    // build: agent report
+    // build: agent report (only one written for this incarnation of the object counts)
     let agent = match &binding {
-        Binding::Bound {
-            endpoint: Some(endpoint),
-            liveness: Liveness::Alive,
-            ..
-        } => agent_report(ctx, endpoint, &s.name_any()).await,
+        Binding::Bound { .. } => agent_report(s),
         _ => None,
     };
     let observed = Observed {
@@ -171,19 +171,47 @@ async fn apply(
     let new = status::compute(s.status.as_ref(), &observed, now);
     update_status(api, s, &new).await?;
 
+    // lifetime.ttlAfterFinished: delete the object once it has been finished that long.
+    if let Some(wait) = ttl_remaining(s, &new, now) {
+        if wait.is_zero() {
+            tracing::info!(sandbox = %key(s), "ttlAfterFinished reached; deleting");
+            publish(
+                ctx,
+                s,
+                EventType::Normal,
+                "TTLExpired",
+                "Delete",
+                "lifetime.ttlAfterFinished reached".into(),
+            )
+            .await;
+            api.delete(&s.name_any(), &Default::default()).await?;
+            return Ok(Action::await_change());
+        }
+        return Ok(Action::requeue(wait.min(ctx.resync)));
+    }
+
     // When to look again: soon enough to notice an expired node lease within its duration.
     let next = match &observed.binding {
         Binding::Unschedulable(_) => UNSCHEDULABLE_RETRY,
-        Binding::Bound { node, .. } => nodes
-            .iter()
-            .find(|n| &n.name == node)
-            .and_then(|n| n.expires_at())
-            .map(|t| t.duration_since(now))
-            .and_then(|d| Duration::try_from(d).ok())
-            .map_or(ctx.resync, |d| (d + Duration::from_secs(1)).min(ctx.resync)),
+        Binding::Bound { node, .. }
+            if !observed.agent.as_ref().is_some_and(|a| finished(a.state)) =>
+        {
+            nodes
+                .iter()
+                .find(|n| &n.name == node)
+                .and_then(|n| n.expires_at())
+                .map(|t| t.duration_since(now))
+                .and_then(|d| Duration::try_from(d).ok())
+                .map_or(ctx.resync, |d| (d + Duration::from_secs(1)).min(ctx.resync))
+        }
+        Binding::Bound { .. } => ctx.resync,
         Binding::Invalid(_) => return Ok(Action::await_change()),
     };
     Ok(Action::requeue(next))
+}
+
+fn finished(state: SandboxState) -> bool {
+    matches!(state, SandboxState::Stopped | SandboxState::Failed)
 }
 
 /// Idempotent: tolerates Apply never having run and being called again. The node-agent holds its
@@ -195,7 +223,7 @@ async fn cleanup(s: &Sandbox, ctx: &Context) -> Result<Action> {
 }
 
 /// All parseable node-agent leases; bad ones are logged and skipped.
-fn node_infos(ctx: &Context, now: Timestamp) -> Vec<NodeInfo> {
+pub(crate) fn node_infos(ctx: &Context, now: Timestamp) -> Vec<NodeInfo> {
     let mut nodes: Vec<NodeInfo> = ctx
         .node_leases
         .state()
@@ -284,32 +312,65 @@ async fn schedule(
     result
 }
 
-/// Ask the node-agent about the sandbox; `None` when it does not know it (yet) or is unreachable.
-async fn agent_report(ctx: &Context, endpoint: &str, name: &str) -> Option<AgentReport> {
-    let endpoint = match endpoint.parse() {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(endpoint, error = %e, "bad node-agent endpoint");
-            return None;
-        }
-    };
-    let client = AgentClient::new(endpoint, ctx.agent_token.clone());
-    match tokio::time::timeout(AGENT_TIMEOUT, client.get(name)).await {
-        Ok(Ok(info)) => Some(AgentReport {
-            state: info.state,
-            image_digest: Some(info.image_digest),
-            reason: info.reason,
-        }),
-        Ok(Err(ClientError::Api(e))) if e.code == ErrorCode::SandboxNotFound => None,
-        Ok(Err(e)) => {
-            tracing::debug!(sandbox = name, error = %e, "node-agent query failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(sandbox = name, "node-agent query timed out");
-            None
-        }
+/// The node-agent's report from `status.agent`, if it was written for this object (same uid).
+fn agent_report(s: &Sandbox) -> Option<AgentReport> {
+    let r = s.status.as_ref()?.agent.as_ref()?;
+    if s.metadata.uid.as_deref() != Some(r.uid.as_str()) {
+        return None;
     }
+    Some(AgentReport {
+        state: match r.state {
+            SandboxPhase::Pending | SandboxPhase::Creating => SandboxState::Creating,
+            SandboxPhase::Running => SandboxState::Running,
+            SandboxPhase::Stopping => SandboxState::Draining,
+            SandboxPhase::Stopped => SandboxState::Stopped,
+            SandboxPhase::Failed => SandboxState::Failed,
+        },
+        image_digest: r.image_digest.clone(),
+        reason: r.reason.clone(),
+    })
+}
+
+/// `isolation: container` only in namespaces labelled [`ALLOW_CONTAINER_LABEL`]`=true`.
+fn admit(s: &Sandbox, ctx: &Context) -> Result<(), scheduler::Unschedulable> {
+    if s.spec.isolation != Isolation::Container {
+        return Ok(());
+    }
+    let ns = s.namespace().unwrap_or_default();
+    let allowed = ctx
+        .namespaces
+        .get(&kube::runtime::reflector::ObjectRef::new(&ns))
+        .is_some_and(|n| n.labels().get(ALLOW_CONTAINER_LABEL).map(String::as_str) == Some("true"));
+    if allowed {
+        Ok(())
+    } else {
+        Err(scheduler::Unschedulable {
+            reason: microsandbox_crds::common::conditions::REASON_ISOLATION_NOT_ALLOWED,
+            message: format!(
+                "isolation: container is not allowed in namespace {ns:?}; label it {ALLOW_CONTAINER_LABEL}=true or use isolation: microvm"
+            ),
+        })
+    }
+}
+
+/// Time left before a finished sandbox's object is deleted (`None`: no TTL or not finished).
+fn ttl_remaining(s: &Sandbox, new: &SandboxStatus, now: Timestamp) -> Option<Duration> {
+    let ttl = s.spec.lifetime.as_ref()?.ttl_after_finished.as_deref()?;
+    let ttl = microsandbox_crds::units::parse_duration(ttl)?;
+    if !matches!(
+        new.phase,
+        Some(SandboxPhase::Stopped | SandboxPhase::Failed)
+    ) {
+        return None;
+    }
+    let since = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == microsandbox_crds::common::conditions::READY)?
+        .last_transition_time
+        .0;
+    let elapsed = Duration::try_from(now.duration_since(since)).unwrap_or_default();
+    Some(Duration::from_secs(ttl).saturating_sub(elapsed))
 }
 
 /// Server-side apply of the status subresource, skipped when nothing changed.
@@ -317,10 +378,13 @@ async fn update_status(api: &Api<Sandbox>, s: &Sandbox, new: &SandboxStatus) -> 
     if s.status.as_ref() == Some(new) {
         return Ok(());
     }
+    // `status.agent` belongs to the node-agent's field manager: never claim it.
+    let mut mine = new.clone();
+    mine.agent = None;
     let patch = serde_json::json!({
         "apiVersion": Sandbox::api_version(&()),
         "kind": Sandbox::kind(&()),
-        "status": new,
+        "status": mine,
     });
     api.patch_status(
         &s.name_any(),

@@ -1,0 +1,273 @@
+//! The node-agent's Sandbox controller: for every Sandbox bound to this node (`status.node`, a
+//! selectable field, so the watch carries only ours) create the sandbox, report it in
+//! `status.agent`, stop it when `lifetime.shutdownAfter` is up, and remove it before letting the
+//! object go (finalizer). A sweep removes sandboxes whose object is gone (e.g. a finalizer
+//! stripped by hand while this agent was down).
+
+use super::names::{self, LABEL_UID};
+use super::{report, ClusterError, FIELD_MANAGER};
+use crate::error::AgentError;
+use crate::sandbox::SandboxManager;
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use microsandbox_crds::common::conditions::REASON_LIFETIME_EXPIRED;
+use microsandbox_crds::{AgentReport, Sandbox, SandboxPhase};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Finalizer this agent holds on the Sandboxes it runs.
+pub const FINALIZER: &str = "microsandbox.dev/node-agent";
+/// How often a running sandbox's state is re-read (exits and OOM kills show up within this).
+const POLL: Duration = Duration::from_secs(10);
+/// How often orphaned sandboxes are looked for.
+const SWEEP: Duration = Duration::from_secs(30);
+
+/// What the reconciler needs.
+pub struct Context {
+    pub manager: Arc<SandboxManager>,
+    pub node: String,
+    pub client: kube::Client,
+    pub recorder: Recorder,
+}
+
+/// Run the controller and the orphan sweep until the task is dropped.
+pub async fn run(ctx: Arc<Context>, api: Api<Sandbox>) {
+    let config = watcher::Config::default().fields(&format!("status.node={}", ctx.node));
+    let controller = Controller::new(api, config);
+    let store = controller.store();
+    let sweeper = tokio::spawn(sweep(store, ctx.manager.clone()));
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "sandbox reconcile failed");
+            }
+        })
+        .await;
+    sweeper.abort();
+}
+
+fn error_policy(s: Arc<Sandbox>, error: &ClusterError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(sandbox = %s.name_any(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(s: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action, ClusterError> {
+    if s.status.as_ref().and_then(|st| st.node.as_deref()) != Some(ctx.node.as_str()) {
+        return Ok(Action::await_change());
+    }
+    let ns = s
+        .namespace()
+        .ok_or(ClusterError::MissingField("namespace"))?;
+    let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, s, |event| async {
+        match event {
+            Finalizer::Apply(s) => apply(&s, &api, &ctx).await,
+            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| ClusterError::Finalizer(Box::new(e)))
+}
+
+/// The object's uid and this agent's name for it.
+fn identity(s: &Sandbox) -> Result<(String, String), ClusterError> {
+    let uid = s.uid().ok_or(ClusterError::MissingField("uid"))?;
+    Ok((names::local_name(&s.name_any(), &uid), uid))
+}
+
+async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action, ClusterError> {
+    let (local, uid) = identity(s)?;
+    let reported = s
+        .status
+        .as_ref()
+        .and_then(|st| st.agent.as_ref())
+        .filter(|r| r.uid == uid);
+    match ctx.manager.get(&local).await {
+        Ok(mut info) => {
+            let mut next = POLL;
+            let shutdown_after = s
+                .spec
+                .lifetime
+                .as_ref()
+                .and_then(|l| l.shutdown_after.as_deref())
+                .and_then(microsandbox_crds::units::parse_duration);
+            if info.state == microsandbox_wire::api::SandboxState::Running {
+                let now = crate::sandbox::now();
+                if let Some(left) = report::lifetime_left(info.created_at, shutdown_after, now) {
+                    if left.is_zero() {
+                        tracing::info!(sandbox = %local, "lifetime.shutdownAfter reached; stopping");
+                        info = ctx
+                            .manager
+                            .stop_because(&local, None, REASON_LIFETIME_EXPIRED)
+                            .await?;
+                        publish(
+                            ctx,
+                            s,
+                            EventType::Normal,
+                            REASON_LIFETIME_EXPIRED,
+                            "Stop",
+                            "lifetime.shutdownAfter reached".into(),
+                        )
+                        .await;
+                    } else {
+                        next = next.min(left);
+                    }
+                }
+            }
+            write(api, s, reported, report::of(&info, &uid)).await?;
+            Ok(Action::requeue(next))
+        }
+        Err(AgentError::NotFound(_)) => {
+            if let Some(r) = reported.filter(|r| r.state != SandboxPhase::Creating) {
+                // It ran here and is gone (state wiped, removed by hand): say so; never recreate
+                // behind the user's back, their files are gone.
+                if r.state != SandboxPhase::Failed {
+                    let why = format!("the sandbox is gone from node {}", ctx.node);
+                    publish(
+                        ctx,
+                        s,
+                        EventType::Warning,
+                        "SandboxLost",
+                        "Observe",
+                        why.clone(),
+                    )
+                    .await;
+                    let lost =
+                        report::without_sandbox(&local, &uid, SandboxPhase::Failed, Some(why));
+                    write(api, s, reported, lost).await?;
+                }
+                return Ok(Action::await_change());
+            }
+            if let Some(why) = report::unsupported(&s.spec) {
+                publish(
+                    ctx,
+                    s,
+                    EventType::Warning,
+                    "Unsupported",
+                    "Create",
+                    why.clone(),
+                )
+                .await;
+                let failed = report::without_sandbox(&local, &uid, SandboxPhase::Failed, Some(why));
+                write(api, s, reported, failed).await?;
+                return Ok(Action::await_change());
+            }
+            let creating = report::without_sandbox(&local, &uid, SandboxPhase::Creating, None);
+            write(api, s, reported, creating.clone()).await?;
+            let mut req = s.spec.agent_request(&local);
+            req.labels = names::labels(&s.namespace().unwrap_or_default(), &s.name_any(), &uid);
+            match ctx.manager.create(req).await {
+                Ok(info) => {
+                    write(api, s, Some(&creating), report::of(&info, &uid)).await?;
+                    Ok(Action::requeue(POLL))
+                }
+                // Another reconcile of the same object raced us (cannot happen under one
+                // controller, but cheap to tolerate): look again.
+                Err(AgentError::AlreadyExists(_)) => Ok(Action::requeue(Duration::ZERO)),
+                Err(e) => {
+                    let why = e.to_string();
+                    publish(
+                        ctx,
+                        s,
+                        EventType::Warning,
+                        "CreateFailed",
+                        "Create",
+                        why.clone(),
+                    )
+                    .await;
+                    let failed =
+                        report::without_sandbox(&local, &uid, SandboxPhase::Failed, Some(why));
+                    write(api, s, Some(&creating), failed).await?;
+                    Ok(Action::await_change())
+                }
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Remove the sandbox; idempotent (a missing sandbox is already cleaned up).
+async fn cleanup(s: &Sandbox, ctx: &Context) -> Result<Action, ClusterError> {
+    let (local, _) = identity(s)?;
+    match ctx.manager.remove(&local).await {
+        Ok(()) | Err(AgentError::NotFound(_)) => {
+            tracing::info!(sandbox = %local, object = %s.name_any(), "removed");
+            Ok(Action::await_change())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Server-side apply of `status.agent` under this agent's field manager, skipped when unchanged.
+async fn write(
+    api: &Api<Sandbox>,
+    s: &Sandbox,
+    old: Option<&AgentReport>,
+    new: AgentReport,
+) -> Result<(), ClusterError> {
+    if old == Some(&new) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": Sandbox::api_version(&()),
+        "kind": Sandbox::kind(&()),
+        "status": { "agent": new },
+    });
+    api.patch_status(
+        &s.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    s: &Sandbox,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &s.object_ref(&())).await {
+        tracing::warn!(sandbox = %s.name_any(), error = %e, "cannot publish event");
+    }
+}
+
+/// Remove cluster-mode sandboxes whose object no longer exists.
+async fn sweep(store: Store<Sandbox>, manager: Arc<SandboxManager>) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    loop {
+        let live: HashSet<String> = store.state().iter().filter_map(|s| s.uid()).collect();
+        for info in manager.list().await {
+            let Some(uid) = info.labels.get(LABEL_UID) else {
+                continue;
+            };
+            if !live.contains(uid) {
+                tracing::info!(sandbox = %info.name, uid, "its Sandbox object is gone; removing");
+                if let Err(e) = manager.remove(&info.name).await {
+                    tracing::warn!(sandbox = %info.name, error = %e, "cannot remove orphan");
+                }
+            }
+        }
+        tokio::time::sleep(SWEEP).await;
+    }
+}
