@@ -39,18 +39,22 @@ lint: ## rustfmt + clippy (warnings are errors).
 	cargo clippy --workspace --all-targets -- -D warnings
 
 unit: ## Unit tests (no root, no registry needed).
-	cargo test --workspace --lib --bins
+	cargo test --workspace --exclude microsandbox-e2e --lib --bins
 
 integration: guest ## Integration tests against real crun sandboxes and the local registry (root).
-	cargo test --workspace --tests -- --test-threads=2
+	cargo test --workspace --exclude microsandbox-e2e --tests -- --test-threads=2
 
-test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, CRDs on a real apiserver, Python SDK tests.
-	cargo test --workspace -- --test-threads=2
+test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, CRDs and the cluster e2e on a real apiserver, Python SDK tests.
+	cargo test --workspace --exclude microsandbox-e2e -- --test-threads=2
 	@echo "== microVM boot e2e (runs where KVM can boot a guest; otherwise says why not):"
 	cargo test -q -p microsandbox-agent --test microvm_boot -- --nocapture
 	bash crds/tests/apiserver.sh
+	bash tests/e2e/run.sh
 	cargo build -p microsandbox-agent
 	bash sdk/python/scripts/test.sh
+
+test-e2e: guest ## Cluster e2e: operator + node-agents as host processes on a real kube-apiserver + etcd.
+	bash tests/e2e/run.sh
 
 test-crds: ## The CRDs on a real kube-apiserver + etcd (built from Go modules, cached): examples accepted, bad specs rejected.
 	bash crds/tests/apiserver.sh

@@ -94,6 +94,12 @@ pub async fn serve(
         )
         .map_err(state_err)?,
     );
+    // Sandbox inits (crun detaches them) are reparented to this process, not to the host's
+    // PID 1, so their exit status is collected when the sandbox is cleaned up and no zombie
+    // stays behind.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "cannot become child subreaper; exited sandboxes may linger as zombies until the host reaps them");
+    }
     let (runtimes, unavailable) = probe_runtimes(&config);
     for (i, why) in &unavailable {
         tracing::warn!(isolation = %i, reason = %why, "isolation level unavailable on this node");

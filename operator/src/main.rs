@@ -137,7 +137,11 @@ async fn main() -> anyhow_free::Result {
     };
     let controllers = async {
         tokio::join!(
-            controller::sandbox::run(ctx.clone(), sandbox_api),
+            controller::sandbox::run(
+                ctx.clone(),
+                sandbox_api,
+                Api::<Lease>::namespaced(client.clone(), &args.namespace)
+            ),
             controller::volume::run(ctx, volume_api),
             lease_stream,
             volume_stream,

@@ -177,6 +177,35 @@ pub fn parse_node_lease(lease: &Lease) -> Result<NodeInfo, LeaseParseError> {
     })
 }
 
+/// Tells a Lease event that matters (a node is new, came back after its lease lapsed, or offers
+/// something else) from a plain renewal.
+#[derive(Debug, Default)]
+pub struct LeaseChanges {
+    last: BTreeMap<String, NodeInfo>,
+}
+
+impl LeaseChanges {
+    /// Record `node`; true when it differs from a plain renewal of what was seen before.
+    pub fn observe(&mut self, node: &NodeInfo) -> bool {
+        let changed = match self.last.get(&node.name) {
+            None => true,
+            Some(old) => {
+                let lapsed = match (old.expires_at(), node.renew_time) {
+                    (Some(expiry), Some(renewed)) => renewed > expiry,
+                    _ => old.renew_time != node.renew_time,
+                };
+                lapsed
+                    || old.capacity != node.capacity
+                    || old.isolation != node.isolation
+                    || old.endpoint != node.endpoint
+                    || old.labels != node.labels
+            }
+        };
+        self.last.insert(node.name.clone(), node.clone());
+        changed
+    }
+}
+
 /// What a Sandbox needs from a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -715,6 +744,19 @@ mod tests {
         r.volumes = vec!["nope".into()];
         let err = schedule(&r, &nodes, &no_volumes(), now()).unwrap_err();
         assert_eq!(err.reason, REASON_VOLUME_NOT_FOUND);
+    }
+
+    #[test]
+    fn lease_changes_ignore_plain_renewals() {
+        let mut c = LeaseChanges::default();
+        let mut n = node("a", 4096, 4, 10);
+        assert!(c.observe(&n), "a new node matters");
+        n.renew_time = Some(now());
+        assert!(!c.observe(&n), "a renewal within the lease does not");
+        n.renew_time = Some(now() + SignedDuration::from_secs(60));
+        assert!(c.observe(&n), "a renewal after the lease lapsed does");
+        n.capacity.sandboxes = 11;
+        assert!(c.observe(&n), "new capacity does");
     }
 
     #[test]

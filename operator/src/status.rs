@@ -225,6 +225,16 @@ fn bound_phase(
             REASON_STOPPING,
             why("draining"),
         ),
+        SandboxState::Stopped
+            if a.reason.as_deref() == Some(conditions::REASON_LIFETIME_EXPIRED) =>
+        {
+            (
+                SandboxPhase::Stopped,
+                false,
+                conditions::REASON_LIFETIME_EXPIRED,
+                "lifetime.shutdownAfter elapsed".into(),
+            )
+        }
         SandboxState::Stopped => (SandboxPhase::Stopped, false, REASON_STOPPED, why("stopped")),
         SandboxState::Failed => (SandboxPhase::Failed, false, REASON_FAILED, why("failed")),
     }

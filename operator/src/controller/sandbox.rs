@@ -13,14 +13,16 @@
 
 use super::{Context, FIELD_MANAGER};
 use crate::error::{Error, Result};
-use crate::scheduler::{self, NodeInfo, Request, VolumePlacement, NODE_LEASE_PREFIX};
+use crate::scheduler::{self, LeaseChanges, NodeInfo, Request, VolumePlacement, NODE_LEASE_PREFIX};
 use crate::status::{self, AgentReport, Binding, Liveness, Observed};
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use microsandbox_crds::{Isolation, Sandbox, SandboxPhase, SandboxStatus};
@@ -33,15 +35,37 @@ use std::time::Duration;
 pub const FINALIZER: &str = "microsandbox.dev/operator";
 const CONTROLLER: &str = "sandbox";
 /// Retry of a sandbox no node fits (capacity may free up).
-const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(15);
+const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(5);
 /// Label a namespace needs before Sandboxes with `isolation: container` are admitted in it.
 pub const ALLOW_CONTAINER_LABEL: &str = "microsandbox.dev/allow-container-isolation";
 
 /// Run the controller until shutdown.
-pub async fn run(ctx: Arc<Context>, sandboxes: Api<Sandbox>) {
+pub async fn run(ctx: Arc<Context>, sandboxes: Api<Sandbox>, leases: Api<Lease>) {
     let controller = Controller::new(sandboxes, watcher::Config::default());
     let store = controller.store();
+    let watch_store = store.clone();
+    let changes = std::sync::Mutex::new(LeaseChanges::default());
     controller
+        // A node that appears, comes back or changes what it offers may settle sandboxes at once
+        // (bound ones become Ready again, pending ones fit); plain renewals trigger nothing.
+        .watches(leases, watcher::Config::default(), move |lease| {
+            let Ok(node) = scheduler::parse_node_lease(&lease) else {
+                return Vec::new();
+            };
+            let changed = changes.lock().map(|mut c| c.observe(&node)).unwrap_or(true);
+            if !changed {
+                return Vec::new();
+            }
+            watch_store
+                .state()
+                .iter()
+                .filter(|s| {
+                    let bound = s.status.as_ref().and_then(|st| st.node.as_deref());
+                    bound.is_none() || bound == Some(node.name.as_str())
+                })
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect()
+        })
         .shutdown_on_signal()
         .run(
             move |obj, ctx| {

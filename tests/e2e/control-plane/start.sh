@@ -136,27 +136,31 @@ curl -fsS "http://127.0.0.1:${ETCD_PORT}/health" 2>/dev/null | grep -q '"health"
 
 # -------------------------------------------------------- kube-apiserver --
 log "starting kube-apiserver ${KUBE_VERSION} on https://127.0.0.1:${API_PORT}"
-# shellcheck disable=SC2086
-setsid "$BIN/kube-apiserver" \
-  --bind-address=127.0.0.1 \
-  --advertise-address=127.0.0.1 \
-  --endpoint-reconciler-type=none \
-  --secure-port="${API_PORT}" \
-  --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
-  --tls-cert-file="$CERTS/apiserver.crt" \
-  --tls-private-key-file="$CERTS/apiserver.key" \
-  --client-ca-file="$CERTS/ca.crt" \
-  --token-auth-file="$CERTS/tokens.csv" \
-  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file="$CERTS/sa.pub" \
-  --service-account-signing-key-file="$CERTS/sa.key" \
-  --service-cluster-ip-range="${SERVICE_CIDR}" \
-  --authorization-mode=RBAC \
-  --allow-privileged=true \
-  --profiling=false \
-  --v=1 \
-  ${MSB_K8S_APISERVER_ARGS:-} \
-  </dev/null >"$DIR/kube-apiserver.log" 2>&1 &
+# The command goes into a script of its own so restart-apiserver.sh can run it again.
+cat > "$DIR/kube-apiserver.sh" <<EOF
+#!/usr/bin/env bash
+exec "$BIN/kube-apiserver" \\
+  --bind-address=127.0.0.1 \\
+  --advertise-address=127.0.0.1 \\
+  --endpoint-reconciler-type=none \\
+  --secure-port="${API_PORT}" \\
+  --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \\
+  --tls-cert-file="$CERTS/apiserver.crt" \\
+  --tls-private-key-file="$CERTS/apiserver.key" \\
+  --client-ca-file="$CERTS/ca.crt" \\
+  --token-auth-file="$CERTS/tokens.csv" \\
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \\
+  --service-account-key-file="$CERTS/sa.pub" \\
+  --service-account-signing-key-file="$CERTS/sa.key" \\
+  --service-cluster-ip-range="${SERVICE_CIDR}" \\
+  --authorization-mode=RBAC \\
+  --allow-privileged=true \\
+  --profiling=false \\
+  --v=1 \\
+  ${MSB_K8S_APISERVER_ARGS:-}
+EOF
+chmod 700 "$DIR/kube-apiserver.sh"
+setsid "$DIR/kube-apiserver.sh" </dev/null >>"$DIR/kube-apiserver.log" 2>&1 &
 echo $! > "$DIR/kube-apiserver.pid"
 
 # -------------------------------------------------------------- kubeconfig --

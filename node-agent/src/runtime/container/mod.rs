@@ -131,8 +131,32 @@ pub async fn wait_for_socket(
     }
 }
 
+/// Whether `pid` runs (a zombie does not).
 fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised command name, which may contain spaces.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// Collect the exit status of a container init that was reparented to this agent (it is the
+/// child subreaper, see `serve`), so no zombie outlives the sandbox. Not our child: nothing to do.
+async fn reap(pid: u32) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    let pid = nix::unistd::Pid::from_raw(raw);
+    for _ in 0..100 {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(10)).await,
+            _ => return,
+        }
+    }
 }
 
 #[async_trait]
@@ -281,6 +305,9 @@ impl Runtime for ContainerRuntime {
             if self.liveness(launched).await != Liveness::Unknown {
                 return Err(e);
             }
+        }
+        if let Some(pid) = launched.pid {
+            reap(pid).await;
         }
         if let Some(cg) = &launched.cgroup {
             CgroupPaths::new(self.cgroups, cg).remove();

@@ -1,0 +1,518 @@
+//! Harness of the cluster e2e tests and benchmark: a real kube-apiserver + etcd (started by
+//! `tests/e2e/run.sh`, found through `KUBECONFIG` and `MSB_K8S_DIR`), the operator and node-agents
+//! as host processes (there is no kubelet here), kubectl and kube-rs to drive them.
+//!
+//! Every test gets its own namespaces (`<name>` for its objects, `<name>-system` for its node
+//! Leases) and its own operator and node-agents restricted to them, so tests never see each
+//! other's objects and may run in parallel on one control plane.
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::Client;
+use microsandbox_client::AgentClient;
+use microsandbox_crds::{Sandbox, Volume};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tests/e2e is two levels below the root")
+        .to_path_buf()
+}
+
+/// Directory of the workspace binaries of the running profile (`target/debug` or `.../release`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MSB_E2E_BIN_DIR") {
+        return d.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("profile dir")
+    } else {
+        dir
+    };
+    dir.to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} missing: build it first (tests/e2e/run.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// The static guest agent (`make guest`).
+pub fn guest_agent() -> PathBuf {
+    let p = std::env::var_os("MSB_GUEST_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace().join("target/x86_64-unknown-linux-gnu/release/microsandbox-guest")
+        });
+    assert!(
+        p.is_file(),
+        "guest agent {} missing: run `make guest`",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process killed on drop; restartable with the same command line.
+pub struct Proc {
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn start(program: PathBuf, args: Vec<String>, log: PathBuf) -> Self {
+        let mut p = Self {
+            program,
+            args,
+            log,
+            child: None,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A test's slice of the cluster.
+pub struct Cluster {
+    pub client: Client,
+    /// Namespace of the test's objects.
+    pub ns: String,
+    /// Namespace of its node Leases (the operator's namespace).
+    pub system_ns: String,
+    /// Where processes keep state and logs.
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// Fresh namespaces `<name>-<pid>` and `<name>-<pid>-system`; the first allows
+    /// `isolation: container` (the only isolation this machine can run).
+    pub async fn new(name: &str) -> Self {
+        assert!(
+            std::env::var_os("KUBECONFIG").is_some(),
+            "KUBECONFIG is not set: run the e2e suite with tests/e2e/run.sh"
+        );
+        let client = Client::try_default().await.expect("kube client");
+        let ns = format!("{name}-{}", std::process::id());
+        let system_ns = format!("{ns}-system");
+        let api: Api<Namespace> = Api::all(client.clone());
+        for (n, allow) in [(&ns, true), (&system_ns, false)] {
+            let mut obj: Namespace = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": n}
+            }))
+            .expect("namespace");
+            if allow {
+                obj.metadata.labels = Some(
+                    [(
+                        "microsandbox.dev/allow-container-isolation".to_string(),
+                        "true".to_string(),
+                    )]
+                    .into(),
+                );
+            }
+            api.create(&PostParams::default(), &obj)
+                .await
+                .unwrap_or_else(|e| panic!("create namespace {n}: {e}"));
+        }
+        let dir = workspace().join("target/e2e-state").join(&ns);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("state dir");
+        Self {
+            client,
+            ns,
+            system_ns,
+            dir,
+        }
+    }
+
+    pub fn sandboxes(&self) -> Api<Sandbox> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn volumes(&self) -> Api<Volume> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// The operator, restricted to this test's namespaces.
+    pub fn operator(&self, extra: &[&str]) -> Proc {
+        let mut args: Vec<String> = vec![
+            "--namespace".into(),
+            self.system_ns.clone(),
+            "--watch-namespace".into(),
+            self.ns.clone(),
+            "--no-leader-election".into(),
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Proc::start(
+            binary("microsandbox-operator"),
+            args,
+            self.dir.join("operator.log"),
+        )
+    }
+
+    /// A node-agent in cluster mode as node `node`.
+    pub fn agent(&self, node: &str, extra: &[&str]) -> Agent {
+        let state = self.dir.join(node);
+        std::fs::create_dir_all(&state).expect("agent state");
+        // One image cache for all tests: pulls happen once per run.
+        let images = workspace().join("target/e2e-state/images");
+        std::fs::create_dir_all(&images).expect("images dir");
+        let link = state.join("images");
+        if !link.exists() {
+            std::os::unix::fs::symlink(&images, &link).expect("images link");
+        }
+        let port = free_port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut args: Vec<String> = [
+            "serve",
+            "--state-dir",
+            state.to_str().expect("utf-8 path"),
+            "--guest-agent",
+            guest_agent().to_str().expect("utf-8 path"),
+            "--mirror",
+            "docker.io=127.0.0.1:5000",
+            "--node-name",
+            node,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cluster",
+            "--cluster-namespace",
+            &self.system_ns,
+            "--watch-namespace",
+            &self.ns,
+            "--advertise-endpoint",
+            &endpoint,
+            "--node-lease-secs",
+            "6",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::start(binary("microsandbox-agent"), args, state.join("agent.log"));
+        Agent {
+            proc,
+            node: node.into(),
+            state,
+            endpoint,
+        }
+    }
+
+    /// Run kubectl; returns (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .expect("kubectl on PATH (source the control plane env)");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `kubectl apply -n <ns> -f -`, which must succeed.
+    pub fn apply(&self, yaml: &str) {
+        let (ok, out, err) = self.kubectl(&["apply", "-n", &self.ns, "-f", "-"], Some(yaml));
+        assert!(ok, "kubectl apply failed: {out}{err}\n{yaml}");
+    }
+
+    /// Poll a Sandbox until `pred` holds; panics with its last state after `timeout`.
+    pub async fn wait_sandbox(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Sandbox) -> bool,
+    ) -> Sandbox {
+        let api = self.sandboxes();
+        let start = Instant::now();
+        loop {
+            let got = api.get_opt(name).await.expect("get sandbox");
+            if let Some(s) = &got {
+                if pred(s) {
+                    return s.clone();
+                }
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "sandbox {name}: not {what} after {timeout:?}; last: {}",
+                    got.map(|s| serde_json::to_string_pretty(&s.status).unwrap_or_default())
+                        .unwrap_or_else(|| "gone".into())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait until no Sandbox is left in the namespace.
+    pub async fn wait_no_sandboxes(&self, timeout: Duration) {
+        let api = self.sandboxes();
+        let start = Instant::now();
+        loop {
+            let left = api.list(&Default::default()).await.expect("list").items;
+            if left.is_empty() {
+                return;
+            }
+            if start.elapsed() > timeout {
+                let names: Vec<_> = left
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} finalizers={:?}",
+                            s.metadata.name.clone().unwrap_or_default(),
+                            s.metadata.finalizers
+                        )
+                    })
+                    .collect();
+                panic!("sandboxes left after {timeout:?}: {names:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reasons of the Events about one object.
+    pub fn event_reasons(&self, name: &str) -> Vec<String> {
+        let (_, out, _) = self.kubectl(
+            &[
+                "get",
+                "events",
+                "-n",
+                &self.ns,
+                "--field-selector",
+                &format!("involvedObject.name={name}"),
+                "-o",
+                "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+            ],
+            None,
+        );
+        out.lines().map(str::to_string).collect()
+    }
+}
+
+/// YAML of a small busybox Sandbox with container isolation; `extra` is appended to `spec`
+/// (indented by two spaces).
+pub fn sandbox_yaml(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: microsandbox.dev/v1alpha1\nkind: Sandbox\nmetadata:\n  name: {name}\nspec:\n  image: busybox\n  isolation: container\n  resources:\n    memory: 64Mi\n{extra}"
+    )
+}
+
+/// A node-agent process and what the tests check about it.
+pub struct Agent {
+    pub proc: Proc,
+    pub node: String,
+    pub state: PathBuf,
+    pub endpoint: String,
+}
+
+impl Agent {
+    /// Client of its API (TCP endpoint + token), once the token file exists.
+    pub async fn client(&self) -> AgentClient {
+        let token_path = self.state.join("agent.token");
+        let start = Instant::now();
+        while !token_path.is_file() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "agent {} wrote no token; log:\n{}",
+                self.node,
+                self.proc.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let token = std::fs::read_to_string(&token_path).expect("token");
+        AgentClient::new(
+            self.endpoint.parse().expect("endpoint"),
+            Some(token.trim().to_string()),
+        )
+    }
+
+    fn crun_root(&self) -> PathBuf {
+        self.state.join("crun")
+    }
+
+    /// What a sandbox left on the host: crun containers, mounts below the state directory,
+    /// cgroups and processes of `local` (the agent-side name). Empty when clean.
+    pub fn leftovers(&self, local: &str) -> Vec<String> {
+        let mut left = Vec::new();
+        let id = format!("msb-{local}");
+        let out = Command::new("crun")
+            .arg("--root")
+            .arg(self.crun_root())
+            .args(["list", "-q"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        left.extend(
+            out.lines()
+                .filter(|l| l.trim() == id)
+                .map(|l| format!("container {l}")),
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let dir = self.state.join("sandboxes").join(local);
+        let dir = dir.to_string_lossy();
+        left.extend(
+            mounts
+                .lines()
+                .filter(|l| l.contains(dir.as_ref()))
+                .map(|l| format!("mount {l}")),
+        );
+        for root in [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/cpu,cpuacct",
+            "/sys/fs/cgroup/unified",
+        ] {
+            let p = Path::new(root).join("microsandbox").join(&id);
+            if p.exists() {
+                left.push(format!("cgroup {}", p.display()));
+            }
+        }
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let cg = std::fs::read_to_string(p.path().join("cgroup")).unwrap_or_default();
+                if cg.contains(&format!("/{id}")) {
+                    let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+                    let fields: Vec<&str> = stat
+                        .rsplit_once(')')
+                        .map(|(_, rest)| rest.split_whitespace().collect())
+                        .unwrap_or_default();
+                    let (state, ppid) = (fields.first().copied(), fields.get(1).copied());
+                    // A zombie holds nothing but its pid entry; collecting it is its parent's
+                    // job. The agent's own children are checked; an init re-parented to the
+                    // host's PID 1 after an agent crash is the host's (this machine's PID 1
+                    // does not reap).
+                    let agent_pid = self.proc.pid().map(|p| p.to_string());
+                    if state == Some("Z") && ppid != agent_pid.as_deref() {
+                        continue;
+                    }
+                    left.push(format!(
+                        "process {} {stat}",
+                        p.file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Agent {
+    /// Crash-stop the agent and remove whatever a failed test left running.
+    fn drop(&mut self) {
+        self.proc.kill9();
+        let root = self.crun_root();
+        let ids = Command::new("crun")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.lines().filter(|l| !l.trim().is_empty()) {
+            let _ = Command::new("crun")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "-f", id.trim()])
+                .status();
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let state = self.state.to_string_lossy().into_owned();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(state.as_str()))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for m in points {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+    }
+}
