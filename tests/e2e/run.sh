@@ -11,6 +11,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
+export MSB_GUEST_AGENT="${MSB_GUEST_AGENT:-${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/release/microsandbox-guest}"
 
 cargo build -q -p microsandbox-agent -p microsandbox-operator
 make -s guest >/dev/null
