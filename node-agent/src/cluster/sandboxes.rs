@@ -10,7 +10,7 @@ use crate::error::AgentError;
 use crate::sandbox::SandboxManager;
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::Store;
@@ -26,6 +26,11 @@ use std::time::Duration;
 pub const FINALIZER: &str = "microsandbox.dev/node-agent";
 /// How often a running sandbox's state is re-read (exits and OOM kills show up within this).
 const POLL: Duration = Duration::from_secs(10);
+/// Reconciles in flight at once.
+const RECONCILE_CONCURRENCY: u16 = 16;
+/// A create that takes longer than this is reported as `Creating` first (image pulls); a fast
+/// one is reported once, as `Running`, which halves the status writes of a burst.
+const REPORT_CREATING_AFTER: Duration = Duration::from_millis(300);
 /// How often orphaned sandboxes are looked for.
 const SWEEP: Duration = Duration::from_secs(30);
 
@@ -44,6 +49,9 @@ pub async fn run(ctx: Arc<Context>, api: Api<Sandbox>) {
     let store = controller.store();
     let sweeper = tokio::spawn(sweep(store, ctx.manager.clone()));
     controller
+        // Bounded: sandboxes are created a few at a time (the node's CPUs are the limit) over a
+        // few reused API connections.
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -161,12 +169,22 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 return Ok(Action::await_change());
             }
             let creating = report::without_sandbox(&local, &uid, SandboxPhase::Creating, None);
-            write(api, s, reported, creating.clone()).await?;
             let mut req = s.spec.agent_request(&local);
             req.labels = names::labels(&s.namespace().unwrap_or_default(), &s.name_any(), &uid);
-            match ctx.manager.create(req).await {
+            let create = ctx.manager.create(req);
+            tokio::pin!(create);
+            let mut last = reported.cloned();
+            let result = tokio::select! {
+                r = &mut create => r,
+                () = tokio::time::sleep(REPORT_CREATING_AFTER) => {
+                    write(api, s, last.as_ref(), creating.clone()).await?;
+                    last = Some(creating);
+                    create.await
+                }
+            };
+            match result {
                 Ok(info) => {
-                    write(api, s, Some(&creating), report::of(&info, &uid)).await?;
+                    write(api, s, last.as_ref(), report::of(&info, &uid)).await?;
                     Ok(Action::requeue(POLL))
                 }
                 // Another reconcile of the same object raced us (cannot happen under one
@@ -185,7 +203,7 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                     .await;
                     let failed =
                         report::without_sandbox(&local, &uid, SandboxPhase::Failed, Some(why));
-                    write(api, s, Some(&creating), failed).await?;
+                    write(api, s, last.as_ref(), failed).await?;
                     Ok(Action::await_change())
                 }
             }
