@@ -59,8 +59,9 @@ test-e2e: guest ## Cluster e2e: operator + node-agents as host processes on a re
 test-crds: ## The CRDs on a real kube-apiserver + etcd (built from Go modules, cached): examples accepted, bad specs rejected.
 	bash crds/tests/apiserver.sh
 
-crds: ## Regenerate crds/microsandbox.dev_crds.yaml.
+crds: ## Regenerate crds/microsandbox.dev_crds.yaml and the chart's copy.
 	cargo run -q -p microsandbox-crds --bin crdgen > crds/microsandbox.dev_crds.yaml
+	cp crds/microsandbox.dev_crds.yaml charts/microsandbox/crds/microsandbox.dev_crds.yaml
 
 test-python: guest ## Python SDK tests only (ruff, mypy, stubtest, pytest against a real agent).
 	cargo build -p microsandbox-agent

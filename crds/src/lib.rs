@@ -33,8 +33,7 @@ pub const GROUP: &str = "microsandbox.dev";
 pub const VERSION: &str = "v1alpha1";
 
 /// Command that regenerates the committed CRD file (from the workspace root).
-pub const REGENERATE: &str =
-    "cargo run -p microsandbox-crds --bin crdgen > crds/microsandbox.dev_crds.yaml";
+pub const REGENERATE: &str = "make crds";
 
 /// The CRDs of all kinds, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
@@ -94,6 +93,20 @@ mod tests {
         assert!(
             committed == crds_yaml(),
             "crds/microsandbox.dev_crds.yaml is stale or missing: run `{REGENERATE}`"
+        );
+    }
+
+    /// The Helm chart ships the same CRDs (Helm installs `charts/microsandbox/crds/` as is).
+    #[test]
+    fn chart_crds_are_fresh() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/microsandbox/crds/microsandbox.dev_crds.yaml"
+        );
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == crds_yaml(),
+            "charts/microsandbox/crds/microsandbox.dev_crds.yaml is stale or missing: run `{REGENERATE}`"
         );
     }
 

@@ -116,16 +116,14 @@ pub async fn serve(
     for r in manager.recover().await {
         tracing::info!(?r, "recovered sandbox state");
     }
-    let cluster_task = match cluster {
+    let (cluster_task, cluster_auth) = match cluster {
         Some(cfg) => {
             let client = crate::cluster::connect().await?;
-            Some(tokio::spawn(crate::cluster::run(
-                client,
-                cfg,
-                manager.clone(),
-            )))
+            let auth = Arc::new(crate::cluster::authz::ClusterAuth::new(client.clone()));
+            let task = tokio::spawn(crate::cluster::run(client, cfg, manager.clone()));
+            (Some(task), Some(auth))
         }
-        None => None,
+        None => (None, None),
     };
     let unix =
         tokio::net::UnixListener::bind(&socket_path).map_err(|source| ServeError::Listen {
@@ -137,7 +135,14 @@ pub async fn serve(
         std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
             .map_err(state_err)?;
     }
-    let routes = api::routes(manager.clone(), token);
+    let routes = api::routes(
+        manager.clone(),
+        api::Auth {
+            token,
+            cluster: cluster_auth,
+            manager: manager.clone(),
+        },
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = move || {
         let mut rx = stop_rx.clone();

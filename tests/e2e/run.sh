@@ -31,4 +31,4 @@ tests/e2e/control-plane/start.sh "$DIR" >/dev/null
 . "$DIR/env"
 kubectl apply -f crds/microsandbox.dev_crds.yaml >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
-cargo test -p microsandbox-e2e --test cluster -- --test-threads=1 "$@"
+cargo test -p microsandbox-e2e --tests -- --test-threads=1 "$@"

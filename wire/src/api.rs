@@ -305,6 +305,8 @@ pub struct AgentInfo {
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     Unauthorized,
+    /// Authenticated, but not allowed (cluster mode: RBAC said no).
+    Forbidden,
     InvalidRequest,
     InvalidName,
     SandboxNotFound,
@@ -329,6 +331,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             Unauthorized => 401,
+            Forbidden => 403,
             InvalidRequest | InvalidName => 400,
             SandboxNotFound | ImageNotFound | PathNotFound | ImageNotPresent => 404,
             SandboxAlreadyExists | SandboxNotRunning | SandboxDraining => 409,

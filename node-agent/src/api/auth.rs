@@ -6,6 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use warp::Filter;
 
+use crate::cluster::authz::{self, ClusterAuth, Denied};
+use crate::cluster::names;
+use crate::sandbox::SandboxManager;
+
 /// The API token.
 #[derive(Clone)]
 pub struct Token(Arc<String>);
@@ -49,19 +53,72 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<Token> {
     Ok(Token::new(token))
 }
 
-/// Filter passing only requests with `Authorization: Bearer <token>`.
-pub fn require(token: Token) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and_then(move |h: Option<String>| {
-            let token = token.clone();
-            async move {
-                match h.as_deref().and_then(|h| h.strip_prefix("Bearer ")) {
-                    Some(t) if token.matches(t.trim()) => Ok(()),
-                    _ => Err(warp::reject::custom(Unauthorized)),
+/// Rejection: a Kubernetes user the cluster does not allow here.
+#[derive(Debug)]
+pub struct Forbidden(pub String);
+impl warp::reject::Reject for Forbidden {}
+
+/// Who may call the API: the holder of the agent's token (everything), and in cluster mode
+/// Kubernetes users that RBAC allows into one sandbox (see [`crate::cluster::authz`]).
+#[derive(Clone)]
+pub struct Auth {
+    pub token: Token,
+    pub cluster: Option<Arc<ClusterAuth>>,
+    pub manager: Arc<SandboxManager>,
+}
+
+/// Filter passing only authenticated and authorised requests.
+pub fn require(auth: Auth) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(
+            move |method: warp::http::Method, path: warp::path::FullPath, h: Option<String>| {
+                let auth = auth.clone();
+                async move {
+                    let presented = h
+                        .as_deref()
+                        .and_then(|h| h.strip_prefix("Bearer "))
+                        .map(str::trim);
+                    match presented {
+                        Some(t) if auth.token.matches(t) => Ok(()),
+                        Some(t) if auth.cluster.is_some() => {
+                            kubernetes_user(&auth, t, method.as_str(), path.as_str()).await
+                        }
+                        _ => Err(warp::reject::custom(Unauthorized)),
+                    }
                 }
-            }
-        })
+            },
+        )
         .untuple_one()
+}
+
+async fn kubernetes_user(
+    auth: &Auth,
+    token: &str,
+    method: &str,
+    path: &str,
+) -> Result<(), warp::Rejection> {
+    let Some(cluster) = &auth.cluster else {
+        return Err(warp::reject::custom(Unauthorized));
+    };
+    let deny = |d: Denied| match d {
+        Denied::Unauthenticated => warp::reject::custom(Unauthorized),
+        other => warp::reject::custom(Forbidden(other.to_string())),
+    };
+    let sandbox =
+        authz::sandbox_scope(method, path).ok_or_else(|| deny(Denied::RouteNotAllowed))?;
+    let object = auth
+        .manager
+        .get(sandbox)
+        .await
+        .ok()
+        .and_then(|info| info.labels.get(names::LABEL_OBJECT).cloned())
+        .ok_or_else(|| deny(Denied::NotAClusterSandbox(sandbox.to_string())))?;
+    let (namespace, name) = object
+        .split_once('/')
+        .ok_or_else(|| deny(Denied::NotAClusterSandbox(sandbox.to_string())))?;
+    cluster.check(token, namespace, name).await.map_err(deny)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ mod images;
 mod reply;
 mod sandboxes;
 
-pub use auth::{load_or_create_token, Token};
+pub use auth::{load_or_create_token, Auth, Token};
 
 use std::sync::Arc;
 use warp::Filter;
@@ -23,13 +23,13 @@ pub struct Ctx {
 /// Every route, authenticated, with errors rendered as JSON.
 pub fn routes(
     manager: Arc<SandboxManager>,
-    token: Token,
+    auth: Auth,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let ctx = Ctx { manager };
     let health = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::Reply::into_response("ok"));
-    let v1 = warp::path("v1").and(auth::require(token)).and(
+    let v1 = warp::path("v1").and(auth::require(auth)).and(
         sandboxes::routes(ctx.clone())
             .or(exec::routes(ctx.clone()))
             .unify()

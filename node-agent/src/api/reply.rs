@@ -44,6 +44,8 @@ pub async fn recover(rej: warp::Rejection) -> Result<Response, std::convert::Inf
             ErrorCode::Unauthorized,
             "missing or invalid bearer token (see <state-dir>/agent.token)".to_string(),
         )
+    } else if let Some(super::auth::Forbidden(why)) = rej.find::<super::auth::Forbidden>() {
+        (ErrorCode::Forbidden, why.clone())
     } else if let Some(e) = rej.find::<warp::filters::body::BodyDeserializeError>() {
         (
             ErrorCode::InvalidRequest,

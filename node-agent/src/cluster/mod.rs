@@ -2,6 +2,7 @@
 //! Sandboxes the operator binds to it and reports on them. Everything goes through the same
 //! [`SandboxManager`] as the local API, so both see the same sandboxes.
 
+pub mod authz;
 pub mod lease;
 pub mod names;
 pub mod report;

@@ -77,15 +77,22 @@ pub fn free_port() -> u16 {
 pub struct Proc {
     program: PathBuf,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
 }
 
 impl Proc {
-    pub fn start(program: PathBuf, args: Vec<String>, log: PathBuf) -> Self {
+    pub fn start(
+        program: PathBuf,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> Self {
         let mut p = Self {
             program,
             args,
+            envs,
             log,
             child: None,
         };
@@ -101,6 +108,7 @@ impl Proc {
             .expect("log file");
         let child = Command::new(&self.program)
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -149,6 +157,10 @@ pub struct Cluster {
     pub system_ns: String,
     /// Where processes keep state and logs.
     pub dir: PathBuf,
+    /// Kubeconfigs holding tokens of the chart's ServiceAccounts: the operator and the
+    /// node-agents run with exactly the chart's RBAC, never as admin.
+    pub operator_kubeconfig: PathBuf,
+    pub agent_kubeconfig: PathBuf,
 }
 
 impl Cluster {
@@ -184,11 +196,14 @@ impl Cluster {
         let dir = workspace().join("target/e2e-state").join(&ns);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("state dir");
+        let (operator_kubeconfig, agent_kubeconfig) = install_chart_rbac(&ns, &system_ns, &dir);
         Self {
             client,
             ns,
             system_ns,
             dir,
+            operator_kubeconfig,
+            agent_kubeconfig,
         }
     }
 
@@ -215,6 +230,10 @@ impl Cluster {
         Proc::start(
             binary("microsandbox-operator"),
             args,
+            vec![(
+                "KUBECONFIG".into(),
+                self.operator_kubeconfig.display().to_string(),
+            )],
             self.dir.join("operator.log"),
         )
     }
@@ -258,7 +277,15 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::start(binary("microsandbox-agent"), args, state.join("agent.log"));
+        let proc = Proc::start(
+            binary("microsandbox-agent"),
+            args,
+            vec![(
+                "KUBECONFIG".into(),
+                self.agent_kubeconfig.display().to_string(),
+            )],
+            state.join("agent.log"),
+        );
         Agent {
             proc,
             node: node.into(),
@@ -374,6 +401,97 @@ impl Cluster {
         );
         out.lines().map(str::to_string).collect()
     }
+}
+
+/// Run a command that must succeed; its stdout.
+pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e} (source the control plane env)"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect(program);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The chart's ServiceAccount name prefix for release `release` (templates/_helpers.tpl).
+pub fn chart_fullname(release: &str) -> String {
+    if release.contains("microsandbox") {
+        release
+            .chars()
+            .take(50)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_string()
+    } else {
+        format!("{release}-microsandbox")
+            .chars()
+            .take(50)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_string()
+    }
+}
+
+/// Render the chart's ServiceAccounts and RBAC as release `release` in `system_ns`, apply them,
+/// and write kubeconfigs with tokens of the operator's and the node-agent's ServiceAccounts.
+fn install_chart_rbac(release: &str, system_ns: &str, dir: &Path) -> (PathBuf, PathBuf) {
+    let chart = workspace().join("charts/microsandbox");
+    let rendered = run(
+        "helm",
+        &[
+            "template",
+            release,
+            chart.to_str().expect("utf-8"),
+            "--namespace",
+            system_ns,
+            "--show-only",
+            "templates/serviceaccounts.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        None,
+    );
+    run("kubectl", &["apply", "-f", "-"], Some(&rendered));
+    let server = std::env::var("MSB_K8S_API_URL").expect("MSB_K8S_API_URL (control plane env)");
+    let ca = Path::new(&std::env::var("MSB_K8S_DIR").expect("MSB_K8S_DIR")).join("certs/ca.crt");
+    let full = chart_fullname(release);
+    let kubeconfig = |component: &str| {
+        let sa = format!("{full}-{component}");
+        let token = run(
+            "kubectl",
+            &["create", "token", &sa, "-n", system_ns, "--duration=6h"],
+            None,
+        );
+        let path = dir.join(format!("{component}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: {sa}\n  user:\n    token: {}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: {sa}\n    namespace: {system_ns}\ncurrent-context: c\n",
+            ca.display(),
+            token.trim()
+        );
+        std::fs::write(&path, text).expect("kubeconfig");
+        path
+    };
+    (kubeconfig("operator"), kubeconfig("node-agent"))
 }
 
 /// YAML of a small busybox Sandbox with container isolation; `extra` is appended to `spec`

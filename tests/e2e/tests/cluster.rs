@@ -436,6 +436,7 @@ async fn admission_isolation_and_lifetime() {
     let c = Cluster::new("e2e-policy").await;
     let _op = c.operator(&[]);
     let agent = c.agent("n1", &[]);
+    wait_leases(&c, 1).await;
     // microvm is not offered by this node (no KVM guest boot here): Pending with the reason.
     c.apply(&sandbox_yaml("vm", "").replace("isolation: container", "isolation: microvm"));
     let s = c
@@ -492,6 +493,79 @@ async fn admission_isolation_and_lifetime() {
         .unwrap()
         .message
         .contains("microsandbox.dev/allow-container-isolation=true"));
+    let (ok, _, err) = c.kubectl(
+        &["delete", "-n", &c.ns, "sandboxes", "--all", "--wait=true"],
+        None,
+    );
+    assert!(ok, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_users_reach_a_sandbox_only_as_rbac_allows() {
+    use microsandbox_client::{AgentClient, ClientError, ErrorCode};
+    let c = Cluster::new("e2e-authz").await;
+    let _op = c.operator(&[]);
+    let agent = c.agent("n1", &[]);
+    c.apply(&[sandbox_yaml("mine", ""), sandbox_yaml("other", "")].join("---\n"));
+    let mine = local_of(
+        &c.wait_sandbox("mine", READY_TIMEOUT, "Ready", is_ready)
+            .await,
+    );
+    let other = local_of(
+        &c.wait_sandbox("other", READY_TIMEOUT, "Ready", is_ready)
+            .await,
+    );
+
+    // alice may exec in "mine" only; mallory has no role at all.
+    let ns = c.ns.clone();
+    c.apply(&format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: alice\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: mallory\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: exec-mine\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes/exec]\n  resourceNames: [mine]\n  verbs: [create]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: alice-exec-mine\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: exec-mine\nsubjects:\n- kind: ServiceAccount\n  name: alice\n  namespace: {ns}\n"
+    ));
+    let token = |sa: &str| {
+        microsandbox_e2e::run("kubectl", &["create", "token", sa, "-n", &ns], None)
+            .trim()
+            .to_string()
+    };
+    let as_user = |t: String| AgentClient::new(agent.endpoint.parse().unwrap(), Some(t));
+    let alice = as_user(token("alice"));
+    let mallory = as_user(token("mallory"));
+    let code = |r: Result<microsandbox_client::Output, ClientError>| match r {
+        Err(ClientError::Api(e)) => Some(e.code),
+        Ok(_) => None,
+        Err(e) => panic!("unexpected error {e}"),
+    };
+    let echo = || ExecRequest {
+        command: "echo".into(),
+        args: vec!["in".into()],
+        ..Default::default()
+    };
+
+    let out = alice
+        .exec(&mine, echo())
+        .await
+        .expect("alice execs in mine");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in\n");
+    assert_eq!(
+        code(alice.exec(&other, echo()).await),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        code(mallory.exec(&mine, echo()).await),
+        Some(ErrorCode::Forbidden)
+    );
+    // Lifecycle is the Sandbox object's business, even for alice.
+    match alice.remove(&mine).await {
+        Err(ClientError::Api(e)) => assert_eq!(e.code, ErrorCode::Forbidden, "{}", e.message),
+        other => panic!("alice removed a sandbox: {other:?}"),
+    }
+    let garbage = as_user("not-a-token".into());
+    assert_eq!(
+        code(garbage.exec(&mine, echo()).await),
+        Some(ErrorCode::Unauthorized)
+    );
+    // The sandbox is untouched.
+    let out = alice.exec(&mine, echo()).await.expect("still there");
+    assert_eq!(out.exit_code, 0);
     let (ok, _, err) = c.kubectl(
         &["delete", "-n", &c.ns, "sandboxes", "--all", "--wait=true"],
         None,
