@@ -21,7 +21,7 @@ if [[ -z ${MSB_AGENT_BIN:-} && ! -x $REPO/target/release/microsandbox-agent \
 fi
 
 echo "[sdk/python] ruff"
-(cd "$SDK" && "$VENV/bin/ruff" check --quiet python tests examples)
+(cd "$SDK" && "$VENV/bin/ruff" check --quiet python tests tests_cluster examples)
 echo "[sdk/python] mypy"
 (cd "$SDK" && "$VENV/bin/python" -m mypy)
 echo "[sdk/python] stubtest"

@@ -11,6 +11,7 @@
 //! which picks the class. That keeps the mapping (and its advice) in one Python file.
 
 mod client;
+mod cluster;
 mod convert;
 mod error;
 mod exec;
@@ -24,6 +25,8 @@ mod native {
     use crate::client::Client;
     #[pymodule_export]
     use crate::client::Lease;
+    #[pymodule_export]
+    use crate::cluster::Cluster;
     #[pymodule_export]
     use crate::exec::ExecStream;
 

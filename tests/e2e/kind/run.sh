@@ -10,7 +10,9 @@
 # microVM guest (`microsandbox-agent doctor` says), and the release binaries (`make agent` and
 # `cargo build --release -p microsandbox-operator`; this script does not build them).
 # A missing prerequisite is not a failure: the script prints one line starting with
-# `SKIP kind e2e:` and the reason, and exits 0.
+# `SKIP kind e2e:` and the reason, and exits 0. Hosts that need a custom guest kernel (PVM,
+# `--kernel`) are not covered: the kind nodes would need that kernel and the chart's
+# nodeAgent.kernel too.
 #
 # Env:
 #   MSB_KIND_KEEP=1          keep the cluster afterwards (default: `kind delete cluster`)

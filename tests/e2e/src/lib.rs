@@ -472,26 +472,33 @@ fn install_chart_rbac(release: &str, system_ns: &str, dir: &Path) -> (PathBuf, P
         None,
     );
     run("kubectl", &["apply", "-f", "-"], Some(&rendered));
-    let server = std::env::var("MSB_K8S_API_URL").expect("MSB_K8S_API_URL (control plane env)");
-    let ca = Path::new(&std::env::var("MSB_K8S_DIR").expect("MSB_K8S_DIR")).join("certs/ca.crt");
     let full = chart_fullname(release);
     let kubeconfig = |component: &str| {
-        let sa = format!("{full}-{component}");
-        let token = run(
-            "kubectl",
-            &["create", "token", &sa, "-n", system_ns, "--duration=6h"],
-            None,
-        );
-        let path = dir.join(format!("{component}.kubeconfig"));
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: {sa}\n  user:\n    token: {}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: {sa}\n    namespace: {system_ns}\ncurrent-context: c\n",
-            ca.display(),
-            token.trim()
-        );
-        std::fs::write(&path, text).expect("kubeconfig");
-        path
+        token_kubeconfig(
+            &format!("{full}-{component}"),
+            system_ns,
+            &dir.join(format!("{component}.kubeconfig")),
+        )
     };
     (kubeconfig("operator"), kubeconfig("node-agent"))
+}
+
+/// Write a kubeconfig at `path` holding a fresh token of ServiceAccount `sa` of `namespace`.
+pub fn token_kubeconfig(sa: &str, namespace: &str, path: &Path) -> PathBuf {
+    let server = std::env::var("MSB_K8S_API_URL").expect("MSB_K8S_API_URL (control plane env)");
+    let ca = Path::new(&std::env::var("MSB_K8S_DIR").expect("MSB_K8S_DIR")).join("certs/ca.crt");
+    let token = run(
+        "kubectl",
+        &["create", "token", sa, "-n", namespace, "--duration=6h"],
+        None,
+    );
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: {sa}\n  user:\n    token: {}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: {sa}\n    namespace: {namespace}\ncurrent-context: c\n",
+        ca.display(),
+        token.trim()
+    );
+    std::fs::write(path, text).expect("kubeconfig");
+    path.to_path_buf()
 }
 
 /// YAML of a small busybox Sandbox with container isolation; `extra` is appended to `spec`

@@ -8,9 +8,12 @@
         output = await sb.exec("python", ["-c", "print('Hello!')"])
         print(output.stdout())
 
-The SDK talks to the node agent (``microsandbox-agent``) on this machine, starting it when none
-runs; see :mod:`microsandbox._agent` for where it looks (``MSB_STATE_DIR``, ``MSB_AGENT_SOCKET``,
-``MSB_AGENT_BIN``).
+Local mode (the default): the SDK talks to the node agent (``microsandbox-agent``) on this
+machine, starting it when none runs; see :mod:`microsandbox._agent` for where it looks
+(``MSB_STATE_DIR``, ``MSB_AGENT_SOCKET``, ``MSB_AGENT_BIN``).
+
+Cluster mode: the same API creates ``Sandbox`` objects through the Kubernetes API and reaches
+each sandbox through its node-agent; see :mod:`microsandbox.cluster`.
 """
 
 from __future__ import annotations
@@ -18,38 +21,9 @@ from __future__ import annotations
 from ._install import install, is_installed
 from ._native import __version__
 from .config import NetworkPolicy, Patch, Secret, Volume, VolumeInfo
-from .errors import (
-    AgentConnectionError,
-    AgentError,
-    AgentNotInstalledError,
-    AgentUnreachableError,
-    CommandFailedError,
-    CommandNotFoundError,
-    ExecFailedError,
-    ExecTimeoutError,
-    FilesystemError,
-    FilesystemPathNotFoundError,
-    ImageError,
-    ImageNotFoundError,
-    ImageNotPresentError,
-    ImagePullError,
-    InternalAgentError,
-    InvalidConfigError,
-    InvalidNameError,
-    IsolationUnavailableError,
-    MicrosandboxError,
-    NetworkPolicyError,
-    ProtocolError,
-    RegistryUnreachableError,
-    SandboxAlreadyExistsError,
-    SandboxDrainingError,
-    SandboxNotFoundError,
-    SandboxNotRunningError,
-    SandboxRuntimeError,
-    SecretViolationError,
-    UnauthorizedError,
-    UnsupportedFeatureError,
-)
+from . import errors as _errors
+from .cluster import Cluster, set_mode
+from .errors import *  # noqa: F403  (every exception, listed in errors.__all__)
 from .legacy import CommandExecution, Execution, NodeSandbox, PythonSandbox
 from .models import (
     AgentInfo,
@@ -107,37 +81,11 @@ __all__ = [
     "NodeSandbox",
     "Execution",
     "CommandExecution",
-    # errors
-    "MicrosandboxError",
-    "AgentError",
-    "AgentUnreachableError",
-    "AgentNotInstalledError",
-    "AgentConnectionError",
-    "ProtocolError",
-    "UnauthorizedError",
-    "InvalidConfigError",
-    "InvalidNameError",
-    "UnsupportedFeatureError",
-    "NetworkPolicyError",
-    "SecretViolationError",
-    "SandboxNotFoundError",
-    "SandboxAlreadyExistsError",
-    "SandboxNotRunningError",
-    "SandboxDrainingError",
-    "IsolationUnavailableError",
-    "ImageError",
-    "ImageNotFoundError",
-    "ImagePullError",
-    "RegistryUnreachableError",
-    "ImageNotPresentError",
-    "FilesystemError",
-    "FilesystemPathNotFoundError",
-    "ExecFailedError",
-    "ExecTimeoutError",
-    "CommandFailedError",
-    "CommandNotFoundError",
-    "SandboxRuntimeError",
-    "InternalAgentError",
+    # cluster mode
+    "Cluster",
+    "set_mode",
+    # errors (microsandbox.errors)
+    *_errors.__all__,
 ]
 
 

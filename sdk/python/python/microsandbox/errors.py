@@ -48,6 +48,12 @@ __all__ = [
     "CommandFailedError",
     "SandboxRuntimeError",
     "InternalAgentError",
+    "PermissionDeniedError",
+    "ClusterError",
+    "ClusterConfigError",
+    "SchedulingError",
+    "SandboxStartTimeoutError",
+    "SandboxFailedError",
 ]
 
 
@@ -212,12 +218,71 @@ class InternalAgentError(AgentError):
     """The agent hit an internal error (see its log, ``<state-dir>/agent.log``)."""
 
 
+class PermissionDeniedError(MicrosandboxError, PermissionError):
+    """Authenticated, but not allowed: Kubernetes RBAC refused the call (cluster mode), e.g. no
+    ``create`` on ``sandboxes`` or on ``sandboxes/exec`` in the namespace."""
+
+
+class ClusterError(MicrosandboxError):
+    """Cluster mode: the Kubernetes API or the operator could not do what was asked."""
+
+
+class ClusterConfigError(ClusterError):
+    """No usable Kubernetes configuration (kubeconfig, context, in-cluster ServiceAccount), or
+    one whose identity cannot be presented to node-agents (client certificates only)."""
+
+
+class SchedulingError(ClusterError):
+    """The operator could not place the sandbox on any node (capacity, isolation, volumes).
+
+    Attributes:
+        reason: The condition reason (``"Unschedulable"``, ``"IsolationNotAllowed"``...).
+    """
+
+    reason: str
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None) -> None:
+        reason, _, _ = message.partition(":")
+        self.reason = reason.strip()
+        super().__init__(message, code=code, hint=hint)
+
+
+class SandboxStartTimeoutError(ClusterError, TimeoutError):
+    """The sandbox was not Ready in time (image pull, a busy node); it was deleted."""
+
+
+class SandboxFailedError(ClusterError):
+    """The sandbox failed on its node while starting (image not found, unsupported options)."""
+
+
+# Cluster-mode codes (sdk/python/src/cluster.rs): class and advice.
+_CLUSTER_CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
+    "config": (ClusterConfigError, "pass kubeconfig=/context= or set KUBECONFIG"),
+    "forbidden": (
+        PermissionDeniedError,
+        "ask for a Role with create/get/list/watch/delete on sandboxes.microsandbox.dev and "
+        "create on sandboxes/exec in this namespace",
+    ),
+    "already_exists": (SandboxAlreadyExistsError, "pick another name or Sandbox.get(name)"),
+    "not_found": (SandboxNotFoundError, None),
+    "invalid": (InvalidConfigError, None),
+    "unschedulable": (SchedulingError, "kubectl describe sandbox <name> shows the events"),
+    "timeout": (SandboxStartTimeoutError, "raise ready_timeout= or check the node-agents"),
+    "failed": (SandboxFailedError, "kubectl describe sandbox <name> shows the events"),
+    "api": (ClusterError, None),
+}
+
+
 # The agent's error codes (wire/src/api.rs ErrorCode): class and the advice added to the message.
 _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     "unauthorized": (
         UnauthorizedError,
         "the token does not match this agent's agent.token; unset MSB_AGENT_TOKEN or point "
         "MSB_STATE_DIR at the agent's state directory",
+    ),
+    "forbidden": (
+        PermissionDeniedError,
+        "Kubernetes RBAC decides: create on sandboxes/exec of this Sandbox is needed",
     ),
     "invalid_request": (InvalidConfigError, "check the arguments of the call"),
     "invalid_name": (
@@ -263,8 +328,9 @@ _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
 def _from_native(kind: str, code: str | None, message: str) -> MicrosandboxError:
     """Builds the exception for an error of the native client (called from Rust).
 
-    ``kind`` is ``api`` (the agent answered with ``code``), ``unreachable``, ``protocol``,
-    ``io`` or ``websocket``.
+    ``kind`` is ``api`` (the agent answered with ``code``), ``cluster`` (cluster mode, with a
+    code of ``sdk/python/src/cluster.rs``), ``unreachable``, ``protocol``, ``io`` or
+    ``websocket``.
     """
     if kind == "api" and code is not None:
         cls, hint = _CODES.get(code, (MicrosandboxError, None))
@@ -275,6 +341,9 @@ def _from_native(kind: str, code: str | None, message: str) -> MicrosandboxError
                 )
             exc: MicrosandboxError = FilesystemPathNotFoundError(message, code=code)
             return exc
+        return cls(message, code=code, hint=hint)
+    if kind == "cluster" and code is not None:
+        cls, hint = _CLUSTER_CODES.get(code, (ClusterError, None))
         return cls(message, code=code, hint=hint)
     if kind == "unreachable":
         return AgentUnreachableError(message)

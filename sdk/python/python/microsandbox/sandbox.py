@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -16,12 +18,16 @@ from types import TracebackType
 from typing import Any, TypeAlias
 
 from . import _agent, _native
+from . import cluster as _cluster
+from .cluster import Cluster, ModeArg
 from .config import NetworkPolicy, Patch, Secret, Volume, _check_not_enforced
 from .errors import (
+    ClusterConfigError,
     ExecTimeoutError,
     FilesystemPathNotFoundError,
     InvalidConfigError,
     SandboxNotFoundError,
+    SandboxNotRunningError,
     UnsupportedFeatureError,
 )
 from .models import (
@@ -394,7 +400,7 @@ class SandboxFs:
 
     @property
     def _name(self) -> str:
-        return self._sb.name
+        return self._sb._target
 
     async def read(self, path: str) -> bytes:
         """A whole file's contents."""
@@ -518,6 +524,10 @@ class Sandbox:
         self._info = info
         self._lease = lease
         self._detached_handle = False
+        # Cluster mode: the connection and the Sandbox object's name; the agent knows the
+        # sandbox as ``_target``.
+        self._cluster: _native.Cluster | None = None
+        self._object: str | None = None
         self.fs = SandboxFs(self)
         """Filesystem of the sandbox."""
 
@@ -527,6 +537,12 @@ class Sandbox:
 
     @property
     def name(self) -> str:
+        """The sandbox's name (in cluster mode, its Sandbox object's)."""
+        return self._object or self._info.name
+
+    @property
+    def _target(self) -> str:
+        """The name the node-agent knows the sandbox by."""
         return self._info.name
 
     @property
@@ -558,6 +574,7 @@ class Sandbox:
         secrets: Iterable[Secret] | None = None,
         patches: Iterable[Patch] | None = None,
         pids_limit: int | None = None,
+        cluster: ModeArg = None,
     ) -> Sandbox:
         """Creates and boots a sandbox attached to this process: it is removed when the
         process ends (or when it is stopped, killed or removed).
@@ -575,6 +592,11 @@ class Sandbox:
                 the defaults (and ``NetworkPolicy.none()``) raises
                 :class:`UnsupportedFeatureError`.
             pids_limit: Maximum number of processes.
+            cluster: A :class:`~microsandbox.cluster.Cluster` to create a Kubernetes Sandbox
+                object there, or ``"local"``; default: :func:`~microsandbox.set_mode`, then
+                ``MICROSANDBOX_MODE``, else local. In cluster mode "attached" means the
+                ``async with`` block or :meth:`destroy` deletes the object; a crashed process
+                leaves it (give the object a lifetime with kubectl if that matters).
         """
         return await cls._create(
             name,
@@ -591,6 +613,7 @@ class Sandbox:
             patches=patches,
             pids_limit=pids_limit,
             detached=False,
+            cluster=cluster,
         )
 
     @classmethod
@@ -610,6 +633,7 @@ class Sandbox:
         secrets: Iterable[Secret] | None = None,
         patches: Iterable[Patch] | None = None,
         pids_limit: int | None = None,
+        cluster: ModeArg = None,
     ) -> Sandbox:
         """Like :meth:`create`, but the sandbox survives this process: it runs until stopped or
         removed (find it again with :meth:`get`)."""
@@ -628,6 +652,7 @@ class Sandbox:
             patches=patches,
             pids_limit=pids_limit,
             detached=True,
+            cluster=cluster,
         )
 
     @classmethod
@@ -649,10 +674,12 @@ class Sandbox:
         pids_limit: int | None,
         detached: bool,
         client: _native.Client | None = None,
+        cluster: ModeArg = None,
     ) -> Sandbox:
         _check_not_enforced(volumes, network, secrets, patches)
         if name is None:
             name = f"sandbox-{_secrets.token_hex(4)}"
+        mode = _cluster.resolve(cluster) if client is None else None
         request = _create_request(
             name,
             image=image,
@@ -665,6 +692,8 @@ class Sandbox:
             detached=detached,
             pids_limit=pids_limit,
         )
+        if mode is not None:
+            return await cls._create_in_cluster(mode, json.loads(request))
         if client is None:
             client = await _agent.get_client()
         info = SandboxInfo._from_dict(await client.create(request))
@@ -690,20 +719,92 @@ class Sandbox:
         return cls(client, info, lease=lease)
 
     @classmethod
-    async def get(cls, name: str) -> Sandbox:
+    async def _create_in_cluster(cls, mode: Cluster, req: dict[str, Any]) -> Sandbox:
+        """Posts the Sandbox object, waits for Ready, deletes it again if anything fails."""
+        conn = await _cluster.connect(mode)
+        name = req["name"]
+        obj = _cluster.sandbox_object(
+            name,
+            conn.namespace,
+            image=req["image"],
+            memory=req["memory_mib"],
+            cpus=req["cpus"],
+            env=req["env"],
+            workdir=req["workdir"],
+            isolation=req["isolation"],
+            pull_policy=req["pull_policy"],
+            pids_limit=req["pids_limit"],
+        )
+        # A name taken by someone else fails here, before this call owns anything.
+        await conn.create(obj)
+        try:
+            ready = await conn.wait_ready(name, mode.ready_timeout)
+            sb = await cls._from_cluster_object(conn, ready)
+            if req["workdir"]:
+                await sb._client.fs_mkdir(sb._target, req["workdir"], True)
+        except BaseException:
+            # Shielded: a cancelled create still deletes the object it made.
+            await asyncio.shield(_delete_object_quietly(conn, name))
+            raise
+        return sb
+
+    @classmethod
+    async def _from_cluster_object(cls, conn: _native.Cluster, obj: dict[str, Any]) -> Sandbox:
+        """A handle on a Ready Sandbox object: its node-agent, with the user's token."""
+        status = obj.get("status") or {}
+        name = obj["metadata"]["name"]
+        endpoint = status.get("agentEndpoint")
+        target = (status.get("agent") or {}).get("sandbox")
+        if not endpoint or not target:
+            raise SandboxNotRunningError(f"Sandbox {name} has no running sandbox on a node yet")
+        token = conn.token
+        if token is None:
+            raise ClusterConfigError(
+                "this kubeconfig authenticates without a bearer token (client certificates?), "
+                "which node-agents cannot check; use a token, e.g. `kubectl create token <sa>`"
+            )
+        client = _native.Client(endpoint, token)
+        sb = cls(client, SandboxInfo._from_dict(await client.get(target)))
+        sb._cluster = conn
+        sb._object = name
+        return sb
+
+    @classmethod
+    async def get(cls, name: str, *, cluster: ModeArg = None) -> Sandbox:
         """A handle on an existing sandbox (raises :class:`SandboxNotFoundError`)."""
+        mode = _cluster.resolve(cluster)
+        if mode is not None:
+            conn = await _cluster.connect(mode)
+            return await cls._from_cluster_object(conn, await conn.get(name))
         client = await _agent.get_client()
         return cls(client, SandboxInfo._from_dict(await client.get(name)))
 
     @classmethod
-    async def list(cls) -> builtins.list[SandboxInfo]:
-        """Every sandbox of the node."""
+    async def list(cls, *, cluster: ModeArg = None) -> builtins.list[SandboxInfo]:
+        """Every sandbox of the node (local mode) or the namespace's Ready ones (cluster mode)."""
+        mode = _cluster.resolve(cluster)
+        if mode is not None:
+            conn = await _cluster.connect(mode)
+            out = []
+            for obj in await conn.list():
+                status = obj.get("status") or {}
+                if (status.get("agent") or {}).get("sandbox") and status.get("agentEndpoint"):
+                    try:
+                        out.append((await cls._from_cluster_object(conn, obj)).info)
+                    except (SandboxNotFoundError, SandboxNotRunningError):
+                        continue
+            return out
         client = await _agent.get_client()
         return [SandboxInfo._from_dict(d) for d in await client.list()]
 
     @classmethod
-    async def remove(cls, name: str) -> None:
-        """Removes a sandbox (killed first if running) and everything it stored."""
+    async def remove(cls, name: str, *, cluster: ModeArg = None) -> None:
+        """Removes a sandbox (killed first if running) and everything it stored. In cluster mode
+        deletes its Sandbox object and waits until the node-agent removed it."""
+        mode = _cluster.resolve(cluster)
+        if mode is not None:
+            await (await _cluster.connect(mode)).delete(name, True, 60.0)
+            return
         client = await _agent.get_client()
         lease = _leases.pop(name, None)
         if lease is not None:
@@ -713,7 +814,7 @@ class Sandbox:
 
     async def refresh(self) -> SandboxInfo:
         """Fetches the sandbox's current state."""
-        self._info = SandboxInfo._from_dict(await self._client.get(self.name))
+        self._info = SandboxInfo._from_dict(await self._client.get(self._target))
         return self._info
 
     async def _release(self) -> None:
@@ -726,36 +827,53 @@ class Sandbox:
             del _leases[self.name]
         await _release_lease(self._client, self.name, lease)
 
+    async def _delete_object(self) -> SandboxInfo:
+        """Cluster mode: delete the Sandbox object and wait until the node-agent removed it."""
+        assert self._cluster is not None and self._object is not None
+        await self._cluster.delete(self._object, True, 60.0)
+        self._info = dataclasses.replace(self._info, state="stopped")
+        return self._info
+
     async def stop(self, timeout: float | None = None) -> SandboxInfo:
         """Stops the sandbox: SIGTERM, then SIGKILL after ``timeout`` seconds (default 10).
-        An attached sandbox is then removed (nothing can restart it)."""
+        An attached sandbox is then removed (nothing can restart it). In cluster mode the
+        Sandbox object is deleted (lifecycle belongs to the object)."""
+        if self._cluster is not None:
+            return await self._delete_object()
         self._info = SandboxInfo._from_dict(
-            await self._client.stop(self.name, _timeout_ms(timeout))
+            await self._client.stop(self._target, _timeout_ms(timeout))
         )
         await self._release()
         return self._info
 
     async def kill(self) -> SandboxInfo:
         """Kills the sandbox now (SIGKILL). An attached sandbox is then removed."""
-        self._info = SandboxInfo._from_dict(await self._client.kill(self.name))
+        if self._cluster is not None:
+            return await self._delete_object()
+        self._info = SandboxInfo._from_dict(await self._client.kill(self._target))
         await self._release()
         return self._info
 
     async def drain(self, timeout: float | None = None) -> SandboxInfo:
         """Refuses new commands, waits for running ones (at most ``timeout`` seconds), then
         stops. An attached sandbox is then removed."""
+        if self._cluster is not None:
+            return await self._delete_object()
         self._info = SandboxInfo._from_dict(
-            await self._client.drain(self.name, _timeout_ms(timeout))
+            await self._client.drain(self._target, _timeout_ms(timeout))
         )
         await self._release()
         return self._info
 
     async def destroy(self) -> None:
         """Removes the sandbox (killed first if running); no error if it is already gone."""
+        if self._cluster is not None:
+            await self._delete_object()
+            return
         if self._lease is not None:
             await self._release()
         else:
-            await _remove_quietly(self._client, self.name)
+            await _remove_quietly(self._client, self._target)
 
     def detach(self) -> None:
         """Lets the sandbox outlive this handle: ``async with`` no longer removes it.
@@ -822,7 +940,7 @@ class Sandbox:
             user=user,
             stdin_data=stdin,
         )
-        return _output(await self._client.exec(self.name, req))
+        return _output(await self._client.exec(self._target, req))
 
     async def shell(
         self,
@@ -878,7 +996,7 @@ class Sandbox:
             stdin_pipe=stdin_pipe,
             tty=tty,
         )
-        stream = await self._client.exec_stream(self.name, req)
+        stream = await self._client.exec_stream(self._target, req)
         return ExecHandle(stream, stdin_pipe=stdin_pipe, tty=bool(tty))
 
     async def attach(
@@ -899,7 +1017,14 @@ class Sandbox:
 
     async def metrics(self) -> Metrics:
         """Current resource usage."""
-        return Metrics._from_dict(await self._client.metrics(self.name))
+        return Metrics._from_dict(await self._client.metrics(self._target))
+
+
+async def _delete_object_quietly(conn: _native.Cluster, name: str) -> None:
+    """Deletes a Sandbox object this call created, without waiting; errors are swallowed (the
+    caller is already failing)."""
+    with contextlib.suppress(Exception):
+        await conn.delete(name, False, 0.0)
 
 
 async def _remove_quietly(client: _native.Client, name: str) -> None:

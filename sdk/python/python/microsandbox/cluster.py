@@ -1,0 +1,170 @@
+"""Cluster mode: the same API, with sandboxes as Kubernetes ``Sandbox`` objects.
+
+::
+
+    from microsandbox import Cluster, Sandbox
+
+    async with await Sandbox.create("job-1", image="python", cluster=Cluster()) as sb:
+        print((await sb.exec("python", ["-c", "print(1)"])).stdout())
+
+``Sandbox.create`` posts a ``Sandbox`` object, watches it until it is Ready (no polling) and
+deletes it again if that fails, times out or is cancelled. The microsandbox operator schedules
+it onto a node; exec, files and metrics then go straight to that node's agent
+(``status.agentEndpoint``), authenticated with your own bearer token, which the agent checks
+with the API server: you need ``create`` on ``sandboxes/exec`` of that Sandbox. So this works
+from inside the cluster (a pod's ServiceAccount) and from any machine that reaches the node
+network; a kubeconfig that authenticates with client certificates only has no token to present
+(use a ServiceAccount token: ``kubectl create token``).
+
+Which mode applies, first match wins:
+
+1. the ``cluster=`` argument of the call (a :class:`Cluster`, or ``"local"``);
+2. :func:`set_mode`;
+3. the environment: ``MICROSANDBOX_MODE=cluster`` (with ``KUBECONFIG``,
+   ``MICROSANDBOX_CONTEXT``, ``MICROSANDBOX_NAMESPACE``, ``MICROSANDBOX_READY_TIMEOUT``);
+4. local mode.
+
+Within a :class:`Cluster`, an explicit ``kubeconfig=`` wins over ``KUBECONFIG``, which wins over
+``~/.kube/config``, which wins over the in-cluster ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import _native
+from .errors import InvalidConfigError
+
+__all__ = ["Cluster", "set_mode"]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where cluster-mode sandboxes live.
+
+    Args:
+        kubeconfig: Path of a kubeconfig; default as kubectl (``KUBECONFIG``, ``~/.kube/config``,
+            then the pod's ServiceAccount).
+        context: kubeconfig context; default the current one.
+        namespace: Namespace of the Sandbox objects; default the context's.
+        ready_timeout: Seconds ``Sandbox.create`` waits for Ready.
+    """
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    ready_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ready_timeout, (int, float)) or self.ready_timeout <= 0:
+            raise InvalidConfigError(
+                f"ready_timeout must be a positive number of seconds, not {self.ready_timeout!r}"
+            )
+
+    @classmethod
+    def from_env(cls) -> Cluster | None:
+        """The cluster the environment asks for (``MICROSANDBOX_MODE=cluster``), else None."""
+        mode = os.environ.get("MICROSANDBOX_MODE", "local").strip().lower()
+        if mode in ("", "local"):
+            return None
+        if mode != "cluster":
+            raise InvalidConfigError(
+                f"MICROSANDBOX_MODE must be 'local' or 'cluster', not {mode!r}"
+            )
+        timeout = os.environ.get("MICROSANDBOX_READY_TIMEOUT")
+        try:
+            ready = float(timeout) if timeout else 120.0
+        except ValueError:
+            raise InvalidConfigError(
+                f"MICROSANDBOX_READY_TIMEOUT must be seconds, not {timeout!r}"
+            ) from None
+        return cls(
+            context=os.environ.get("MICROSANDBOX_CONTEXT") or None,
+            namespace=os.environ.get("MICROSANDBOX_NAMESPACE") or None,
+            ready_timeout=ready,
+        )
+
+
+ModeArg = Cluster | Literal["local"] | None
+
+_UNSET = object()
+_mode: object = _UNSET
+_connections: dict[Cluster, _native.Cluster] = {}
+
+
+def set_mode(mode: ModeArg) -> None:
+    """Sets the mode of calls without a ``cluster=`` argument: a :class:`Cluster`, ``"local"``,
+    or None to follow the environment again."""
+    global _mode
+    if mode is not None and mode != "local" and not isinstance(mode, Cluster):
+        raise InvalidConfigError(f"mode must be a Cluster, 'local' or None, not {mode!r}")
+    _mode = _UNSET if mode is None else mode
+
+
+def resolve(explicit: ModeArg) -> Cluster | None:
+    """The cluster a call uses, or None for local mode (precedence in the module doc)."""
+    for choice in (explicit, None if _mode is _UNSET else _mode):
+        if choice == "local":
+            return None
+        if isinstance(choice, Cluster):
+            return choice
+        if choice is not None:
+            raise InvalidConfigError(f"cluster must be a Cluster or 'local', not {choice!r}")
+    return Cluster.from_env()
+
+
+async def connect(c: Cluster) -> _native.Cluster:
+    """The (shared) connection for ``c``."""
+    conn = _connections.get(c)
+    if conn is None:
+        conn = await _native.Cluster.connect(c.kubeconfig, c.context, c.namespace)
+        _connections[c] = conn
+    return conn
+
+
+_PULL = {"always": "Always", "if-not-present": "IfNotPresent", "never": "Never"}
+
+
+def sandbox_object(
+    name: str,
+    namespace: str,
+    *,
+    image: str,
+    memory: int,
+    cpus: int,
+    env: Mapping[str, str],
+    workdir: str | None,
+    isolation: str | None,
+    pull_policy: str,
+    pids_limit: int | None,
+) -> str:
+    """The ``Sandbox`` object (JSON) for the arguments of ``Sandbox.create``, already checked."""
+    spec: dict[str, Any] = {
+        "image": image,
+        "imagePullPolicy": _PULL[pull_policy],
+        "resources": {"memory": f"{memory}Mi", "cpus": cpus},
+    }
+    if isolation is not None:
+        spec["isolation"] = isolation
+    if pids_limit is not None:
+        spec["resources"]["pids"] = pids_limit
+    if env:
+        spec["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    if workdir:
+        spec["workdir"] = workdir
+    return json.dumps(
+        {
+            "apiVersion": "microsandbox.dev/v1alpha1",
+            "kind": "Sandbox",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/created-by": "microsandbox-python"},
+            },
+            "spec": spec,
+        }
+    )

@@ -1,0 +1,388 @@
+//! `_native.Cluster`: Sandbox objects through the Kubernetes API (the SDK's cluster mode).
+//!
+//! Creating is two calls so the Python side knows what it owns: `create` posts the object (a
+//! name taken by someone else fails here and nothing is cleaned up), `wait_ready` watches it until
+//! the Sandbox is Ready, Failed, unschedulable past the timeout, or the timeout; the caller deletes
+//! what it created when waiting fails or is cancelled. Exec and files then go to the node-agent
+//! named in the status with the user's own bearer token, which the agent checks against RBAC
+//! (`create` on `sandboxes/exec`).
+
+use crate::convert::Json;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::await_condition;
+use microsandbox_crds::{Sandbox, SandboxPhase};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3_async_runtimes::tokio::future_into_py;
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A failure of cluster mode, in the terms `microsandbox.errors._from_native("cluster", code,
+/// message)` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterError {
+    /// `config`, `forbidden`, `already_exists`, `not_found`, `invalid`, `unschedulable`,
+    /// `failed`, `timeout` or `api`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ClusterError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn into_py(self) -> PyErr {
+        Python::attach(|py| {
+            let made = py
+                .import("microsandbox.errors")
+                .and_then(|m| m.getattr("_from_native"))
+                .and_then(|f| f.call1(("cluster", self.code, self.message.clone())));
+            match made {
+                Ok(exc) => PyErr::from_value(exc),
+                Err(_) => PyRuntimeError::new_err(format!("{}: {}", self.code, self.message)),
+            }
+        })
+    }
+}
+
+/// The error of an API call, by HTTP status.
+fn api_error(what: &str, e: kube::Error) -> ClusterError {
+    match &e {
+        kube::Error::Api(s) => {
+            let code = match s.code {
+                401 | 403 => "forbidden",
+                404 => "not_found",
+                409 => "already_exists",
+                422 | 400 => "invalid",
+                _ => "api",
+            };
+            ClusterError::new(code, format!("{what}: {}", s.message))
+        }
+        _ => ClusterError::new("api", format!("{what}: {e}")),
+    }
+}
+
+/// Where waiting for a Sandbox ended. Pure, so the decision is unit-tested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ready,
+    Failed(String),
+    /// Still waiting; `Some((reason, message))` when the operator said it cannot schedule it.
+    Waiting(Option<(String, String)>),
+}
+
+pub fn outcome(s: &Sandbox) -> Outcome {
+    let Some(st) = s.status.as_ref() else {
+        return Outcome::Waiting(None);
+    };
+    let cond = |t: &str| st.conditions.iter().find(|c| c.type_ == t);
+    if cond("Ready").is_some_and(|c| c.status == "True") {
+        return Outcome::Ready;
+    }
+    if matches!(st.phase, Some(SandboxPhase::Failed | SandboxPhase::Stopped)) {
+        let why = cond("Ready")
+            .map(|c| format!("{}: {}", c.reason, c.message))
+            .unwrap_or_else(|| "failed".into());
+        return Outcome::Failed(why);
+    }
+    Outcome::Waiting(
+        cond("Scheduled")
+            .filter(|c| c.status == "False")
+            .map(|c| (c.reason.clone(), c.message.clone())),
+    )
+}
+
+/// Kubernetes connection of cluster mode.
+#[pyclass(frozen, module = "microsandbox._native")]
+pub struct Cluster {
+    client: kube::Client,
+    namespace: String,
+    /// Bearer token of the user (kubeconfig token or token file, or the pod's ServiceAccount
+    /// token), for the node-agent API. `None` with client-certificate kubeconfigs.
+    token: Option<String>,
+    server: String,
+}
+
+impl Cluster {
+    fn api(&self) -> Api<Sandbox> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+async fn connect(
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    namespace: Option<String>,
+) -> Result<Cluster, ClusterError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(&path).map_err(|e| {
+                ClusterError::new("config", format!("kubeconfig {}: {e}", path.display()))
+            })?;
+            let opts = KubeConfigOptions {
+                context,
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .map_err(|e| {
+                    ClusterError::new("config", format!("kubeconfig {}: {e}", path.display()))
+                })?
+        }
+        None if context.is_some() => {
+            let opts = KubeConfigOptions {
+                context,
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&opts)
+                .await
+                .map_err(|e| ClusterError::new("config", format!("kubeconfig: {e}")))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            ClusterError::new(
+                "config",
+                format!("no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a pod: {e}"),
+            )
+        })?,
+    };
+    let token = match (&config.auth_info.token, &config.auth_info.token_file) {
+        (Some(t), _) => Some(t.expose_secret().to_string()),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .ok()
+            .map(|t| t.trim().to_string()),
+        (None, None) => None,
+    };
+    let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config)
+        .map_err(|e| ClusterError::new("config", format!("Kubernetes client: {e}")))?;
+    Ok(Cluster {
+        client,
+        namespace,
+        token,
+        server,
+    })
+}
+
+#[pymethods]
+impl Cluster {
+    /// Connect with `kubeconfig` (path) and `context` when given, else as kubectl would
+    /// (`$KUBECONFIG`, `~/.kube/config`, then the pod's ServiceAccount). `namespace` defaults to
+    /// the context's.
+    #[staticmethod]
+    #[pyo3(signature = (kubeconfig=None, context=None, namespace=None))]
+    fn connect<'py>(
+        py: Python<'py>,
+        kubeconfig: Option<PathBuf>,
+        context: Option<String>,
+        namespace: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        future_into_py(py, async move {
+            connect(kubeconfig, context, namespace)
+                .await
+                .map_err(ClusterError::into_py)
+        })
+    }
+
+    #[getter]
+    fn namespace(&self) -> String {
+        self.namespace.clone()
+    }
+
+    /// The user's bearer token for node-agent calls, if the configuration has one.
+    #[getter]
+    fn token(&self) -> Option<String> {
+        self.token.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<microsandbox._native.Cluster {} namespace={}>",
+            self.server, self.namespace
+        )
+    }
+
+    /// Create the Sandbox object `object_json` (a full object as JSON).
+    fn create<'py>(&self, py: Python<'py>, object_json: String) -> PyResult<Bound<'py, PyAny>> {
+        let api = self.api();
+        future_into_py(py, async move {
+            let obj: Sandbox = serde_json::from_str(&object_json).map_err(|e| {
+                ClusterError::new("invalid", format!("Sandbox object: {e}")).into_py()
+            })?;
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            api.create(&PostParams::default(), &obj)
+                .await
+                .map_err(|e| api_error(&format!("create Sandbox {name}"), e).into_py())?;
+            Ok(())
+        })
+    }
+
+    /// Watch Sandbox `name` until Ready (resolves to the object as a dict), Failed, or
+    /// `timeout_s`; a Sandbox the operator cannot schedule by then fails with its reason.
+    fn wait_ready<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        timeout_s: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let api = self.api();
+        future_into_py(py, async move {
+            let done =
+                |s: Option<&Sandbox>| s.is_none_or(|s| !matches!(outcome(s), Outcome::Waiting(_)));
+            let waited = tokio::time::timeout(
+                Duration::from_secs_f64(timeout_s.max(0.0)),
+                await_condition(api.clone(), &name, done),
+            )
+            .await;
+            let obj = match waited {
+                Ok(Ok(Some(obj))) => obj,
+                Ok(Ok(None)) => {
+                    return Err(ClusterError::new(
+                        "not_found",
+                        format!("Sandbox {name} was deleted while starting"),
+                    )
+                    .into_py())
+                }
+                Ok(Err(e)) => {
+                    return Err(
+                        ClusterError::new("api", format!("watch Sandbox {name}: {e}")).into_py(),
+                    )
+                }
+                Err(_) => {
+                    let last = api
+                        .get_opt(&name)
+                        .await
+                        .map_err(|e| api_error(&format!("get Sandbox {name}"), e).into_py())?;
+                    let err = match last.as_ref().map(outcome) {
+                        Some(Outcome::Waiting(Some((reason, message)))) => {
+                            ClusterError::new("unschedulable", format!("{reason}: {message}"))
+                        }
+                        _ => ClusterError::new(
+                            "timeout",
+                            format!("Sandbox {name} not Ready after {timeout_s} s"),
+                        ),
+                    };
+                    return Err(err.into_py());
+                }
+            };
+            match outcome(&obj) {
+                Outcome::Failed(why) => Err(ClusterError::new("failed", why).into_py()),
+                _ => Json::of(&obj),
+            }
+        })
+    }
+
+    /// The Sandbox object `name` as a dict.
+    fn get<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let api = self.api();
+        future_into_py(py, async move {
+            let obj = api
+                .get(&name)
+                .await
+                .map_err(|e| api_error(&format!("get Sandbox {name}"), e).into_py())?;
+            Json::of(&obj)
+        })
+    }
+
+    /// Every Sandbox object of the namespace, as dicts.
+    fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let api = self.api();
+        future_into_py(py, async move {
+            let list = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| api_error("list Sandboxes", e).into_py())?;
+            Json::of(&list.items)
+        })
+    }
+
+    /// Delete Sandbox `name` (no error if it is gone); with `wait`, resolve once the object is
+    /// gone (the node-agent removed the sandbox), at most `timeout_s`.
+    #[pyo3(signature = (name, wait=true, timeout_s=60.0))]
+    fn delete<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        wait: bool,
+        timeout_s: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let api = self.api();
+        future_into_py(py, async move {
+            let uid = match api.delete(&name, &DeleteParams::default()).await {
+                Ok(either) => either.left().and_then(|o| o.metadata.uid),
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                Err(e) => return Err(api_error(&format!("delete Sandbox {name}"), e).into_py()),
+            };
+            if !wait {
+                return Ok(());
+            }
+            let gone = await_condition(
+                api,
+                &name,
+                kube::runtime::conditions::is_deleted(uid.as_deref().unwrap_or_default()),
+            );
+            match tokio::time::timeout(Duration::from_secs_f64(timeout_s.max(0.0)), gone).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(ClusterError::new("api", format!("watch Sandbox {name}: {e}")).into_py()),
+                Err(_) => Err(ClusterError::new(
+                    "timeout",
+                    format!("Sandbox {name} still exists after {timeout_s} s (finalizers: is its node-agent running?)"),
+                )
+                .into_py()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(status: serde_json::Value) -> Sandbox {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "microsandbox.dev/v1alpha1",
+            "kind": "Sandbox",
+            "metadata": {"name": "s"},
+            "spec": {"image": "busybox"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn cond(t: &str, s: &str, reason: &str, message: &str) -> serde_json::Value {
+        serde_json::json!({"type": t, "status": s, "reason": reason, "message": message,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(
+            outcome(&sandbox(serde_json::json!({}))),
+            Outcome::Waiting(None)
+        );
+        let ready = sandbox(serde_json::json!({"phase": "Running",
+            "conditions": [cond("Ready", "True", "Running", "")]}));
+        assert_eq!(outcome(&ready), Outcome::Ready);
+        let pending = sandbox(serde_json::json!({"phase": "Pending",
+            "conditions": [cond("Scheduled", "False", "Unschedulable", "0/2 nodes are available")]}));
+        assert_eq!(
+            outcome(&pending),
+            Outcome::Waiting(Some((
+                "Unschedulable".into(),
+                "0/2 nodes are available".into()
+            )))
+        );
+        let failed = sandbox(serde_json::json!({"phase": "Failed",
+            "conditions": [cond("Ready", "False", "Failed", "image not found")]}));
+        assert_eq!(
+            outcome(&failed),
+            Outcome::Failed("Failed: image not found".into())
+        );
+    }
+}

@@ -1,0 +1,142 @@
+"""The SDK's API in cluster mode, against a real apiserver, operator and node-agent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from microsandbox import (
+    Cluster,
+    PermissionDeniedError,
+    Sandbox,
+    SandboxAlreadyExistsError,
+    SandboxNotFoundError,
+    SchedulingError,
+    StdoutEvent,
+    ExitedEvent,
+    set_mode,
+)
+from microsandbox import _native
+
+IMAGE = "busybox"
+
+
+async def _objects(c: Cluster) -> list[str]:
+    conn = await _native.Cluster.connect(c.kubeconfig, c.context, c.namespace)
+    return [o["metadata"]["name"] for o in await conn.list()]
+
+
+async def test_create_exec_stream_fs_metrics_remove(dev: Cluster) -> None:
+    sb = await Sandbox.create(
+        "py-basic", image=IMAGE, memory=64, isolation="container", cluster=dev,
+        env={"GREETING": "hi"},
+    )
+    async with sb:
+        assert sb.name == "py-basic"
+        assert sb.info.running
+        out = await sb.exec("sh", ["-c", "echo $GREETING from $(hostname)"])
+        assert out.stdout().startswith("hi from py-basic-")
+        assert out.exit_code == 0
+
+        handle = await sb.exec_stream("sh", ["-c", "for i in 1 2 3; do echo $i; done; exit 3"])
+        seen = b""
+        code = None
+        async for ev in handle.events():
+            match ev:
+                case StdoutEvent(data=data):
+                    seen += data
+                case ExitedEvent(code=c):
+                    code = c
+        assert seen == b"1\n2\n3\n" and code == 3
+
+        await sb.fs.write("/tmp/f.txt", b"cluster bytes")
+        assert await sb.fs.read("/tmp/f.txt") == b"cluster bytes"
+        assert "f.txt" in [e.name for e in await sb.fs.list("/tmp")]
+
+        m = await sb.metrics()
+        assert m.memory_bytes > 0
+
+        again = await Sandbox.get("py-basic", cluster=dev)
+        assert (await again.exec("true")).exit_code == 0
+        # list() shows the sandboxes as their node-agents know them.
+        assert any(i.name.startswith("py-basic-") for i in await Sandbox.list(cluster=dev))
+    # The context manager deleted the object and waited for it to go.
+    assert "py-basic" not in await _objects(dev)
+    with pytest.raises(SandboxNotFoundError):
+        await Sandbox.get("py-basic", cluster=dev)
+
+
+async def test_rbac_denial_is_typed(viewer: Cluster) -> None:
+    with pytest.raises(PermissionDeniedError) as e:
+        await Sandbox.create("py-denied", image=IMAGE, memory=64, isolation="container",
+                             cluster=viewer)
+    assert "sandboxes" in str(e.value)
+
+
+async def test_scheduling_failure_carries_the_reason(dev: Cluster, node_slots: int) -> None:
+    quick = Cluster(kubeconfig=dev.kubeconfig, namespace=dev.namespace, ready_timeout=8)
+    # microvm isolation is not offered by the test node: Pending with the scheduler's reason.
+    with pytest.raises(SchedulingError) as e:
+        await Sandbox.create("py-unschedulable", image=IMAGE, memory=64, isolation="microvm",
+                             cluster=quick)
+    assert e.value.reason == "Unschedulable"
+    assert "no microvm isolation" in str(e.value)
+    # Nothing left behind.
+    assert "py-unschedulable" not in await _objects(dev)
+
+
+async def test_two_clients_race_on_one_name(dev: Cluster) -> None:
+    async def one() -> Sandbox:
+        return await Sandbox.create("py-race", image=IMAGE, memory=64, isolation="container",
+                                    cluster=dev)
+
+    results = await asyncio.gather(one(), one(), return_exceptions=True)
+    winners = [r for r in results if isinstance(r, Sandbox)]
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert len(winners) == 1, results
+    assert len(losers) == 1 and isinstance(losers[0], SandboxAlreadyExistsError), results
+    # The loser did not delete the winner's object.
+    assert (await winners[0].exec("true")).exit_code == 0
+    await winners[0].destroy()
+    assert "py-race" not in await _objects(dev)
+
+
+async def test_cancelled_create_cleans_up(dev: Cluster) -> None:
+    slow = Cluster(kubeconfig=dev.kubeconfig, namespace=dev.namespace, ready_timeout=60)
+    task = asyncio.create_task(
+        # Unschedulable (microvm), so it would wait the whole minute.
+        Sandbox.create("py-cancel", image=IMAGE, memory=64, isolation="microvm", cluster=slow)
+    )
+    for _ in range(100):
+        if "py-cancel" in await _objects(dev):
+            break
+        await asyncio.sleep(0.05)
+    assert "py-cancel" in await _objects(dev)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if "py-cancel" not in await _objects(dev):
+            break
+        await asyncio.sleep(0.1)
+    assert "py-cancel" not in await _objects(dev)
+
+
+async def test_mode_from_set_mode_and_environment(dev: Cluster) -> None:
+    set_mode(dev)
+    try:
+        async with await Sandbox.create("py-mode", image=IMAGE, memory=64,
+                                        isolation="container") as sb:
+            assert sb.name == "py-mode"
+    finally:
+        set_mode(None)
+    os.environ["MICROSANDBOX_MODE"] = "bogus"
+    try:
+        from microsandbox import InvalidConfigError
+
+        with pytest.raises(InvalidConfigError):
+            await Sandbox.list()
+    finally:
+        del os.environ["MICROSANDBOX_MODE"]

@@ -1,0 +1,55 @@
+//! The Python SDK in cluster mode: this sets up the cluster side (operator, node-agent, two
+//! users with their own RBAC) and runs `sdk/python/tests_cluster` with pytest against it.
+
+use microsandbox_e2e::{token_kubeconfig, workspace, Cluster};
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_cluster_mode() {
+    let sdk = workspace().join("sdk/python");
+    let python = sdk.join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: run sdk/python/scripts/dev-setup.sh (tests/e2e/run.sh does)",
+        python.display()
+    );
+    let c = Cluster::new("e2e-sdk").await;
+    let _op = c.operator(&[]);
+    let slots = 4;
+    let _agent = c.agent("n1", &["--capacity-sandboxes", &slots.to_string()]);
+
+    let ns = &c.ns;
+    c.apply(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: dev\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: viewer\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-user\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes]\n  verbs: [create, get, list, watch, delete]\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes/exec]\n  verbs: [create]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-viewer\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: dev\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-user}\nsubjects: [{kind: ServiceAccount, name: dev}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: viewer\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-viewer}\nsubjects: [{kind: ServiceAccount, name: viewer}]\n",
+    );
+    let dev = token_kubeconfig("dev", ns, &c.dir.join("dev.kubeconfig"));
+    let viewer = token_kubeconfig("viewer", ns, &c.dir.join("viewer.kubeconfig"));
+
+    let out = Command::new(&python)
+        .args([
+            "-m",
+            "pytest",
+            "tests_cluster",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ])
+        .current_dir(&sdk)
+        .env("MSB_TEST_KUBECONFIG_DEV", &dev)
+        .env("MSB_TEST_KUBECONFIG_VIEWER", &viewer)
+        .env("MSB_TEST_NAMESPACE", ns)
+        .env("MSB_TEST_NODE_SLOTS", slots.to_string())
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("pytest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "pytest failed:\n{text}");
+    // Every test cleaned up after itself.
+    let left = c.sandboxes().list(&Default::default()).await.unwrap().items;
+    assert!(left.is_empty(), "{} Sandboxes left", left.len());
+}
