@@ -66,7 +66,7 @@ def test_create_request() -> None:
 
 
 def test_every_agent_error_code_maps_to_a_subclass_with_advice() -> None:
-    codes = ["unauthorized", "invalid_request", "invalid_name", "sandbox_not_found",
+    codes = ["unauthorized", "forbidden", "invalid_request", "invalid_name", "sandbox_not_found",
              "sandbox_already_exists", "sandbox_not_running", "sandbox_draining",
              "isolation_unavailable", "image_not_found", "image_pull_failed",
              "registry_unreachable", "image_not_present", "path_not_found", "fs_error",
@@ -118,3 +118,67 @@ def test_values_are_frozen_and_matchable() -> None:
     match ExitedEvent(1, None, True):
         case ExitedEvent(code, signal, timed_out):
             assert (code, signal, timed_out) == (1, None, True)
+
+
+def test_package_exports_every_error() -> None:
+    import microsandbox.errors as errors
+
+    missing = set(errors.__all__) - set(microsandbox.__all__)
+    assert not missing, f"add to microsandbox.__all__: {sorted(missing)}"
+
+
+def test_every_cluster_error_code_maps_to_a_typed_subclass() -> None:
+    from microsandbox import errors
+
+    for code in ("config", "forbidden", "already_exists", "not_found", "invalid",
+                 "unschedulable", "timeout", "failed", "api"):
+        exc = errors._from_native("cluster", code, "Unschedulable: 0/1 nodes are available")
+        assert isinstance(exc, errors.MicrosandboxError)
+        assert exc.code == code
+    sched = errors._from_native("cluster", "unschedulable", "Unschedulable: 0/1 nodes")
+    assert isinstance(sched, errors.SchedulingError) and sched.reason == "Unschedulable"
+    assert isinstance(errors._from_native("cluster", "forbidden", "no"), PermissionError)
+    assert isinstance(errors._from_native("cluster", "timeout", "slow"), TimeoutError)
+    # The agent's own 403 (Kubernetes user without sandboxes/exec) is the same class.
+    assert isinstance(errors._from_native("api", "forbidden", "no"),
+                      errors.PermissionDeniedError)
+
+
+def test_cluster_mode_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from microsandbox import Cluster, InvalidConfigError, cluster, set_mode
+
+    monkeypatch.delenv("MICROSANDBOX_MODE", raising=False)
+    assert cluster.resolve(None) is None
+    monkeypatch.setenv("MICROSANDBOX_MODE", "cluster")
+    monkeypatch.setenv("MICROSANDBOX_NAMESPACE", "team-a")
+    from_env = cluster.resolve(None)
+    assert from_env is not None and from_env.namespace == "team-a"
+    explicit = Cluster(namespace="team-b")
+    set_mode("local")
+    try:
+        assert cluster.resolve(None) is None  # set_mode wins over the environment
+        assert cluster.resolve(explicit) is explicit  # the argument wins over set_mode
+    finally:
+        set_mode(None)
+    assert cluster.resolve("local") is None
+    monkeypatch.setenv("MICROSANDBOX_MODE", "swarm")
+    with pytest.raises(InvalidConfigError):
+        cluster.resolve(None)
+    with pytest.raises(InvalidConfigError):
+        Cluster(ready_timeout=0)
+
+
+def test_sandbox_object() -> None:
+    import json
+
+    from microsandbox import cluster
+
+    obj = json.loads(cluster.sandbox_object(
+        "s", "ns", image="python", memory=256, cpus=2, env={"A": "1"}, workdir="/app",
+        isolation="container", pull_policy="always", pids_limit=64))
+    assert obj["metadata"] == {"name": "s", "namespace": "ns",
+                               "labels": {"app.kubernetes.io/created-by": "microsandbox-python"}}
+    assert obj["spec"] == {"image": "python", "imagePullPolicy": "Always",
+                           "resources": {"memory": "256Mi", "cpus": 2, "pids": 64},
+                           "isolation": "container", "env": [{"name": "A", "value": "1"}],
+                           "workdir": "/app"}

@@ -21,9 +21,45 @@ from __future__ import annotations
 from ._install import install, is_installed
 from ._native import __version__
 from .config import NetworkPolicy, Patch, Secret, Volume, VolumeInfo
-from . import errors as _errors
 from .cluster import Cluster, set_mode
-from .errors import *  # noqa: F403  (every exception, listed in errors.__all__)
+from .errors import (
+    AgentConnectionError,
+    AgentError,
+    AgentNotInstalledError,
+    AgentUnreachableError,
+    ClusterConfigError,
+    ClusterError,
+    CommandFailedError,
+    CommandNotFoundError,
+    ExecFailedError,
+    ExecTimeoutError,
+    FilesystemError,
+    FilesystemPathNotFoundError,
+    ImageError,
+    ImageNotFoundError,
+    ImageNotPresentError,
+    ImagePullError,
+    InternalAgentError,
+    InvalidConfigError,
+    InvalidNameError,
+    IsolationUnavailableError,
+    MicrosandboxError,
+    NetworkPolicyError,
+    PermissionDeniedError,
+    ProtocolError,
+    RegistryUnreachableError,
+    SandboxAlreadyExistsError,
+    SandboxDrainingError,
+    SandboxFailedError,
+    SandboxNotFoundError,
+    SandboxNotRunningError,
+    SandboxRuntimeError,
+    SandboxStartTimeoutError,
+    SchedulingError,
+    SecretViolationError,
+    UnauthorizedError,
+    UnsupportedFeatureError,
+)
 from .legacy import CommandExecution, Execution, NodeSandbox, PythonSandbox
 from .models import (
     AgentInfo,
@@ -84,8 +120,43 @@ __all__ = [
     # cluster mode
     "Cluster",
     "set_mode",
-    # errors (microsandbox.errors)
-    *_errors.__all__,
+    # errors (microsandbox.errors; a test checks this list is complete)
+    "MicrosandboxError",
+    "AgentError",
+    "AgentUnreachableError",
+    "AgentNotInstalledError",
+    "AgentConnectionError",
+    "ProtocolError",
+    "UnauthorizedError",
+    "InvalidConfigError",
+    "InvalidNameError",
+    "UnsupportedFeatureError",
+    "NetworkPolicyError",
+    "SecretViolationError",
+    "SandboxNotFoundError",
+    "SandboxAlreadyExistsError",
+    "SandboxNotRunningError",
+    "SandboxDrainingError",
+    "IsolationUnavailableError",
+    "ImageError",
+    "ImageNotFoundError",
+    "ImagePullError",
+    "RegistryUnreachableError",
+    "ImageNotPresentError",
+    "FilesystemError",
+    "FilesystemPathNotFoundError",
+    "ExecFailedError",
+    "CommandNotFoundError",
+    "ExecTimeoutError",
+    "CommandFailedError",
+    "SandboxRuntimeError",
+    "InternalAgentError",
+    "PermissionDeniedError",
+    "ClusterError",
+    "ClusterConfigError",
+    "SchedulingError",
+    "SandboxStartTimeoutError",
+    "SandboxFailedError",
 ]
 
 

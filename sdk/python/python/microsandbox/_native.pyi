@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from os import PathLike
 from typing import Any, final
 
-__all__ = ["Client", "ExecStream", "Lease", "__version__"]
+__all__ = ["Cluster", "Client", "ExecStream", "Lease", "__version__"]
 __version__: str
 
 _Json = dict[str, Any]
@@ -62,7 +62,6 @@ class Client:
     def fs_copy(self, name: str, src: str, dst: str) -> Awaitable[None]: ...
 
 @final
-@final
 class Cluster:
     @staticmethod
     def connect(
@@ -82,6 +81,7 @@ class Cluster:
         self, name: str, wait: bool = True, timeout_s: float = 60.0
     ) -> Awaitable[None]: ...
 
+@final
 class Lease:
     @property
     def name(self) -> str: ...
