@@ -198,6 +198,55 @@ impl Patch {
     }
 }
 
+fn octal(mode: Option<&String>) -> Option<u32> {
+    mode.and_then(|m| u32::from_str_radix(m, 8).ok())
+}
+
+impl Patch {
+    /// The node-agent's form of this patch (`None` for an entry without an operation, which
+    /// validation rejects).
+    pub fn to_agent(&self) -> Option<microsandbox_wire::api::RootPatch> {
+        use base64::Engine as _;
+        use microsandbox_wire::api::RootPatch as R;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        if let Some(t) = &self.text {
+            return Some(R::Text {
+                path: t.path.clone(),
+                content_b64: b64(&t.content),
+                mode: octal(t.mode.as_ref()),
+            });
+        }
+        if let Some(a) = &self.append {
+            return Some(R::Append {
+                path: a.path.clone(),
+                content_b64: b64(&a.content),
+            });
+        }
+        if let Some(m) = &self.mkdir {
+            return Some(R::Mkdir {
+                path: m.path.clone(),
+                mode: octal(m.mode.as_ref()),
+            });
+        }
+        if let Some(l) = &self.symlink {
+            return Some(R::Symlink {
+                path: l.path.clone(),
+                target: l.target.clone(),
+            });
+        }
+        if let Some(r) = &self.remove {
+            return Some(R::Remove {
+                path: r.path.clone(),
+            });
+        }
+        self.copy.as_ref().map(|c| R::Copy {
+            src: c.host_path.clone(),
+            path: c.path.clone(),
+            mode: None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -492,6 +492,7 @@ impl SandboxSpec {
             detached: true,
             pids_limit: self.resources.pids.and_then(|p| u32::try_from(p).ok()),
             labels: BTreeMap::new(),
+            patches: self.patches.iter().filter_map(Patch::to_agent).collect(),
         }
     }
 }

@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// Seconds an attached sandbox waits for its creator's lease connection.
     #[arg(long, default_value_t = 10)]
     pub lease_grace_secs: u64,
+    /// Host directory that copy patches may read (repeatable; default none).
+    #[arg(long = "host-root", env = "MSB_HOST_ROOTS", value_delimiter = ',')]
+    pub host_roots: Vec<PathBuf>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -183,6 +186,11 @@ fn config_from(a: Box<ServeArgs>) -> Result<AgentConfig, String> {
         }),
         kernel: a.kernel,
         lease_grace: std::time::Duration::from_secs(a.lease_grace_secs),
+        host_roots: a
+            .host_roots
+            .into_iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect(),
     })
 }
 

@@ -25,6 +25,8 @@ pub struct AgentConfig {
     pub kernel: Option<PathBuf>,
     /// Grace period for attached sandboxes to get their lease connection.
     pub lease_grace: std::time::Duration,
+    /// Host directories that copy patches (and bind mounts) may read; nothing else on the host.
+    pub host_roots: Vec<PathBuf>,
 }
 
 impl AgentConfig {

@@ -31,6 +31,8 @@ pub enum AgentError {
     OutputTooLarge(usize),
     #[error("guest agent channel: {0}")]
     GuestChannel(String),
+    #[error(transparent)]
+    Patch(#[from] crate::rootfs::patch::PatchError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +60,7 @@ impl AgentError {
             },
             AgentError::OutputTooLarge(_) => ErrorCode::ExecFailed,
             AgentError::GuestChannel(_) => ErrorCode::RuntimeError,
+            AgentError::Patch(_) => ErrorCode::PatchFailed,
             AgentError::Internal(_) => ErrorCode::Internal,
         }
     }

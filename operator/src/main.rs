@@ -9,7 +9,7 @@ use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Client;
-use microsandbox_crds::{Sandbox, Volume};
+use microsandbox_crds::{Sandbox, Secret, Volume};
 use microsandbox_operator::controller::{self, Context, FIELD_MANAGER};
 use microsandbox_operator::leader::{self, LeaderConfig};
 use microsandbox_operator::metrics::Metrics;
@@ -131,6 +131,10 @@ async fn main() -> anyhow_free::Result {
         resync: Duration::from_secs(args.resync_secs),
         assumed: Default::default(),
     });
+    let secret_api: Api<Secret> = match &args.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     let sandbox_api: Api<Sandbox> = match &args.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -142,7 +146,8 @@ async fn main() -> anyhow_free::Result {
                 sandbox_api,
                 Api::<Lease>::namespaced(client.clone(), &args.namespace)
             ),
-            controller::volume::run(ctx, volume_api),
+            controller::volume::run(ctx.clone(), volume_api),
+            controller::secret::run(ctx, secret_api),
             lease_stream,
             volume_stream,
             namespace_stream

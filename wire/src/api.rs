@@ -63,6 +63,72 @@ pub struct CreateSandbox {
     /// a cluster-mode sandbox belongs to. At most [`MAX_LABELS`], keys and values bounded.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Changes to the root filesystem, applied in order before the sandbox boots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<RootPatch>,
+}
+
+/// One change to a sandbox's root filesystem (`{"op": "text", "path": ..., ...}`). Paths are
+/// absolute paths inside the sandbox; they resolve inside its root even through symlinks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RootPatch {
+    /// Write a file (created or replaced).
+    Text {
+        path: String,
+        /// Content, base64.
+        content_b64: String,
+        /// Permission bits (default 0o644).
+        #[serde(default)]
+        mode: Option<u32>,
+    },
+    /// Append to a file (created if missing).
+    Append { path: String, content_b64: String },
+    /// Create a directory and its parents.
+    Mkdir {
+        path: String,
+        /// Permission bits of the last directory (default 0o755).
+        #[serde(default)]
+        mode: Option<u32>,
+    },
+    /// Create the symbolic link `path` -> `target`.
+    Symlink { path: String, target: String },
+    /// Remove a file or directory tree (no error if missing).
+    Remove { path: String },
+    /// Copy a host file or directory tree (under one of the agent's `--host-root`s) to `path`.
+    Copy {
+        src: String,
+        path: String,
+        /// Permission bits of a copied file (default: the source's).
+        #[serde(default)]
+        mode: Option<u32>,
+    },
+}
+
+impl RootPatch {
+    /// Short name of the operation.
+    pub fn op(&self) -> &'static str {
+        match self {
+            RootPatch::Text { .. } => "text",
+            RootPatch::Append { .. } => "append",
+            RootPatch::Mkdir { .. } => "mkdir",
+            RootPatch::Symlink { .. } => "symlink",
+            RootPatch::Remove { .. } => "remove",
+            RootPatch::Copy { .. } => "copy",
+        }
+    }
+
+    /// The path in the sandbox it changes.
+    pub fn path(&self) -> &str {
+        match self {
+            RootPatch::Text { path, .. }
+            | RootPatch::Append { path, .. }
+            | RootPatch::Mkdir { path, .. }
+            | RootPatch::Symlink { path, .. }
+            | RootPatch::Remove { path }
+            | RootPatch::Copy { path, .. } => path,
+        }
+    }
 }
 
 /// Most labels a sandbox may carry.
@@ -307,6 +373,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// Authenticated, but not allowed (cluster mode: RBAC said no).
     Forbidden,
+    /// A root filesystem patch could not be applied (the message names it).
+    PatchFailed,
     InvalidRequest,
     InvalidName,
     SandboxNotFound,
@@ -337,7 +405,7 @@ impl ErrorCode {
             SandboxAlreadyExists | SandboxNotRunning | SandboxDraining => 409,
             IsolationUnavailable => 422,
             ImagePullFailed | RegistryUnreachable => 502,
-            FsError | ExecFailed => 422,
+            FsError | ExecFailed | PatchFailed => 422,
             RuntimeError | Internal => 500,
         }
     }

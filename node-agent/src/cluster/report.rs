@@ -42,9 +42,6 @@ pub fn unsupported(spec: &SandboxSpec) -> Option<String> {
     if !spec.secrets.is_empty() {
         missing.push("spec.secrets");
     }
-    if !spec.patches.is_empty() {
-        missing.push("spec.patches");
-    }
     if spec.resources.disk.is_some() {
         missing.push("spec.resources.disk");
     }

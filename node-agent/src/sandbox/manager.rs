@@ -207,6 +207,7 @@ impl SandboxManager {
             .map(|l| self.images.layer_dir(l))
             .collect();
         rootfs::mount(&lowers, &root, &self.images.root().join("empty"))?;
+        rootfs::patch::apply(&root.merged, &req.patches, &self.config.host_roots)?;
         let mut env = image.config.env.clone();
         for (k, v) in &req.env {
             env.retain(|(ek, _)| ek != k);

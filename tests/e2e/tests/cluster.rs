@@ -572,3 +572,48 @@ async fn kubernetes_users_reach_a_sandbox_only_as_rbac_allows() {
     );
     assert!(ok, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_references_are_resolved() {
+    let c = Cluster::new("e2e-secrets").await;
+    let _op = c.operator(&[]);
+    c.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: api\nstringData:\n  token: s3cr3t-value\n---\napiVersion: microsandbox.dev/v1alpha1\nkind: Secret\nmetadata:\n  name: good\nspec:\n  secretRef: {name: api, key: token}\n  allowHosts: [api.example.com]\n---\napiVersion: microsandbox.dev/v1alpha1\nkind: Secret\nmetadata:\n  name: badkey\nspec:\n  secretRef: {name: api, key: nope}\n  allowHosts: [api.example.com]\n---\napiVersion: microsandbox.dev/v1alpha1\nkind: Secret\nmetadata:\n  name: missing\nspec:\n  secretRef: {name: absent, key: token}\n  allowHosts: [api.example.com]\n",
+    );
+    let api: kube::Api<microsandbox_crds::Secret> = kube::Api::namespaced(c.client.clone(), &c.ns);
+    for (name, status, reason) in [
+        ("good", "True", "Resolved"),
+        ("badkey", "False", "KeyNotFound"),
+        ("missing", "False", "SecretNotFound"),
+    ] {
+        let start = std::time::Instant::now();
+        loop {
+            let s = api.get(name).await.unwrap();
+            let cond = s.status.as_ref().and_then(|st| {
+                st.conditions
+                    .iter()
+                    .find(|c| c.type_ == "Resolved")
+                    .cloned()
+            });
+            if let Some(cond) = cond {
+                assert_eq!(
+                    (cond.status.as_str(), cond.reason.as_str()),
+                    (status, reason),
+                    "{name}"
+                );
+                assert!(
+                    !cond.message.contains("s3cr3t"),
+                    "a value leaked into the status"
+                );
+                break;
+            }
+            assert!(start.elapsed() < READY_TIMEOUT, "{name} never resolved");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let log = std::fs::read_to_string(c.dir.join("operator.log")).unwrap_or_default();
+    assert!(
+        !log.contains("s3cr3t"),
+        "a secret value reached the operator's log"
+    );
+}

@@ -137,6 +137,15 @@ def healthy(endpoint: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _host_roots() -> list[str]:
+    """Host directories a started agent lets copy patches read: ``MSB_HOST_ROOTS`` when set
+    (the agent reads it), else the user's home and the current directory."""
+    if os.environ.get("MSB_HOST_ROOTS"):
+        return []
+    roots = {str(Path.home()), os.getcwd()}
+    return [arg for root in sorted(roots) for arg in ("--host-root", root)]
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -194,7 +203,7 @@ def start_agent(sd: Path, timeout: float | None = None) -> int | None:
         log_path = sd / "agent.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [binary, "serve", "--state-dir", str(sd)],
+                [binary, "serve", "--state-dir", str(sd), *_host_roots()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,

@@ -30,6 +30,7 @@ Within a :class:`Cluster`, an explicit ``kubeconfig=`` wins over ``KUBECONFIG``,
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import _native
-from .errors import InvalidConfigError
+from .errors import InvalidConfigError, UnsupportedFeatureError
 
 __all__ = ["Cluster", "set_mode"]
 
@@ -129,6 +130,38 @@ async def connect(c: Cluster) -> _native.Cluster:
 _PULL = {"always": "Always", "if-not-present": "IfNotPresent", "never": "Never"}
 
 
+def _crd_patch(p: dict[str, Any]) -> dict[str, Any]:
+    """A patch in the Sandbox object's form (``spec.patches[]``)."""
+    op = p["op"]
+
+    def text() -> str:
+        try:
+            return base64.b64decode(p["content_b64"]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidConfigError(
+                f"patch {op} {p['path']}: a Sandbox object holds text only; write binary "
+                "files with sb.fs after creating the sandbox"
+            ) from None
+
+    def octal(mode: int | None) -> dict[str, str]:
+        return {} if mode is None else {"mode": f"{mode:04o}"}
+
+    if op == "text":
+        return {"text": {"path": p["path"], "content": text(), **octal(p["mode"])}}
+    if op == "append":
+        return {"append": {"path": p["path"], "content": text()}}
+    if op == "mkdir":
+        return {"mkdir": {"path": p["path"], **octal(p["mode"])}}
+    if op == "symlink":
+        return {"symlink": {"path": p["path"], "target": p["target"]}}
+    if op == "remove":
+        return {"remove": {"path": p["path"]}}
+    raise UnsupportedFeatureError(
+        "copy patches read the disk of the node that runs the sandbox, not this machine's; in "
+        "cluster mode copy files in with sb.fs.copy_from_host() after creating the sandbox"
+    )
+
+
 def sandbox_object(
     name: str,
     namespace: str,
@@ -141,8 +174,10 @@ def sandbox_object(
     isolation: str | None,
     pull_policy: str,
     pids_limit: int | None,
+    patches: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The ``Sandbox`` object (JSON) for the arguments of ``Sandbox.create``, already checked."""
+    """The ``Sandbox`` object (JSON) for the arguments of ``Sandbox.create``, already checked;
+    ``patches`` in the node agent's form (``config._patch_wire``)."""
     spec: dict[str, Any] = {
         "image": image,
         "imagePullPolicy": _PULL[pull_policy],
@@ -156,6 +191,8 @@ def sandbox_object(
         spec["env"] = [{"name": k, "value": v} for k, v in env.items()]
     if workdir:
         spec["workdir"] = workdir
+    if patches:
+        spec["patches"] = [_crd_patch(p) for p in patches]
     return json.dumps(
         {
             "apiVersion": "microsandbox.dev/v1alpha1",

@@ -8,6 +8,8 @@ rather than creating a sandbox that silently lacks them.
 
 from __future__ import annotations
 
+import base64
+
 import builtins
 import os
 from collections.abc import Iterable, Mapping
@@ -239,9 +241,26 @@ def _check_not_enforced(
             if not isinstance(s, Secret):
                 raise InvalidConfigError(f"secrets must be Secret objects, not {s!r}")
         _unsupported("secrets", "pass the value in env= if the sandbox may see it in clear")
-    patch_list: list[Any] = list(patches or ())
-    if patch_list:
-        for p in patch_list:
-            if not isinstance(p, Patch):
-                raise InvalidConfigError(f"patches must be Patch objects, not {p!r}")
-        _unsupported("rootfs patches", "write the files with sb.fs after creating the sandbox")
+    for p in patches or ():
+        if not isinstance(p, Patch):
+            raise InvalidConfigError(f"patches must be Patch objects, not {p!r}")
+
+
+def _patch_wire(p: Patch) -> dict[str, Any]:
+    """The node agent's form of a patch (``RootPatch`` in wire/src/api.rs)."""
+    b64 = base64.b64encode(p.content or b"").decode()
+    if p.kind == "text":
+        return {"op": "text", "path": p.path, "content_b64": b64, "mode": p.mode}
+    if p.kind == "append":
+        return {"op": "append", "path": p.path, "content_b64": b64}
+    if p.kind == "mkdir":
+        return {"op": "mkdir", "path": p.path, "mode": p.mode}
+    if p.kind == "symlink":
+        return {"op": "symlink", "path": p.path, "target": p.source}
+    if p.kind == "remove":
+        return {"op": "remove", "path": p.path}
+    return {"op": "copy", "src": p.source, "path": p.path, "mode": p.mode}
+
+
+def _patches_wire(patches: Iterable[Patch] | None) -> list[dict[str, Any]]:
+    return [_patch_wire(p) for p in patches or ()]

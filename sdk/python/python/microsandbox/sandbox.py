@@ -20,7 +20,7 @@ from typing import Any, TypeAlias
 from . import _agent, _native
 from . import cluster as _cluster
 from .cluster import Cluster, ModeArg
-from .config import NetworkPolicy, Patch, Secret, Volume, _check_not_enforced
+from .config import NetworkPolicy, Patch, Secret, Volume, _check_not_enforced, _patches_wire
 from .errors import (
     ClusterConfigError,
     ExecTimeoutError,
@@ -176,6 +176,7 @@ def _create_request(
     pull_policy: PullPolicy,
     detached: bool,
     pids_limit: int | None,
+    patches: Iterable[Patch] | None = None,
 ) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidConfigError(f"a sandbox needs a non-empty name, not {name!r}")
@@ -210,6 +211,7 @@ def _create_request(
             "pull_policy": policy,
             "detached": detached,
             "pids_limit": pids_limit,
+            "patches": _patches_wire(patches),
         }
     )
 
@@ -588,9 +590,11 @@ class Sandbox:
             workdir: Default working directory of commands.
             isolation: ``"microvm"``, ``"container"``, or None for the node's strongest.
             pull_policy: ``"if-not-present"``, ``"always"`` or ``"never"``.
-            volumes, network, secrets, patches: Not enforced by the agent yet: anything but
-                the defaults (and ``NetworkPolicy.none()``) raises
-                :class:`UnsupportedFeatureError`.
+            patches: Root filesystem changes applied before the sandbox boots
+                (:class:`Patch`); host paths of copies must be under the agent's
+                ``--host-root`` (``MSB_HOST_ROOTS``).
+            volumes, network, secrets: Not enforced by the agent yet: anything but the defaults
+                (and ``NetworkPolicy.none()``) raises :class:`UnsupportedFeatureError`.
             pids_limit: Maximum number of processes.
             cluster: A :class:`~microsandbox.cluster.Cluster` to create a Kubernetes Sandbox
                 object there, or ``"local"``; default: :func:`~microsandbox.set_mode`, then
@@ -691,6 +695,7 @@ class Sandbox:
             pull_policy=pull_policy,
             detached=detached,
             pids_limit=pids_limit,
+            patches=patches,
         )
         if mode is not None:
             return await cls._create_in_cluster(mode, json.loads(request))
@@ -734,6 +739,7 @@ class Sandbox:
             isolation=req["isolation"],
             pull_policy=req["pull_policy"],
             pids_limit=req["pids_limit"],
+            patches=req["patches"],
         )
         # A name taken by someone else fails here, before this call owns anything.
         await conn.create(obj)

@@ -40,6 +40,7 @@ fn direct_req(name: String) -> CreateSandbox {
         detached: true,
         pids_limit: None,
         labels: Default::default(),
+        patches: Vec::new(),
     }
 }
 
