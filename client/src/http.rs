@@ -32,7 +32,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// Characters left as-is in a path segment (everything else, including `.` and `/`, is encoded,
 /// so a name can never be read as another route).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
 /// Characters left as-is in a query value: unreserved characters and `/` (legal in a query).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')

@@ -29,6 +29,7 @@ mod http;
 mod images;
 mod lease;
 mod sandboxes;
+mod volumes;
 
 pub use endpoint::Endpoint;
 pub use error::{BoxError, ClientError, Result};

@@ -493,6 +493,7 @@ impl SandboxSpec {
             pids_limit: self.resources.pids.and_then(|p| u32::try_from(p).ok()),
             labels: BTreeMap::new(),
             patches: self.patches.iter().filter_map(Patch::to_agent).collect(),
+            mounts: Vec::new(),
         }
     }
 }

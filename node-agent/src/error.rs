@@ -33,6 +33,12 @@ pub enum AgentError {
     GuestChannel(String),
     #[error(transparent)]
     Patch(#[from] crate::rootfs::patch::PatchError),
+    #[error("volume {0:?} not found")]
+    VolumeNotFound(String),
+    #[error("volume {0:?} already exists")]
+    VolumeAlreadyExists(String),
+    #[error("volume {volume:?} is mounted by sandbox {sandbox:?}; remove the sandbox first")]
+    VolumeInUse { volume: String, sandbox: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -61,6 +67,9 @@ impl AgentError {
             AgentError::OutputTooLarge(_) => ErrorCode::ExecFailed,
             AgentError::GuestChannel(_) => ErrorCode::RuntimeError,
             AgentError::Patch(_) => ErrorCode::PatchFailed,
+            AgentError::VolumeNotFound(_) => ErrorCode::VolumeNotFound,
+            AgentError::VolumeAlreadyExists(_) => ErrorCode::VolumeAlreadyExists,
+            AgentError::VolumeInUse { .. } => ErrorCode::VolumeInUse,
             AgentError::Internal(_) => ErrorCode::Internal,
         }
     }

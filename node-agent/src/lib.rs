@@ -12,3 +12,4 @@ pub mod rootfs;
 pub mod runtime;
 pub mod sandbox;
 pub mod serve;
+pub mod volume;

@@ -87,6 +87,7 @@ async fn microvm_boot_e2e() {
             "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
         )],
         workdir: None,
+        mounts: Vec::new(),
     };
     let settings = MicrovmSettings {
         kernel,
@@ -162,6 +163,7 @@ async fn vmm_without_libkrun_reports_why() {
         pids_limit: None,
         env: vec![],
         workdir: None,
+        mounts: Vec::new(),
     };
     std::fs::create_dir_all(&spec.rootfs).unwrap();
     let runtime = MicrovmRuntime::new(MicrovmSettings::default())

@@ -54,8 +54,15 @@ async fn every_patch_kind_is_visible_at_first_exec() {
         "{out:?}"
     );
     // The image's layers are shared and untouched: a second sandbox still has /bin/vi.
-    c.create(with_patches("p2", serde_json::json!([]))).await.unwrap();
-    assert_eq!(sh(&c, "p2", "test -e /bin/vi && echo ok").await.stdout_str(), "ok\n");
+    c.create(with_patches("p2", serde_json::json!([])))
+        .await
+        .unwrap();
+    assert_eq!(
+        sh(&c, "p2", "test -e /bin/vi && echo ok")
+            .await
+            .stdout_str(),
+        "ok\n"
+    );
 }
 
 #[tokio::test]
@@ -91,7 +98,11 @@ async fn bad_patches_fail_the_create_naming_the_patch() {
             panic!("{err}")
         };
         assert_eq!(e.code, ErrorCode::PatchFailed, "{}", e.message);
-        assert!(e.message.starts_with(&format!("patch {i} (")), "{}", e.message);
+        assert!(
+            e.message.starts_with(&format!("patch {i} (")),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains(want), "{}", e.message);
         // Nothing is left of the failed sandbox: the name is free again.
         assert!(c.list().await.unwrap().is_empty());

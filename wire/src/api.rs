@@ -66,6 +66,66 @@ pub struct CreateSandbox {
     /// Changes to the root filesystem, applied in order before the sandbox boots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub patches: Vec<RootPatch>,
+    /// Filesystems mounted into the sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountSpec>,
+}
+
+/// A filesystem mounted at `path` in the sandbox (`{"kind": "named", ...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MountSpec {
+    /// A host directory or file; it must lie under one of the agent's `--host-root`s.
+    Bind {
+        host_path: String,
+        path: String,
+        #[serde(default)]
+        readonly: bool,
+    },
+    /// A named volume of this agent (`POST /v1/volumes`): persistent, with a quota.
+    Named {
+        name: String,
+        path: String,
+        #[serde(default)]
+        readonly: bool,
+    },
+    /// Memory-backed scratch space of at most `size_mib`.
+    Tmpfs { path: String, size_mib: u32 },
+}
+
+impl MountSpec {
+    /// Where it is mounted in the sandbox.
+    pub fn path(&self) -> &str {
+        match self {
+            MountSpec::Bind { path, .. }
+            | MountSpec::Named { path, .. }
+            | MountSpec::Tmpfs { path, .. } => path,
+        }
+    }
+}
+
+/// `POST /v1/volumes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    pub name: String,
+    /// Most data the volume holds, in MiB; writes beyond fail with ENOSPC in the sandbox.
+    pub quota_mib: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A named volume as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub quota_mib: u64,
+    /// Bytes in use (file system blocks, as `df` counts them).
+    pub used_bytes: u64,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One change to a sandbox's root filesystem (`{"op": "text", "path": ..., ...}`). Paths are
@@ -375,6 +435,10 @@ pub enum ErrorCode {
     Forbidden,
     /// A root filesystem patch could not be applied (the message names it).
     PatchFailed,
+    VolumeNotFound,
+    VolumeAlreadyExists,
+    /// The volume is mounted by a sandbox.
+    VolumeInUse,
     InvalidRequest,
     InvalidName,
     SandboxNotFound,
@@ -401,8 +465,11 @@ impl ErrorCode {
             Unauthorized => 401,
             Forbidden => 403,
             InvalidRequest | InvalidName => 400,
-            SandboxNotFound | ImageNotFound | PathNotFound | ImageNotPresent => 404,
-            SandboxAlreadyExists | SandboxNotRunning | SandboxDraining => 409,
+            SandboxNotFound | ImageNotFound | PathNotFound | ImageNotPresent | VolumeNotFound => {
+                404
+            }
+            SandboxAlreadyExists | SandboxNotRunning | SandboxDraining | VolumeAlreadyExists
+            | VolumeInUse => 409,
             IsolationUnavailable => 422,
             ImagePullFailed | RegistryUnreachable => 502,
             FsError | ExecFailed | PatchFailed => 422,

@@ -6,6 +6,7 @@ mod fs;
 mod images;
 mod reply;
 mod sandboxes;
+mod volumes;
 
 pub use auth::{load_or_create_token, Auth, Token};
 
@@ -35,7 +36,9 @@ pub fn routes(
             .unify()
             .or(fs::routes(ctx.clone()))
             .unify()
-            .or(images::routes(ctx))
+            .or(images::routes(ctx.clone()))
+            .unify()
+            .or(volumes::routes(ctx))
             .unify(),
     );
     health.or(v1).unify().recover(reply::recover).unify()

@@ -39,6 +39,23 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
     /// Default working directory of execs.
     pub workdir: Option<String>,
+    /// Extra file systems, resolved and checked by the manager.
+    #[serde(default)]
+    pub mounts: Vec<LaunchMount>,
+}
+
+/// A file system mounted into the sandbox at `dest` (absolute, without `..`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LaunchMount {
+    /// A host directory or file (a named volume's mounted data, or a confined bind).
+    Bind {
+        source: PathBuf,
+        dest: String,
+        readonly: bool,
+    },
+    /// Memory-backed scratch space.
+    Tmpfs { dest: String, size_mib: u32 },
 }
 
 /// A running sandbox as the runtime knows it. Persisted in the sandbox's state file so that a

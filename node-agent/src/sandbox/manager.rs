@@ -1,8 +1,8 @@
 //! The sandbox manager: owns every sandbox of this node.
 
 use microsandbox_wire::api::{
-    validate_labels, validate_name, CreateSandbox, Isolation, Metrics, PullEvent, SandboxInfo,
-    SandboxState,
+    validate_labels, validate_name, CreateSandbox, Isolation, Metrics, MountSpec, PullEvent,
+    SandboxInfo, SandboxState,
 };
 use microsandbox_wire::guest::{Request, Response};
 use std::collections::HashMap;
@@ -17,7 +17,8 @@ use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::image::ImageStore;
 use crate::rootfs::{self, SandboxRoot};
-use crate::runtime::{LaunchSpec, Liveness, Runtime, RuntimeError};
+use crate::runtime::{LaunchMount, LaunchSpec, Liveness, Runtime, RuntimeError};
+use crate::volume::VolumeStore;
 
 /// Default grace period of a graceful stop.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +38,8 @@ pub struct SandboxManager {
     /// Isolation levels this node cannot provide, with the reason.
     pub(super) unavailable: Vec<(Isolation, String)>,
     pub(super) sandboxes: Mutex<HashMap<String, Arc<SandboxEntry>>>,
+    /// Named volumes (`<state>/volumes`).
+    volumes: Arc<VolumeStore>,
 }
 
 impl SandboxManager {
@@ -47,8 +50,13 @@ impl SandboxManager {
         unavailable: Vec<(Isolation, String)>,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(config.sandboxes_dir())?;
+        let volumes = Arc::new(VolumeStore::new(config.state_dir.join("volumes"))?);
+        for (name, e) in volumes.remount_all() {
+            tracing::warn!(volume = %name, error = %e, "cannot mount volume");
+        }
         Ok(Arc::new(Self {
             config,
+            volumes,
             images,
             runtimes,
             unavailable,
@@ -208,6 +216,7 @@ impl SandboxManager {
             .collect();
         rootfs::mount(&lowers, &root, &self.images.root().join("empty"))?;
         rootfs::patch::apply(&root.merged, &req.patches, &self.config.host_roots)?;
+        let mounts = self.resolve_mounts(&req.mounts, req.memory_mib)?;
         let mut env = image.config.env.clone();
         for (k, v) in &req.env {
             env.retain(|(ek, _)| ek != k);
@@ -225,6 +234,7 @@ impl SandboxManager {
             pids_limit: req.pids_limit,
             env,
             workdir: req.workdir.clone().or(image.config.workdir.clone()),
+            mounts,
         };
         {
             let mut rec = entry.record.lock().await;
@@ -238,6 +248,88 @@ impl SandboxManager {
         rec.state = SandboxState::Running;
         rec.save(&entry.dir)?;
         Ok(rec.info())
+    }
+
+    /// The named volumes of this agent.
+    pub fn volumes(&self) -> &VolumeStore {
+        &self.volumes
+    }
+
+    /// Delete a named volume, unless a sandbox mounts it.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), AgentError> {
+        let mut user = None;
+        for e in self.sandboxes.lock().await.values() {
+            let rec = e.record.lock().await;
+            let mounts_it = rec
+                .request
+                .mounts
+                .iter()
+                .any(|m| matches!(m, MountSpec::Named { name: n, .. } if n == name));
+            if mounts_it {
+                user = Some(e.name.clone());
+                break;
+            }
+        }
+        self.volumes.remove(name, user).await
+    }
+
+    /// Check a request's mounts and turn them into what the runtime mounts.
+    fn resolve_mounts(
+        &self,
+        mounts: &[MountSpec],
+        memory_mib: u32,
+    ) -> Result<Vec<LaunchMount>, AgentError> {
+        let mut dests = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for m in mounts {
+            let dest = m.path();
+            let bad = |why: &str| AgentError::InvalidRequest(format!("mount at {dest:?}: {why}"));
+            if !dest.starts_with('/') || dest == "/" || dest.split('/').any(|c| c == "..") {
+                return Err(bad("the path must be absolute, not '/', without '..'"));
+            }
+            if dest.starts_with(microsandbox_wire::guest::GUEST_SOCKET_DIR)
+                || dest == microsandbox_wire::guest::GUEST_AGENT_PATH
+            {
+                return Err(bad("the path is reserved for the guest agent"));
+            }
+            if !dests.insert(dest.trim_end_matches('/').to_string()) {
+                return Err(bad("two mounts at the same path"));
+            }
+            out.push(match m {
+                MountSpec::Bind {
+                    host_path,
+                    readonly,
+                    ..
+                } => LaunchMount::Bind {
+                    source: rootfs::patch::confined(
+                        std::path::Path::new(host_path),
+                        &self.config.host_roots,
+                    )
+                    .map_err(|e| bad(&e))?,
+                    dest: dest.to_string(),
+                    readonly: *readonly,
+                },
+                MountSpec::Named { name, readonly, .. } => LaunchMount::Bind {
+                    source: self.volumes.resolve(name)?,
+                    dest: dest.to_string(),
+                    readonly: *readonly,
+                },
+                MountSpec::Tmpfs { size_mib, .. } => {
+                    // tmpfs pages count against the sandbox's memory cgroup, so the memory limit
+                    // bounds them anyway; a larger size only misleads.
+                    if *size_mib == 0 || *size_mib > memory_mib {
+                        return Err(bad(&format!(
+                            "tmpfs size_mib must be 1..={memory_mib} (the sandbox's memory)"
+                        )));
+                    }
+                    LaunchMount::Tmpfs {
+                        dest: dest.to_string(),
+                        size_mib: *size_mib,
+                    }
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Remove an attached sandbox whose creator never opened a lease within the grace period.

@@ -83,6 +83,13 @@ def new_state_dir(base: Path) -> Path:
     return state
 
 
+def host_files(state: Path) -> Path:
+    """The directory copy patches may read from (the agent's ``--host-root``)."""
+    d = state / "host-files"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def spawn_agent(state: Path, binary: Path, guest: Path) -> AgentProcess:
     log = open(state / "agent.log", "ab")
     proc = subprocess.Popen(
@@ -97,6 +104,8 @@ def spawn_agent(state: Path, binary: Path, guest: Path) -> AgentProcess:
             str(guest),
             "--lease-grace-secs",
             "3",
+            "--host-root",
+            str(host_files(state)),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

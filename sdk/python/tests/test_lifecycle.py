@@ -18,6 +18,7 @@ from microsandbox import (
     MicrosandboxError,
     NetworkPolicy,
     Patch,
+    PatchFailedError,
     Sandbox,
     SandboxAlreadyExistsError,
     SandboxInfo,
@@ -28,6 +29,8 @@ from microsandbox import (
     Volume,
     all_sandbox_metrics,
 )
+
+from .conftest import AgentProcess, host_files
 
 
 async def gone(name: str, timeout: float = 10) -> bool:
@@ -116,7 +119,6 @@ async def test_unenforced_options_raise_and_create_nothing(name: str) -> None:
         {"volumes": {"/scratch": Volume.tmpfs(size_mib=64)}},
         {"network": NetworkPolicy.allow_all()},
         {"secrets": [Secret.env("API_KEY", value="s3cret", allow_hosts=["api.example.com"])]},
-        {"patches": [Patch.text("/etc/motd", "hi"), Patch.mkdir("/app")]},
     ]
     for kw in cases:
         with pytest.raises(UnsupportedFeatureError, match="node agent does not support"):
@@ -257,3 +259,33 @@ async def test_pull_image() -> None:
     assert await pull_image("busybox", "if-not-present") == digest
     with pytest.raises(ImageError):
         await pull_image("no-such-image-xyz")
+
+
+async def test_patches_are_applied_before_boot(agent: AgentProcess, name: str) -> None:
+    src = host_files(agent.state) / f"{name}-src"
+    (src / "sub").mkdir(parents=True, exist_ok=True)
+    (src / "sub" / "data.txt").write_text("from the host")
+    (host_files(agent.state) / f"{name}.sh").write_text("#!/bin/sh\necho tool\n")
+    patches = [
+        Patch.mkdir("/app/cache", mode=0o700),
+        Patch.text("/app/settings.toml", "debug = true\n"),
+        Patch.append("/etc/motd", b"hello\n"),
+        Patch.symlink("/app/cache", "/app/link"),
+        Patch.remove("/bin/vi"),
+        Patch.copy_dir(src, "/opt/src"),
+        Patch.copy_file(host_files(agent.state) / f"{name}.sh", "/usr/local/bin/tool", mode=0o755),
+    ]
+    async with await Sandbox.create(name, image="busybox", patches=patches) as sb:
+        out = await sb.shell(
+            "cat /app/settings.toml /etc/motd; readlink /app/link; stat -c %a /app/cache; "
+            "test -e /bin/vi || echo no-vi; cat /opt/src/sub/data.txt; echo; tool"
+        )
+        assert out.stdout() == (
+            "debug = true\nhello\n/app/cache\n700\nno-vi\nfrom the host\ntool\n"
+        )
+    # A host path outside the agent's --host-root is refused, naming the patch.
+    with pytest.raises(PatchFailedError, match=r"patch 0 \(copy /x\).*--host-root"):
+        await Sandbox.create(
+            name, image="busybox", patches=[Patch.copy_file("/etc/hostname", "/x")]
+        )
+    assert await gone(name, 1)

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::runtime::LaunchSpec;
+use crate::runtime::{LaunchMount, LaunchSpec};
 use microsandbox_wire::guest::{GUEST_AGENT_PATH, GUEST_SOCKET_DIR, GUEST_SOCKET_NAME};
 
 /// Host-dependent knobs.
@@ -37,6 +37,27 @@ const CAPS: &[&str] = &[
 ];
 
 /// Build the spec.
+/// The OCI mounts of a sandbox's extra file systems.
+fn extra_mounts(spec: &LaunchSpec) -> Vec<Value> {
+    spec.mounts
+        .iter()
+        .map(|m| match m {
+            LaunchMount::Bind {
+                source,
+                dest,
+                readonly,
+            } => json!({
+                "destination": dest, "type": "bind", "source": source,
+                "options": ["rbind", if *readonly { "ro" } else { "rw" }, "nosuid", "nodev"]
+            }),
+            LaunchMount::Tmpfs { dest, size_mib } => json!({
+                "destination": dest, "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=1777", format!("size={size_mib}m")]
+            }),
+        })
+        .collect()
+}
+
 pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
     let mut env: Vec<String> = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
@@ -107,6 +128,9 @@ pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
             ]
         }
     });
+    if let Some(mounts) = spec_json["mounts"].as_array_mut() {
+        mounts.extend(extra_mounts(spec));
+    }
     // Shield the guest agent from the memory cgroup's OOM killer (its children raise their own
     // score back to 0) so that a memory bomb, not the agent, is killed. Only possible where the
     // host lets us lower scores (CAP_SYS_RESOURCE); elsewhere the bomb's larger RSS decides.
@@ -134,6 +158,7 @@ mod tests {
             pids_limit: None,
             env: vec![("PATH".into(), "/x".into()), ("A".into(), "1".into())],
             workdir: Some("/app".into()),
+            mounts: Vec::new(),
         }
     }
 

@@ -532,6 +532,7 @@ pub(crate) mod tests {
                 ("LANG".into(), "C.UTF-8".into()),
             ],
             workdir: Some("/work".into()),
+            mounts: Vec::new(),
         }
     }
 

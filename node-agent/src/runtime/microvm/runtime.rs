@@ -190,6 +190,13 @@ impl Runtime for MicrovmRuntime {
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
+        if !spec.mounts.is_empty() {
+            // Needs virtio-fs shares per mount and the guest agent mounting them at boot.
+            return Err(RuntimeError::Unavailable {
+                isolation: Isolation::Microvm,
+                reason: "volumes and tmpfs mounts are not supported in microVMs yet".into(),
+            });
+        }
         {
             let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(child) = children.get_mut(&spec.id) {

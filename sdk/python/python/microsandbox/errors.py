@@ -49,6 +49,7 @@ __all__ = [
     "SandboxRuntimeError",
     "InternalAgentError",
     "PermissionDeniedError",
+    "PatchFailedError",
     "ClusterError",
     "ClusterConfigError",
     "SchedulingError",
@@ -223,6 +224,11 @@ class PermissionDeniedError(MicrosandboxError, PermissionError):
     ``create`` on ``sandboxes`` or on ``sandboxes/exec`` in the namespace."""
 
 
+class PatchFailedError(InvalidConfigError):
+    """A root filesystem patch could not be applied; the message names it (``patch 2 (mkdir
+    /app): ...``). Host paths of copies must lie under the agent's ``--host-root``."""
+
+
 class ClusterError(MicrosandboxError):
     """Cluster mode: the Kubernetes API or the operator could not do what was asked."""
 
@@ -283,6 +289,10 @@ _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     "forbidden": (
         PermissionDeniedError,
         "Kubernetes RBAC decides: create on sandboxes/exec of this Sandbox is needed",
+    ),
+    "patch_failed": (
+        PatchFailedError,
+        "fix that patch; copies read the host only below the agent's --host-root (MSB_HOST_ROOTS)",
     ),
     "invalid_request": (InvalidConfigError, "check the arguments of the call"),
     "invalid_name": (

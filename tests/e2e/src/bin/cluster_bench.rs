@@ -41,6 +41,7 @@ fn direct_req(name: String) -> CreateSandbox {
         pids_limit: None,
         labels: Default::default(),
         patches: Vec::new(),
+        mounts: Vec::new(),
     }
 }
 
