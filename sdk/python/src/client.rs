@@ -3,7 +3,9 @@
 use crate::convert::{parse_request, Json, OutBytes};
 use crate::error::IntoPyResult;
 use crate::exec::ExecStream;
-use microsandbox_client::api::{CreateSandbox, ExecRequest, PullImage, PullPolicy, StopSandbox};
+use microsandbox_client::api::{
+    CreateSandbox, CreateVolume, ExecRequest, PullImage, PullPolicy, StopSandbox,
+};
 use microsandbox_client::{AgentClient, Endpoint};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -107,6 +109,49 @@ impl Client {
     fn remove<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();
         future_into_py(py, async move { c.remove(&name).await.py_err() })
+    }
+
+    /// `POST /v1/volumes`: VolumeInfo dict.
+    #[pyo3(signature = (name, quota_mib))]
+    fn volume_create<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        quota_mib: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        let req = CreateVolume {
+            name,
+            quota_mib,
+            labels: Default::default(),
+        };
+        future_into_py(py, async move {
+            Json::of(&c.create_volume(&req).await.py_err()?)
+        })
+    }
+
+    /// `GET /v1/volumes`: list of VolumeInfo dicts.
+    fn volume_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(
+            py,
+            async move { Json::of(&c.list_volumes().await.py_err()?) },
+        )
+    }
+
+    /// `GET /v1/volumes/{name}`: VolumeInfo dict.
+    fn volume_get<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(
+            py,
+            async move { Json::of(&c.get_volume(&name).await.py_err()?) },
+        )
+    }
+
+    /// `DELETE /v1/volumes/{name}`.
+    fn volume_remove<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move { c.remove_volume(&name).await.py_err() })
     }
 
     /// `POST /v1/sandboxes/{name}/stop`: SandboxInfo dict.

@@ -69,7 +69,8 @@ async def test_seed_example_with_python3(capsys: pytest.CaptureFixture[str]) -> 
 
 
 async def test_seed_example_with_unenforced_options_refuses() -> None:
-    with pytest.raises(UnsupportedFeatureError, match="does not support volumes"):
+    # Volumes are enforced now; the public_only network policy is not yet.
+    with pytest.raises(UnsupportedFeatureError, match="public-only"):
         await Sandbox.create(
             "my-sandbox",
             image="python",

@@ -27,6 +27,7 @@ from microsandbox import (
     Secret,
     UnsupportedFeatureError,
     Volume,
+    VolumeInUseError,
     all_sandbox_metrics,
 )
 
@@ -115,16 +116,12 @@ async def test_image_errors(name: str) -> None:
 
 async def test_unenforced_options_raise_and_create_nothing(name: str) -> None:
     cases: list[dict[str, object]] = [
-        {"volumes": {"/data": Volume.named("cache")}},
-        {"volumes": {"/scratch": Volume.tmpfs(size_mib=64)}},
         {"network": NetworkPolicy.allow_all()},
         {"secrets": [Secret.env("API_KEY", value="s3cret", allow_hosts=["api.example.com"])]},
     ]
     for kw in cases:
         with pytest.raises(UnsupportedFeatureError, match="node agent does not support"):
             await Sandbox.create(name, image="busybox", **kw)  # type: ignore[arg-type]
-    with pytest.raises(NotImplementedError):
-        await Volume.create("cache", quota=100)
     assert await gone(name, 1)
     # The one policy the agent does enforce (no network at all) is accepted.
     async with await Sandbox.create(name, image="busybox", network=NetworkPolicy.none()) as sb:
@@ -289,3 +286,31 @@ async def test_patches_are_applied_before_boot(agent: AgentProcess, name: str) -
             name, image="busybox", patches=[Patch.copy_file("/etc/hostname", "/x")]
         )
     assert await gone(name, 1)
+
+
+async def test_volumes_named_bind_tmpfs(agent: AgentProcess, name: str) -> None:
+    vol = f"{name}-vol"
+    info = await Volume.create(vol, quota=8)
+    assert (info.name, info.quota_mib) == (vol, 8)
+    shared = host_files(agent.state) / f"{name}-shared"
+    shared.mkdir(parents=True, exist_ok=True)
+    (shared / "in.txt").write_text("from host")
+    volumes = {
+        "/data": Volume.named(vol),
+        "/in": Volume.bind(shared, readonly=True),
+        "/scratch": Volume.tmpfs(size_mib=4),
+    }
+    async with await Sandbox.create(name, image="busybox", volumes=volumes) as sb:
+        assert (await sb.shell("cat /in/in.txt")).stdout() == "from host"
+        ro = await sb.shell("{ echo x > /in/new; } 2>&1")
+        assert "Read-only" in ro.stdout()
+        full = await sb.shell("dd if=/dev/zero of=/data/big bs=1M count=32 2>&1; rm /data/big")
+        assert "No space left" in full.stdout()
+        await sb.shell("echo persisted > /data/keep")
+        with pytest.raises(VolumeInUseError):
+            await Volume.remove(vol)
+    async with await Sandbox.create(name, image="busybox", volumes={"/d": Volume.named(vol)}) as sb:
+        assert (await sb.shell("cat /d/keep")).stdout() == "persisted\n"
+    assert vol in [v.name for v in await Volume.list()]
+    await Volume.remove(vol)
+    assert vol not in [v.name for v in await Volume.list()]

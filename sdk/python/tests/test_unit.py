@@ -70,7 +70,8 @@ def test_every_agent_error_code_maps_to_a_subclass_with_advice() -> None:
              "sandbox_already_exists", "sandbox_not_running", "sandbox_draining",
              "isolation_unavailable", "image_not_found", "image_pull_failed",
              "registry_unreachable", "image_not_present", "path_not_found", "fs_error",
-             "exec_failed", "runtime_error", "internal", "patch_failed"]
+             "exec_failed", "runtime_error", "internal", "patch_failed",
+             "volume_not_found", "volume_already_exists", "volume_in_use"]
     assert sorted(_CODES) == sorted(codes)
     for code in codes:
         e = _from_native("api", code, "msg")

@@ -60,6 +60,9 @@ from .errors import (
     SecretViolationError,
     UnauthorizedError,
     UnsupportedFeatureError,
+    VolumeAlreadyExistsError,
+    VolumeInUseError,
+    VolumeNotFoundError,
 )
 from .legacy import CommandExecution, Execution, NodeSandbox, PythonSandbox
 from .models import (
@@ -154,6 +157,9 @@ __all__ = [
     "InternalAgentError",
     "PermissionDeniedError",
     "PatchFailedError",
+    "VolumeNotFoundError",
+    "VolumeAlreadyExistsError",
+    "VolumeInUseError",
     "ClusterError",
     "ClusterConfigError",
     "SchedulingError",

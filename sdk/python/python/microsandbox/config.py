@@ -33,7 +33,20 @@ class VolumeInfo:
     """A named volume on the node."""
 
     name: str
-    quota_mib: int | None = None
+    quota_mib: int
+    """Most data it holds; writes beyond fail with ENOSPC inside the sandbox."""
+    used_bytes: int = 0
+    created_at: int = 0
+    """Seconds since the Unix epoch."""
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> VolumeInfo:
+        return cls(
+            name=d["name"],
+            quota_mib=d["quota_mib"],
+            used_bytes=d.get("used_bytes", 0),
+            created_at=d.get("created_at", 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -70,19 +83,54 @@ class Volume:
         return cls("tmpfs", size_mib=size_mib)
 
     @staticmethod
-    async def create(name: str, *, quota: int | None = None) -> VolumeInfo:
-        """Creates a named volume of at most ``quota`` MiB (not supported by the agent yet)."""
-        _unsupported("named volumes")
+    async def create(name: str, *, quota: int = 1024) -> VolumeInfo:
+        """Creates a named volume holding at most ``quota`` MiB; it outlives the sandboxes that
+        mount it until :meth:`remove`."""
+        if isinstance(quota, bool) or not isinstance(quota, int) or quota <= 0:
+            raise InvalidConfigError(f"quota is in MiB and must be a positive int, not {quota!r}")
+        from . import _agent
+
+        client = await _agent.get_client()
+        return VolumeInfo._from_dict(await client.volume_create(name, quota))
+
+    @staticmethod
+    async def get(name: str) -> VolumeInfo:
+        """A named volume's quota and usage."""
+        from . import _agent
+
+        client = await _agent.get_client()
+        return VolumeInfo._from_dict(await client.volume_get(name))
 
     @staticmethod
     async def list() -> builtins.list[VolumeInfo]:
-        """Named volumes of the node (not supported by the agent yet)."""
-        _unsupported("named volumes")
+        """Named volumes of the node."""
+        from . import _agent
+
+        client = await _agent.get_client()
+        return [VolumeInfo._from_dict(d) for d in await client.volume_list()]
 
     @staticmethod
     async def remove(name: str) -> None:
-        """Removes a named volume (not supported by the agent yet)."""
-        _unsupported("named volumes")
+        """Deletes a named volume and its data (refused while a sandbox mounts it)."""
+        from . import _agent
+
+        client = await _agent.get_client()
+        await client.volume_remove(name)
+
+
+def _mounts_wire(volumes: Mapping[str, Volume] | None, memory_mib: int) -> list[dict[str, Any]]:
+    """The node agent's form of ``volumes=`` (``MountSpec`` in wire/src/api.rs)."""
+    out: list[dict[str, Any]] = []
+    for path, v in (volumes or {}).items():
+        if v.kind == "bind":
+            out.append(
+                {"kind": "bind", "host_path": v.source, "path": path, "readonly": v.readonly}
+            )
+        elif v.kind == "named":
+            out.append({"kind": "named", "name": v.source, "path": path, "readonly": v.readonly})
+        else:
+            out.append({"kind": "tmpfs", "path": path, "size_mib": v.size_mib or memory_mib})
+    return out
 
 
 @dataclass(frozen=True)
@@ -223,10 +271,6 @@ def _check_not_enforced(
                 raise InvalidConfigError(
                     f"volumes[{guest!r}] must be a Volume (Volume.bind/named/tmpfs), not {vol!r}"
                 )
-        _unsupported(
-            "volumes",
-            "copy files in with sb.fs.copy_from_host() or sb.fs.write() after creating it",
-        )
     if network is not None:
         if not isinstance(network, NetworkPolicy):
             raise NetworkPolicyError(f"network must be a NetworkPolicy, not {network!r}")

@@ -50,6 +50,9 @@ __all__ = [
     "InternalAgentError",
     "PermissionDeniedError",
     "PatchFailedError",
+    "VolumeNotFoundError",
+    "VolumeAlreadyExistsError",
+    "VolumeInUseError",
     "ClusterError",
     "ClusterConfigError",
     "SchedulingError",
@@ -224,6 +227,18 @@ class PermissionDeniedError(MicrosandboxError, PermissionError):
     ``create`` on ``sandboxes`` or on ``sandboxes/exec`` in the namespace."""
 
 
+class VolumeNotFoundError(MicrosandboxError, LookupError):
+    """No named volume of that name exists on the agent."""
+
+
+class VolumeAlreadyExistsError(MicrosandboxError):
+    """A named volume of that name already exists."""
+
+
+class VolumeInUseError(MicrosandboxError):
+    """The named volume is mounted by a sandbox and cannot be removed."""
+
+
 class PatchFailedError(InvalidConfigError):
     """A root filesystem patch could not be applied; the message names it (``patch 2 (mkdir
     /app): ...``). Host paths of copies must lie under the agent's ``--host-root``."""
@@ -290,6 +305,9 @@ _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
         PermissionDeniedError,
         "Kubernetes RBAC decides: create on sandboxes/exec of this Sandbox is needed",
     ),
+    "volume_not_found": (VolumeNotFoundError, "create it first with Volume.create(name)"),
+    "volume_already_exists": (VolumeAlreadyExistsError, "pick another name or reuse it"),
+    "volume_in_use": (VolumeInUseError, "remove the sandboxes that mount it first"),
     "patch_failed": (
         PatchFailedError,
         "fix that patch; copies read the host only below the agent's --host-root (MSB_HOST_ROOTS)",

@@ -20,7 +20,15 @@ from typing import Any, TypeAlias
 from . import _agent, _native
 from . import cluster as _cluster
 from .cluster import Cluster, ModeArg
-from .config import NetworkPolicy, Patch, Secret, Volume, _check_not_enforced, _patches_wire
+from .config import (
+    NetworkPolicy,
+    Patch,
+    Secret,
+    Volume,
+    _check_not_enforced,
+    _mounts_wire,
+    _patches_wire,
+)
 from .errors import (
     ClusterConfigError,
     ExecTimeoutError,
@@ -177,6 +185,7 @@ def _create_request(
     detached: bool,
     pids_limit: int | None,
     patches: Iterable[Patch] | None = None,
+    volumes: Mapping[str, Volume] | None = None,
 ) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidConfigError(f"a sandbox needs a non-empty name, not {name!r}")
@@ -212,6 +221,7 @@ def _create_request(
             "detached": detached,
             "pids_limit": pids_limit,
             "patches": _patches_wire(patches),
+            "mounts": _mounts_wire(volumes, memory),
         }
     )
 
@@ -593,8 +603,11 @@ class Sandbox:
             patches: Root filesystem changes applied before the sandbox boots
                 (:class:`Patch`); host paths of copies must be under the agent's
                 ``--host-root`` (``MSB_HOST_ROOTS``).
-            volumes, network, secrets: Not enforced by the agent yet: anything but the defaults
-                (and ``NetworkPolicy.none()``) raises :class:`UnsupportedFeatureError`.
+            volumes: ``{guest path: Volume}``: named volumes (:meth:`Volume.create`), binds
+                of host directories under the agent's ``--host-root``, tmpfs (container
+                isolation only, for now).
+            network, secrets: Not enforced by the agent yet: anything but the defaults (and
+                ``NetworkPolicy.none()``) raises :class:`UnsupportedFeatureError`.
             pids_limit: Maximum number of processes.
             cluster: A :class:`~microsandbox.cluster.Cluster` to create a Kubernetes Sandbox
                 object there, or ``"local"``; default: :func:`~microsandbox.set_mode`, then
@@ -696,6 +709,7 @@ class Sandbox:
             detached=detached,
             pids_limit=pids_limit,
             patches=patches,
+            volumes=volumes,
         )
         if mode is not None:
             return await cls._create_in_cluster(mode, json.loads(request))
@@ -726,6 +740,11 @@ class Sandbox:
     @classmethod
     async def _create_in_cluster(cls, mode: Cluster, req: dict[str, Any]) -> Sandbox:
         """Posts the Sandbox object, waits for Ready, deletes it again if anything fails."""
+        if req["mounts"]:
+            raise UnsupportedFeatureError(
+                "volumes in cluster mode need the node-agent's Volume support, which is not "
+                "built yet; use Sandbox objects without volumes, or local mode"
+            )
         conn = await _cluster.connect(mode)
         name = req["name"]
         obj = _cluster.sandbox_object(
