@@ -7,13 +7,14 @@ pub mod lease;
 pub mod names;
 pub mod report;
 pub mod sandboxes;
+pub mod volumes;
 
 use crate::error::AgentError;
 use crate::sandbox::SandboxManager;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use microsandbox_crds::Sandbox;
+use microsandbox_crds::{Sandbox, Volume};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +105,19 @@ pub async fn run(client: kube::Client, cfg: ClusterConfig, manager: Arc<SandboxM
         ),
         client,
     });
+    let volume_api: Api<Volume> = match &cfg.watch_namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let volume_ctx = Arc::new(volumes::Context {
+        manager: ctx.manager.clone(),
+        node: cfg.node.clone(),
+        client: ctx.client.clone(),
+    });
     tracing::info!(node = %cfg.node, lease_namespace = %cfg.lease_namespace, "cluster mode");
-    sandboxes::run(ctx, sandboxes).await;
+    tokio::join!(
+        sandboxes::run(ctx, sandboxes),
+        volumes::run(volume_ctx, volume_api)
+    );
     renew.abort();
 }

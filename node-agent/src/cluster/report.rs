@@ -36,9 +36,6 @@ pub fn without_sandbox(
 /// volumes work), or `None`. Failing loudly beats booting a sandbox without what it asked for.
 pub fn unsupported(spec: &SandboxSpec) -> Option<String> {
     let mut missing = Vec::new();
-    if !spec.volumes.is_empty() {
-        missing.push("spec.volumes");
-    }
     if !spec.secrets.is_empty() {
         missing.push("spec.secrets");
     }

@@ -17,7 +17,8 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use microsandbox_crds::common::conditions::REASON_LIFETIME_EXPIRED;
-use microsandbox_crds::{AgentReport, Sandbox, SandboxPhase};
+use microsandbox_crds::{AgentReport, Sandbox, SandboxPhase, Volume, VolumePhase};
+use microsandbox_wire::api::MountSpec;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,8 +169,31 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 write(api, s, reported, failed).await?;
                 return Ok(Action::await_change());
             }
+            let mounts = match mounts_for(s, ctx).await? {
+                Mounts::Ready(m) => m,
+                Mounts::Wait(why) => {
+                    tracing::debug!(sandbox = %local, why, "waiting for volumes");
+                    return Ok(Action::requeue(Duration::from_secs(2)));
+                }
+                Mounts::Invalid(why) => {
+                    publish(
+                        ctx,
+                        s,
+                        EventType::Warning,
+                        "InvalidVolumes",
+                        "Create",
+                        why.clone(),
+                    )
+                    .await;
+                    let failed =
+                        report::without_sandbox(&local, &uid, SandboxPhase::Failed, Some(why));
+                    write(api, s, reported, failed).await?;
+                    return Ok(Action::await_change());
+                }
+            };
             let creating = report::without_sandbox(&local, &uid, SandboxPhase::Creating, None);
             let mut req = s.spec.agent_request(&local);
+            req.mounts = mounts;
             req.labels = names::labels(&s.namespace().unwrap_or_default(), &s.name_any(), &uid);
             let create = ctx.manager.create(req);
             tokio::pin!(create);
@@ -210,6 +234,68 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A Sandbox's `spec.volumes` as agent mounts, once its named Volumes are provisioned here.
+enum Mounts {
+    Ready(Vec<MountSpec>),
+    /// A named Volume is not provisioned yet.
+    Wait(String),
+    /// It cannot work (missing Volume, another node, bad size).
+    Invalid(String),
+}
+
+async fn mounts_for(s: &Sandbox, ctx: &Context) -> Result<Mounts, ClusterError> {
+    let ns = s.namespace().unwrap_or_default();
+    let vols: Api<Volume> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut out = Vec::new();
+    for m in &s.spec.volumes {
+        if let Some(n) = &m.named {
+            let Some(v) = vols.get_opt(&n.name).await? else {
+                return Ok(Mounts::Invalid(format!(
+                    "Volume {:?} does not exist",
+                    n.name
+                )));
+            };
+            let st = v.status.clone().unwrap_or_default();
+            if st.node.as_deref() != Some(ctx.node.as_str()) {
+                return Ok(Mounts::Invalid(format!(
+                    "Volume {:?} lives on node {:?}, not {}",
+                    n.name, st.node, ctx.node
+                )));
+            }
+            if st.phase != Some(VolumePhase::Ready) {
+                return Ok(Mounts::Wait(format!(
+                    "Volume {:?} is not provisioned yet",
+                    n.name
+                )));
+            }
+            out.push(MountSpec::Named {
+                name: super::volumes::local_name(&v)?,
+                path: m.path.clone(),
+                readonly: m.read_only,
+            });
+        } else if let Some(t) = &m.tmpfs {
+            let Some(bytes) = microsandbox_crds::units::parse_quantity(&t.size) else {
+                return Ok(Mounts::Invalid(format!(
+                    "tmpfs size {:?} is not a quantity",
+                    t.size
+                )));
+            };
+            out.push(MountSpec::Tmpfs {
+                path: m.path.clone(),
+                size_mib: u32::try_from(microsandbox_crds::units::bytes_to_mib(bytes))
+                    .unwrap_or(u32::MAX),
+            });
+        } else if let Some(b) = &m.bind {
+            out.push(MountSpec::Bind {
+                host_path: b.host_path.clone(),
+                path: m.path.clone(),
+                readonly: m.read_only,
+            });
+        }
+    }
+    Ok(Mounts::Ready(out))
 }
 
 /// Remove the sandbox; idempotent (a missing sandbox is already cleaned up).

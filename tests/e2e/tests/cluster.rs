@@ -217,7 +217,7 @@ async fn volume_placement_is_honoured() {
     let c = Cluster::new("e2e-volumes").await;
     let _op = c.operator(&[]);
     let _a = c.agent("n1", &["--node-label", "zone=a"]);
-    let _b = c.agent("n2", &["--node-label", "zone=b"]);
+    let b = c.agent("n2", &["--node-label", "zone=b"]);
     wait_leases(&c, 2).await;
     c.apply(
         "apiVersion: microsandbox.dev/v1alpha1\nkind: Volume\nmetadata:\n  name: zb\nspec:\n  size: 1Gi\n  placement:\n    nodeSelector:\n      zone: b\n---\napiVersion: microsandbox.dev/v1alpha1\nkind: Volume\nmetadata:\n  name: pinned\nspec:\n  size: 1Gi\n  placement:\n    node: n1\n",
@@ -277,28 +277,96 @@ async fn volume_placement_is_honoured() {
         unsched("VolumeNotFound"),
     )
     .await;
-    // Mounting named volumes needs the node-agent volume work (issue 6): said, not faked.
+    // The node-agent provisioned the Volume where it lives and mounts it.
     let s = c
-        .wait_sandbox("on-zb", READY_TIMEOUT, "failed", |s| {
-            s.status.as_ref().and_then(|st| st.phase) == Some(SandboxPhase::Failed)
-        })
+        .wait_sandbox("on-zb", READY_TIMEOUT, "Ready", is_ready)
         .await;
-    assert!(condition(&s, "Ready")
-        .unwrap()
-        .message
-        .contains("spec.volumes"));
+    let local = local_of(&s);
+    let script =
+        "echo kept > /data/f; dd if=/dev/zero of=/data/big bs=1M count=4 2>/dev/null; cat /data/f";
+    let out = b
+        .client()
+        .await
+        .exec(
+            &local,
+            ExecRequest {
+                command: "sh".into(),
+                args: vec!["-c".into(), script.into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+    let start = std::time::Instant::now();
+    loop {
+        let v = vols.get("zb").await.unwrap();
+        let st = v.status.clone().unwrap_or_default();
+        let used_mib = st
+            .used
+            .as_deref()
+            .and_then(|u| u.strip_suffix("Mi"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if st.phase == Some(microsandbox_crds::VolumePhase::Ready) && used_mib >= 4 {
+            assert!(st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Provisioned" && c.status == "True"));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "usage not reported: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    c.wait_sandbox("on-pinned", READY_TIMEOUT, "Ready", is_ready)
+        .await;
+    // The data outlives the sandbox.
+    let (ok, _, err) = c.kubectl(
+        &["delete", "-n", &c.ns, "sandbox", "on-zb", "--wait=true"],
+        None,
+    );
+    assert!(ok, "{err}");
+    c.apply(&sandbox_yaml("on-zb-again", &mount("zb")));
+    let s = c
+        .wait_sandbox("on-zb-again", READY_TIMEOUT, "Ready", is_ready)
+        .await;
+    let out = b
+        .client()
+        .await
+        .exec(
+            &local_of(&s),
+            ExecRequest {
+                command: "cat".into(),
+                args: vec!["/data/f".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+    let (ok, _, err) = c.kubectl(
+        &["delete", "-n", &c.ns, "sandboxes", "--all", "--wait=true"],
+        None,
+    );
+    assert!(ok, "{err}");
+    // reclaimPolicy Delete: the data goes with the object.
     let (ok, _, err) = c.kubectl(
         &[
             "delete",
             "-n",
             &c.ns,
-            "sandboxes,volumes",
+            "volumes",
             "--all",
             "--wait=true",
+            "--timeout=60s",
         ],
         None,
     );
     assert!(ok, "{err}");
+    assert!(b.client().await.list_volumes().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
