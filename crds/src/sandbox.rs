@@ -494,6 +494,12 @@ impl SandboxSpec {
             labels: BTreeMap::new(),
             patches: self.patches.iter().filter_map(Patch::to_agent).collect(),
             mounts: Vec::new(),
+            disk_mib: self
+                .resources
+                .disk
+                .as_deref()
+                .and_then(parse_quantity)
+                .map(bytes_to_mib),
         }
     }
 }

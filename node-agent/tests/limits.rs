@@ -112,3 +112,47 @@ async fn metrics_move_under_load() {
     assert_eq!(all[0].name, "busy");
     c.remove("busy").await.unwrap();
 }
+
+#[tokio::test]
+async fn disk_limit_gives_enospc_in_the_guest_and_leaves_nothing() {
+    let agent = TestAgent::start("disklimit");
+    let c = agent.client();
+    let req: CreateSandbox = serde_json::from_value(serde_json::json!({
+        "name": "filler", "image": "busybox", "detached": true, "isolation": "container",
+        "memory_mib": 64, "disk_mib": 16
+    }))
+    .unwrap();
+    c.create(req).await.unwrap();
+    let out = sh(
+        &c,
+        "filler",
+        "dd if=/dev/zero of=/var/big bs=1M count=64 2>&1; echo rc=$?",
+    )
+    .await;
+    assert!(
+        out.stdout_str().contains("No space left on device"),
+        "{out:?}"
+    );
+    let img = agent.state.join("sandboxes/filler/rw.img");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 16 << 20);
+    // The image's files still work; a neighbour without a limit is unaffected.
+    assert_eq!(
+        sh(&c, "filler", "rm /var/big; echo ok").await.stdout_str(),
+        "ok\n"
+    );
+    c.remove("filler").await.unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = agent.state.join("sandboxes/filler");
+    assert!(
+        !mounts.contains(dir.to_str().unwrap()),
+        "mounts left under {}",
+        dir.display()
+    );
+    assert!(!dir.exists());
+    let bad: CreateSandbox = serde_json::from_value(serde_json::json!({
+        "name": "tiny", "image": "busybox", "detached": true, "isolation": "container",
+        "disk_mib": 1
+    }))
+    .unwrap();
+    assert!(c.create(bad).await.is_err());
+}

@@ -69,6 +69,10 @@ pub struct CreateSandbox {
     /// Filesystems mounted into the sandbox.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountSpec>,
+    /// Most data the sandbox may write to its root filesystem, in MiB (ENOSPC beyond). Unset:
+    /// bounded only by the node's disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mib: Option<u64>,
 }
 
 /// A filesystem mounted at `path` in the sandbox (`{"kind": "named", ...}`).

@@ -39,9 +39,6 @@ pub fn unsupported(spec: &SandboxSpec) -> Option<String> {
     if !spec.secrets.is_empty() {
         missing.push("spec.secrets");
     }
-    if spec.resources.disk.is_some() {
-        missing.push("spec.resources.disk");
-    }
     (!missing.is_empty()).then(|| {
         format!(
             "this node-agent does not support {} yet",

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 /// The directories of one sandbox root.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxRoot {
+    /// Holds `upper` and `work`: a plain directory, or with a disk limit the mount point of an
+    /// ext4 image of that size (`rw.img`), so the sandbox's writes stop at the limit.
+    pub rw: PathBuf,
+    pub rw_image: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
     pub merged: PathBuf,
@@ -16,12 +20,29 @@ pub struct SandboxRoot {
 impl SandboxRoot {
     /// Layout under a sandbox's own directory.
     pub fn under(dir: &Path) -> Self {
+        let rw = dir.join("rw");
         Self {
-            upper: dir.join("upper"),
-            work: dir.join("work"),
+            upper: rw.join("upper"),
+            work: rw.join("work"),
+            rw_image: dir.join("rw.img"),
+            rw,
             merged: dir.join("rootfs"),
         }
     }
+
+    /// Put the writable layer on an ext4 image of `mib` MiB (before [`mount`]).
+    pub fn limit_disk(&self, mib: u64) -> std::io::Result<()> {
+        if !self.rw_image.exists() {
+            crate::volume::disk::create(&self.rw_image, mib << 20)?;
+        }
+        crate::volume::disk::mount(&self.rw_image, &self.rw)
+    }
+}
+
+/// Unmount the root and, if it has one, its disk-limited writable layer.
+pub fn unmount_root(root: &SandboxRoot) -> std::io::Result<()> {
+    unmount(&root.merged)?;
+    unmount(&root.rw)
 }
 
 /// overlayfs mount options; lowers are given bottom layer first (OCI order), overlay wants top first.

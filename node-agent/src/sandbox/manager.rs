@@ -131,6 +131,15 @@ impl SandboxManager {
     pub async fn create(self: &Arc<Self>, req: CreateSandbox) -> Result<SandboxInfo, AgentError> {
         validate_name(&req.name).map_err(AgentError::InvalidName)?;
         validate_labels(&req.labels).map_err(AgentError::InvalidRequest)?;
+        if req
+            .disk_mib
+            .is_some_and(|d| !(16..=16 * 1024 * 1024).contains(&d))
+        {
+            return Err(AgentError::InvalidRequest(format!(
+                "disk_mib must be 16..=16777216, got {:?}",
+                req.disk_mib
+            )));
+        }
         if req.memory_mib < 16 {
             return Err(AgentError::InvalidRequest(format!(
                 "memory_mib {} is too small (minimum 16)",
@@ -209,6 +218,9 @@ impl SandboxManager {
             .await?;
         std::fs::create_dir_all(&entry.dir)?;
         let root = SandboxRoot::under(&entry.dir);
+        if let Some(mib) = req.disk_mib {
+            root.limit_disk(mib)?;
+        }
         let lowers: Vec<PathBuf> = image
             .layers
             .iter()
@@ -411,7 +423,7 @@ impl SandboxManager {
         if dead {
             let usage = rt.usage(&launched).await;
             let _ = rt.cleanup(&launched).await;
-            let _ = rootfs::unmount(&SandboxRoot::under(&entry.dir).merged);
+            let _ = rootfs::unmount_root(&SandboxRoot::under(&entry.dir));
             let mut rec = entry.record.lock().await;
             rec.state = SandboxState::Failed;
             rec.reason = Some(if usage.oom_kills.unwrap_or(0) > 0 {
@@ -504,7 +516,7 @@ impl SandboxManager {
             }
             rt.cleanup(launched).await?;
         }
-        rootfs::unmount(&SandboxRoot::under(&entry.dir).merged)?;
+        rootfs::unmount_root(&SandboxRoot::under(&entry.dir))?;
         let mut rec = entry.record.lock().await;
         rec.state = SandboxState::Stopped;
         rec.reason = Some(why.into());
@@ -521,7 +533,7 @@ impl SandboxManager {
         if let Some(l) = launched {
             self.runtime_for(isolation)?.cleanup(&l).await?;
         }
-        rootfs::unmount(&SandboxRoot::under(&entry.dir).merged)?;
+        rootfs::unmount_root(&SandboxRoot::under(&entry.dir))?;
         Ok(())
     }
 

@@ -32,7 +32,7 @@ impl SandboxManager {
             let name = d.file_name().to_string_lossy().into_owned();
             let Ok(mut rec) = SandboxRecord::load(&dir) else {
                 // No readable record: unmount whatever may be mounted and drop it.
-                let _ = rootfs::unmount(&SandboxRoot::under(&dir).merged);
+                let _ = rootfs::unmount_root(&SandboxRoot::under(&dir));
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_dir_all(self.socket_dir_of(&name));
                 out.push(Recovered::Reaped(name));

@@ -42,6 +42,7 @@ fn direct_req(name: String) -> CreateSandbox {
         labels: Default::default(),
         patches: Vec::new(),
         mounts: Vec::new(),
+        disk_mib: None,
     }
 }
 
