@@ -125,7 +125,7 @@ mod tests {
         let o = overlay_options(&["/l/a".into(), "/l/b".into()], &root);
         assert_eq!(
             o,
-            "lowerdir=/l/b:/l/a,upperdir=/s/x/upper,workdir=/s/x/work"
+            "lowerdir=/l/b:/l/a,upperdir=/s/x/rw/upper,workdir=/s/x/rw/work"
         );
     }
 
