@@ -183,3 +183,23 @@ def test_sandbox_object() -> None:
                            "resources": {"memory": "256Mi", "cpus": 2, "pids": 64},
                            "isolation": "container", "env": [{"name": "A", "value": "1"}],
                            "workdir": "/app"}
+
+
+def test_sandbox_object_volumes() -> None:
+    import json
+
+    from microsandbox import UnsupportedFeatureError, cluster
+
+    common: dict[str, object] = dict(
+        image="busybox", memory=64, cpus=1, env={}, workdir=None, isolation=None,
+        pull_policy="if-not-present", pids_limit=None)
+    obj = json.loads(cluster.sandbox_object(
+        "s", "ns", mounts=[{"kind": "named", "name": "data", "path": "/d", "readonly": True},
+                           {"kind": "tmpfs", "path": "/t", "size_mib": 16}], **common))  # type: ignore[arg-type]
+    assert obj["spec"]["volumes"] == [
+        {"path": "/d", "readOnly": True, "named": {"name": "data"}},
+        {"path": "/t", "tmpfs": {"size": "16Mi"}},
+    ]
+    with pytest.raises(UnsupportedFeatureError):
+        cluster.sandbox_object("s", "ns", mounts=[
+            {"kind": "bind", "host_path": "/x", "path": "/d", "readonly": False}], **common)  # type: ignore[arg-type]

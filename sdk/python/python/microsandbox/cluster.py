@@ -130,6 +130,19 @@ async def connect(c: Cluster) -> _native.Cluster:
 _PULL = {"always": "Always", "if-not-present": "IfNotPresent", "never": "Never"}
 
 
+def _crd_volume(m: dict[str, Any]) -> dict[str, Any]:
+    """A mount in the Sandbox object's form (``spec.volumes[]``)."""
+    if m["kind"] == "named":
+        # A Volume object of the namespace (kubectl apply it; the operator places it).
+        return {"path": m["path"], "readOnly": m["readonly"], "named": {"name": m["name"]}}
+    if m["kind"] == "tmpfs":
+        return {"path": m["path"], "tmpfs": {"size": f"{m['size_mib']}Mi"}}
+    raise UnsupportedFeatureError(
+        "bind mounts name a directory of the node that runs the sandbox, not this machine's; "
+        "in cluster mode use a named Volume or copy files in with sb.fs after creating it"
+    )
+
+
 def _crd_patch(p: dict[str, Any]) -> dict[str, Any]:
     """A patch in the Sandbox object's form (``spec.patches[]``)."""
     op = p["op"]
@@ -175,6 +188,7 @@ def sandbox_object(
     pull_policy: str,
     pids_limit: int | None,
     patches: list[dict[str, Any]] | None = None,
+    mounts: list[dict[str, Any]] | None = None,
 ) -> str:
     """The ``Sandbox`` object (JSON) for the arguments of ``Sandbox.create``, already checked;
     ``patches`` in the node agent's form (``config._patch_wire``)."""
@@ -193,6 +207,8 @@ def sandbox_object(
         spec["workdir"] = workdir
     if patches:
         spec["patches"] = [_crd_patch(p) for p in patches]
+    if mounts:
+        spec["volumes"] = [_crd_volume(m) for m in mounts]
     return json.dumps(
         {
             "apiVersion": "microsandbox.dev/v1alpha1",

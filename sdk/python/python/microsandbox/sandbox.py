@@ -740,11 +740,6 @@ class Sandbox:
     @classmethod
     async def _create_in_cluster(cls, mode: Cluster, req: dict[str, Any]) -> Sandbox:
         """Posts the Sandbox object, waits for Ready, deletes it again if anything fails."""
-        if req["mounts"]:
-            raise UnsupportedFeatureError(
-                "volumes in cluster mode need the node-agent's Volume support, which is not "
-                "built yet; use Sandbox objects without volumes, or local mode"
-            )
         conn = await _cluster.connect(mode)
         name = req["name"]
         obj = _cluster.sandbox_object(
@@ -759,6 +754,7 @@ class Sandbox:
             pull_policy=req["pull_policy"],
             pids_limit=req["pids_limit"],
             patches=req["patches"],
+            mounts=req["mounts"],
         )
         # A name taken by someone else fails here, before this call owns anything.
         await conn.create(obj)
