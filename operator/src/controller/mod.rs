@@ -35,3 +35,53 @@ pub struct Context {
     /// concurrent reconciles do not overcommit a node. Scheduling holds this lock.
     pub assumed: tokio::sync::Mutex<BTreeMap<String, String>>,
 }
+
+/// Server-side apply of `status` (a JSON object) on `obj`'s status subresource, as the
+/// operator's field manager.
+pub(crate) async fn apply_status<K>(
+    api: &kube::Api<K>,
+    obj: &K,
+    status: serde_json::Value,
+) -> crate::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use kube::api::{Patch, PatchParams};
+    use kube::ResourceExt;
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Publish an Event about `obj`; failures are logged, never fail the reconcile.
+pub(crate) async fn publish<K>(
+    ctx: &Context,
+    obj: &K,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use kube::ResourceExt;
+    let ev = kube::runtime::events::Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
+        tracing::warn!(object = %obj.name_any(), error = %e, "cannot publish event");
+    }
+}

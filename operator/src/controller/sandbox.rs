@@ -11,20 +11,20 @@
 //! also enforces `lifetime.ttlAfterFinished` (deletes the object); the node-agent enforces
 //! `lifetime.shutdownAfter`.
 
-use super::{Context, FIELD_MANAGER};
+use super::{publish, Context};
 use crate::error::{Error, Result};
 use crate::scheduler::{self, LeaseChanges, NodeInfo, Request, VolumePlacement, NODE_LEASE_PREFIX};
 use crate::status::{self, AgentReport, Binding, Liveness, Observed};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use microsandbox_crds::{Isolation, Sandbox, SandboxPhase, SandboxStatus};
 use microsandbox_wire::api::SandboxState;
 use std::collections::BTreeMap;
@@ -410,37 +410,5 @@ async fn update_status(api: &Api<Sandbox>, s: &Sandbox, new: &SandboxStatus) -> 
     // `status.agent` belongs to the node-agent's field manager: never claim it.
     let mut mine = new.clone();
     mine.agent = None;
-    let patch = serde_json::json!({
-        "apiVersion": Sandbox::api_version(&()),
-        "kind": Sandbox::kind(&()),
-        "status": mine,
-    });
-    api.patch_status(
-        &s.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Publish an Event; failures are logged, never fail the reconcile.
-async fn publish(
-    ctx: &Context,
-    s: &Sandbox,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &s.object_ref(&())).await {
-        tracing::warn!(sandbox = %key(s), error = %e, "cannot publish event");
-    }
+    super::apply_status(api, s, serde_json::to_value(mine)?).await
 }

@@ -4,16 +4,16 @@
 //! enumerate them); it reads which keys exist, never logs or stores a value. Core Secrets cannot
 //! be watched under that rule, so resolution is re-checked every [`RECHECK`].
 
-use super::{Context, FIELD_MANAGER};
+use super::Context;
 use crate::error::{Error, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret as CoreSecret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use microsandbox_crds::common::{condition, conditions, set_condition};
 use microsandbox_crds::Secret;
 use std::sync::Arc;
@@ -109,17 +109,7 @@ async fn reconcile(s: Arc<Secret>, ctx: Arc<Context>) -> Result<Action> {
     status.observed_generation = s.metadata.generation;
     if status != before {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({
-            "apiVersion": Secret::api_version(&()),
-            "kind": Secret::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &s.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        super::apply_status(&api, s.as_ref(), serde_json::to_value(&status)?).await?;
     }
     Ok(Action::requeue(RECHECK))
 }

@@ -4,17 +4,17 @@
 //! operator only writes `node`, `observedGeneration` and the `Scheduled` condition (and `phase:
 //! Pending` while there is no node).
 
-use super::{Context, FIELD_MANAGER};
+use super::{publish, Context};
 use crate::error::{Error, Result};
 use crate::scheduler::{self, VolumePlacement};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use microsandbox_crds::common::{condition, conditions, set_condition};
 use microsandbox_crds::{Volume, VolumePhase};
 use std::collections::BTreeMap;
@@ -92,9 +92,10 @@ async fn reconcile(
         );
         publish(
             &ctx,
-            &v,
+            v.as_ref(),
             EventType::Warning,
             conditions::REASON_INVALID_SPEC,
+            "Place",
             errors.to_string(),
         )
         .await;
@@ -131,9 +132,10 @@ async fn reconcile(
             );
             publish(
                 &ctx,
-                &v,
+                v.as_ref(),
                 EventType::Normal,
                 "Placed",
+                "Place",
                 format!("placed on node {node}"),
             )
             .await;
@@ -142,7 +144,15 @@ async fn reconcile(
         }
         Err(u) => {
             set(&mut conds, false, u.reason, u.message.clone());
-            publish(&ctx, &v, EventType::Warning, u.reason, u.message).await;
+            publish(
+                &ctx,
+                v.as_ref(),
+                EventType::Warning,
+                u.reason,
+                "Place",
+                u.message,
+            )
+            .await;
             apply_status(&api, &v, None, Some(VolumePhase::Pending), conds).await?;
             Ok(Action::requeue(UNPLACED_RETRY))
         }
@@ -175,29 +185,5 @@ async fn apply_status(
     if let Some(p) = phase {
         status["phase"] = serde_json::to_value(p)?;
     }
-    let patch = serde_json::json!({
-        "apiVersion": Volume::api_version(&()),
-        "kind": Volume::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &v.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn publish(ctx: &Context, v: &Volume, type_: EventType, reason: &str, note: String) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Place".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &v.object_ref(&())).await {
-        tracing::warn!(volume = %v.name_any(), error = %e, "cannot publish event");
-    }
+    super::apply_status(api, v, status).await
 }

@@ -296,27 +296,7 @@ impl Cluster {
 
     /// Run kubectl; returns (success, stdout, stderr).
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        let mut cmd = Command::new("kubectl");
-        cmd.args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .expect("kubectl on PATH (source the control plane env)");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write stdin");
-        }
-        let out = child.wait_with_output().expect("kubectl");
+        let out = output("kubectl", args, stdin);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -403,8 +383,8 @@ impl Cluster {
     }
 }
 
-/// Run a command that must succeed; its stdout.
-pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+/// Run `program` with `stdin` fed to it (or /dev/null); its output.
+fn output(program: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     let mut child = Command::new(program)
         .args(args)
         .stdin(if stdin.is_some() {
@@ -424,7 +404,12 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
             .write_all(input.as_bytes())
             .expect("write stdin");
     }
-    let out = child.wait_with_output().expect(program);
+    child.wait_with_output().expect(program)
+}
+
+/// Run a command that must succeed; its stdout.
+pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let out = output(program, args, stdin);
     assert!(
         out.status.success(),
         "{program} {args:?} failed: {}",
