@@ -186,3 +186,46 @@ async fn agent_kill9_restart_readopts_or_reaps() {
     c.remove("keeper").await.unwrap();
     assert!(leftovers(&agent, "msb-keeper").is_empty());
 }
+
+#[tokio::test]
+async fn a_drain_cut_short_by_an_agent_crash_is_finished_after_restart() {
+    let mut agent = TestAgent::start("drain-restart");
+    let c = agent.client();
+    c.create(sandbox("d1", "busybox")).await.unwrap();
+    let c2 = agent.client();
+    let _long = tokio::spawn(async move { c2.exec("d1", cmd("sleep", &["30"])).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let c3 = agent.client();
+    let _drain = tokio::spawn(async move {
+        c3.drain(
+            "d1",
+            StopSandbox {
+                timeout_ms: Some(60_000),
+            },
+        )
+        .await
+    });
+    // Draining: waiting for the long exec.
+    let start = std::time::Instant::now();
+    while c.get("d1").await.unwrap().state != SandboxState::Draining {
+        assert!(start.elapsed().as_secs() < 10, "never draining");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    agent.kill9();
+    agent.restart();
+    let c = agent.client();
+    let start = std::time::Instant::now();
+    loop {
+        let state = c.get("d1").await.unwrap().state;
+        if state == SandboxState::Stopped {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the drain was not finished after the restart: {state:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // It takes no new commands.
+    assert!(c.exec("d1", cmd("true", &[])).await.is_err());
+}

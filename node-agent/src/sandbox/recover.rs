@@ -39,6 +39,7 @@ impl SandboxManager {
                 continue;
             };
             let alive = self.is_alive(&rec).await;
+            let was_draining = rec.state == SandboxState::Draining;
             let entry = match (rec.state, alive) {
                 (SandboxState::Running | SandboxState::Draining, true) => {
                     rec.state = SandboxState::Running;
@@ -67,6 +68,18 @@ impl SandboxManager {
                 .lock()
                 .await
                 .insert(name.clone(), entry.clone());
+            if running && was_draining {
+                // The drain was cut short by the restart: finish it (the execs it waited for
+                // died with the old agent's connections), so the sandbox does not run on.
+                let m = Arc::clone(self);
+                let n = name.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = m.drain(&n, None).await {
+                        tracing::warn!(sandbox = %n, error = %e, "resuming drain failed");
+                    }
+                });
+                continue;
+            }
             if running && !detached {
                 // The creator must re-open its lease within the grace period.
                 // Same watchdog as at create; the creator's old lease died with the agent.
