@@ -215,14 +215,20 @@ impl Cluster {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    /// The operator, restricted to this test's namespaces.
+    /// The operator, restricted to this test's namespaces, without leader election.
     pub fn operator(&self, extra: &[&str]) -> Proc {
+        let mut args = vec!["--no-leader-election"];
+        args.extend_from_slice(extra);
+        self.operator_replica(&args)
+    }
+
+    /// One operator replica (leader election on unless `extra` turns it off).
+    pub fn operator_replica(&self, extra: &[&str]) -> Proc {
         let mut args: Vec<String> = vec![
             "--namespace".into(),
             self.system_ns.clone(),
             "--watch-namespace".into(),
             self.ns.clone(),
-            "--no-leader-election".into(),
             "--metrics-addr".into(),
             format!("127.0.0.1:{}", free_port()),
         ];

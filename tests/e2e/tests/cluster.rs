@@ -685,3 +685,68 @@ async fn secret_references_are_resolved() {
         "a secret value reached the operator's log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_fails_over_to_the_standby() {
+    let c = Cluster::new("e2e-leader").await;
+    let replica = |id: &str| {
+        c.operator_replica(&[
+            "--identity",
+            id,
+            "--lease-duration-secs",
+            "4",
+            "--lease-renew-secs",
+            "1",
+        ])
+    };
+    let mut a = replica("op-a");
+    let mut b = replica("op-b");
+    let _agent = c.agent("n1", &[]);
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(c.client.clone(), &c.system_ns);
+    let holder = |l: Option<k8s_openapi::api::coordination::v1::Lease>| {
+        l.and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    };
+    let start = std::time::Instant::now();
+    let first = loop {
+        let h = holder(leases.get_opt("microsandbox-operator").await.unwrap());
+        if !h.is_empty() {
+            break h;
+        }
+        assert!(start.elapsed() < READY_TIMEOUT, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    c.apply(&sandbox_yaml("under-first", ""));
+    c.wait_sandbox("under-first", READY_TIMEOUT, "Ready", is_ready)
+        .await;
+
+    // The leader dies without letting go; the standby takes over once the lease runs out.
+    let (leader, other) = if first == "op-a" {
+        (&mut a, "op-b")
+    } else {
+        (&mut b, "op-a")
+    };
+    leader.kill9();
+    let start = std::time::Instant::now();
+    loop {
+        let h = holder(leases.get_opt("microsandbox-operator").await.unwrap());
+        if h == other {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{other} never took over (holder {h:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.apply(&sandbox_yaml("under-second", ""));
+    c.wait_sandbox("under-second", READY_TIMEOUT, "Ready", is_ready)
+        .await;
+    let (ok, _, err) = c.kubectl(
+        &["delete", "-n", &c.ns, "sandboxes", "--all", "--wait=true"],
+        None,
+    );
+    assert!(ok, "{err}");
+}
