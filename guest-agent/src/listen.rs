@@ -18,6 +18,8 @@ use tokio::net::UnixListener;
 pub enum ListenAddr {
     Unix(PathBuf),
     Vsock(u32),
+    /// A listening unix socket inherited from the parent (the host binds it; `fd:3`).
+    Fd(i32),
 }
 
 impl ListenAddr {
@@ -28,13 +30,18 @@ impl ListenAddr {
                 return Err("unix: needs a socket path".into());
             }
             Ok(Self::Unix(PathBuf::from(path)))
+        } else if let Some(fd) = s.strip_prefix("fd:") {
+            match fd.parse::<i32>() {
+                Ok(n) if n >= 3 => Ok(Self::Fd(n)),
+                _ => Err(format!("invalid inherited fd: {fd} (3 or more)")),
+            }
         } else if let Some(port) = s.strip_prefix("vsock:") {
             port.parse()
                 .map(Self::Vsock)
                 .map_err(|_| format!("invalid vsock port: {port}"))
         } else {
             Err(format!(
-                "invalid listen address {s:?} (expected unix:/path or vsock:PORT)"
+                "invalid listen address {s:?} (expected unix:/path, fd:N or vsock:PORT)"
             ))
         }
     }
@@ -43,8 +50,12 @@ impl ListenAddr {
 /// Bind `addr` and serve connections forever (each in its own task).
 pub async fn serve(addr: &ListenAddr, agent: Arc<Agent>) -> io::Result<()> {
     match addr {
-        ListenAddr::Unix(path) => {
-            let listener = bind_unix(path)?;
+        ListenAddr::Unix(_) | ListenAddr::Fd(_) => {
+            let listener = match addr {
+                ListenAddr::Fd(fd) => inherited_unix(*fd)?,
+                ListenAddr::Unix(path) => bind_unix(path)?,
+                ListenAddr::Vsock(_) => unreachable!("matched above"),
+            };
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
@@ -72,6 +83,24 @@ pub async fn serve(addr: &ListenAddr, agent: Arc<Agent>) -> io::Result<()> {
 async fn accept_failed(e: io::Error) {
     warn!("accept failed: {e}");
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The listening unix socket the host handed over as `fd`.
+fn inherited_unix(fd: i32) -> io::Result<UnixListener> {
+    use std::os::fd::FromRawFd;
+    // Refuse anything but a socket: a wrong fd number must fail loudly, not be misused.
+    let st = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("inherited fd {fd} is not a socket"),
+        ));
+    }
+    // SAFETY: the fd was handed to this process for this purpose (crun --preserve-fds) and is
+    // owned by nothing else here; it is checked to be a socket above.
+    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    std_listener.set_nonblocking(true)?;
+    UnixListener::from_std(std_listener)
 }
 
 /// Bind a unix socket at `path`, replacing a stale socket file, with mode 0600.

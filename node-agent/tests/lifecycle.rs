@@ -222,10 +222,29 @@ async fn a_drain_cut_short_by_an_agent_crash_is_finished_after_restart() {
         }
         assert!(
             start.elapsed().as_secs() < 30,
-            "the drain was not finished after the restart: {state:?}"
+            "the drain was not finished after the restart: {state:?}; log:\n{}",
+            agent.log()
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // It takes no new commands.
     assert!(c.exec("d1", cmd("true", &[])).await.is_err());
+}
+
+#[tokio::test]
+async fn the_guest_socket_cannot_be_reached_or_replaced_from_inside() {
+    let agent = TestAgent::start("socket-handoff");
+    let c = agent.client();
+    c.create(sandbox("s1", "busybox")).await.unwrap();
+    // The host-bound socket is inherited as a descriptor: no directory of it exists inside, so a
+    // process in the sandbox has nothing to unlink, replace or listen on.
+    let out = sh(
+        &c,
+        "s1",
+        "ls -la /.msb/run 2>&1; test -e /.msb/run/agent.sock && echo present || echo absent",
+    )
+    .await;
+    assert!(out.stdout_str().ends_with("absent\n"), "{out:?}");
+    // The agent keeps serving through it.
+    assert_eq!(sh(&c, "s1", "echo still").await.stdout_str(), "still\n");
 }

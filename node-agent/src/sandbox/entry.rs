@@ -19,6 +19,9 @@ pub struct SandboxEntry {
     execs_done: Notify,
     leases: AtomicUsize,
     pub lease_seen: std::sync::atomic::AtomicBool,
+    /// Set while the agent itself stops the sandbox: its init exiting then is expected, not a
+    /// failure for [`super::SandboxManager`]'s liveness refresh to record.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Held while an exec (or file transfer) runs; drain waits for all of them.
@@ -58,6 +61,7 @@ impl SandboxEntry {
             execs_done: Notify::new(),
             leases: AtomicUsize::new(0),
             lease_seen: Default::default(),
+            stopping: Default::default(),
         })
     }
 

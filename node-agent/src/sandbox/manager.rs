@@ -408,6 +408,9 @@ impl SandboxManager {
         else {
             return;
         };
+        if entry.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let Ok(rt) = self.runtime_for(isolation) else {
             return;
         };
@@ -420,11 +423,15 @@ impl SandboxManager {
                 .pid
                 .is_none_or(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()),
         };
-        if dead {
+        // A stop that began meanwhile owns the outcome.
+        if dead && !entry.stopping.load(std::sync::atomic::Ordering::Acquire) {
             let usage = rt.usage(&launched).await;
             let _ = rt.cleanup(&launched).await;
             let _ = rootfs::unmount_root(&SandboxRoot::under(&entry.dir));
             let mut rec = entry.record.lock().await;
+            if !matches!(rec.state, SandboxState::Running | SandboxState::Draining) {
+                return; // stopped by the agent in the meantime
+            }
             rec.state = SandboxState::Failed;
             rec.reason = Some(if usage.oom_kills.unwrap_or(0) > 0 {
                 "oom-killed".into()
@@ -504,6 +511,26 @@ impl SandboxManager {
             }
             (rec.launched.clone(), rec.isolation)
         };
+        entry
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        let stopped = self
+            .stop_launched(entry, launched, isolation, grace, why)
+            .await;
+        entry
+            .stopping
+            .store(false, std::sync::atomic::Ordering::Release);
+        stopped
+    }
+
+    async fn stop_launched(
+        &self,
+        entry: &Arc<SandboxEntry>,
+        launched: Option<crate::runtime::Launched>,
+        isolation: Isolation,
+        grace: Duration,
+        why: &str,
+    ) -> Result<SandboxInfo, AgentError> {
         if let Some(launched) = &launched {
             let rt = self.runtime_for(isolation)?;
             if !grace.is_zero() && rt.signal(launched, libc::SIGTERM).await.is_ok() {

@@ -211,7 +211,11 @@ fn rbac_is_narrow() {
         ),
         (
             "node-agent",
-            vec!["patch", "volumes.microsandbox.dev", "-A"],
+            vec!["delete", "volumes.microsandbox.dev", "-A"],
+        ),
+        (
+            "node-agent",
+            vec!["create", "volumes.microsandbox.dev", "-A"],
         ),
         (
             "node-agent",

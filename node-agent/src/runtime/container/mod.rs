@@ -12,6 +12,7 @@ pub use spec::{oci_spec, SpecOptions};
 
 use async_trait::async_trait;
 use microsandbox_wire::api::Isolation;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -184,6 +185,13 @@ impl Runtime for ContainerRuntime {
             .socket_dir
             .join(microsandbox_wire::guest::GUEST_SOCKET_NAME);
         let _ = std::fs::remove_file(&socket);
+        // Bound here, on the host, and inherited by the guest agent: the directory is never
+        // visible inside the sandbox, so no process there can plant or replace the socket.
+        let listener = std::os::unix::net::UnixListener::bind(&socket)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+        }
         std::fs::write(
             spec.runtime_dir.join("config.json"),
             serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?,
@@ -200,10 +208,28 @@ impl Runtime for ContainerRuntime {
         let log_path = spec.runtime_dir.join("guest.log");
         let log = std::fs::File::create(&log_path)?;
         let pid_file = spec.runtime_dir.join("init.pid");
-        let status = self
-            .crun()
+        let mut run = self.crun();
+        let listen_fd = listener.as_raw_fd();
+        // SAFETY: runs in the forked child just before exec; dup2/fcntl are async-signal-safe and
+        // touch only the child's descriptor table. fd 3 becomes the listener without
+        // FD_CLOEXEC, which `crun --preserve-fds 1` hands to the container's init.
+        unsafe {
+            run.pre_exec(move || {
+                if listen_fd == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(listen_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let status = run
             .arg("run")
             .arg("--detach")
+            .arg("--preserve-fds")
+            .arg("1")
             .arg("--bundle")
             .arg(&spec.runtime_dir)
             .arg("--pid-file")
@@ -217,6 +243,8 @@ impl Runtime for ContainerRuntime {
                 what: "crun run".into(),
                 detail: e.to_string(),
             })?;
+        // The container holds its own copy now.
+        drop(listener);
         if !status.success() {
             return Err(RuntimeError::Command {
                 what: "crun run".into(),

@@ -3,7 +3,10 @@
 use serde_json::{json, Value};
 
 use crate::runtime::{LaunchMount, LaunchSpec};
-use microsandbox_wire::guest::{GUEST_AGENT_PATH, GUEST_SOCKET_DIR, GUEST_SOCKET_NAME};
+use microsandbox_wire::guest::GUEST_AGENT_PATH;
+
+/// The guest agent's listen address in a container: the host-bound socket, inherited as fd 3.
+pub const GUEST_LISTEN_FD: &str = "fd:3";
 
 /// Host-dependent knobs.
 #[derive(Debug, Clone)]
@@ -73,7 +76,6 @@ pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
     let memory = u64::from(spec.memory_mib) * 1024 * 1024;
     let period: u64 = 100_000;
     let quota = i64::from(spec.cpus.max(1)) * period as i64;
-    let socket = format!("unix:{GUEST_SOCKET_DIR}/{GUEST_SOCKET_NAME}");
     let mut memory_limits = json!({ "limit": memory, "swap": memory });
     if !opts.cgroup_v2 {
         // v1 only: keep the kernel from swapping sandbox memory when swap accounting is off.
@@ -84,7 +86,9 @@ pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
         "process": {
             "terminal": false,
             "user": { "uid": 0, "gid": 0 },
-            "args": [GUEST_AGENT_PATH, "--listen", socket],
+            // The listening socket is bound on the host and handed over as fd 3 (crun
+            // --preserve-fds): nothing inside the sandbox can replace or impersonate it.
+            "args": [GUEST_AGENT_PATH, "--listen", GUEST_LISTEN_FD],
             "env": env,
             "cwd": "/",
             "capabilities": {
@@ -102,8 +106,7 @@ pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
             { "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
             { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] },
             { "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] },
-            { "destination": GUEST_AGENT_PATH, "type": "bind", "source": spec.guest_agent, "options": ["bind", "ro", "nosuid", "nodev"] },
-            { "destination": GUEST_SOCKET_DIR, "type": "bind", "source": spec.socket_dir, "options": ["bind", "rw", "nosuid", "nodev", "noexec"] }
+            { "destination": GUEST_AGENT_PATH, "type": "bind", "source": spec.guest_agent, "options": ["bind", "ro", "nosuid", "nodev"] }
         ],
         "linux": {
             "namespaces": [
