@@ -140,34 +140,14 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 // behind the user's back, their files are gone.
                 if r.state != SandboxPhase::Failed {
                     let why = format!("the sandbox is gone from node {}", ctx.node);
-                    publish(
-                        ctx,
-                        s,
-                        EventType::Warning,
-                        "SandboxLost",
-                        "Observe",
-                        why.clone(),
-                    )
-                    .await;
-                    let lost =
-                        report::without_sandbox(&local, &uid, SandboxPhase::Failed, Some(why));
-                    write(api, s, reported, lost).await?;
+                    let failure = Failure::new(&local, &uid, "SandboxLost", "Observe", why);
+                    return fail(ctx, api, s, reported, failure).await;
                 }
                 return Ok(Action::await_change());
             }
             if let Some(why) = report::unsupported(&s.spec) {
-                publish(
-                    ctx,
-                    s,
-                    EventType::Warning,
-                    "Unsupported",
-                    "Create",
-                    why.clone(),
-                )
-                .await;
-                let failed = report::without_sandbox(&local, &uid, SandboxPhase::Failed, Some(why));
-                write(api, s, reported, failed).await?;
-                return Ok(Action::await_change());
+                let failure = Failure::new(&local, &uid, "Unsupported", "Create", why);
+                return fail(ctx, api, s, reported, failure).await;
             }
             let mounts = match mounts_for(s, ctx).await? {
                 Mounts::Ready(m) => m,
@@ -176,19 +156,8 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                     return Ok(Action::requeue(Duration::from_secs(2)));
                 }
                 Mounts::Invalid(why) => {
-                    publish(
-                        ctx,
-                        s,
-                        EventType::Warning,
-                        "InvalidVolumes",
-                        "Create",
-                        why.clone(),
-                    )
-                    .await;
-                    let failed =
-                        report::without_sandbox(&local, &uid, SandboxPhase::Failed, Some(why));
-                    write(api, s, reported, failed).await?;
-                    return Ok(Action::await_change());
+                    let failure = Failure::new(&local, &uid, "InvalidVolumes", "Create", why);
+                    return fail(ctx, api, s, reported, failure).await;
                 }
             };
             let creating = report::without_sandbox(&local, &uid, SandboxPhase::Creating, None);
@@ -215,25 +184,63 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 // controller, but cheap to tolerate): look again.
                 Err(AgentError::AlreadyExists(_)) => Ok(Action::requeue(Duration::ZERO)),
                 Err(e) => {
-                    let why = e.to_string();
-                    publish(
-                        ctx,
-                        s,
-                        EventType::Warning,
-                        "CreateFailed",
-                        "Create",
-                        why.clone(),
-                    )
-                    .await;
-                    let failed =
-                        report::without_sandbox(&local, &uid, SandboxPhase::Failed, Some(why));
-                    write(api, s, last.as_ref(), failed).await?;
-                    Ok(Action::await_change())
+                    let failure =
+                        Failure::new(&local, &uid, "CreateFailed", "Create", e.to_string());
+                    fail(ctx, api, s, last.as_ref(), failure).await
                 }
             }
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Why a Sandbox failed on this node, as an Event and a `Failed` report.
+struct Failure<'a> {
+    local: &'a str,
+    uid: &'a str,
+    reason: &'static str,
+    action: &'static str,
+    why: String,
+}
+
+impl<'a> Failure<'a> {
+    fn new(
+        local: &'a str,
+        uid: &'a str,
+        reason: &'static str,
+        action: &'static str,
+        why: String,
+    ) -> Self {
+        Self {
+            local,
+            uid,
+            reason,
+            action,
+            why,
+        }
+    }
+}
+
+/// Publish the failure as a Warning Event, report `Failed`, and wait for a change of the object.
+async fn fail(
+    ctx: &Context,
+    api: &Api<Sandbox>,
+    s: &Sandbox,
+    reported: Option<&AgentReport>,
+    f: Failure<'_>,
+) -> Result<Action, ClusterError> {
+    publish(
+        ctx,
+        s,
+        EventType::Warning,
+        f.reason,
+        f.action,
+        f.why.clone(),
+    )
+    .await;
+    let failed = report::without_sandbox(f.local, f.uid, SandboxPhase::Failed, Some(f.why));
+    write(api, s, reported, failed).await?;
+    Ok(Action::await_change())
 }
 
 /// A Sandbox's `spec.volumes` as agent mounts, once its named Volumes are provisioned here.
