@@ -11,6 +11,9 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// A TCP `host:port`, e.g. `"127.0.0.1:7070"` (the agent's `--listen`).
     Tcp(String),
+    /// An agent reached through a [`Relay`](crate::Relay), such as the Kubernetes API server's
+    /// pod proxy; the string says where (for messages only, never parsed).
+    Relayed(String),
 }
 
 impl Endpoint {
@@ -18,7 +21,7 @@ impl Endpoint {
     pub(crate) fn authority(&self) -> &str {
         match self {
             // Unix sockets have no host; any constant works for the Host header.
-            Endpoint::Unix(_) => "localhost",
+            Endpoint::Unix(_) | Endpoint::Relayed(_) => "localhost",
             Endpoint::Tcp(addr) => addr,
         }
     }
@@ -29,6 +32,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
             Endpoint::Tcp(addr) => write!(f, "http://{addr}"),
+            Endpoint::Relayed(what) => f.write_str(what),
         }
     }
 }

@@ -70,6 +70,9 @@ pub(crate) fn decode_error(status: StatusCode, body: &[u8]) -> ClientError {
     if let Ok(e) = serde_json::from_slice::<ApiError>(body) {
         return ClientError::Api(e);
     }
+    if let Some(e) = kubernetes_status(status, body) {
+        return e;
+    }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     let mut end = text.len().min(MAX_ERROR_TEXT);
@@ -87,6 +90,34 @@ pub(crate) fn decode_error(status: StatusCode, body: &[u8]) -> ClientError {
     }
 }
 
+/// A Kubernetes `Status` answer of a relaying API server (pod proxy): RBAC refusals become the
+/// agent's own `unauthorized`/`forbidden`, anything else a protocol error with its message.
+fn kubernetes_status(status: StatusCode, body: &[u8]) -> Option<ClientError> {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        kind: String,
+        #[serde(default)]
+        message: String,
+    }
+    let s = serde_json::from_slice::<Status>(body)
+        .ok()
+        .filter(|s| s.kind == "Status")?;
+    let message = format!("API server: {}", s.message);
+    Some(match status {
+        StatusCode::UNAUTHORIZED => ClientError::Api(ApiError {
+            code: ErrorCode::Unauthorized,
+            message,
+        }),
+        StatusCode::FORBIDDEN => ClientError::Api(ApiError {
+            code: ErrorCode::Forbidden,
+            message,
+        }),
+        _ => ClientError::Protocol(format!(
+            "unexpected HTTP status {status} from the {message}"
+        )),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +131,27 @@ mod tests {
         assert_eq!(e.code(), Some(ErrorCode::SandboxNotFound));
         assert!(e.is(ErrorCode::SandboxNotFound));
         assert_eq!(e.to_string(), "sandbox_not_found: no sandbox \"x\"");
+    }
+
+    #[test]
+    fn kubernetes_status_body() {
+        let body = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"pods \"a\" is forbidden: User \"bob\" cannot get resource \"pods/proxy\"","reason":"Forbidden","code":403}"#;
+        let e = decode_error(StatusCode::FORBIDDEN, body);
+        assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+        assert!(
+            e.to_string()
+                .contains("API server: pods \"a\" is forbidden"),
+            "{e}"
+        );
+        let body = br#"{"kind":"Status","status":"Failure","message":"error trying to reach service: dial tcp 10.0.0.1:7070: connect: connection refused","code":503}"#;
+        match decode_error(StatusCode::SERVICE_UNAVAILABLE, body) {
+            ClientError::Protocol(m) => assert_eq!(
+                m,
+                "unexpected HTTP status 503 Service Unavailable from the API server: error trying \
+                 to reach service: dial tcp 10.0.0.1:7070: connect: connection refused"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

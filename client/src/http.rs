@@ -1,12 +1,13 @@
 //! Request plumbing: the client handle, URL building, HTTP requests and WebSocket upgrades.
 
 use crate::endpoint::Endpoint;
-use crate::error::{decode_error, ClientError, Result};
+use crate::error::{decode_error, BoxError, ClientError, Result};
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -25,7 +26,23 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 
 /// Body type of every request.
-pub(crate) type ReqBody = UnsyncBoxBody<Bytes, io::Error>;
+pub type ReqBody = UnsyncBoxBody<Bytes, io::Error>;
+
+pub use microsandbox_wire::api::RELAYED_AUTHORIZATION;
+
+/// A transport the client does not own, such as the Kubernetes API server's pod proxy
+/// (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy`). It receives requests whose URI is only a
+/// path (the relay's prefix + the agent route), adds its own scheme, host, TLS and credentials,
+/// and hands back hyper's response, upgradable for WebSockets. The agent token travels in
+/// [`RELAYED_AUTHORIZATION`].
+pub trait Relay: Send + Sync + 'static {
+    /// Sends `req` and resolves to the answer, whatever its status. A connection failure is an
+    /// `Err`.
+    fn send(
+        &self,
+        req: Request<ReqBody>,
+    ) -> BoxFuture<'static, std::result::Result<Response<Incoming>, BoxError>>;
+}
 
 /// Largest error body read from a failed response.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -126,13 +143,34 @@ impl Payload {
 enum Transport {
     Unix(Client<UnixConnector, ReqBody>),
     Tcp(Client<HttpConnector, ReqBody>),
+    /// Through a relay; every route is prefixed with `prefix`.
+    Relay {
+        relay: Arc<dyn Relay>,
+        prefix: String,
+    },
 }
 
 struct Inner {
     endpoint: Endpoint,
     /// `Bearer <token>`, or why the token cannot be put in a header.
     auth: std::result::Result<Option<HeaderValue>, String>,
+    /// Header the token goes in: `Authorization`, or [`RELAYED_AUTHORIZATION`] through a relay.
+    auth_header: HeaderName,
     transport: Transport,
+}
+
+/// `Bearer <token>` as a sensitive header value, or why it cannot be one.
+fn bearer(token: Option<String>) -> std::result::Result<Option<HeaderValue>, String> {
+    match token {
+        None => Ok(None),
+        Some(t) => match HeaderValue::from_str(&format!("Bearer {}", t.trim())) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                Ok(Some(v))
+            }
+            Err(_) => Err("the agent token contains characters not allowed in a header".into()),
+        },
+    }
 }
 
 /// Handle on a node agent. Cheap to clone (shares one connection pool); all methods are async and
@@ -154,20 +192,15 @@ impl std::fmt::Debug for AgentClient {
 impl AgentClient {
     /// A client of the agent at `endpoint`, sending `Authorization: Bearer <token>` when a token
     /// is given. Connects lazily: errors surface on the first call.
+    ///
+    /// An [`Endpoint::Relayed`] has no transport of its own: use [`AgentClient::relayed`]; here
+    /// every call on it fails as unreachable.
     pub fn new(endpoint: Endpoint, token: Option<String>) -> Self {
-        let auth = match token {
-            None => Ok(None),
-            Some(t) => match HeaderValue::from_str(&format!("Bearer {}", t.trim())) {
-                Ok(mut v) => {
-                    v.set_sensitive(true);
-                    Ok(Some(v))
-                }
-                Err(_) => Err("the agent token contains characters not allowed in a header".into()),
-            },
-        };
         let builder = Client::builder(TokioExecutor::new());
         let transport = match &endpoint {
-            Endpoint::Unix(_) => Transport::Unix(builder.build(UnixConnector)),
+            Endpoint::Unix(_) | Endpoint::Relayed(_) => {
+                Transport::Unix(builder.build(UnixConnector))
+            }
             Endpoint::Tcp(_) => {
                 let mut http = HttpConnector::new();
                 http.set_nodelay(true);
@@ -177,8 +210,31 @@ impl AgentClient {
         AgentClient {
             inner: Arc::new(Inner {
                 endpoint,
-                auth,
+                auth: bearer(token),
+                auth_header: AUTHORIZATION,
                 transport,
+            }),
+        }
+    }
+
+    /// A client of the agent behind `relay`, whose routes all start with `prefix` (e.g.
+    /// `/api/v1/namespaces/ms/pods/agent-x:7070/proxy`). `token` goes in
+    /// [`RELAYED_AUTHORIZATION`]; `name` says where this is in messages.
+    pub fn relayed(
+        relay: Arc<dyn Relay>,
+        prefix: &str,
+        token: Option<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        AgentClient {
+            inner: Arc::new(Inner {
+                endpoint: Endpoint::Relayed(name.into()),
+                auth: bearer(token),
+                auth_header: HeaderName::from_static(RELAYED_AUTHORIZATION),
+                transport: Transport::Relay {
+                    relay,
+                    prefix: prefix.trim_end_matches('/').to_string(),
+                },
             }),
         }
     }
@@ -231,9 +287,16 @@ impl AgentClient {
     }
 
     fn uri(&self, path_and_query: &str) -> Result<Uri> {
-        let s = match &self.inner.endpoint {
-            Endpoint::Unix(sock) => unix_uri(sock, path_and_query),
-            Endpoint::Tcp(addr) => format!("http://{addr}{path_and_query}"),
+        let s = match (&self.inner.transport, &self.inner.endpoint) {
+            (Transport::Relay { prefix, .. }, _) => format!("{prefix}{path_and_query}"),
+            (_, Endpoint::Unix(sock)) => unix_uri(sock, path_and_query),
+            (_, Endpoint::Tcp(addr)) => format!("http://{addr}{path_and_query}"),
+            (_, Endpoint::Relayed(_)) => {
+                return Err(self.unreachable(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "a relayed endpoint needs AgentClient::relayed",
+                )))
+            }
         };
         s.parse().map_err(|e| {
             ClientError::Io(io::Error::new(
@@ -259,7 +322,7 @@ impl AgentClient {
             .uri(self.uri(path_and_query)?);
         if auth {
             if let Some(auth) = self.auth()? {
-                req = req.header(AUTHORIZATION, auth);
+                req = req.header(&self.inner.auth_header, auth);
             }
         }
         let body: ReqBody = match payload {
@@ -281,6 +344,15 @@ impl AgentClient {
         let result = match &self.inner.transport {
             Transport::Unix(c) => c.request(req).await,
             Transport::Tcp(c) => c.request(req).await,
+            Transport::Relay { relay, .. } => {
+                return relay.send(req).await.map_err(|e| {
+                    let io = flatten_io(e.as_ref());
+                    match e.downcast_ref::<hyper_util::client::legacy::Error>() {
+                        Some(h) if !h.is_connect() => ClientError::Io(io),
+                        _ => self.unreachable(io),
+                    }
+                })
+            }
         };
         result.map_err(|e| {
             if e.is_connect() {
@@ -341,6 +413,9 @@ impl AgentClient {
     /// Opens a WebSocket on `path_and_query`, with the bearer token on the upgrade request.
     /// A refused upgrade decodes the agent's error like any other response.
     pub(crate) async fn websocket(&self, path_and_query: &str) -> Result<WsStream> {
+        if let Transport::Relay { .. } = &self.inner.transport {
+            return self.relayed_websocket(path_and_query).await;
+        }
         let url = format!("ws://{}{path_and_query}", self.inner.endpoint.authority());
         let mut req = url.into_client_request().map_err(|e| {
             ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
@@ -349,6 +424,7 @@ impl AgentClient {
             req.headers_mut().insert(AUTHORIZATION, auth);
         }
         let io: Box<dyn WsIo> = match &self.inner.endpoint {
+            Endpoint::Relayed(_) => unreachable!("handled by relayed_websocket"),
             Endpoint::Unix(path) => Box::new(
                 tokio::net::UnixStream::connect(path)
                     .await
@@ -370,6 +446,60 @@ impl AgentClient {
             )),
             Err(e) => Err(ws_error(e)),
         }
+    }
+}
+
+impl AgentClient {
+    /// A WebSocket through the relay: an HTTP/1.1 upgrade request sent like any other, then the
+    /// upgraded connection.
+    async fn relayed_websocket(&self, path_and_query: &str) -> Result<WsStream> {
+        use hyper::header::{CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
+        use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let key = generate_key();
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(self.uri(path_and_query)?)
+            .header(CONNECTION, "Upgrade")
+            .header(UPGRADE, "websocket")
+            .header(SEC_WEBSOCKET_VERSION, "13")
+            .header(SEC_WEBSOCKET_KEY, &key);
+        if let Some(auth) = self.auth()? {
+            req = req.header(&self.inner.auth_header, auth);
+        }
+        let req = req
+            .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+            .map_err(|e| {
+                ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+            })?;
+        let Transport::Relay { relay, .. } = &self.inner.transport else {
+            unreachable!("called for relays only")
+        };
+        let resp = relay
+            .send(req)
+            .await
+            .map_err(|e| self.unreachable(flatten_io(e.as_ref())))?;
+        if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status();
+            let body = read_capped(resp.into_body(), MAX_ERROR_BODY).await?;
+            return Err(decode_error(status, &body));
+        }
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        if resp
+            .headers()
+            .get("sec-websocket-accept")
+            .map(|v| v.as_bytes())
+            != Some(accept.as_bytes())
+        {
+            return Err(ClientError::WebSocket(
+                "the relay answered the upgrade without a valid Sec-WebSocket-Accept".into(),
+            ));
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| ClientError::Io(flatten_io(&e)))?;
+        let io: Box<dyn WsIo> = Box::new(hyper_util::rt::TokioIo::new(upgraded));
+        Ok(WebSocketStream::from_raw_socket(io, Role::Client, None).await)
     }
 }
 

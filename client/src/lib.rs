@@ -34,7 +34,7 @@ mod volumes;
 pub use endpoint::Endpoint;
 pub use error::{BoxError, ClientError, Result};
 pub use exec_ws::{ExecEvent, ExecInput, ExecStream};
-pub use http::AgentClient;
+pub use http::{AgentClient, Relay, ReqBody, RELAYED_AUTHORIZATION};
 pub use lease::Lease;
 pub use sandboxes::{encode_stdin, Output};
 

@@ -315,6 +315,11 @@ pub struct SandboxStatus {
     /// `https://10.0.3.7:7443`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_endpoint: Option<String>,
+    /// Path on the Kubernetes API server that proxies to that node-agent (`pods/proxy` of its
+    /// pod, e.g. `/api/v1/namespaces/microsandbox-system/pods/agent-x:7070/proxy`): how clients
+    /// outside the cluster network reach it. Needs `get`/`create` on `pods/proxy` there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_proxy: Option<String>,
     /// Digest of the image that was booted (`sha256:...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,

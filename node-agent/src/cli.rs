@@ -1,7 +1,7 @@
 //! Command line of `microsandbox-agent`.
 
 use clap::{Parser, Subcommand};
-use microsandbox_agent::cluster::ClusterConfig;
+use microsandbox_agent::cluster::{proxy_path, ClusterConfig};
 use microsandbox_agent::config::{parse_mirror, AgentConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -101,6 +101,10 @@ pub struct ClusterArgs {
     /// Agent API base URL announced to the operator and clients, e.g. http://10.0.3.7:7070.
     #[arg(long, env = "MSB_ADVERTISE_ENDPOINT")]
     pub advertise_endpoint: Option<String>,
+    /// Name of this agent's pod (downward API), announced so that clients outside the cluster
+    /// reach the `--listen` port through the API server's pod proxy.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
     /// Seconds the node Lease stays valid without renewal (renewed every third of it).
     #[arg(long, default_value_t = 15)]
     pub node_lease_secs: u64,
@@ -194,7 +198,11 @@ fn config_from(a: Box<ServeArgs>) -> Result<AgentConfig, String> {
     })
 }
 
-fn cluster_from(a: &ClusterArgs, node: &str) -> Result<Option<ClusterConfig>, String> {
+fn cluster_from(
+    a: &ClusterArgs,
+    node: &str,
+    listen: Option<SocketAddr>,
+) -> Result<Option<ClusterConfig>, String> {
     if !a.cluster {
         return Ok(None);
     }
@@ -222,6 +230,12 @@ fn cluster_from(a: &ClusterArgs, node: &str) -> Result<Option<ClusterConfig>, St
         lease_namespace: a.cluster_namespace.clone(),
         watch_namespace: a.watch_namespace.clone(),
         endpoint: a.advertise_endpoint.clone(),
+        proxy: match (&a.pod_name, listen) {
+            (Some(pod), Some(addr)) if !pod.is_empty() => {
+                Some(proxy_path(&a.cluster_namespace, pod, addr.port()))
+            }
+            _ => None,
+        },
         lease_duration: std::time::Duration::from_secs(a.node_lease_secs.max(3)),
         capacity_memory_mib: a.capacity_memory_mib.unwrap_or(host_mib * 9 / 10),
         capacity_cpus: a.capacity_cpus.unwrap_or(host_cpus * 4),
@@ -235,7 +249,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve(mut a) => {
             let cluster_args = std::mem::take(&mut a.cluster);
             let config = config_from(a)?;
-            let cluster = cluster_from(&cluster_args, &config.node_name)?;
+            let cluster = cluster_from(&cluster_args, &config.node_name, config.listen)?;
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             rt.block_on(microsandbox_agent::serve::serve(config, cluster))
                 .map_err(|e| e.to_string())?;

@@ -36,6 +36,8 @@ pub mod annotations {
     pub const ISOLATION: &str = "microsandbox.dev/isolation";
     /// Base URL of the agent API, e.g. `https://10.0.3.7:7443`.
     pub const ENDPOINT: &str = "microsandbox.dev/endpoint";
+    /// API server path proxying to the agent's pod (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy`).
+    pub const PROXY: &str = "microsandbox.dev/proxy";
 }
 
 /// Lease duration assumed when a Lease does not state one.
@@ -78,6 +80,8 @@ pub struct NodeInfo {
     pub lease_duration: SignedDuration,
     /// Agent API base URL, if announced.
     pub endpoint: Option<String>,
+    /// API server pod-proxy path to the agent, if announced.
+    pub proxy: Option<String>,
     /// Node labels mirrored on the Lease (for Volume `placement.nodeSelector`).
     pub labels: BTreeMap<String, String>,
 }
@@ -161,6 +165,10 @@ pub fn parse_node_lease(lease: &Lease) -> Result<NodeInfo, LeaseParseError> {
         .get(annotations::ENDPOINT)
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty());
+    let proxy = ann
+        .get(annotations::PROXY)
+        .map(|e| e.trim().to_string())
+        .filter(|e| e.starts_with("/api/"));
     let spec = lease.spec.as_ref();
     let duration_secs = spec
         .and_then(|s| s.lease_duration_seconds)
@@ -173,6 +181,7 @@ pub fn parse_node_lease(lease: &Lease) -> Result<NodeInfo, LeaseParseError> {
         renew_time: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
         lease_duration: SignedDuration::from_secs(duration_secs),
         endpoint,
+        proxy,
         labels: lease.metadata.labels.clone().unwrap_or_default(),
     })
 }
@@ -198,6 +207,7 @@ impl LeaseChanges {
                     || old.capacity != node.capacity
                     || old.isolation != node.isolation
                     || old.endpoint != node.endpoint
+                    || old.proxy != node.proxy
                     || old.labels != node.labels
             }
         };
@@ -509,6 +519,7 @@ mod tests {
             renew_time: Some(now() - SignedDuration::from_secs(5)),
             lease_duration: SignedDuration::from_secs(40),
             endpoint: Some(format!("https://{name}:7443")),
+            proxy: None,
             labels: BTreeMap::new(),
         }
     }
@@ -834,6 +845,10 @@ mod tests {
         (annotations::MAX_SANDBOXES, "32"),
         (annotations::ISOLATION, "microvm, container"),
         (annotations::ENDPOINT, "https://10.0.0.5:7443"),
+        (
+            annotations::PROXY,
+            "/api/v1/namespaces/ms/pods/agent-x:7070/proxy",
+        ),
     ];
 
     #[test]
@@ -853,6 +868,10 @@ mod tests {
             [Isolation::Microvm, Isolation::Container].into()
         );
         assert_eq!(n.endpoint.as_deref(), Some("https://10.0.0.5:7443"));
+        assert_eq!(
+            n.proxy.as_deref(),
+            Some("/api/v1/namespaces/ms/pods/agent-x:7070/proxy")
+        );
         assert_eq!(n.lease_duration, SignedDuration::from_secs(15));
         assert_eq!(n.renew_time, Some(now()));
         assert_eq!(n.labels.get("zone").map(String::as_str), Some("z1"));
@@ -912,10 +931,16 @@ mod tests {
         let no_endpoint: Vec<_> = FULL
             .iter()
             .copied()
-            .filter(|(k, _)| *k != annotations::ENDPOINT)
+            .filter(|(k, _)| *k != annotations::ENDPOINT && *k != annotations::PROXY)
             .collect();
         let n = parse_node_lease(&lease("microsandbox-node-a", &no_endpoint)).unwrap();
         assert_eq!(n.endpoint, None);
+        assert_eq!(n.proxy, None);
+        // Only an API path is taken for a proxy: never a URL to some other host.
+        let mut elsewhere = no_endpoint.clone();
+        elsewhere.push((annotations::PROXY, "https://evil.example/steal"));
+        let n = parse_node_lease(&lease("microsandbox-node-a", &elsewhere)).unwrap();
+        assert_eq!(n.proxy, None);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum Binding {
     Bound {
         node: String,
         endpoint: Option<String>,
+        /// API server pod-proxy path to the node's agent.
+        proxy: Option<String>,
         liveness: Liveness,
     },
 }
@@ -118,6 +120,7 @@ pub fn compute(old: Option<&SandboxStatus>, observed: &Observed, now: Timestamp)
         Binding::Bound {
             node,
             endpoint,
+            proxy,
             liveness,
         } => {
             set(
@@ -135,6 +138,7 @@ pub fn compute(old: Option<&SandboxStatus>, observed: &Observed, now: Timestamp)
             );
             status.node = Some(node.clone());
             status.agent_endpoint = endpoint.clone();
+            status.agent_proxy = proxy.clone();
             if let Some(a) = &observed.agent {
                 if let Some(d) = a.image_digest.as_ref().filter(|d| !d.is_empty()) {
                     status.image_digest = Some(d.clone());
@@ -261,6 +265,7 @@ mod tests {
             binding: Binding::Bound {
                 node: "n1".into(),
                 endpoint: Some("http://10.0.0.1:7070".into()),
+                proxy: Some("/api/v1/namespaces/ms/pods/agent-1:7070/proxy".into()),
                 liveness,
             },
             agent: agent.map(|state| AgentReport {
@@ -328,6 +333,10 @@ mod tests {
         assert_eq!(s1.phase, Some(SandboxPhase::Creating));
         assert_eq!(s1.node.as_deref(), Some("n1"));
         assert_eq!(s1.agent_endpoint.as_deref(), Some("http://10.0.0.1:7070"));
+        assert_eq!(
+            s1.agent_proxy.as_deref(),
+            Some("/api/v1/namespaces/ms/pods/agent-1:7070/proxy")
+        );
         assert_eq!(cond(&s1, conditions::SCHEDULED).status, "True");
         assert_eq!(
             cond(&s1, conditions::READY).reason,

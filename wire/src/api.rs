@@ -198,6 +198,10 @@ impl RootPatch {
 /// Most labels a sandbox may carry.
 pub const MAX_LABELS: usize = 32;
 
+/// Header that carries `Bearer <token>` for the agent when a relay in between (the Kubernetes API
+/// server's pod proxy) consumes `Authorization` as its own credentials.
+pub const RELAYED_AUTHORIZATION: &str = "x-microsandbox-authorization";
+
 /// Validate sandbox labels: at most [`MAX_LABELS`]; keys 1-253 printable ASCII characters without
 /// spaces, values at most 1024 characters.
 pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {

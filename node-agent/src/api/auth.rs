@@ -72,11 +72,20 @@ pub fn require(auth: Auth) -> impl Filter<Extract = (), Error = warp::Rejection>
     warp::method()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>(
+            microsandbox_wire::api::RELAYED_AUTHORIZATION,
+        ))
         .and_then(
-            move |method: warp::http::Method, path: warp::path::FullPath, h: Option<String>| {
+            move |method: warp::http::Method,
+                  path: warp::path::FullPath,
+                  direct: Option<String>,
+                  relayed: Option<String>| {
                 let auth = auth.clone();
                 async move {
-                    let presented = h
+                    // Through the API server's pod proxy the token comes in the relayed header:
+                    // the API server consumes `Authorization` (its own credentials).
+                    let header = direct.or(relayed);
+                    let presented = header
                         .as_deref()
                         .and_then(|h| h.strip_prefix("Bearer "))
                         .map(str::trim);

@@ -40,6 +40,9 @@ pub fn body(cfg: &ClusterConfig, isolation: &[Isolation], now: Timestamp) -> ser
     if let Some(e) = &cfg.endpoint {
         ann.insert("microsandbox.dev/endpoint".into(), e.clone());
     }
+    if let Some(p) = &cfg.proxy {
+        ann.insert("microsandbox.dev/proxy".into(), p.clone());
+    }
     serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -83,6 +86,7 @@ mod tests {
             node: "n1".into(),
             lease_namespace: "msb".into(),
             endpoint: Some("http://127.0.0.1:7070".into()),
+            proxy: Some(super::super::proxy_path("msb", "agent-x", 7070)),
             node_labels: BTreeMap::from([("zone".into(), "a".into())]),
             ..ClusterConfig::for_tests()
         };
@@ -94,6 +98,10 @@ mod tests {
         assert_eq!(ann["microsandbox.dev/isolation"], "microvm,container");
         assert_eq!(ann["microsandbox.dev/capacity-sandboxes"], "100");
         assert_eq!(ann["microsandbox.dev/endpoint"], "http://127.0.0.1:7070");
+        assert_eq!(
+            ann["microsandbox.dev/proxy"],
+            "/api/v1/namespaces/msb/pods/agent-x:7070/proxy"
+        );
         assert_eq!(lease.metadata.labels.unwrap()["zone"], "a");
         let spec = lease.spec.unwrap();
         assert_eq!(spec.renew_time.unwrap().0, now);

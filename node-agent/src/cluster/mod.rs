@@ -33,12 +33,20 @@ pub struct ClusterConfig {
     pub watch_namespace: Option<String>,
     /// Agent API base URL announced to the operator and clients.
     pub endpoint: Option<String>,
+    /// API server path that proxies to this agent's pod (`pods/proxy`), see [`proxy_path`].
+    pub proxy: Option<String>,
     pub lease_duration: Duration,
     pub capacity_memory_mib: u64,
     pub capacity_cpus: u64,
     pub capacity_sandboxes: u64,
     /// Labels mirrored on the Lease (what Volume `placement.nodeSelector` matches).
     pub node_labels: BTreeMap<String, String>,
+}
+
+/// The API server path proxying to port `port` of pod `namespace/pod`:
+/// `/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy`. Clients append the agent's routes.
+pub fn proxy_path(namespace: &str, pod: &str, port: u16) -> String {
+    format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy")
 }
 
 impl ClusterConfig {
@@ -49,6 +57,7 @@ impl ClusterConfig {
             lease_namespace: "microsandbox-system".into(),
             watch_namespace: None,
             endpoint: None,
+            proxy: None,
             lease_duration: Duration::from_secs(15),
             capacity_memory_mib: 4096,
             capacity_cpus: 4,

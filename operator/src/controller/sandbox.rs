@@ -285,6 +285,7 @@ fn bound(node: &str, nodes: &[NodeInfo], now: Timestamp) -> Binding {
     Binding::Bound {
         node: node.to_string(),
         endpoint: info.and_then(|n| n.endpoint.clone()),
+        proxy: info.and_then(|n| n.proxy.clone()),
         liveness,
     }
 }

@@ -21,6 +21,13 @@ pub struct Client {
     inner: AgentClient,
 }
 
+impl Client {
+    /// Wraps a client built elsewhere (cluster mode's relayed clients).
+    pub(crate) fn wrap(inner: AgentClient) -> Self {
+        Client { inner }
+    }
+}
+
 fn stop_request(timeout_ms: Option<u64>) -> StopSandbox {
     StopSandbox { timeout_ms }
 }

@@ -7,16 +7,20 @@
 //! named in the status with the user's own bearer token, which the agent checks against RBAC
 //! (`create` on `sandboxes/exec`).
 
+use crate::client::Client;
 use crate::convert::Json;
+use crate::relay::ApiServerRelay;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
+use microsandbox_client::{AgentClient, Relay};
 use microsandbox_crds::{Sandbox, SandboxPhase};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 use secrecy::ExposeSecret;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A failure of cluster mode, in the terms `microsandbox.errors._from_native("cluster", code,
@@ -107,6 +111,8 @@ pub struct Cluster {
     /// token), for the node-agent API. `None` with client-certificate kubeconfigs.
     token: Option<String>,
     server: String,
+    /// The API server's pod proxy, for agents outside this machine's network reach.
+    relay: Arc<ApiServerRelay>,
 }
 
 impl Cluster {
@@ -160,6 +166,8 @@ async fn connect(
     };
     let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
     let server = config.cluster_url.to_string();
+    let relay = ApiServerRelay::new(&config)
+        .map_err(|e| ClusterError::new("config", format!("Kubernetes client: {e}")))?;
     let client = kube::Client::try_from(config)
         .map_err(|e| ClusterError::new("config", format!("Kubernetes client: {e}")))?;
     Ok(Cluster {
@@ -167,6 +175,7 @@ async fn connect(
         namespace,
         token,
         server,
+        relay: Arc::new(relay),
     })
 }
 
@@ -199,6 +208,23 @@ impl Cluster {
     #[getter]
     fn token(&self) -> Option<String> {
         self.token.clone()
+    }
+
+    /// A node-agent client through the API server's pod proxy: `proxy` is the Sandbox's
+    /// `status.agentProxy`, `token` the user's bearer token for the agent.
+    fn relayed_client(&self, proxy: &str, token: Option<String>) -> PyResult<Client> {
+        if !proxy.starts_with("/api/") {
+            return Err(ClusterError::new(
+                "invalid",
+                format!("{proxy:?} is not an API server proxy path"),
+            )
+            .into_py());
+        }
+        let name = format!("{}{proxy}", self.server.trim_end_matches('/'));
+        let relay: Arc<dyn Relay> = self.relay.clone();
+        Ok(Client::wrap(AgentClient::relayed(
+            relay, proxy, token, name,
+        )))
     }
 
     fn __repr__(&self) -> String {

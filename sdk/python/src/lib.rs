@@ -15,6 +15,7 @@ mod cluster;
 mod convert;
 mod error;
 mod exec;
+mod relay;
 
 use pyo3::prelude::*;
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -167,6 +168,51 @@ def test_cluster_mode_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
         cluster.resolve(None)
     with pytest.raises(InvalidConfigError):
         Cluster(ready_timeout=0)
+
+
+def test_agent_access(monkeypatch: pytest.MonkeyPatch) -> None:
+    from microsandbox import Cluster, ClusterConfigError, InvalidConfigError, cluster
+
+    class Conn:
+        token: str | None = "tok"
+
+        def relayed_client(self, proxy: str, token: str | None) -> str:
+            return f"relayed {proxy} {token}"
+
+    conn: Any = Conn()
+    proxy = "/api/v1/namespaces/ms/pods/agent-a:7070/proxy"
+    obj = {
+        "metadata": {"name": "s"},
+        "status": {"agentEndpoint": "http://10.0.0.7:7070", "agentProxy": proxy},
+    }
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    # Outside a pod, auto takes the API server's proxy; inside one, the node network.
+    relayed: Any = cluster.agent_client(Cluster(), conn, obj)
+    assert relayed == f"relayed {proxy} tok"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    assert cluster.agent_client(Cluster(), conn, obj).endpoint == "http://10.0.0.7:7070"
+    relayed = cluster.agent_client(Cluster(agent_access="proxy"), conn, obj)
+    assert relayed.startswith("relayed")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    direct = cluster.agent_client(Cluster(agent_access="direct"), conn, obj)
+    assert direct.endpoint == "http://10.0.0.7:7070"
+    # An agent without a proxy path: auto falls back to direct; proxy says why not.
+    no_proxy = {"metadata": {"name": "s"}, "status": {"agentEndpoint": "http://10.0.0.7:7070"}}
+    assert cluster.agent_client(Cluster(), conn, no_proxy).endpoint == "http://10.0.0.7:7070"
+    with pytest.raises(ClusterConfigError, match="agentProxy"):
+        cluster.agent_client(Cluster(agent_access="proxy"), conn, no_proxy)
+    conn.token = None
+    with pytest.raises(ClusterConfigError, match="bearer token"):
+        cluster.agent_client(Cluster(), conn, obj)
+    with pytest.raises(InvalidConfigError):
+        Cluster(agent_access="tunnel")  # type: ignore[arg-type]
+    monkeypatch.setenv("MICROSANDBOX_MODE", "cluster")
+    monkeypatch.setenv("MICROSANDBOX_AGENT_ACCESS", "proxy")
+    from_env = cluster.resolve(None)
+    assert from_env is not None and from_env.agent_access == "proxy"
+    monkeypatch.setenv("MICROSANDBOX_AGENT_ACCESS", "wormhole")
+    with pytest.raises(InvalidConfigError, match="MICROSANDBOX_AGENT_ACCESS"):
+        cluster.resolve(None)
 
 
 def test_sandbox_object() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 
 import pytest
@@ -19,6 +20,7 @@ from microsandbox import (
     set_mode,
 )
 from microsandbox import _native
+from microsandbox.cluster import AgentAccess
 
 IMAGE = "busybox"
 
@@ -28,12 +30,21 @@ async def _objects(c: Cluster) -> list[str]:
     return [o["metadata"]["name"] for o in await conn.list()]
 
 
-async def test_create_exec_stream_fs_metrics_remove(dev: Cluster) -> None:
+@pytest.mark.parametrize("access", ["direct", "proxy"])
+async def test_create_exec_stream_fs_metrics_remove(dev: Cluster, access: AgentAccess) -> None:
+    dev = dataclasses.replace(dev, agent_access=access)
     sb = await Sandbox.create(
         "py-basic", image=IMAGE, memory=64, isolation="container", cluster=dev,
         env={"GREETING": "hi"},
     )
     async with sb:
+        # Direct: the node-agent's own address; proxy: a path on the API server.
+        endpoint = sb._client.endpoint
+        if access == "proxy":
+            assert endpoint.startswith("https://127.0.0.1:"), endpoint
+            assert "/api/v1/namespaces/" in endpoint and endpoint.endswith("/proxy"), endpoint
+        else:
+            assert endpoint.startswith("http://198.18."), endpoint
         assert sb.name == "py-basic"
         assert sb.info.running
         out = await sb.exec("sh", ["-c", "echo $GREETING from $(hostname)"])
@@ -73,6 +84,21 @@ async def test_rbac_denial_is_typed(viewer: Cluster) -> None:
         await Sandbox.create("py-denied", image=IMAGE, memory=64, isolation="container",
                              cluster=viewer)
     assert "sandboxes" in str(e.value)
+
+
+async def test_agent_access_is_checked_on_both_paths(dev: Cluster, viewer: Cluster) -> None:
+    # viewer may read Sandbox objects, but neither exec into them (the agent asks RBAC) nor use
+    # the API server's pod proxy to the agents (the API server refuses).
+    async with await Sandbox.create("py-guarded", image=IMAGE, memory=64,
+                                    isolation="container", cluster=dev):
+        direct = dataclasses.replace(viewer, agent_access="direct")
+        with pytest.raises(PermissionDeniedError) as e:
+            await Sandbox.get("py-guarded", cluster=direct)
+        assert "sandboxes/exec" in str(e.value), e.value
+        proxied = dataclasses.replace(viewer, agent_access="proxy")
+        with pytest.raises(PermissionDeniedError) as e:
+            await Sandbox.get("py-guarded", cluster=proxied)
+        assert "pods/proxy" in str(e.value), e.value
 
 
 async def test_scheduling_failure_carries_the_reason(dev: Cluster, node_slots: int) -> None:

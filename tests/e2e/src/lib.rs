@@ -246,6 +246,42 @@ impl Cluster {
 
     /// A node-agent in cluster mode as node `node`.
     pub fn agent(&self, node: &str, extra: &[&str]) -> Agent {
+        self.spawn_agent(node, "127.0.0.1", None, extra)
+    }
+
+    /// A node-agent as node `node` that also runs "in" pod `agent-<node>` of the system
+    /// namespace: a Pod object (no kubelet here) whose `status.podIP` is `addr`, where the agent
+    /// listens, so the API server's pod proxy reaches it like a DaemonSet pod's.
+    pub fn agent_in_pod(&self, node: &str, addr: &PodAddress, extra: &[&str]) -> Agent {
+        let pod = format!("agent-{node}");
+        let sa = format!("{}-node-agent", chart_fullname(&self.ns));
+        self.apply_in(&self.system_ns, &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {}\nspec:\n  serviceAccountName: {sa}\n  automountServiceAccountToken: false\n  nodeName: {node}\n  containers: [{{name: agent, image: microsandbox/node-agent}}]\n",
+            self.system_ns
+        ));
+        let status = format!(
+            "{{\"status\":{{\"phase\":\"Running\",\"podIP\":\"{0}\",\"podIPs\":[{{\"ip\":\"{0}\"}}]}}}}",
+            addr.ip
+        );
+        let (ok, _, err) = self.kubectl(
+            &[
+                "patch",
+                "pod",
+                &pod,
+                "-n",
+                &self.system_ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status,
+            ],
+            None,
+        );
+        assert!(ok, "pod status: {err}");
+        self.spawn_agent(node, &addr.ip, Some(&pod), extra)
+    }
+
+    fn spawn_agent(&self, node: &str, ip: &str, pod: Option<&str>, extra: &[&str]) -> Agent {
         let state = self.dir.join(node);
         std::fs::create_dir_all(&state).expect("agent state");
         // One image cache for all tests: pulls happen once per run.
@@ -256,7 +292,7 @@ impl Cluster {
             std::os::unix::fs::symlink(&images, &link).expect("images link");
         }
         let port = free_port();
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let endpoint = format!("http://{ip}:{port}");
         let mut args: Vec<String> = [
             "serve",
             "--state-dir",
@@ -268,7 +304,7 @@ impl Cluster {
             "--node-name",
             node,
             "--listen",
-            &format!("127.0.0.1:{port}"),
+            &format!("{ip}:{port}"),
             "--cluster",
             "--cluster-namespace",
             &self.system_ns,
@@ -283,13 +319,17 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
+        let mut env = vec![(
+            "KUBECONFIG".into(),
+            self.agent_kubeconfig.display().to_string(),
+        )];
+        if let Some(pod) = pod {
+            env.push(("POD_NAME".into(), pod.to_string()));
+        }
         let proc = Proc::start(
             binary("microsandbox-agent"),
             args,
-            vec![(
-                "KUBECONFIG".into(),
-                self.agent_kubeconfig.display().to_string(),
-            )],
+            env,
             state.join("agent.log"),
         );
         Agent {
@@ -312,7 +352,12 @@ impl Cluster {
 
     /// `kubectl apply -n <ns> -f -`, which must succeed.
     pub fn apply(&self, yaml: &str) {
-        let (ok, out, err) = self.kubectl(&["apply", "-n", &self.ns, "-f", "-"], Some(yaml));
+        self.apply_in(&self.ns, yaml);
+    }
+
+    /// `kubectl apply -n <namespace> -f -`, which must succeed.
+    pub fn apply_in(&self, namespace: &str, yaml: &str) {
+        let (ok, out, err) = self.kubectl(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
         assert!(ok, "kubectl apply failed: {out}{err}\n{yaml}");
     }
 
@@ -498,6 +543,51 @@ pub fn sandbox_yaml(name: &str, extra: &str) -> String {
     format!(
         "apiVersion: microsandbox.dev/v1alpha1\nkind: Sandbox\nmetadata:\n  name: {name}\nspec:\n  image: busybox\n  isolation: container\n  resources:\n    memory: 64Mi\n{extra}"
     )
+}
+
+/// A "pod IP" for [`Cluster::agent_in_pod`]: an address in 198.18.0.0/15 (reserved for
+/// benchmarks) on one end of a veth pair this test made, whose other end sits in a network
+/// namespace of its own. The API server refuses to proxy to loopback and link-local addresses;
+/// this one is neither, yet delivered locally: nothing reaches the machine's real network.
+pub struct PodAddress {
+    pub ip: String,
+    link: String,
+    netns: String,
+}
+
+impl PodAddress {
+    pub fn new() -> Self {
+        let pid = std::process::id();
+        let link = format!("msbp{}", pid % 10_000_000);
+        let peer = format!("msbq{}", pid % 10_000_000);
+        let netns = format!("msb-e2e-{pid}");
+        let ip = format!("198.18.{}.{}", (pid >> 8) & 0xff, (pid & 0xff).max(1));
+        // Made before the links so that a failure half-way still removes what exists.
+        let made = Self { ip, link, netns };
+        let ip_cmd = |args: &[&str]| run("ip", args, None);
+        ip_cmd(&[
+            "link", "add", &made.link, "type", "veth", "peer", "name", &peer,
+        ]);
+        ip_cmd(&["netns", "add", &made.netns]);
+        ip_cmd(&["link", "set", &peer, "netns", &made.netns]);
+        ip_cmd(&["-n", &made.netns, "link", "set", &peer, "up"]);
+        ip_cmd(&["addr", "add", &format!("{}/32", made.ip), "dev", &made.link]);
+        ip_cmd(&["link", "set", &made.link, "up"]);
+        made
+    }
+}
+
+impl Default for PodAddress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PodAddress {
+    fn drop(&mut self) {
+        let _ = output("ip", &["link", "del", &self.link], None);
+        let _ = output("ip", &["netns", "del", &self.netns], None);
+    }
 }
 
 /// A node-agent process and what the tests check about it.

@@ -1,7 +1,7 @@
 //! The Python SDK in cluster mode: this sets up the cluster side (operator, node-agent, two
 //! users with their own RBAC) and runs `sdk/python/tests_cluster` with pytest against it.
 
-use microsandbox_e2e::{token_kubeconfig, workspace, Cluster};
+use microsandbox_e2e::{chart_fullname, token_kubeconfig, workspace, Cluster, PodAddress};
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,12 +16,22 @@ async fn python_sdk_cluster_mode() {
     let c = Cluster::new("e2e-sdk").await;
     let _op = c.operator(&[]);
     let slots = 4;
-    let _agent = c.agent("n1", &["--capacity-sandboxes", &slots.to_string()]);
+    // The agent sits behind a pod address, so the SDK can reach it both directly and through
+    // the API server's pod proxy (status.agentProxy).
+    let pod_ip = PodAddress::new();
+    let _agent = c.agent_in_pod("n1", &pod_ip, &["--capacity-sandboxes", &slots.to_string()]);
 
     let ns = &c.ns;
     c.apply(
         "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: dev\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: viewer\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-user\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes]\n  verbs: [create, get, list, watch, delete]\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes/exec]\n  verbs: [create]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-viewer\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: dev\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-user}\nsubjects: [{kind: ServiceAccount, name: dev}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: viewer\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-viewer}\nsubjects: [{kind: ServiceAccount, name: viewer}]\n",
     );
+    // dev may also use the API server's pod proxy to the agents (the chart's Role for users);
+    // viewer may not.
+    c.apply_in(&c.system_ns, &format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: dev-agent-proxy\n  namespace: {}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {}-agent-proxy}}\nsubjects: [{{kind: ServiceAccount, name: dev, namespace: {ns}}}]\n",
+        c.system_ns,
+        chart_fullname(ns)
+    ));
     let dev = token_kubeconfig("dev", ns, &c.dir.join("dev.kubeconfig"));
     let viewer = token_kubeconfig("viewer", ns, &c.dir.join("viewer.kubeconfig"));
 

@@ -9,12 +9,19 @@
 
 ``Sandbox.create`` posts a ``Sandbox`` object, watches it until it is Ready (no polling) and
 deletes it again if that fails, times out or is cancelled. The microsandbox operator schedules
-it onto a node; exec, files and metrics then go straight to that node's agent
-(``status.agentEndpoint``), authenticated with your own bearer token, which the agent checks
-with the API server: you need ``create`` on ``sandboxes/exec`` of that Sandbox. So this works
-from inside the cluster (a pod's ServiceAccount) and from any machine that reaches the node
-network; a kubeconfig that authenticates with client certificates only has no token to present
-(use a ServiceAccount token: ``kubectl create token``).
+it onto a node; exec, files and metrics then go to that node's agent, authenticated with your
+own bearer token, which the agent checks with the API server: you need ``create`` on
+``sandboxes/exec`` of that Sandbox. A kubeconfig that authenticates with client certificates
+only has no token to present (use a token: ``kubectl create token``).
+
+How the agent is reached (``Cluster(agent_access=...)`` or ``MICROSANDBOX_AGENT_ACCESS``):
+
+- ``"direct"``: straight to ``status.agentEndpoint`` (needs a route to the node network);
+- ``"proxy"``: through the API server's pod proxy (``status.agentProxy``), over the same TLS
+  connection and credentials as every other Kubernetes call, so it needs no network setup;
+  you also need ``get`` and ``create`` on ``pods/proxy`` in the microsandbox namespace (the
+  chart's ``microsandbox-agent-proxy`` Role);
+- ``"auto"`` (default): direct when running in a pod, else the proxy when the agent offers it.
 
 Which mode applies, first match wins:
 
@@ -35,12 +42,15 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from . import _native
-from .errors import InvalidConfigError, UnsupportedFeatureError
+from .errors import ClusterConfigError, InvalidConfigError, UnsupportedFeatureError
 
-__all__ = ["Cluster", "set_mode"]
+__all__ = ["AgentAccess", "Cluster", "set_mode"]
+
+AgentAccess = Literal["auto", "direct", "proxy"]
+_ACCESS: tuple[str, ...] = ("auto", "direct", "proxy")
 
 
 @dataclass(frozen=True)
@@ -53,17 +63,24 @@ class Cluster:
         context: kubeconfig context; default the current one.
         namespace: Namespace of the Sandbox objects; default the context's.
         ready_timeout: Seconds ``Sandbox.create`` waits for Ready.
+        agent_access: How exec and files reach the node-agent: ``"direct"``, ``"proxy"`` (the
+            API server's pod proxy) or ``"auto"`` (see the module doc).
     """
 
     kubeconfig: str | None = None
     context: str | None = None
     namespace: str | None = None
     ready_timeout: float = 120.0
+    agent_access: AgentAccess = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.ready_timeout, (int, float)) or self.ready_timeout <= 0:
             raise InvalidConfigError(
                 f"ready_timeout must be a positive number of seconds, not {self.ready_timeout!r}"
+            )
+        if self.agent_access not in _ACCESS:
+            raise InvalidConfigError(
+                f"agent_access must be one of {', '.join(_ACCESS)}, not {self.agent_access!r}"
             )
 
     @classmethod
@@ -83,14 +100,51 @@ class Cluster:
             raise InvalidConfigError(
                 f"MICROSANDBOX_READY_TIMEOUT must be seconds, not {timeout!r}"
             ) from None
+        access = os.environ.get("MICROSANDBOX_AGENT_ACCESS", "auto").strip().lower() or "auto"
+        if access not in _ACCESS:
+            raise InvalidConfigError(
+                f"MICROSANDBOX_AGENT_ACCESS must be one of {', '.join(_ACCESS)}, not {access!r}"
+            )
         return cls(
             context=os.environ.get("MICROSANDBOX_CONTEXT") or None,
             namespace=os.environ.get("MICROSANDBOX_NAMESPACE") or None,
             ready_timeout=ready,
+            agent_access=cast(AgentAccess, access),
         )
 
 
 ModeArg = Cluster | Literal["local"] | None
+
+
+def agent_client(c: Cluster, conn: _native.Cluster, obj: Mapping[str, Any]) -> _native.Client:
+    """A client of the node-agent running Sandbox ``obj``, reached as ``c.agent_access`` says."""
+    status = obj.get("status") or {}
+    name = obj["metadata"]["name"]
+    endpoint = status.get("agentEndpoint")
+    proxy = status.get("agentProxy")
+    token = conn.token
+    if token is None:
+        raise ClusterConfigError(
+            "this kubeconfig authenticates without a bearer token (client certificates?), "
+            "which node-agents cannot check; use a token, e.g. `kubectl create token <sa>`"
+        )
+    access = c.agent_access
+    if access == "auto":
+        in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        access = "direct" if (in_pod and endpoint) or not proxy else "proxy"
+    if access == "proxy":
+        if not proxy:
+            raise ClusterConfigError(
+                f"the node-agent of Sandbox {name} announces no API server proxy path "
+                "(status.agentProxy); it needs POD_NAME and --listen"
+            )
+        return conn.relayed_client(proxy, token)
+    if not endpoint:
+        raise ClusterConfigError(
+            f"the node-agent of Sandbox {name} announces no endpoint (status.agentEndpoint)"
+        )
+    return _native.Client(endpoint, token)
+
 
 _UNSET = object()
 _mode: object = _UNSET

@@ -30,7 +30,6 @@ from .config import (
     _patches_wire,
 )
 from .errors import (
-    ClusterConfigError,
     ExecTimeoutError,
     FilesystemPathNotFoundError,
     InvalidConfigError,
@@ -760,7 +759,7 @@ class Sandbox:
         await conn.create(obj)
         try:
             ready = await conn.wait_ready(name, mode.ready_timeout)
-            sb = await cls._from_cluster_object(conn, ready)
+            sb = await cls._from_cluster_object(mode, conn, ready)
             if req["workdir"]:
                 await sb._client.fs_mkdir(sb._target, req["workdir"], True)
         except BaseException:
@@ -770,21 +769,16 @@ class Sandbox:
         return sb
 
     @classmethod
-    async def _from_cluster_object(cls, conn: _native.Cluster, obj: dict[str, Any]) -> Sandbox:
+    async def _from_cluster_object(
+        cls, mode: _cluster.Cluster, conn: _native.Cluster, obj: dict[str, Any]
+    ) -> Sandbox:
         """A handle on a Ready Sandbox object: its node-agent, with the user's token."""
         status = obj.get("status") or {}
         name = obj["metadata"]["name"]
-        endpoint = status.get("agentEndpoint")
         target = (status.get("agent") or {}).get("sandbox")
-        if not endpoint or not target:
+        if not target or not (status.get("agentEndpoint") or status.get("agentProxy")):
             raise SandboxNotRunningError(f"Sandbox {name} has no running sandbox on a node yet")
-        token = conn.token
-        if token is None:
-            raise ClusterConfigError(
-                "this kubeconfig authenticates without a bearer token (client certificates?), "
-                "which node-agents cannot check; use a token, e.g. `kubectl create token <sa>`"
-            )
-        client = _native.Client(endpoint, token)
+        client = _cluster.agent_client(mode, conn, obj)
         sb = cls(client, SandboxInfo._from_dict(await client.get(target)))
         sb._cluster = conn
         sb._object = name
@@ -796,7 +790,7 @@ class Sandbox:
         mode = _cluster.resolve(cluster)
         if mode is not None:
             conn = await _cluster.connect(mode)
-            return await cls._from_cluster_object(conn, await conn.get(name))
+            return await cls._from_cluster_object(mode, conn, await conn.get(name))
         client = await _agent.get_client()
         return cls(client, SandboxInfo._from_dict(await client.get(name)))
 
@@ -809,9 +803,9 @@ class Sandbox:
             out = []
             for obj in await conn.list():
                 status = obj.get("status") or {}
-                if (status.get("agent") or {}).get("sandbox") and status.get("agentEndpoint"):
+                if (status.get("agent") or {}).get("sandbox"):
                     try:
-                        out.append((await cls._from_cluster_object(conn, obj)).info)
+                        out.append((await cls._from_cluster_object(mode, conn, obj)).info)
                     except (SandboxNotFoundError, SandboxNotRunningError):
                         continue
             return out
