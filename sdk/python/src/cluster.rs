@@ -14,7 +14,8 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
 use microsandbox_client::{AgentClient, Relay};
-use microsandbox_crds::{Sandbox, SandboxPhase};
+use microsandbox_crds::sandbox::{Sandbox, SandboxPhase};
+use microsandbox_crds::volume::{Volume, VolumePhase};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
@@ -55,12 +56,16 @@ impl ClusterError {
     }
 }
 
-/// The error of an API call, by HTTP status.
+/// The error of an API call, by HTTP status (`what` starts with the kind: Volumes have codes of
+/// their own).
 fn api_error(what: &str, e: kube::Error) -> ClusterError {
+    let volume = what.split(' ').nth(1) == Some("Volume");
     match &e {
         kube::Error::Api(s) => {
             let code = match s.code {
                 401 | 403 => "forbidden",
+                404 if volume => "volume_not_found",
+                409 if volume => "volume_already_exists",
                 404 => "not_found",
                 409 => "already_exists",
                 422 | 400 => "invalid",
@@ -72,6 +77,139 @@ fn api_error(what: &str, e: kube::Error) -> ClusterError {
     }
 }
 
+/// A namespaced custom resource the SDK creates and deletes (Sandbox, Volume).
+trait Object:
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+impl Object for Sandbox {}
+impl Object for Volume {}
+
+/// Post `object_json` (a whole object) to `api`.
+async fn create_object<K: Object>(api: Api<K>, object_json: &str) -> Result<(), ClusterError> {
+    let kind = K::kind(&());
+    let obj: K = serde_json::from_str(object_json)
+        .map_err(|e| ClusterError::new("invalid", format!("{kind} object: {e}")))?;
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .map_err(|e| api_error(&format!("create {kind} {name}"), e))?;
+    Ok(())
+}
+
+/// Delete `name` (no error if it is gone); with `wait`, return once the object is gone, at most
+/// `timeout_s`.
+async fn delete_object<K: Object>(
+    api: Api<K>,
+    name: &str,
+    wait: bool,
+    timeout_s: f64,
+) -> Result<(), ClusterError> {
+    let kind = K::kind(&());
+    let uid = match api.delete(name, &DeleteParams::default()).await {
+        Ok(either) => either.left().and_then(|o| o.meta().uid.clone()),
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(api_error(&format!("delete {kind} {name}"), e)),
+    };
+    if !wait {
+        return Ok(());
+    }
+    let gone = await_condition(
+        api,
+        name,
+        kube::runtime::conditions::is_deleted(uid.as_deref().unwrap_or_default()),
+    );
+    match tokio::time::timeout(Duration::from_secs_f64(timeout_s.max(0.0)), gone).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ClusterError::new("api", format!("watch {kind} {name}: {e}"))),
+        Err(_) => Err(ClusterError::new(
+            "timeout",
+            format!("{kind} {name} still exists after {timeout_s} s (finalizers: is its node-agent running?)"),
+        )),
+    }
+}
+
+/// Watch `name` until `outcome` stops saying Waiting, at most `timeout_s`: the object when Ready;
+/// `failed` with the reason; on timeout `unschedulable` with the last scheduling reason, else
+/// `timeout`.
+async fn wait_object<K: Object>(
+    api: Api<K>,
+    name: &str,
+    timeout_s: f64,
+    outcome: fn(&K) -> Outcome,
+) -> Result<K, ClusterError> {
+    let kind = K::kind(&());
+    let done = move |o: Option<&K>| o.is_none_or(|o| !matches!(outcome(o), Outcome::Waiting(_)));
+    let waited = tokio::time::timeout(
+        Duration::from_secs_f64(timeout_s.max(0.0)),
+        await_condition(api.clone(), name, done),
+    )
+    .await;
+    let obj = match waited {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => {
+            return Err(ClusterError::new(
+                "not_found",
+                format!("{kind} {name} was deleted while starting"),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(ClusterError::new(
+                "api",
+                format!("watch {kind} {name}: {e}"),
+            ))
+        }
+        Err(_) => {
+            let last = api
+                .get_opt(name)
+                .await
+                .map_err(|e| api_error(&format!("get {kind} {name}"), e))?;
+            return Err(match last.as_ref().map(outcome) {
+                Some(Outcome::Waiting(Some((reason, message)))) => {
+                    ClusterError::new("unschedulable", format!("{reason}: {message}"))
+                }
+                _ => ClusterError::new(
+                    "timeout",
+                    format!("{kind} {name} not Ready after {timeout_s} s"),
+                ),
+            });
+        }
+    };
+    match outcome(&obj) {
+        Outcome::Failed(why) => Err(ClusterError::new("failed", why)),
+        _ => Ok(obj),
+    }
+}
+
+/// Resolves to object `name` as a dict.
+fn get_object<K: Object>(py: Python<'_>, api: Api<K>, name: String) -> PyResult<Bound<'_, PyAny>> {
+    future_into_py(py, async move {
+        let obj = api
+            .get(&name)
+            .await
+            .map_err(|e| api_error(&format!("get {} {name}", K::kind(&())), e).into_py())?;
+        Json::of(&obj)
+    })
+}
+
+/// Resolves to every object of the namespace, as dicts.
+fn list_objects<K: Object>(py: Python<'_>, api: Api<K>) -> PyResult<Bound<'_, PyAny>> {
+    future_into_py(py, async move {
+        let list = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| api_error(&format!("list {}s", K::kind(&())), e).into_py())?;
+        Json::of(&list.items)
+    })
+}
+
 /// Where waiting for a Sandbox ended. Pure, so the decision is unit-tested.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -79,6 +217,30 @@ pub enum Outcome {
     Failed(String),
     /// Still waiting; `Some((reason, message))` when the operator said it cannot schedule it.
     Waiting(Option<(String, String)>),
+}
+
+/// Where waiting for a Volume ended: Ready once provisioned on its node; while Pending, the
+/// `Scheduled=False` reason (no node fits). Pure.
+pub fn volume_outcome(v: &Volume) -> Outcome {
+    let Some(st) = v.status.as_ref() else {
+        return Outcome::Waiting(None);
+    };
+    let cond = |t: &str| st.conditions.iter().find(|c| c.type_ == t);
+    match st.phase {
+        Some(VolumePhase::Ready) => Outcome::Ready,
+        Some(VolumePhase::Failed) => Outcome::Failed(
+            st.conditions
+                .iter()
+                .find(|c| c.status == "False")
+                .map(|c| format!("{}: {}", c.reason, c.message))
+                .unwrap_or_else(|| "failed".into()),
+        ),
+        _ => Outcome::Waiting(
+            cond("Scheduled")
+                .filter(|c| c.status == "False")
+                .map(|c| (c.reason.clone(), c.message.clone())),
+        ),
+    }
 }
 
 pub fn outcome(s: &Sandbox) -> Outcome {
@@ -116,7 +278,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    fn api(&self) -> Api<Sandbox> {
+    fn api<K: Object>(&self) -> Api<K> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 }
@@ -236,16 +398,11 @@ impl Cluster {
 
     /// Create the Sandbox object `object_json` (a full object as JSON).
     fn create<'py>(&self, py: Python<'py>, object_json: String) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api();
+        let api = self.api::<Sandbox>();
         future_into_py(py, async move {
-            let obj: Sandbox = serde_json::from_str(&object_json).map_err(|e| {
-                ClusterError::new("invalid", format!("Sandbox object: {e}")).into_py()
-            })?;
-            let name = obj.metadata.name.clone().unwrap_or_default();
-            api.create(&PostParams::default(), &obj)
+            create_object(api, &object_json)
                 .await
-                .map_err(|e| api_error(&format!("create Sandbox {name}"), e).into_py())?;
-            Ok(())
+                .map_err(ClusterError::into_py)
         })
     }
 
@@ -257,75 +414,23 @@ impl Cluster {
         name: String,
         timeout_s: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api();
+        let api = self.api::<Sandbox>();
         future_into_py(py, async move {
-            let done =
-                |s: Option<&Sandbox>| s.is_none_or(|s| !matches!(outcome(s), Outcome::Waiting(_)));
-            let waited = tokio::time::timeout(
-                Duration::from_secs_f64(timeout_s.max(0.0)),
-                await_condition(api.clone(), &name, done),
-            )
-            .await;
-            let obj = match waited {
-                Ok(Ok(Some(obj))) => obj,
-                Ok(Ok(None)) => {
-                    return Err(ClusterError::new(
-                        "not_found",
-                        format!("Sandbox {name} was deleted while starting"),
-                    )
-                    .into_py())
-                }
-                Ok(Err(e)) => {
-                    return Err(
-                        ClusterError::new("api", format!("watch Sandbox {name}: {e}")).into_py(),
-                    )
-                }
-                Err(_) => {
-                    let last = api
-                        .get_opt(&name)
-                        .await
-                        .map_err(|e| api_error(&format!("get Sandbox {name}"), e).into_py())?;
-                    let err = match last.as_ref().map(outcome) {
-                        Some(Outcome::Waiting(Some((reason, message)))) => {
-                            ClusterError::new("unschedulable", format!("{reason}: {message}"))
-                        }
-                        _ => ClusterError::new(
-                            "timeout",
-                            format!("Sandbox {name} not Ready after {timeout_s} s"),
-                        ),
-                    };
-                    return Err(err.into_py());
-                }
-            };
-            match outcome(&obj) {
-                Outcome::Failed(why) => Err(ClusterError::new("failed", why).into_py()),
-                _ => Json::of(&obj),
-            }
+            let obj = wait_object(api, &name, timeout_s, outcome)
+                .await
+                .map_err(ClusterError::into_py)?;
+            Json::of(&obj)
         })
     }
 
     /// The Sandbox object `name` as a dict.
     fn get<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api();
-        future_into_py(py, async move {
-            let obj = api
-                .get(&name)
-                .await
-                .map_err(|e| api_error(&format!("get Sandbox {name}"), e).into_py())?;
-            Json::of(&obj)
-        })
+        get_object(py, self.api::<Sandbox>(), name)
     }
 
     /// Every Sandbox object of the namespace, as dicts.
     fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api();
-        future_into_py(py, async move {
-            let list = api
-                .list(&Default::default())
-                .await
-                .map_err(|e| api_error("list Sandboxes", e).into_py())?;
-            Json::of(&list.items)
-        })
+        list_objects(py, self.api::<Sandbox>())
     }
 
     /// Delete Sandbox `name` (no error if it is gone); with `wait`, resolve once the object is
@@ -338,30 +443,70 @@ impl Cluster {
         wait: bool,
         timeout_s: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api();
+        let api = self.api::<Sandbox>();
         future_into_py(py, async move {
-            let uid = match api.delete(&name, &DeleteParams::default()).await {
-                Ok(either) => either.left().and_then(|o| o.metadata.uid),
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-                Err(e) => return Err(api_error(&format!("delete Sandbox {name}"), e).into_py()),
-            };
-            if !wait {
-                return Ok(());
-            }
-            let gone = await_condition(
-                api,
-                &name,
-                kube::runtime::conditions::is_deleted(uid.as_deref().unwrap_or_default()),
-            );
-            match tokio::time::timeout(Duration::from_secs_f64(timeout_s.max(0.0)), gone).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(ClusterError::new("api", format!("watch Sandbox {name}: {e}")).into_py()),
-                Err(_) => Err(ClusterError::new(
-                    "timeout",
-                    format!("Sandbox {name} still exists after {timeout_s} s (finalizers: is its node-agent running?)"),
-                )
-                .into_py()),
-            }
+            delete_object(api, &name, wait, timeout_s)
+                .await
+                .map_err(ClusterError::into_py)
+        })
+    }
+
+    /// Create the Volume object `object_json` (a full object as JSON).
+    fn volume_create<'py>(
+        &self,
+        py: Python<'py>,
+        object_json: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let api = self.api::<Volume>();
+        future_into_py(py, async move {
+            create_object(api, &object_json)
+                .await
+                .map_err(ClusterError::into_py)
+        })
+    }
+
+    /// Watch Volume `name` until it is provisioned on a node (resolves to the object as a
+    /// dict), Failed, or `timeout_s`; one no node can hold fails with the reason.
+    fn volume_wait_ready<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        timeout_s: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let api = self.api::<Volume>();
+        future_into_py(py, async move {
+            let obj = wait_object(api, &name, timeout_s, volume_outcome)
+                .await
+                .map_err(ClusterError::into_py)?;
+            Json::of(&obj)
+        })
+    }
+
+    /// The Volume object `name` as a dict.
+    fn volume_get<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        get_object(py, self.api::<Volume>(), name)
+    }
+
+    /// Every Volume object of the namespace, as dicts.
+    fn volume_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        list_objects(py, self.api::<Volume>())
+    }
+
+    /// Delete Volume `name` (no error if it is gone); with `wait`, resolve once the object is
+    /// gone (its node-agent released the data), at most `timeout_s`.
+    #[pyo3(signature = (name, wait=true, timeout_s=60.0))]
+    fn volume_delete<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        wait: bool,
+        timeout_s: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let api = self.api::<Volume>();
+        future_into_py(py, async move {
+            delete_object(api, &name, wait, timeout_s)
+                .await
+                .map_err(ClusterError::into_py)
         })
     }
 }
@@ -384,6 +529,41 @@ mod tests {
     fn cond(t: &str, s: &str, reason: &str, message: &str) -> serde_json::Value {
         serde_json::json!({"type": t, "status": s, "reason": reason, "message": message,
             "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    }
+
+    #[test]
+    fn volume_outcomes() {
+        let volume = |status: serde_json::Value| -> Volume {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "microsandbox.dev/v1alpha1",
+                "kind": "Volume",
+                "metadata": {"name": "v"},
+                "spec": {"size": "64Mi"},
+                "status": status,
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            volume_outcome(&volume(serde_json::json!({}))),
+            Outcome::Waiting(None)
+        );
+        let placed = volume(serde_json::json!({"phase": "Pending", "node": "n1",
+            "conditions": [cond("Scheduled", "True", "Placed", "")]}));
+        assert_eq!(volume_outcome(&placed), Outcome::Waiting(None));
+        let nowhere = volume(serde_json::json!({"phase": "Pending",
+            "conditions": [cond("Scheduled", "False", "NoNodeMatches", "0/2 nodes match")]}));
+        assert_eq!(
+            volume_outcome(&nowhere),
+            Outcome::Waiting(Some(("NoNodeMatches".into(), "0/2 nodes match".into())))
+        );
+        let ready = volume(serde_json::json!({"phase": "Ready", "node": "n1"}));
+        assert_eq!(volume_outcome(&ready), Outcome::Ready);
+        let failed = volume(serde_json::json!({"phase": "Failed",
+            "conditions": [cond("Provisioned", "False", "ProvisionFailed", "disk full")]}));
+        assert_eq!(
+            volume_outcome(&failed),
+            Outcome::Failed("ProvisionFailed: disk full".into())
+        );
     }
 
     #[test]

@@ -215,6 +215,27 @@ def test_agent_access(monkeypatch: pytest.MonkeyPatch) -> None:
         cluster.resolve(None)
 
 
+def test_volume_objects() -> None:
+    from microsandbox import cluster
+
+    assert cluster.quantity_bytes("512Mi") == 512 * 2**20
+    assert cluster.quantity_bytes("1G") == 10**9
+    assert cluster.quantity_bytes("1536") == 1536
+    with pytest.raises(ValueError):
+        cluster.quantity_bytes("12parsecs")
+    obj = json.loads(cluster.volume_object("data", "ns", 256, "n1"))
+    assert obj["kind"] == "Volume" and obj["metadata"]["namespace"] == "ns"
+    assert obj["spec"] == {"size": "256Mi", "placement": {"node": "n1"}}
+    assert "placement" not in json.loads(cluster.volume_object("d", "ns", 1, None))["spec"]
+    sel = json.loads(cluster.volume_object("d", "ns", 1, None, {"zone": "a"}))["spec"]
+    assert sel["placement"] == {"nodeSelector": {"zone": "a"}}
+    obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    obj["status"] = {"phase": "Ready", "node": "n1", "used": "2Mi"}
+    info = cluster.volume_info(obj)
+    assert (info.name, info.quota_mib, info.used_bytes, info.node) == ("data", 256, 2**21, "n1")
+    assert info.created_at == 1767225600
+
+
 def test_sandbox_object() -> None:
     import json
 

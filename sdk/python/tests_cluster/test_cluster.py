@@ -16,6 +16,8 @@ from microsandbox import (
     SandboxNotFoundError,
     SchedulingError,
     StdoutEvent,
+    Volume,
+    VolumeNotFoundError,
     ExitedEvent,
     set_mode,
 )
@@ -166,3 +168,33 @@ async def test_mode_from_set_mode_and_environment(dev: Cluster) -> None:
             await Sandbox.list()
     finally:
         del os.environ["MICROSANDBOX_MODE"]
+
+
+async def test_volume_lifecycle(dev: Cluster) -> None:
+    info = await Volume.create("py-data", quota=16, cluster=dev)
+    assert (info.name, info.quota_mib, info.node) == ("py-data", 16, "n1")
+    assert "py-data" in [v.name for v in await Volume.list(cluster=dev)]
+    async with await Sandbox.create(
+        "py-vol", image=IMAGE, memory=64, isolation="container", cluster=dev,
+        volumes={"/data": Volume.named("py-data")},
+    ) as sb:
+        await sb.fs.write("/data/kept.txt", b"survives")
+    # A new sandbox on the same volume sees what the first one wrote.
+    async with await Sandbox.create(
+        "py-vol2", image=IMAGE, memory=64, isolation="container", cluster=dev,
+        volumes={"/data": Volume.named("py-data", readonly=True)},
+    ) as sb:
+        assert await sb.fs.read("/data/kept.txt") == b"survives"
+    await Volume.remove("py-data", cluster=dev)
+    with pytest.raises(VolumeNotFoundError):
+        await Volume.get("py-data", cluster=dev)
+
+
+async def test_unplaceable_volume_is_a_scheduling_error_and_cleaned_up(dev: Cluster) -> None:
+    quick = dataclasses.replace(dev, ready_timeout=5)
+    with pytest.raises(SchedulingError) as e:
+        await Volume.create(
+            "py-nowhere", quota=16, node_selector={"zone": "nowhere"}, cluster=quick
+        )
+    assert "none with labels {zone=nowhere}" in str(e.value), e.value
+    assert "py-nowhere" not in [v.name for v in await Volume.list(cluster=dev)]

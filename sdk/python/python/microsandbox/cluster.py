@@ -37,14 +37,18 @@ Within a :class:`Cluster`, an explicit ``kubeconfig=`` wins over ``KUBECONFIG``,
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import os
+from datetime import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from . import _native
+from .config import VolumeInfo
 from .errors import ClusterConfigError, InvalidConfigError, UnsupportedFeatureError
 
 __all__ = ["AgentAccess", "Cluster", "set_mode"]
@@ -182,6 +186,87 @@ async def connect(c: Cluster) -> _native.Cluster:
 
 
 _PULL = {"always": "Always", "if-not-present": "IfNotPresent", "never": "Never"}
+
+_UNITS = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+}
+
+
+def quantity_bytes(q: str) -> int:
+    """A Kubernetes byte quantity (``512Mi``, ``1G``, ``1048576``) in bytes."""
+    q = q.strip()
+    digits = q.rstrip("kMGTPi")
+    unit = q[len(digits):]
+    if unit not in _UNITS or not digits:
+        raise ValueError(f"not a byte quantity: {q!r}")
+    return int(float(digits) * _UNITS[unit])
+
+
+def volume_object(
+    name: str,
+    namespace: str,
+    quota_mib: int,
+    node: str | None,
+    node_selector: Mapping[str, str] | None = None,
+) -> str:
+    """The ``Volume`` object (JSON) for ``Volume.create``."""
+    spec: dict[str, Any] = {"size": f"{quota_mib}Mi"}
+    if node is not None:
+        spec["placement"] = {"node": node}
+    elif node_selector:
+        spec["placement"] = {"nodeSelector": dict(node_selector)}
+    return json.dumps(
+        {
+            "apiVersion": "microsandbox.dev/v1alpha1",
+            "kind": "Volume",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/created-by": "microsandbox-python"},
+            },
+            "spec": spec,
+        }
+    )
+
+
+def volume_info(obj: Mapping[str, Any]) -> VolumeInfo:
+    """What ``Volume.get`` says about a Volume object."""
+    status = obj.get("status") or {}
+    created = obj["metadata"].get("creationTimestamp")
+    return VolumeInfo(
+        name=obj["metadata"]["name"],
+        quota_mib=quantity_bytes(obj["spec"]["size"]) // 2**20,
+        used_bytes=quantity_bytes(status["used"]) if status.get("used") else 0,
+        created_at=int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+        if created
+        else 0,
+        node=status.get("node"),
+    )
+
+
+async def create_volume(
+    c: Cluster,
+    name: str,
+    quota_mib: int,
+    node: str | None,
+    node_selector: Mapping[str, str] | None,
+) -> VolumeInfo:
+    """Creates Volume ``name`` and waits until it is provisioned; deletes it again if that
+    fails, times out or is cancelled (never an object someone else created)."""
+    conn = await connect(c)
+    await conn.volume_create(volume_object(name, conn.namespace, quota_mib, node, node_selector))
+    try:
+        return volume_info(await conn.volume_wait_ready(name, c.ready_timeout))
+    except BaseException:
+        # Shielded: a cancelled create still deletes the object it made.
+        await asyncio.shield(_delete_volume_quietly(conn, name))
+        raise
+
+
+async def _delete_volume_quietly(conn: _native.Cluster, name: str) -> None:
+    with contextlib.suppress(Exception):
+        await conn.volume_delete(name, False, 0.0)
 
 
 def _crd_volume(m: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,12 @@ import builtins
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from .errors import InvalidConfigError, NetworkPolicyError, UnsupportedFeatureError
+
+if TYPE_CHECKING:
+    from .cluster import ModeArg
 
 __all__ = ["Volume", "VolumeInfo", "NetworkPolicy", "Secret", "Patch"]
 
@@ -30,7 +33,7 @@ def _unsupported(what: str, advice: str = "") -> NoReturn:
 
 @dataclass(frozen=True)
 class VolumeInfo:
-    """A named volume on the node."""
+    """A named volume on the node (local mode) or a Volume object (cluster mode)."""
 
     name: str
     quota_mib: int
@@ -38,6 +41,8 @@ class VolumeInfo:
     used_bytes: int = 0
     created_at: int = 0
     """Seconds since the Unix epoch."""
+    node: str | None = None
+    """Cluster mode: the node that holds the data (None until placed)."""
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> VolumeInfo:
@@ -83,37 +88,74 @@ class Volume:
         return cls("tmpfs", size_mib=size_mib)
 
     @staticmethod
-    async def create(name: str, *, quota: int = 1024) -> VolumeInfo:
+    async def create(
+        name: str,
+        *,
+        quota: int = 1024,
+        node: str | None = None,
+        node_selector: Mapping[str, str] | None = None,
+        cluster: ModeArg = None,
+    ) -> VolumeInfo:
         """Creates a named volume holding at most ``quota`` MiB; it outlives the sandboxes that
-        mount it until :meth:`remove`."""
+        mount it until :meth:`remove`.
+
+        In cluster mode this creates a ``Volume`` object (on ``node``, or on a node with the
+        labels ``node_selector``, or where the operator places it) and waits until its
+        node-agent provisioned it; if that fails, times out or is cancelled, the object is
+        deleted again. No matching node raises :class:`SchedulingError` with the reason."""
         if isinstance(quota, bool) or not isinstance(quota, int) or quota <= 0:
             raise InvalidConfigError(f"quota is in MiB and must be a positive int, not {quota!r}")
         from . import _agent
+        from . import cluster as _cluster
 
+        mode = _cluster.resolve(cluster)
+        if node is not None and node_selector:
+            raise InvalidConfigError("give node= or node_selector=, not both")
+        if mode is not None:
+            return await _cluster.create_volume(mode, name, quota, node, node_selector)
+        if node is not None or node_selector:
+            raise InvalidConfigError("node= and node_selector= place volumes in cluster mode only")
         client = await _agent.get_client()
         return VolumeInfo._from_dict(await client.volume_create(name, quota))
 
     @staticmethod
-    async def get(name: str) -> VolumeInfo:
+    async def get(name: str, *, cluster: ModeArg = None) -> VolumeInfo:
         """A named volume's quota and usage."""
         from . import _agent
+        from . import cluster as _cluster
 
+        mode = _cluster.resolve(cluster)
+        if mode is not None:
+            conn = await _cluster.connect(mode)
+            return _cluster.volume_info(await conn.volume_get(name))
         client = await _agent.get_client()
         return VolumeInfo._from_dict(await client.volume_get(name))
 
     @staticmethod
-    async def list() -> builtins.list[VolumeInfo]:
-        """Named volumes of the node."""
+    async def list(*, cluster: ModeArg = None) -> builtins.list[VolumeInfo]:
+        """Named volumes of the node (local mode) or of the namespace (cluster mode)."""
         from . import _agent
+        from . import cluster as _cluster
 
+        mode = _cluster.resolve(cluster)
+        if mode is not None:
+            conn = await _cluster.connect(mode)
+            return [_cluster.volume_info(o) for o in await conn.volume_list()]
         client = await _agent.get_client()
         return [VolumeInfo._from_dict(d) for d in await client.volume_list()]
 
     @staticmethod
-    async def remove(name: str) -> None:
-        """Deletes a named volume and its data (refused while a sandbox mounts it)."""
+    async def remove(name: str, *, cluster: ModeArg = None) -> None:
+        """Deletes a named volume and its data (refused while a sandbox mounts it). In cluster
+        mode deletes the Volume object and waits until it is gone (its ``reclaimPolicy`` says
+        whether the node keeps the data)."""
         from . import _agent
+        from . import cluster as _cluster
 
+        mode = _cluster.resolve(cluster)
+        if mode is not None:
+            await (await _cluster.connect(mode)).volume_delete(name, True, 60.0)
+            return
         client = await _agent.get_client()
         await client.volume_remove(name)
 

@@ -281,8 +281,8 @@ _CLUSTER_CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     "config": (ClusterConfigError, "pass kubeconfig=/context= or set KUBECONFIG"),
     "forbidden": (
         PermissionDeniedError,
-        "ask for a Role with create/get/list/watch/delete on sandboxes.microsandbox.dev and "
-        "create on sandboxes/exec in this namespace",
+        "ask for a Role with create/get/list/watch/delete on sandboxes.microsandbox.dev (and "
+        "volumes.microsandbox.dev for Volume) and create on sandboxes/exec in this namespace",
     ),
     "already_exists": (SandboxAlreadyExistsError, "pick another name or Sandbox.get(name)"),
     "not_found": (SandboxNotFoundError, None),
@@ -291,6 +291,11 @@ _CLUSTER_CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     "timeout": (SandboxStartTimeoutError, "raise ready_timeout= or check the node-agents"),
     "failed": (SandboxFailedError, "kubectl describe sandbox <name> shows the events"),
     "api": (ClusterError, None),
+    "volume_not_found": (VolumeNotFoundError, "create it first with Volume.create(name)"),
+    "volume_already_exists": (
+        VolumeAlreadyExistsError,
+        "pick another name or Volume.get(name)",
+    ),
 }
 
 
