@@ -13,6 +13,27 @@ pub struct Network {
     /// `allow_all`: everything the node can reach, including the cluster network.
     #[serde(default)]
     pub policy: NetworkPolicy,
+    /// Reachable whatever the policy: CIDRs or addresses (`10.1.0.0/16`) and domain names
+    /// (`api.example.com`, `*.example.com`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 64))]
+    pub allow: Vec<String>,
+}
+
+impl Network {
+    /// The node-agent's form.
+    pub fn to_agent(&self) -> microsandbox_wire::api::NetworkSpec {
+        use microsandbox_wire::api::NetworkPolicy as P;
+        microsandbox_wire::api::NetworkSpec {
+            policy: match self.policy {
+                NetworkPolicy::None => P::None,
+                NetworkPolicy::PublicOnly => P::PublicOnly,
+                NetworkPolicy::AllowAll => P::AllowAll,
+            },
+            allow: self.allow.clone(),
+            publish: Vec::new(),
+        }
+    }
 }
 
 /// Network policy preset (the same three presets as the SDK's `NetworkPolicy`).

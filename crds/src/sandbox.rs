@@ -475,8 +475,8 @@ impl SandboxSpec {
         parse_quantity(&self.resources.memory).map(bytes_to_mib)
     }
 
-    /// The node-agent request that boots this sandbox under `name`. Volumes, network, secrets and
-    /// patches are not part of that API yet and travel separately.
+    /// The node-agent request that boots this sandbox under `name` (mounts are resolved by the
+    /// node-agent, secrets are not part of that API yet).
     pub fn agent_request(&self, name: &str) -> microsandbox_wire::api::CreateSandbox {
         microsandbox_wire::api::CreateSandbox {
             name: name.into(),
@@ -505,6 +505,7 @@ impl SandboxSpec {
                 .as_deref()
                 .and_then(parse_quantity)
                 .map(bytes_to_mib),
+            network: self.network.to_agent(),
         }
     }
 }

@@ -83,7 +83,70 @@ pub struct ServeArgs {
     #[arg(long = "host-root", env = "MSB_HOST_ROOTS", value_delimiter = ',')]
     pub host_roots: Vec<PathBuf>,
     #[command(flatten)]
+    pub net: NetArgs,
+    #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// Sandbox networks (see `node-agent/src/network`).
+#[derive(clap::Args, Debug, Default)]
+pub struct NetArgs {
+    /// Named network namespace (`ip netns`) holding sandbox uplinks and their nftables rules
+    /// (default: the agent's own).
+    #[arg(long, env = "MSB_UPLINK_NETNS")]
+    pub uplink_netns: Option<String>,
+    /// Address pool of sandbox links (a /30 each).
+    #[arg(long, env = "MSB_SANDBOX_CIDR", default_value = "10.213.0.0/16")]
+    pub sandbox_cidr: String,
+    /// Extra range `public_only` refuses, e.g. the cluster's pod and service CIDRs (repeatable).
+    #[arg(
+        long = "blocked-cidr",
+        env = "MSB_BLOCKED_CIDRS",
+        value_delimiter = ','
+    )]
+    pub blocked_cidrs: Vec<String>,
+    /// Resolver for sandboxes' DNS, IP[:PORT] (default: the first nameserver of
+    /// /etc/resolv.conf), reached from the uplink namespace.
+    #[arg(long, env = "MSB_DNS_UPSTREAM")]
+    pub dns_upstream: Option<String>,
+}
+
+fn net_from(a: &NetArgs) -> Result<microsandbox_agent::network::NetConfig, String> {
+    let cidr = |s: &str| {
+        s.trim()
+            .parse::<ipnet::Ipv4Net>()
+            .map_err(|e| format!("{s:?} is not an IPv4 CIDR: {e}"))
+    };
+    let upstream = match &a.dns_upstream {
+        Some(s) => Some(parse_upstream(s).ok_or(format!("--dns-upstream {s:?} is not IP[:PORT]"))?),
+        None => std::fs::read_to_string("/etc/resolv.conf")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().strip_prefix("nameserver"))
+                    .find_map(|ip| parse_upstream(ip.trim()))
+            }),
+    };
+    Ok(microsandbox_agent::network::NetConfig {
+        uplink_netns: a.uplink_netns.clone().filter(|s| !s.is_empty()),
+        pool: cidr(&a.sandbox_cidr)?,
+        blocked: a
+            .blocked_cidrs
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| cidr(s))
+            .collect::<Result<_, _>>()?,
+        dns_upstream: upstream,
+    })
+}
+
+/// `IP` or `IP:PORT` (port 53 by default).
+fn parse_upstream(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
 }
 
 /// Cluster mode: run the Sandboxes the operator binds to this node.
@@ -175,7 +238,9 @@ fn config_from(a: Box<ServeArgs>) -> Result<AgentConfig, String> {
             Ok((host.to_string(), (u.to_string(), p.to_string())))
         })
         .collect::<Result<_, String>>()?;
+    let network = net_from(&a.net)?;
     Ok(AgentConfig {
+        network,
         state_dir: a.state_dir.unwrap_or_else(default_state_dir),
         listen: a.listen,
         mirrors,

@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub lease_grace: std::time::Duration,
     /// Host directories that copy patches (and bind mounts) may read; nothing else on the host.
     pub host_roots: Vec<PathBuf>,
+    /// Sandbox networks.
+    pub network: crate::network::NetConfig,
 }
 
 impl AgentConfig {

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod error;
 pub mod guest;
 pub mod image;
+pub mod network;
 pub mod rootfs;
 pub mod runtime;
 pub mod sandbox;

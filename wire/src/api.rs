@@ -73,6 +73,57 @@ pub struct CreateSandbox {
     /// bounded only by the node's disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_mib: Option<u64>,
+    /// What the sandbox may reach over the network (default: nothing).
+    #[serde(default, skip_serializing_if = "NetworkSpec::is_none")]
+    pub network: NetworkSpec,
+}
+
+/// Egress policy of a sandbox, enforced on the host side of its network (nftables in the
+/// sandbox's uplink network namespace; DNS through the agent's resolver).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkPolicy {
+    /// No network interface at all (only `allow` entries, if any, are reachable).
+    #[default]
+    None,
+    /// Public internet only: no loopback, private, link-local (metadata), CGNAT, multicast,
+    /// reserved or host addresses, nor the node's extra blocked ranges (cluster CIDRs); DNS
+    /// answers pointing there are refused.
+    PublicOnly,
+    /// Every address except the node itself.
+    AllowAll,
+}
+
+/// A sandbox's network: the policy, destinations allowed on top of it, published ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    #[serde(default)]
+    pub policy: NetworkPolicy,
+    /// Always reachable, whatever the policy: CIDRs or addresses (`10.1.0.0/16`, `192.0.2.7`)
+    /// and domain names (`api.example.com`, `*.example.com`; their resolved addresses are
+    /// allowed for the answer's TTL). With policy `none` and domains here, DNS answers only
+    /// for these names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Ports of the sandbox published on the host's 127.0.0.1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PublishPort>,
+}
+
+impl NetworkSpec {
+    /// No network at all: no interface is created.
+    pub fn is_none(&self) -> bool {
+        self.policy == NetworkPolicy::None && self.allow.is_empty() && self.publish.is_empty()
+    }
+}
+
+/// `127.0.0.1:<host_port>` on the host forwards TCP to `<guest_port>` in the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishPort {
+    pub host_port: u16,
+    pub guest_port: u16,
 }
 
 /// A filesystem mounted at `path` in the sandbox (`{"kind": "named", ...}`).

@@ -42,6 +42,9 @@ pub struct LaunchSpec {
     /// Extra file systems, resolved and checked by the manager.
     #[serde(default)]
     pub mounts: Vec<LaunchMount>,
+    /// Network namespace to join (`/run/netns/...`), wired by the agent; `None`: an empty one.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 /// A file system mounted into the sandbox at `dest` (absolute, without `..`).

@@ -16,6 +16,7 @@ use super::record::{now, SandboxRecord};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::image::ImageStore;
+use crate::network::NetworkManager;
 use crate::rootfs::{self, SandboxRoot};
 use crate::runtime::{LaunchMount, LaunchSpec, Liveness, Runtime, RuntimeError};
 use crate::volume::VolumeStore;
@@ -40,6 +41,8 @@ pub struct SandboxManager {
     pub(super) sandboxes: Mutex<HashMap<String, Arc<SandboxEntry>>>,
     /// Named volumes (`<state>/volumes`).
     volumes: Arc<VolumeStore>,
+    /// Sandbox networks and their policies.
+    pub(super) network: NetworkManager,
 }
 
 impl SandboxManager {
@@ -55,6 +58,7 @@ impl SandboxManager {
             tracing::warn!(volume = %name, error = %e, "cannot mount volume");
         }
         Ok(Arc::new(Self {
+            network: NetworkManager::new(config.network.clone()),
             config,
             volumes,
             images,
@@ -140,6 +144,7 @@ impl SandboxManager {
                 req.disk_mib
             )));
         }
+        NetworkManager::check(&req.network)?;
         if req.memory_mib < 16 {
             return Err(AgentError::InvalidRequest(format!(
                 "memory_mib {} is too small (minimum 16)",
@@ -171,6 +176,7 @@ impl SandboxManager {
             created_at: now(),
             launched: None,
             reason: None,
+            network: None,
         };
         let entry = SandboxEntry::new(req.name.clone(), dir.clone(), record);
         {
@@ -229,13 +235,29 @@ impl SandboxManager {
         rootfs::mount(&lowers, &root, &self.images.root().join("empty"))?;
         rootfs::patch::apply(&root.merged, &req.patches, &self.config.host_roots)?;
         let mounts = self.resolve_mounts(&req.mounts, req.memory_mib)?;
+        let id = format!("msb-{}", req.name);
+        let network = self.network.attach(&id, &req.network).await?;
+        if let Some(att) = &network {
+            entry.record.lock().await.network = Some(att.clone());
+            // After the user's patches: the resolver is the agent's, where the policy holds.
+            let resolv = microsandbox_wire::api::RootPatch::Text {
+                path: "/etc/resolv.conf".into(),
+                content_b64: base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    crate::network::plan::resolv_conf(&att.addressing),
+                ),
+                mode: Some(0o644),
+            };
+            rootfs::patch::apply(&root.merged, &[resolv], &[])?;
+        }
         let mut env = image.config.env.clone();
         for (k, v) in &req.env {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
         }
         let spec = LaunchSpec {
-            id: format!("msb-{}", req.name),
+            id,
+            netns: network.as_ref().map(|a| a.netns_path()),
             hostname: req.name.clone(),
             rootfs: root.merged.clone(),
             runtime_dir: entry.dir.join("runtime"),
@@ -543,6 +565,7 @@ impl SandboxManager {
             }
             rt.cleanup(launched).await?;
         }
+        self.release_network(entry).await;
         rootfs::unmount_root(&SandboxRoot::under(&entry.dir))?;
         let mut rec = entry.record.lock().await;
         rec.state = SandboxState::Stopped;
@@ -560,8 +583,23 @@ impl SandboxManager {
         if let Some(l) = launched {
             self.runtime_for(isolation)?.cleanup(&l).await?;
         }
+        self.release_network(entry).await;
         rootfs::unmount_root(&SandboxRoot::under(&entry.dir))?;
         Ok(())
+    }
+
+    /// Removes the sandbox's network (after its processes are gone) and forgets it.
+    pub(super) async fn release_network(&self, entry: &Arc<SandboxEntry>) {
+        let att = entry.record.lock().await.network.take();
+        if let Some(att) = att {
+            self.network.detach(&att).await;
+            let rec = entry.record.lock().await;
+            if entry.dir.exists() {
+                if let Err(e) = rec.save(&entry.dir) {
+                    tracing::warn!(sandbox = %entry.name, error = %e, "cannot save state");
+                }
+            }
+        }
     }
 
     /// Kill if running, release everything, forget it.

@@ -16,6 +16,9 @@ pub struct SandboxRecord {
     pub created_at: u64,
     pub launched: Option<Launched>,
     pub reason: Option<String>,
+    /// The sandbox's network on the host, while it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::Attachment>,
 }
 
 impl SandboxRecord {
@@ -74,6 +77,16 @@ mod tests {
             created_at: 7,
             launched: None,
             reason: None,
+            network: Some(crate::network::Attachment {
+                netns: "msb-a".into(),
+                addressing: crate::network::plan::Addressing::new(
+                    "10.213.0.0/16".parse().unwrap(),
+                    3,
+                )
+                .unwrap(),
+                spec: serde_json::from_str(r#"{"policy":"public_only","allow":["a.test"]}"#)
+                    .unwrap(),
+            }),
         };
         rec.save(dir.path()).unwrap();
         assert_eq!(SandboxRecord::load(dir.path()).unwrap(), rec);

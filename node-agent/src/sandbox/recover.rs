@@ -43,12 +43,20 @@ impl SandboxManager {
             let entry = match (rec.state, alive) {
                 (SandboxState::Running | SandboxState::Draining, true) => {
                     rec.state = SandboxState::Running;
+                    if let Some(att) = &rec.network {
+                        if let Err(e) = self.network.resume(att).await {
+                            tracing::warn!(sandbox = %name, error = %e, "cannot resume the sandbox's network");
+                        }
+                    }
                     out.push(Recovered::Adopted(name.clone()));
                     SandboxEntry::new(name.clone(), dir.clone(), rec)
                 }
                 (SandboxState::Stopped | SandboxState::Failed, _) => {
                     out.push(Recovered::Kept(name.clone()));
-                    SandboxEntry::new(name.clone(), dir.clone(), rec)
+                    let entry = SandboxEntry::new(name.clone(), dir.clone(), rec);
+                    // A stop cut short by the restart may have left the network behind.
+                    self.release_network(&entry).await;
+                    entry
                 }
                 _ => {
                     let entry = SandboxEntry::new(name.clone(), dir.clone(), rec);

@@ -131,6 +131,12 @@ pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
             ]
         }
     });
+    if let Some(netns) = &spec.netns {
+        // The agent wired this namespace (veth, address, route) and polices it from outside.
+        spec_json["linux"]["namespaces"][4] = json!({ "type": "network", "path": netns });
+        // Unprivileged ICMP echo sockets (ping without NET_RAW), this namespace only.
+        spec_json["linux"]["sysctl"] = json!({ "net.ipv4.ping_group_range": "0 2147483647" });
+    }
     if let Some(mounts) = spec_json["mounts"].as_array_mut() {
         mounts.extend(extra_mounts(spec));
     }
@@ -162,6 +168,7 @@ mod tests {
             env: vec![("PATH".into(), "/x".into()), ("A".into(), "1".into())],
             workdir: Some("/app".into()),
             mounts: Vec::new(),
+            netns: None,
         }
     }
 
@@ -199,6 +206,32 @@ mod tests {
             .as_array()
             .unwrap();
         assert!(denied.iter().any(|n| n == "kexec_load") && denied.iter().any(|n| n == "bpf"));
+    }
+
+    #[test]
+    fn network_namespace_is_the_agents_when_wired() {
+        let opts = SpecOptions {
+            cgroups_path: "/msb/x".into(),
+            cgroup_v2: true,
+            nofile: 1024,
+            agent_oom_score_adj: None,
+        };
+        let empty = oci_spec(&launch(), &opts);
+        assert_eq!(empty["linux"]["namespaces"][4], json!({"type": "network"}));
+        assert!(empty["linux"]["sysctl"].is_null());
+        let wired = LaunchSpec {
+            netns: Some("/run/netns/msb-x".into()),
+            ..launch()
+        };
+        let s = oci_spec(&wired, &opts);
+        assert_eq!(
+            s["linux"]["namespaces"][4],
+            json!({"type": "network", "path": "/run/netns/msb-x"})
+        );
+        assert_eq!(
+            s["linux"]["sysctl"]["net.ipv4.ping_group_range"],
+            "0 2147483647"
+        );
     }
 
     #[test]

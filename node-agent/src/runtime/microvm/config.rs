@@ -533,6 +533,7 @@ pub(crate) mod tests {
             ],
             workdir: Some("/work".into()),
             mounts: Vec::new(),
+            netns: None,
         }
     }
 

@@ -90,6 +90,10 @@ pub struct VmPlan {
     /// vCPUs requested, checked against `krun_get_max_vcpus` where libkrun has it.
     pub vcpus: u8,
     pub calls: Vec<KrunCall>,
+    /// Network namespace the VMM joins before entering the VM: the guest's sockets (libkrun's
+    /// socket impersonation) then leave through the sandbox's policed link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
 }
 
 impl VmPlan {
@@ -144,6 +148,7 @@ impl VmPlan {
             log_level: settings.log_level,
             vcpus: config.vcpus,
             calls,
+            netns: None,
         }
     }
 

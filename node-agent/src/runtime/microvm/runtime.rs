@@ -95,7 +95,8 @@ impl MicrovmRuntime {
         std::fs::create_dir_all(&spec.runtime_dir)?;
         std::fs::create_dir_all(&spec.socket_dir)?;
         install_guest_agent(&spec.guest_agent, &spec.rootfs)?;
-        let plan = VmPlan::build(&spec.id, &config, settings);
+        let mut plan = VmPlan::build(&spec.id, &config, settings);
+        plan.netns = spec.netns.clone();
         let plan_path = spec.runtime_dir.join(procfs::plan_file_name(&spec.id));
         plan.write(&plan_path)?;
         let log = std::fs::OpenOptions::new()

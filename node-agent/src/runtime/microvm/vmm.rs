@@ -24,6 +24,12 @@ pub fn run_vmm(plan_path: &Path) -> Result<Infallible, MicrovmError> {
         path: plan_path.to_path_buf(),
         reason,
     })?;
+    if let Some(netns) = &plan.netns {
+        join_netns(netns).map_err(|e| MicrovmError::Plan {
+            path: plan_path.to_path_buf(),
+            reason: format!("joining network namespace {}: {e}", netns.display()),
+        })?;
+    }
     let krun = Libkrun::open(plan.libkrun.as_deref())?;
     eprintln!("vmm {}: using {}", plan.id, krun.path().display());
     krun.set_log_level(plan.log_level)?;
@@ -43,6 +49,13 @@ pub fn run_vmm(plan_path: &Path) -> Result<Infallible, MicrovmError> {
     }
     eprintln!("vmm {}: entering the VM", plan.id);
     Err(krun.start_enter(ctx).into())
+}
+
+/// Moves this (still single-threaded) process into the network namespace at `path`.
+fn join_netns(path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::open(path)?;
+    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(Into::into)
 }
 
 fn configure(krun: &Libkrun, ctx: u32, plan: &VmPlan) -> Result<(), MicrovmError> {

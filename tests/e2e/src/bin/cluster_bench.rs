@@ -43,6 +43,7 @@ fn direct_req(name: String) -> CreateSandbox {
         patches: Vec::new(),
         mounts: Vec::new(),
         disk_mib: None,
+        network: Default::default(),
     }
 }
 

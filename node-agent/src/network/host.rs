@@ -1,0 +1,152 @@
+//! The host side of sandbox networks: network namespaces, veth pairs and nftables, through
+//! iproute2 and nft (the same tools an operator uses to inspect them), and sockets opened inside
+//! the uplink namespace.
+
+use std::io;
+use std::os::fd::AsFd;
+use tokio::process::Command;
+
+use super::plan::Addressing;
+
+/// Where sandbox uplinks live: a named network namespace (`/run/netns/<name>`), or the agent's
+/// own when `None`.
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    pub netns: Option<String>,
+}
+
+/// A failed host command, with what it printed.
+fn failed(what: &str, out: &std::process::Output) -> io::Error {
+    io::Error::other(format!(
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stderr).trim(),
+        if out.status.success() {
+            ""
+        } else {
+            " (failed)"
+        }
+    ))
+}
+
+async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(failed(&format!("{program} {}", args.join(" ")), &out))
+    }
+}
+
+impl Uplink {
+    /// `ip [-n uplink] args...`
+    pub async fn ip(&self, args: &[&str]) -> io::Result<()> {
+        match &self.netns {
+            Some(ns) => {
+                let mut all = vec!["-n", ns.as_str()];
+                all.extend_from_slice(args);
+                run("ip", &all, None).await
+            }
+            None => run("ip", args, None).await,
+        }
+    }
+
+    /// `nft -f -` with `script`, in the uplink namespace.
+    pub async fn nft(&self, script: &str) -> io::Result<()> {
+        match &self.netns {
+            Some(ns) => run("ip", &["netns", "exec", ns, "nft", "-f", "-"], Some(script)).await,
+            None => run("nft", &["-f", "-"], Some(script)).await,
+        }
+    }
+
+    /// Sets `net.ipv4.ip_forward=1` in the uplink namespace (sandbox traffic is routed there).
+    pub async fn enable_forwarding(&self) -> io::Result<()> {
+        self.in_netns(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
+            .await
+    }
+
+    /// Runs `f` on a thread that joined the uplink namespace (sockets it opens stay there).
+    pub async fn in_netns<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let Some(ns) = self.netns.clone() else {
+            return tokio::task::spawn_blocking(f)
+                .await
+                .map_err(io::Error::other)?;
+        };
+        // A fresh thread, not the blocking pool: the namespace switch dies with the thread.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("msb-netns".into())
+            .spawn(move || {
+                let result = (|| {
+                    let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
+                    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(io::Error::from)?;
+                    f()
+                })();
+                let _ = tx.send(result);
+            })?;
+        rx.await
+            .map_err(|_| io::Error::other("netns thread panicked"))?
+    }
+
+    /// Creates sandbox namespace `sandbox_ns` wired to the uplink by a veth pair: `eth0` with
+    /// the sandbox address inside, the host interface with the gateway address outside.
+    pub async fn plug(&self, sandbox_ns: &str, a: &Addressing) -> io::Result<()> {
+        run("ip", &["netns", "add", sandbox_ns], None).await?;
+        let peer = format!("msbg{:x}", a.index);
+        let gw = format!("{}/30", a.gateway);
+        let sbx = format!("{}/30", a.sandbox);
+        let gateway = a.gateway.to_string();
+        self.ip(&[
+            "link", "add", &a.host_if, "type", "veth", "peer", "name", &peer, "netns", sandbox_ns,
+        ])
+        .await?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["-n", sandbox_ns];
+            all.extend_from_slice(args);
+            all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        };
+        for args in [
+            inside(&["link", "set", "lo", "up"]),
+            inside(&["link", "set", &peer, "name", "eth0"]),
+            inside(&["addr", "add", &sbx, "dev", "eth0"]),
+            inside(&["link", "set", "eth0", "up"]),
+            inside(&["route", "add", "default", "via", &gateway]),
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run("ip", &args, None).await?;
+        }
+        self.ip(&["addr", "add", &gw, "dev", &a.host_if]).await?;
+        self.ip(&["link", "set", &a.host_if, "up"]).await?;
+        Ok(())
+    }
+
+    /// Removes the veth pair and the sandbox namespace (each step tolerates what is gone).
+    pub async fn unplug(&self, sandbox_ns: &str, a: &Addressing) {
+        if let Err(e) = self.ip(&["link", "del", &a.host_if]).await {
+            tracing::debug!(interface = %a.host_if, error = %e, "veth already gone");
+        }
+        if let Err(e) = run("ip", &["netns", "del", sandbox_ns], None).await {
+            tracing::debug!(netns = %sandbox_ns, error = %e, "netns already gone");
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! What a sandbox's network looks like, as data: its addresses, interface names, the parsed
+//! allowlist, which destinations `public_only` refuses, and the nftables rules that enforce the
+//! policy. Pure, so every decision here is unit-tested; [`super::host`] applies it.
+
+use ipnet::Ipv4Net;
+use microsandbox_wire::api::{NetworkPolicy, NetworkSpec};
+use std::net::Ipv4Addr;
+
+/// Name of the nftables table (family `inet`) the agent owns in the uplink namespace.
+pub const TABLE: &str = "microsandbox";
+/// Prefix of the host-side interface of every sandbox (`msb<index hex>`).
+pub const HOST_IF_PREFIX: &str = "msb";
+
+/// IPv4 ranges `public_only` never lets a sandbox reach (RFC 6890 special-purpose space minus
+/// the documentation ranges, which are not routed anyway): "this network", private, CGNAT,
+/// loopback, link-local (incl. the 169.254.169.254 metadata service), IETF protocol
+/// assignments, benchmarking, multicast, reserved and broadcast.
+pub const NON_PUBLIC_V4: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+/// Why a network spec cannot be honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "network.allow[{index}] {entry:?} is neither a CIDR, an IPv4 address nor a domain name"
+    )]
+    BadAllow { index: usize, entry: String },
+    #[error("network.allow[{index}] {entry:?}: IPv6 is not supported (sandboxes have IPv4 only)")]
+    Ipv6 { index: usize, entry: String },
+    #[error("network.publish: host port {0} is published twice")]
+    DuplicatePort(u16),
+    #[error("network.publish: port 0 is not a port")]
+    PortZero,
+    #[error("too many allow entries ({0}, at most 64)")]
+    TooMany(usize),
+}
+
+/// The allowlist, parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allow {
+    pub cidrs: Vec<Ipv4Net>,
+    /// Lower-case names; `*.example.com` is stored as `.example.com` (any subdomain).
+    pub domains: Vec<String>,
+}
+
+impl Allow {
+    /// Parse and check `spec` (allow entries and published ports).
+    pub fn parse(spec: &NetworkSpec) -> Result<Self, PlanError> {
+        if spec.allow.len() > 64 {
+            return Err(PlanError::TooMany(spec.allow.len()));
+        }
+        let mut out = Allow::default();
+        for (index, raw) in spec.allow.iter().enumerate() {
+            let entry = raw.trim();
+            let bad = || PlanError::BadAllow {
+                index,
+                entry: raw.clone(),
+            };
+            if entry.parse::<ipnet::Ipv6Net>().is_ok()
+                || entry.parse::<std::net::Ipv6Addr>().is_ok()
+            {
+                return Err(PlanError::Ipv6 {
+                    index,
+                    entry: raw.clone(),
+                });
+            }
+            if let Ok(net) = entry.parse::<Ipv4Net>() {
+                out.cidrs.push(net.trunc());
+            } else if let Ok(ip) = entry.parse::<Ipv4Addr>() {
+                out.cidrs.push(Ipv4Net::from(ip));
+            } else if let Some(rest) = entry.strip_prefix("*.") {
+                if !is_domain(rest) {
+                    return Err(bad());
+                }
+                out.domains.push(format!(".{}", rest.to_ascii_lowercase()));
+            } else if is_domain(entry) && !entry.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+                out.domains
+                    .push(entry.trim_end_matches('.').to_ascii_lowercase());
+            } else {
+                return Err(bad());
+            }
+        }
+        let mut ports = std::collections::BTreeSet::new();
+        for p in &spec.publish {
+            if p.host_port == 0 || p.guest_port == 0 {
+                return Err(PlanError::PortZero);
+            }
+            if !ports.insert(p.host_port) {
+                return Err(PlanError::DuplicatePort(p.host_port));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether DNS name `name` is on the list (exact, or below a `*.` entry).
+    pub fn allows_name(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.domains.iter().any(|d| match d.strip_prefix('.') {
+            Some(parent) => name.ends_with(d.as_str()) && name.len() > parent.len() + 1,
+            None => *d == name,
+        })
+    }
+}
+
+/// Whether `name` is a plausible DNS name (labels of letters, digits and `-`, at most 253).
+fn is_domain(name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// Ranges `public_only` refuses on this node: [`NON_PUBLIC_V4`] plus `extra` (cluster pod and
+/// service CIDRs, the node's own networks).
+pub fn blocked_ranges(extra: &[Ipv4Net]) -> Vec<Ipv4Net> {
+    let mut v: Vec<Ipv4Net> = NON_PUBLIC_V4
+        .iter()
+        .map(|s| s.parse().expect("constant CIDR"))
+        .collect();
+    v.extend(extra.iter().map(Ipv4Net::trunc));
+    Ipv4Net::aggregate(&v)
+}
+
+/// Whether `public_only` refuses `ip`.
+pub fn is_blocked(ip: Ipv4Addr, blocked: &[Ipv4Net]) -> bool {
+    blocked.iter().any(|n| n.contains(&ip))
+}
+
+/// Addresses and names of sandbox number `index` in pool `pool`: a /30 per sandbox, the host
+/// side (gateway, DNS) on its first address, the sandbox on the second.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Addressing {
+    pub index: u32,
+    pub gateway: Ipv4Addr,
+    pub sandbox: Ipv4Addr,
+    /// Interface on the host (uplink) side.
+    pub host_if: String,
+}
+
+impl Addressing {
+    /// `None` when `index` does not fit in `pool`.
+    pub fn new(pool: Ipv4Net, index: u32) -> Option<Self> {
+        let base = u32::from(pool.network()).checked_add(index.checked_mul(4)?)?;
+        let net = Ipv4Net::new(Ipv4Addr::from(base), 30).ok()?;
+        if !pool.contains(&net) {
+            return None;
+        }
+        Some(Self {
+            index,
+            gateway: Ipv4Addr::from(base + 1),
+            sandbox: Ipv4Addr::from(base + 2),
+            host_if: format!("{HOST_IF_PREFIX}{index:x}"),
+        })
+    }
+
+    /// How many sandboxes `pool` holds.
+    pub fn capacity(pool: Ipv4Net) -> u32 {
+        let bits = 32 - u32::from(pool.prefix_len());
+        if bits >= 32 {
+            u32::MAX / 4
+        } else {
+            (1u32 << bits) / 4
+        }
+    }
+
+    /// Chain and set names of this sandbox in [`TABLE`].
+    pub fn chain(&self) -> String {
+        format!("sbx_{:x}", self.index)
+    }
+    pub fn allow_set(&self) -> String {
+        format!("allow_{:x}", self.index)
+    }
+    pub fn dns_set(&self) -> String {
+        format!("dns_{:x}", self.index)
+    }
+}
+
+fn set_elements(nets: &[Ipv4Net]) -> String {
+    nets.iter()
+        .map(Ipv4Net::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The agent's table, created at start (an `nft -f` script): the `blocked` set, the
+/// `sandboxes` verdict map (host interface -> that sandbox's chain) and the base chains. The
+/// base chains are flushed and refilled, so a restart changes no sandbox's own chain.
+///
+/// - forward: replies pass; a packet from a sandbox interface goes to its chain; nothing else
+///   may open a connection *to* a sandbox (published ports go through the agent).
+/// - input: a sandbox reaches the host only for DNS on its gateway (the agent's resolver).
+/// - postrouting: sandbox traffic leaving through another interface is masqueraded.
+pub fn base_ruleset(pool: Ipv4Net, blocked: &[Ipv4Net]) -> String {
+    format!(
+        "add table inet {TABLE}
+add set inet {TABLE} blocked {{ type ipv4_addr; flags interval; }}
+flush set inet {TABLE} blocked
+add element inet {TABLE} blocked {{ {blocked} }}
+add map inet {TABLE} sandboxes {{ type ifname : verdict; }}
+add chain inet {TABLE} forward {{ type filter hook forward priority 0; policy accept; }}
+flush chain inet {TABLE} forward
+add rule inet {TABLE} forward ct state established,related accept
+add rule inet {TABLE} forward iifname vmap @sandboxes
+add rule inet {TABLE} forward iifname \"{HOST_IF_PREFIX}*\" drop
+add rule inet {TABLE} forward oifname \"{HOST_IF_PREFIX}*\" drop
+add chain inet {TABLE} input {{ type filter hook input priority 0; policy accept; }}
+flush chain inet {TABLE} input
+add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" ct state established,related accept
+add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" meta l4proto {{ udp, tcp }} th dport 53 fib daddr type local accept
+add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" drop
+add chain inet {TABLE} postrouting {{ type nat hook postrouting priority 100; policy accept; }}
+flush chain inet {TABLE} postrouting
+add rule inet {TABLE} postrouting ip saddr {pool} oifname != \"{HOST_IF_PREFIX}*\" masquerade
+",
+        blocked = set_elements(blocked),
+    )
+}
+
+/// The rules of one sandbox (an `nft -f` script): its chain, its allow sets (CIDRs; addresses
+/// its allowed domains resolved to, each for the answer's TTL) and its entry in the verdict map.
+/// Order in the chain: anything not from the sandbox's own address (spoofing) or not IPv4 is
+/// dropped; allowed destinations pass; then the policy decides.
+pub fn sandbox_ruleset(a: &Addressing, policy: NetworkPolicy, allow: &Allow) -> String {
+    let chain = a.chain();
+    let allow_set = a.allow_set();
+    let dns_set = a.dns_set();
+    let mut s = format!(
+        "add set inet {TABLE} {allow_set} {{ type ipv4_addr; flags interval; }}
+add set inet {TABLE} {dns_set} {{ type ipv4_addr; flags timeout; }}
+add chain inet {TABLE} {chain}
+flush chain inet {TABLE} {chain}
+add rule inet {TABLE} {chain} meta nfproto != ipv4 drop
+add rule inet {TABLE} {chain} ip saddr != {sandbox} drop
+add rule inet {TABLE} {chain} ip daddr @{allow_set} accept
+add rule inet {TABLE} {chain} ip daddr @{dns_set} accept
+",
+        sandbox = a.sandbox,
+    );
+    if !allow.cidrs.is_empty() {
+        s.push_str(&format!(
+            "add element inet {TABLE} {allow_set} {{ {} }}\n",
+            set_elements(&allow.cidrs)
+        ));
+    }
+    s.push_str(&match policy {
+        NetworkPolicy::None => format!("add rule inet {TABLE} {chain} drop\n"),
+        NetworkPolicy::PublicOnly => format!(
+            "add rule inet {TABLE} {chain} ip daddr @blocked drop\nadd rule inet {TABLE} {chain} accept\n"
+        ),
+        NetworkPolicy::AllowAll => format!("add rule inet {TABLE} {chain} accept\n"),
+    });
+    s.push_str(&format!(
+        "add element inet {TABLE} sandboxes {{ \"{}\" : jump {chain} }}\n",
+        a.host_if
+    ));
+    s
+}
+
+/// Removes what [`sandbox_ruleset`] added (an `nft -f` script; the map entry first, so no
+/// packet jumps to a chain being deleted).
+pub fn sandbox_teardown(a: &Addressing) -> String {
+    format!(
+        "delete element inet {TABLE} sandboxes {{ \"{}\" }}
+delete chain inet {TABLE} {}
+delete set inet {TABLE} {}
+delete set inet {TABLE} {}
+",
+        a.host_if,
+        a.chain(),
+        a.allow_set(),
+        a.dns_set()
+    )
+}
+
+/// `/etc/resolv.conf` of a sandbox: the agent's resolver on its gateway.
+pub fn resolv_conf(a: &Addressing) -> String {
+    format!("# written by microsandbox: DNS goes through the node-agent (policy enforced there)\nnameserver {}\noptions attempts:2 timeout:2\n", a.gateway)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use microsandbox_wire::api::PublishPort;
+
+    fn spec(allow: &[&str]) -> NetworkSpec {
+        NetworkSpec {
+            policy: NetworkPolicy::PublicOnly,
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            publish: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn allow_entries_parse() {
+        let a = Allow::parse(&spec(&[
+            "10.1.2.0/24",
+            "192.0.2.7",
+            "10.9.9.9/8",
+            "API.Example.com.",
+            "*.svc.test",
+        ]))
+        .unwrap();
+        assert_eq!(
+            a.cidrs,
+            vec![
+                "10.1.2.0/24".parse::<Ipv4Net>().unwrap(),
+                "192.0.2.7/32".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap()
+            ]
+        );
+        assert_eq!(a.domains, vec!["api.example.com", ".svc.test"]);
+        assert!(a.allows_name("api.example.com."));
+        assert!(a.allows_name("db.svc.test"));
+        assert!(!a.allows_name("svc.test"));
+        assert!(!a.allows_name("evil-svc.test"));
+        assert!(!a.allows_name("example.com"));
+        for bad in [
+            "",
+            "a b",
+            "-x.com",
+            "1.2.3",
+            "*.",
+            "http://x",
+            "10.0.0.0/33",
+        ] {
+            assert!(
+                matches!(Allow::parse(&spec(&[bad])), Err(PlanError::BadAllow { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            Allow::parse(&spec(&["::1"])),
+            Err(PlanError::Ipv6 { .. })
+        ));
+        let mut dup = spec(&[]);
+        dup.publish = vec![
+            PublishPort {
+                host_port: 8080,
+                guest_port: 80,
+            },
+            PublishPort {
+                host_port: 8080,
+                guest_port: 81,
+            },
+        ];
+        assert_eq!(Allow::parse(&dup), Err(PlanError::DuplicatePort(8080)));
+    }
+
+    #[test]
+    fn public_only_blocks_what_is_not_public() {
+        let extra: Vec<Ipv4Net> = vec!["203.0.113.128/25".parse().unwrap()];
+        let b = blocked_ranges(&extra);
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.20.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.100.100.100",
+            "224.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "198.18.0.1",
+            "203.0.113.200",
+        ] {
+            assert!(is_blocked(ip.parse().unwrap(), &b), "{ip} must be blocked");
+        }
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "203.0.113.10",
+            "172.32.0.1",
+            "100.128.0.1",
+        ] {
+            assert!(!is_blocked(ip.parse().unwrap(), &b), "{ip} is public");
+        }
+    }
+
+    #[test]
+    fn addressing() {
+        let pool: Ipv4Net = "10.213.0.0/16".parse().unwrap();
+        let a = Addressing::new(pool, 0).unwrap();
+        assert_eq!(a.gateway, Ipv4Addr::new(10, 213, 0, 1));
+        assert_eq!(a.sandbox, Ipv4Addr::new(10, 213, 0, 2));
+        assert_eq!(a.host_if, "msb0");
+        let last = Addressing::new(pool, 16383).unwrap();
+        assert_eq!(last.sandbox, Ipv4Addr::new(10, 213, 255, 254));
+        assert_eq!(last.host_if, "msb3fff");
+        assert!(Addressing::new(pool, 16384).is_none());
+        assert_eq!(Addressing::capacity(pool), 16384);
+        assert!(Addressing::new(pool, u32::MAX).is_none());
+        assert!(a.host_if.len() <= 15 && last.host_if.len() <= 15);
+    }
+
+    #[test]
+    fn rulesets() {
+        let pool: Ipv4Net = "10.213.0.0/16".parse().unwrap();
+        let base = base_ruleset(pool, &blocked_ranges(&[]));
+        assert!(base.contains("add element inet microsandbox blocked { 0.0.0.0/8, 10.0.0.0/8,"));
+        assert!(base.contains("ip saddr 10.213.0.0/16 oifname != \"msb*\" masquerade"));
+        assert!(base.contains("iifname \"msb*\" drop"));
+        let a = Addressing::new(pool, 10).unwrap();
+        let allow = Allow::parse(&spec(&["10.1.0.0/16"])).unwrap();
+        let r = sandbox_ruleset(&a, NetworkPolicy::PublicOnly, &allow);
+        let lines: Vec<&str> = r.lines().collect();
+        let pos = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle:?} not in\n{r}"))
+        };
+        // Allowed destinations are checked before the policy's blocked ranges.
+        assert!(pos("ip daddr @allow_a accept") < pos("ip daddr @blocked drop"));
+        assert!(pos("ip saddr != 10.213.0.42 drop") < pos("ip daddr @allow_a accept"));
+        assert!(r.contains("add element inet microsandbox allow_a { 10.1.0.0/16 }"));
+        assert!(r.contains("sandboxes { \"msba\" : jump sbx_a }"));
+        let none = sandbox_ruleset(&a, NetworkPolicy::None, &Allow::default());
+        assert!(none
+            .trim_end()
+            .lines()
+            .rev()
+            .nth(1)
+            .unwrap()
+            .ends_with("sbx_a drop"));
+        assert!(!none.contains("add element inet microsandbox allow_a"));
+        let all = sandbox_ruleset(&a, NetworkPolicy::AllowAll, &Allow::default());
+        assert!(!all.contains("@blocked"));
+        let down = sandbox_teardown(&a);
+        assert!(down.starts_with("delete element inet microsandbox sandboxes { \"msba\" }"));
+    }
+}
