@@ -88,6 +88,7 @@ async fn microvm_boot_e2e() {
         )],
         workdir: None,
         mounts: Vec::new(),
+        netns: None,
     };
     let settings = MicrovmSettings {
         kernel,
@@ -164,6 +165,7 @@ async fn vmm_without_libkrun_reports_why() {
         env: vec![],
         workdir: None,
         mounts: Vec::new(),
+        netns: None,
     };
     std::fs::create_dir_all(&spec.rootfs).unwrap();
     let runtime = MicrovmRuntime::new(MicrovmSettings::default())
