@@ -58,7 +58,10 @@ pub fn judge(p: &DnsPolicy, name: &str, answer: &Message) -> Judgement {
         let ip = a.0;
         if allowed {
             grant.push((ip, rec.ttl().clamp(MIN_TTL, MAX_TTL)));
-        } else if p.policy == NetworkPolicy::PublicOnly && is_blocked(ip, &p.blocked) {
+        } else if p.policy == NetworkPolicy::PublicOnly
+            && is_blocked(ip, &p.blocked)
+            && !p.allow.cidrs.iter().any(|n| n.contains(&ip))
+        {
             return Judgement::Refuse(format!(
                 "{name} resolves to {ip}, which public_only does not reach (DNS rebinding?)"
             ));
@@ -223,6 +226,16 @@ mod tests {
             ),
             Judgement::Refuse(_)
         ));
+        // A blocked address on the CIDR allowlist is no rebinding.
+        let p2 = policy(NetworkPolicy::PublicOnly, &["10.77.0.0/16"]);
+        assert_eq!(
+            judge(
+                &p2,
+                "private.test.",
+                &answer("private.test.", &["10.77.0.10"])
+            ),
+            Judgement::Pass(vec![])
+        );
         // An allowed name may point anywhere, and its addresses are granted for >= MIN_TTL.
         assert_eq!(
             judge(

@@ -154,7 +154,7 @@ impl NetworkManager {
         self.ensure_ready().await?;
         let addressing = self.allocate().await?;
         let att = Attachment {
-            netns: format!("msb-{id}"),
+            netns: id.to_string(),
             addressing,
             spec: spec.clone(),
         };

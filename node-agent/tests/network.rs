@@ -1,0 +1,321 @@
+//! Network policy, probed from inside sandboxes in a closed world (tests/common/world.rs): every
+//! address a probe targets is a test host in namespaces this test made, so a policy that fails
+//! open can only reach those. One sandbox per policy runs every probe (TCP, UDP and ICMP echo by
+//! address, then TCP by DNS name through the agent's resolver); the matrix of what got through
+//! must be exactly the expected one.
+
+mod common;
+#[path = "common/world.rs"]
+mod world;
+
+use common::*;
+use microsandbox_client::api::CreateSandbox;
+use microsandbox_client::AgentClient;
+use std::collections::{BTreeMap, BTreeSet};
+use world::*;
+
+/// Runs the probes given as JSON: `[{"id", "kind": tcp|udp|icmp, "host"}]`, by address first
+/// (in parallel), then by name; prints `{id: reached}`.
+const PROBE: &str = r#"
+import json, socket, struct, sys, threading
+probes = json.loads(sys.argv[1])
+out = {}
+def gateway():
+    try:
+        text = open("/etc/resolv.conf").read()
+    except OSError:
+        return None
+    if "microsandbox" not in text:
+        return None
+    return [l.split()[1] for l in text.splitlines() if l.startswith("nameserver")][0]
+def resolve(h):
+    if h == "gateway":
+        g = gateway()
+        if g is None:
+            raise OSError("no gateway")
+        return g
+    return socket.getaddrinfo(h, None, socket.AF_INET)[0][4][0]
+def tcp(h):
+    s = socket.create_connection((resolve(h), 7), timeout=1.5)
+    s.sendall(b"probe")
+    return s.recv(16) == b"probe"
+def udp(h):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1.5)
+    s.sendto(b"probe", (resolve(h), 7))
+    return s.recvfrom(16)[0] == b"probe"
+def icmp(h):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    s.settimeout(1.5)
+    s.sendto(struct.pack("!BBHHH", 8, 0, 0, 0, 1) + b"probe", (resolve(h), 0))
+    return s.recv(64)[0] == 0
+def run(p):
+    try:
+        out[p["id"]] = bool(globals()[p["kind"]](p["host"]))
+    except Exception:
+        out[p["id"]] = False
+for phase in (False, True):
+    ts = [threading.Thread(target=run, args=(p,)) for p in probes if p["by_name"] == phase]
+    for t in ts: t.start()
+    for t in ts: t.join()
+print(json.dumps(out))
+"#;
+
+const NAMES: &[&str] = &[
+    "public.test",
+    "private.test",
+    "metadata.test",
+    "rebind.test",
+    "api.allowed.test",
+];
+
+fn probes() -> Vec<serde_json::Value> {
+    let mut v = Vec::new();
+    for host in [
+        PUBLIC,
+        PRIVATE,
+        CGNAT,
+        METADATA,
+        HOST,
+        "gateway",
+        "127.0.0.1",
+    ] {
+        for kind in ["tcp", "udp", "icmp"] {
+            if host == "127.0.0.1" && kind == "icmp" {
+                // A wired sandbox answers pings on its own loopback: that is itself, not the
+                // host. TCP/UDP there would reach the host's echo servers if loopback leaked.
+                continue;
+            }
+            v.push(serde_json::json!({"id": format!("{kind} {host}"), "kind": kind, "host": host, "by_name": false}));
+        }
+    }
+    for name in NAMES {
+        v.push(serde_json::json!({"id": format!("tcp {name}"), "kind": "tcp", "host": name, "by_name": true}));
+    }
+    v
+}
+
+fn all3(host: &str) -> Vec<String> {
+    ["tcp", "udp", "icmp"]
+        .iter()
+        .map(|k| format!("{k} {host}"))
+        .collect()
+}
+
+async fn reached(c: &AgentClient, name: &str, network: serde_json::Value) -> BTreeSet<String> {
+    let req: CreateSandbox = serde_json::from_value(serde_json::json!({
+        "name": name, "image": "python", "detached": true, "isolation": "container",
+        "memory_mib": 128, "network": network,
+    }))
+    .unwrap();
+    c.create(req)
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    let list = serde_json::to_string(&probes()).unwrap();
+    let out = c
+        .exec(name, cmd("python3", &["-c", PROBE, &list]))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "probe script: {}", out.stderr_str());
+    let results: BTreeMap<String, bool> = serde_json::from_str(out.stdout_str().trim())
+        .unwrap_or_else(|e| panic!("probe output {e}: {}{}", out.stdout_str(), out.stderr_str()));
+    c.remove(name).await.unwrap();
+    results
+        .into_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(id, _)| id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_matrix_holds_under_every_policy() {
+    let world = World::new();
+    let agent = TestAgent::start_with(
+        "network",
+        &world
+            .agent_args()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let c = agent.client();
+    let public: Vec<String> = all3(PUBLIC);
+    let cases: Vec<(&str, serde_json::Value, Vec<String>)> = vec![
+        ("none", serde_json::json!({"policy": "none"}), vec![]),
+        (
+            "public",
+            serde_json::json!({"policy": "public_only"}),
+            [public.clone(), vec!["tcp public.test".into()]].concat(),
+        ),
+        (
+            "all",
+            serde_json::json!({"policy": "allow_all"}),
+            [
+                public.clone(),
+                all3(PRIVATE),
+                all3(CGNAT),
+                all3(METADATA),
+                vec![
+                    "tcp public.test".into(),
+                    "tcp private.test".into(),
+                    "tcp metadata.test".into(),
+                    "tcp api.allowed.test".into(),
+                ],
+            ]
+            .concat(),
+        ),
+        (
+            "pub-cidr",
+            serde_json::json!({"policy": "public_only", "allow": ["10.77.0.0/16"]}),
+            [
+                public.clone(),
+                all3(PRIVATE),
+                vec![
+                    "tcp public.test".into(),
+                    "tcp private.test".into(),
+                    "tcp api.allowed.test".into(),
+                ],
+            ]
+            .concat(),
+        ),
+        (
+            "pub-name",
+            serde_json::json!({"policy": "public_only", "allow": ["api.allowed.test"]}),
+            [
+                public.clone(),
+                vec!["tcp public.test".into(), "tcp api.allowed.test".into()],
+            ]
+            .concat(),
+        ),
+        (
+            "none-name",
+            serde_json::json!({"policy": "none", "allow": ["*.allowed.test"]}),
+            vec!["tcp api.allowed.test".into()],
+        ),
+    ];
+    let mut report = String::new();
+    let mut escapes = 0;
+    let mut failures = Vec::new();
+    for (name, network, expected) in cases {
+        let got = reached(&c, &format!("net-{name}"), network.clone()).await;
+        let expected: BTreeSet<String> = expected.into_iter().collect();
+        let escaped: Vec<_> = got.difference(&expected).cloned().collect();
+        let blocked: Vec<_> = expected.difference(&got).cloned().collect();
+        escapes += escaped.len();
+        report.push_str(&format!(
+            "{network}: reached {} of {} probes{}{}\n",
+            got.len(),
+            probes().len(),
+            if escaped.is_empty() {
+                String::new()
+            } else {
+                format!("; ESCAPED {escaped:?}")
+            },
+            if blocked.is_empty() {
+                String::new()
+            } else {
+                format!("; wrongly blocked {blocked:?}")
+            },
+        ));
+        if !escaped.is_empty() || !blocked.is_empty() {
+            failures.push(name);
+        }
+    }
+    println!("{report}escapes: {escapes}");
+    assert!(
+        failures.is_empty(),
+        "policies {failures:?} misbehaved:\n{report}\nagent log:\n{}",
+        agent.log()
+    );
+    assert_eq!(escapes, 0);
+    // Every sandbox was removed: nothing of theirs is left in the uplink namespace.
+    assert_eq!(world.leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_port_reaches_the_sandbox_from_host_loopback() {
+    let world = World::new();
+    let args = world.agent_args();
+    let agent = TestAgent::start_with(
+        "network-publish",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let c = agent.client();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let req: CreateSandbox = serde_json::from_value(serde_json::json!({
+        "name": "web", "image": "busybox", "detached": true, "isolation": "container",
+        "memory_mib": 64,
+        "network": {"policy": "none", "publish": [{"host_port": port, "guest_port": 8080}]},
+    }))
+    .unwrap();
+    c.create(req).await.unwrap();
+    sh(
+        &c,
+        "web",
+        "mkdir -p /www && echo published-ok > /www/index.html && httpd -p 8080 -h /www",
+    )
+    .await;
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(body.contains("published-ok"), "{body}");
+    // The policy is still `none`: the sandbox itself reaches nothing.
+    let out = sh(
+        &c,
+        "web",
+        &format!("nc -w 1 {PUBLIC} 7 </dev/null && echo reached || echo blocked"),
+    )
+    .await;
+    assert_eq!(out.stdout_str().trim(), "blocked");
+    c.remove("web").await.unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port still published"
+    );
+    assert_eq!(world.leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_network_specs_are_refused_before_anything_is_made() {
+    let agent = TestAgent::start("network-bad");
+    let c = agent.client();
+    for (network, needle) in [
+        (
+            serde_json::json!({"policy": "public_only", "allow": ["not a host"]}),
+            "neither a CIDR",
+        ),
+        (
+            serde_json::json!({"policy": "public_only", "allow": ["::1/128"]}),
+            "IPv6",
+        ),
+        (
+            serde_json::json!({"policy": "sometimes"}),
+            "unknown variant",
+        ),
+        (
+            serde_json::json!({"publish": [{"host_port": 1, "guest_port": 2}, {"host_port": 1, "guest_port": 3}]}),
+            "published twice",
+        ),
+    ] {
+        let req = serde_json::json!({
+            "name": "bad", "image": "busybox", "detached": true, "isolation": "container",
+            "network": network,
+        });
+        let err = match serde_json::from_value::<CreateSandbox>(req) {
+            Err(e) => e.to_string(),
+            Ok(req) => c.create(req).await.unwrap_err().to_string(),
+        };
+        assert!(err.contains(needle), "{network}: {err}");
+    }
+    assert!(c.list().await.unwrap().is_empty());
+}
