@@ -11,6 +11,7 @@ with the Rust integration tests (``<repo>/target/test-state/images``) so images 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import re
 import secrets
@@ -90,6 +91,16 @@ def host_files(state: Path) -> Path:
     return d
 
 
+def closed_netns() -> str:
+    """A network namespace with only loopback (made once per test process, removed at exit)."""
+    name = f"msb-sdk-{os.getpid()}"
+    if not Path("/run/netns", name).exists():
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        atexit.register(subprocess.run, ["ip", "netns", "del", name], check=False)
+    return name
+
+
 def spawn_agent(state: Path, binary: Path, guest: Path) -> AgentProcess:
     log = open(state / "agent.log", "ab")
     proc = subprocess.Popen(
@@ -106,6 +117,12 @@ def spawn_agent(state: Path, binary: Path, guest: Path) -> AgentProcess:
             "3",
             "--host-root",
             str(host_files(state)),
+            # Sandboxes with a network policy get their uplink in a namespace with no route
+            # anywhere: tests never put a packet on the machine's network.
+            "--uplink-netns",
+            closed_netns(),
+            "--dns-upstream",
+            "127.0.0.1:53",
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

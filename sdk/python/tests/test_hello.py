@@ -13,8 +13,6 @@ from microsandbox import (
     NetworkPolicy,
     Sandbox,
     SandboxNotFoundError,
-    UnsupportedFeatureError,
-    Volume,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -68,23 +66,25 @@ async def test_seed_example_with_python3(capsys: pytest.CaptureFixture[str]) -> 
     assert output.success
 
 
-async def test_seed_example_with_unenforced_options_refuses() -> None:
-    # Volumes are enforced now; the public_only network policy is not yet.
-    with pytest.raises(UnsupportedFeatureError, match="public-only"):
-        await Sandbox.create(
-            "my-sandbox",
-            image="python",
-            memory=512,
-            cpus=2,
-            env={"PYTHONDONTWRITEBYTECODE": "1"},
-            workdir="/app",
-            volumes={"/app/src": Volume.bind("./src", readonly=True)},
-            network=NetworkPolicy.public_only(),
+async def test_seed_example_network_policy_is_applied() -> None:
+    # The seed's public_only policy: the sandbox gets a policed link and the agent's resolver.
+    # (The test agent's uplink namespace has no route anywhere, so nothing leaves the machine.)
+    sb = await Sandbox.create(
+        "my-sandbox-net", image="busybox", memory=64, network=NetworkPolicy.public_only()
+    )
+    try:
+        assert "eth0" in (await sb.shell("ls /sys/class/net")).stdout().split()
+        resolv = (await sb.fs.read("/etc/resolv.conf")).decode()
+        assert "nameserver 10.213." in resolv
+        # The metadata address is never reachable under public_only.
+        out = await sb.shell(
+            "nc -w 1 169.254.169.254 80 </dev/null && echo reached || echo blocked"
         )
-    with pytest.raises(UnsupportedFeatureError, match="public-only"):
-        await Sandbox.create("my-sandbox", image="python", network=NetworkPolicy.public_only())
+        assert out.stdout().strip() == "blocked"
+    finally:
+        await sb.destroy()
     with pytest.raises(SandboxNotFoundError):
-        await Sandbox.get("my-sandbox")
+        await Sandbox.get("my-sandbox-net")
 
 
 async def test_hello_example_runs_as_written() -> None:

@@ -116,14 +116,13 @@ async def test_image_errors(name: str) -> None:
 
 async def test_unenforced_options_raise_and_create_nothing(name: str) -> None:
     cases: list[dict[str, object]] = [
-        {"network": NetworkPolicy.allow_all()},
         {"secrets": [Secret.env("API_KEY", value="s3cret", allow_hosts=["api.example.com"])]},
     ]
     for kw in cases:
         with pytest.raises(UnsupportedFeatureError, match="node agent does not support"):
             await Sandbox.create(name, image="busybox", **kw)  # type: ignore[arg-type]
     assert await gone(name, 1)
-    # The one policy the agent does enforce (no network at all) is accepted.
+    # No network at all (the default) means no interface but loopback.
     async with await Sandbox.create(name, image="busybox", network=NetworkPolicy.none()) as sb:
         out = await sb.shell("ls /sys/class/net")
         assert out.stdout().split() in ([], ["lo"])

@@ -99,6 +99,17 @@ def test_config_objects() -> None:
     assert NetworkPolicy.public_only().mode == "public-only"
     with pytest.raises(NetworkPolicyError):
         NetworkPolicy("open")  # type: ignore[arg-type]
+    np = NetworkPolicy.public_only(allow=["10.1.0.0/16", "api.example.com"], publish={8080: 80})
+    assert np._wire() == {
+        "policy": "public_only",
+        "allow": ["10.1.0.0/16", "api.example.com"],
+        "publish": [{"host_port": 8080, "guest_port": 80}],
+    }
+    assert NetworkPolicy.none()._wire()["policy"] == "none"
+    with pytest.raises(NetworkPolicyError):
+        NetworkPolicy.allow_all(publish={0: 80})
+    with pytest.raises(NetworkPolicyError):
+        NetworkPolicy.none(allow=[""])
     s = Secret.env("TOKEN", value="hunter2", allow_hosts=["api.example.com"])
     assert "hunter2" not in repr(s) and s.allow_hosts == ("api.example.com",)
     with pytest.raises(InvalidConfigError, match="not set"):
@@ -249,7 +260,17 @@ def test_sandbox_object() -> None:
     assert obj["spec"] == {"image": "python", "imagePullPolicy": "Always",
                            "resources": {"memory": "256Mi", "cpus": 2, "pids": 64},
                            "isolation": "container", "env": [{"name": "A", "value": "1"}],
-                           "workdir": "/app"}
+                           "workdir": "/app", "network": {"policy": "none"}}
+    wired = json.loads(cluster.sandbox_object(
+        "s", "ns", image="python", memory=256, cpus=2, env={}, workdir=None,
+        isolation=None, pull_policy="always", pids_limit=None,
+        network={"policy": "public_only", "allow": ["api.example.com"], "publish": []}))
+    assert wired["spec"]["network"] == {"policy": "public_only", "allow": ["api.example.com"]}
+    with pytest.raises(microsandbox.UnsupportedFeatureError, match="Service"):
+        cluster.sandbox_object(
+            "s", "ns", image="python", memory=256, cpus=2, env={}, workdir=None,
+            isolation=None, pull_policy="always", pids_limit=None,
+            network={"policy": "none", "publish": [{"host_port": 1, "guest_port": 2}]})
 
 
 def test_sandbox_object_volumes() -> None:

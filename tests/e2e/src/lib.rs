@@ -161,6 +161,34 @@ pub struct Cluster {
     /// node-agents run with exactly the chart's RBAC, never as admin.
     pub operator_kubeconfig: PathBuf,
     pub agent_kubeconfig: PathBuf,
+    /// Where the node-agents put sandbox uplinks: a namespace with no route anywhere, so a
+    /// sandbox with a network policy (the CRD's default is public_only) reaches nothing real.
+    pub uplink: ClosedNetns,
+}
+
+static NETNS_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A network namespace with only a loopback interface, deleted on drop.
+pub struct ClosedNetns {
+    pub name: String,
+}
+
+impl ClosedNetns {
+    pub fn new(name: &str) -> Self {
+        let made = Self {
+            name: name.to_string(),
+        };
+        let _ = output("ip", &["netns", "del", name], None);
+        run("ip", &["netns", "add", name], None);
+        run("ip", &["-n", name, "link", "set", "lo", "up"], None);
+        made
+    }
+}
+
+impl Drop for ClosedNetns {
+    fn drop(&mut self) {
+        let _ = output("ip", &["netns", "del", &self.name], None);
+    }
 }
 
 impl Cluster {
@@ -198,6 +226,11 @@ impl Cluster {
         std::fs::create_dir_all(&dir).expect("state dir");
         let (operator_kubeconfig, agent_kubeconfig) = install_chart_rbac(&ns, &system_ns, &dir);
         Self {
+            uplink: ClosedNetns::new(&format!(
+                "msb-e2e-{}-{}",
+                std::process::id(),
+                NETNS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            )),
             client,
             ns,
             system_ns,
@@ -314,6 +347,10 @@ impl Cluster {
             &endpoint,
             "--node-lease-secs",
             "6",
+            "--uplink-netns",
+            &self.uplink.name,
+            "--dns-upstream",
+            "127.0.0.1:53",
         ]
         .iter()
         .map(|s| s.to_string())

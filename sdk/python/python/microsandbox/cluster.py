@@ -188,8 +188,17 @@ async def connect(c: Cluster) -> _native.Cluster:
 _PULL = {"always": "Always", "if-not-present": "IfNotPresent", "never": "Never"}
 
 _UNITS = {
-    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
 }
 
 
@@ -197,7 +206,7 @@ def quantity_bytes(q: str) -> int:
     """A Kubernetes byte quantity (``512Mi``, ``1G``, ``1048576``) in bytes."""
     q = q.strip()
     digits = q.rstrip("kMGTPi")
-    unit = q[len(digits):]
+    unit = q[len(digits) :]
     if unit not in _UNITS or not digits:
         raise ValueError(f"not a byte quantity: {q!r}")
     return int(float(digits) * _UNITS[unit])
@@ -328,6 +337,7 @@ def sandbox_object(
     pids_limit: int | None,
     patches: list[dict[str, Any]] | None = None,
     mounts: list[dict[str, Any]] | None = None,
+    network: dict[str, Any] | None = None,
 ) -> str:
     """The ``Sandbox`` object (JSON) for the arguments of ``Sandbox.create``, already checked;
     ``patches`` in the node agent's form (``config._patch_wire``)."""
@@ -348,6 +358,17 @@ def sandbox_object(
         spec["patches"] = [_crd_patch(p) for p in patches]
     if mounts:
         spec["volumes"] = [_crd_volume(m) for m in mounts]
+    # Always explicit: the SDK's default (no network) is not the CRD's (public_only).
+    net = network or {"policy": "none"}
+    if net.get("publish"):
+        raise UnsupportedFeatureError(
+            "published ports are on the node's loopback, not this machine's; in cluster mode "
+            "reach the sandbox with exec and files, or expose it with a Kubernetes Service"
+        )
+    spec["network"] = {
+        "policy": net["policy"],
+        **({"allow": net["allow"]} if net.get("allow") else {}),
+    }
     return json.dumps(
         {
             "apiVersion": "microsandbox.dev/v1alpha1",

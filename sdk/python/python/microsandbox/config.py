@@ -1,9 +1,8 @@
 """Sandbox configuration objects: volumes, network policy, secrets and rootfs patches.
 
-These are part of the API so code can be written against it today, but the node agent does not
-enforce them yet: passing a volume, a secret, a patch or a network policy other than
-:meth:`NetworkPolicy.none` to :meth:`Sandbox.create` raises :class:`UnsupportedFeatureError`
-rather than creating a sandbox that silently lacks them.
+Secrets are part of the API so code can be written against it today, but the node agent does
+not inject them yet: passing one to :meth:`Sandbox.create` raises
+:class:`UnsupportedFeatureError` rather than creating a sandbox that silently lacks it.
 """
 
 from __future__ import annotations
@@ -177,33 +176,62 @@ def _mounts_wire(volumes: Mapping[str, Volume] | None, memory_mib: int) -> list[
 
 @dataclass(frozen=True)
 class NetworkPolicy:
-    """What a sandbox may reach on the network.
+    """What a sandbox may reach on the network, enforced by the node-agent outside the sandbox
+    (nftables on the sandbox's link, DNS through the agent's resolver).
 
-    Sandboxes currently get no network at all, which is :meth:`none`; the other presets raise
-    :class:`UnsupportedFeatureError` until the agent can enforce them.
+    - :meth:`none` (the default): no network interface at all;
+    - :meth:`public_only`: the public internet only: no loopback, private, link-local (cloud
+      metadata), CGNAT, multicast or node addresses; DNS answers pointing there are refused;
+    - :meth:`allow_all`: everything but the node itself.
+
+    ``allow`` adds destinations whatever the preset: CIDRs (``"10.1.0.0/16"``), addresses and
+    domain names (``"api.example.com"``, ``"*.example.com"``). ``publish`` maps ports of the
+    host's 127.0.0.1 to ports of the sandbox (``{8080: 80}``), local mode only.
     """
 
     mode: Literal["none", "public-only", "allow-all"]
-    allow_hosts: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    publish: tuple[tuple[int, int], ...] = ()
 
     @classmethod
-    def none(cls) -> NetworkPolicy:
-        """No network access (the default, and what the agent does today)."""
-        return cls("none")
+    def none(
+        cls, *, allow: Iterable[str] = (), publish: Mapping[int, int] | None = None
+    ) -> NetworkPolicy:
+        """No network access, except ``allow`` (the default)."""
+        return cls("none", tuple(allow), tuple((publish or {}).items()))
 
     @classmethod
-    def public_only(cls) -> NetworkPolicy:
+    def public_only(
+        cls, *, allow: Iterable[str] = (), publish: Mapping[int, int] | None = None
+    ) -> NetworkPolicy:
         """Internet access, but no private, loopback or link-local addresses (no host, no LAN)."""
-        return cls("public-only")
+        return cls("public-only", tuple(allow), tuple((publish or {}).items()))
 
     @classmethod
-    def allow_all(cls) -> NetworkPolicy:
-        """Unrestricted network access."""
-        return cls("allow-all")
+    def allow_all(
+        cls, *, allow: Iterable[str] = (), publish: Mapping[int, int] | None = None
+    ) -> NetworkPolicy:
+        """Unrestricted network access (the node itself stays unreachable)."""
+        return cls("allow-all", tuple(allow), tuple((publish or {}).items()))
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "public-only", "allow-all"):
             raise NetworkPolicyError(f"unknown network policy mode {self.mode!r}")
+        for entry in self.allow:
+            if not isinstance(entry, str) or not entry.strip():
+                raise NetworkPolicyError(f"allow entries are CIDRs or host names, not {entry!r}")
+        for host, guest in self.publish:
+            for port in (host, guest):
+                if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                    raise NetworkPolicyError(f"published ports are 1..65535, not {port!r}")
+
+    def _wire(self) -> dict[str, Any]:
+        """The node agent's form (``NetworkSpec`` in wire/src/api.rs)."""
+        return {
+            "policy": self.mode.replace("-", "_"),
+            "allow": list(self.allow),
+            "publish": [{"host_port": h, "guest_port": g} for h, g in self.publish],
+        }
 
 
 @dataclass(frozen=True)
@@ -313,14 +341,8 @@ def _check_not_enforced(
                 raise InvalidConfigError(
                     f"volumes[{guest!r}] must be a Volume (Volume.bind/named/tmpfs), not {vol!r}"
                 )
-    if network is not None:
-        if not isinstance(network, NetworkPolicy):
-            raise NetworkPolicyError(f"network must be a NetworkPolicy, not {network!r}")
-        if network.mode != "none":
-            _unsupported(
-                f"network policy {network.mode!r} (sandboxes have no network)",
-                "use NetworkPolicy.none() or leave network unset",
-            )
+    if network is not None and not isinstance(network, NetworkPolicy):
+        raise NetworkPolicyError(f"network must be a NetworkPolicy, not {network!r}")
     secret_list: list[Any] = list(secrets or ())
     if secret_list:
         for s in secret_list:

@@ -185,6 +185,7 @@ def _create_request(
     pids_limit: int | None,
     patches: Iterable[Patch] | None = None,
     volumes: Mapping[str, Volume] | None = None,
+    network: NetworkPolicy | None = None,
 ) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidConfigError(f"a sandbox needs a non-empty name, not {name!r}")
@@ -221,6 +222,7 @@ def _create_request(
             "pids_limit": pids_limit,
             "patches": _patches_wire(patches),
             "mounts": _mounts_wire(volumes, memory),
+            "network": (network or NetworkPolicy.none())._wire(),
         }
     )
 
@@ -605,8 +607,10 @@ class Sandbox:
             volumes: ``{guest path: Volume}``: named volumes (:meth:`Volume.create`), binds
                 of host directories under the agent's ``--host-root``, tmpfs (container
                 isolation only, for now).
-            network, secrets: Not enforced by the agent yet: anything but the defaults (and
-                ``NetworkPolicy.none()``) raises :class:`UnsupportedFeatureError`.
+            network: What the sandbox may reach (:class:`NetworkPolicy`; default
+                :meth:`NetworkPolicy.none`: no network at all), enforced by the node-agent.
+            secrets: Not injected by the agent yet: passing any raises
+                :class:`UnsupportedFeatureError`.
             pids_limit: Maximum number of processes.
             cluster: A :class:`~microsandbox.cluster.Cluster` to create a Kubernetes Sandbox
                 object there, or ``"local"``; default: :func:`~microsandbox.set_mode`, then
@@ -709,6 +713,7 @@ class Sandbox:
             pids_limit=pids_limit,
             patches=patches,
             volumes=volumes,
+            network=network,
         )
         if mode is not None:
             return await cls._create_in_cluster(mode, json.loads(request))
@@ -754,6 +759,7 @@ class Sandbox:
             pids_limit=req["pids_limit"],
             patches=req["patches"],
             mounts=req["mounts"],
+            network=req["network"],
         )
         # A name taken by someone else fails here, before this call owns anything.
         await conn.create(obj)
