@@ -70,7 +70,7 @@ SOURCE_URL=${SOURCE_URL:-https://github.com/microsandbox/microsandbox}
 
 DEBIAN_SUITE=bookworm
 OPERATOR_INCLUDE=ca-certificates,libssl3
-AGENT_INCLUDE=ca-certificates,libssl3,crun
+AGENT_INCLUDE=ca-certificates,libssl3,crun,iproute2,nftables
 PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ARCH=amd64 # the guest agent is built for x86_64-unknown-linux-gnu
 

@@ -28,7 +28,7 @@ LABEL org.opencontainers.image.source="https://github.com/microsandbox/microsand
       org.opencontainers.image.title="microsandbox-node-agent"
 RUN set -eux; \
     apt-get update; \
-    apt-get install -y --no-install-recommends ca-certificates libssl3 crun; \
+    apt-get install -y --no-install-recommends ca-certificates libssl3 crun iproute2 nftables; \
     if [ "$LIBKRUN" != no ]; then \
       if apt-cache show --no-all-versions libkrun1 2>/dev/null | grep -q '^Package: libkrun1$'; then \
         apt-get install -y --no-install-recommends libkrun1; \

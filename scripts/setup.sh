@@ -13,7 +13,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  crun docker-registry skopeo umoci debootstrap busybox-static jq iproute2
+  crun docker-registry skopeo umoci debootstrap busybox-static jq iproute2 nftables
   libssl-dev pkg-config python3-venv curl ca-certificates
 )
 

@@ -97,7 +97,7 @@ pub struct Bench {
 
 impl Bench {
     /// Starts the agent on a fresh state directory (images cached in `target/bench-state/images`).
-    pub fn start(paths: Paths) -> Res<Self> {
+    pub fn start(paths: Paths, extra_args: &[String]) -> Res<Self> {
         let images = paths.base.join("images");
         std::fs::create_dir_all(&images)?;
         if paths.state.exists() {
@@ -114,6 +114,7 @@ impl Bench {
             .arg("docker.io=127.0.0.1:5000")
             .arg("--guest-agent")
             .arg(&paths.guest_agent)
+            .args(extra_args)
             .env("MSB_LOG", std::env::var("MSB_LOG").unwrap_or("warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -167,13 +168,19 @@ impl Bench {
 
     /// Creates a detached container sandbox of `image` (name recorded for cleanup first).
     pub async fn create(&self, name: &str, image: &str) -> Res<()> {
+        self.create_with(serde_json::from_value(serde_json::json!({
+            "name": name, "image": image, "detached": true, "isolation": "container",
+        }))?)
+        .await
+    }
+
+    /// Creates `req` (removed by the cleanup if the benchmark stops early).
+    pub async fn create_with(&self, req: CreateSandbox) -> Res<()> {
+        let name = req.name.clone();
         self.sandboxes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string());
-        let req: CreateSandbox = serde_json::from_value(serde_json::json!({
-            "name": name, "image": image, "detached": true, "isolation": "container",
-        }))?;
+            .insert(name.clone());
         self.client
             .create(req)
             .await

@@ -16,14 +16,17 @@
 //!    `std::fs::copy` of the same file on the host.
 //! 5. idle memory per sandbox with N running: agent RSS growth / N, and the sandboxes' cgroup
 //!    memory / N (vs the cgroup memory of an idle `crun` container running `sleep`).
+//! 6. HTTP download through a sandbox's `public_only` link vs on the host's loopback (`net`).
 //!
 //! Knobs: `MSB_BENCH_SANDBOXES` (100), `MSB_BENCH_CREATE_ITERS` (20), `MSB_BENCH_EXEC_ITERS` (500),
-//! `MSB_BENCH_STREAM_MIB` (512), `MSB_BENCH_COPY_MIB` (256), `MSB_BENCH_REPS` (3),
-//! `MSB_BENCH_ONLY` (comma list of create,exec,stream,copy,memory), `MSB_KEEP_STATE`.
+//! `MSB_BENCH_STREAM_MIB` (512), `MSB_BENCH_COPY_MIB` (256), `MSB_BENCH_NET_MIB` (256),
+//! `MSB_BENCH_REPS` (3), `MSB_BENCH_ONLY` (comma list of create,exec,stream,copy,memory,net),
+//! `MSB_KEEP_STATE`.
 //! Prints a markdown table and writes `target/bench-results.json`.
 
 mod baseline;
 mod harness;
+mod net;
 mod report;
 mod stats;
 
@@ -55,6 +58,7 @@ struct Config {
     exec_iters: usize,
     stream_mib: u64,
     copy_mib: u64,
+    net_mib: u64,
     reps: usize,
     only: Option<Vec<String>>,
 }
@@ -77,6 +81,7 @@ impl Config {
             exec_iters: env_num("MSB_BENCH_EXEC_ITERS", 500)?,
             stream_mib: env_num("MSB_BENCH_STREAM_MIB", 512)?,
             copy_mib: env_num("MSB_BENCH_COPY_MIB", 256)?,
+            net_mib: env_num("MSB_BENCH_NET_MIB", 256)?,
             reps: env_num("MSB_BENCH_REPS", 3)?,
             only: std::env::var("MSB_BENCH_ONLY").ok().map(|s| {
                 s.split(',')
@@ -91,6 +96,7 @@ impl Config {
             || c.reps == 0
             || c.stream_mib == 0
             || c.copy_mib == 0
+            || c.net_mib == 0
         {
             return Err("benchmark sizes must be at least 1".into());
         }
@@ -110,6 +116,7 @@ impl Config {
             "exec_iters": self.exec_iters,
             "stream_mib": self.stream_mib,
             "copy_mib": self.copy_mib,
+            "net_mib": self.net_mib,
             "reps": self.reps,
             "only": self.only,
         })
@@ -139,7 +146,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let bench = match Paths::new().and_then(Bench::start) {
+    // Sandbox uplinks live in namespaces of this run, with no route to a real network.
+    let world = match net::NetWorld::new() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: network namespaces for the benchmark: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bench = match Paths::new().and_then(|p| Bench::start(p, &world.agent_args())) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
@@ -153,7 +168,7 @@ async fn main() -> ExitCode {
     );
     let mut report = Report::default();
     let result = tokio::select! {
-        r = run(&bench, &cfg, &mut report) => r,
+        r = run(&bench, &cfg, &world, &mut report) => r,
         s = interrupted() => Err(format!("interrupted by {s}").into()),
     };
     let result = result.map_err(|e| format!("{e}\nagent log tail:\n{}", bench.log_tail()));
@@ -193,7 +208,7 @@ async fn interrupted() -> &'static str {
     }
 }
 
-async fn run(b: &Bench, cfg: &Config, rep: &mut Report) -> Res<()> {
+async fn run(b: &Bench, cfg: &Config, world: &net::NetWorld, rep: &mut Report) -> Res<()> {
     let t = Instant::now();
     let digest = b
         .client
@@ -238,6 +253,9 @@ async fn run(b: &Bench, cfg: &Config, rep: &mut Report) -> Res<()> {
     }
     if cfg.enabled("stream") {
         bench_stream(b, &base, &work, cfg, rep).await?;
+    }
+    if cfg.enabled("net") {
+        net::bench_net(b, &base, world, cfg.net_mib, cfg.reps, rep).await?;
     }
     if cfg.enabled("copy") {
         bench_copy(b, &work, cfg, rep).await?;

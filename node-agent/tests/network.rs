@@ -319,3 +319,44 @@ async fn bad_network_specs_are_refused_before_anything_is_made() {
     }
     assert!(c.list().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_survives_an_agent_restart_and_is_removed_with_the_sandbox() {
+    let world = World::new();
+    let args = world.agent_args();
+    let mut agent = TestAgent::start_with(
+        "network-restart",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let c = agent.client();
+    let req: CreateSandbox = serde_json::from_value(serde_json::json!({
+        "name": "keep", "image": "busybox", "detached": true, "isolation": "container",
+        "memory_mib": 64, "network": {"policy": "public_only"},
+    }))
+    .unwrap();
+    c.create(req).await.unwrap();
+    let probe = format!(
+        "echo hi | nc -w 1 {PUBLIC} 7; nslookup public.test >/dev/null && echo resolved; \
+         nc -w 1 {PRIVATE} 7 </dev/null && echo private-reached || true"
+    );
+    let before = sh(&c, "keep", &probe).await.stdout_str().to_string();
+    assert_eq!(
+        before.split_whitespace().collect::<Vec<_>>(),
+        ["hi", "resolved"],
+        "{before}"
+    );
+    agent.kill9();
+    agent.restart();
+    let c = agent.client();
+    // Rules and links outlived the agent; its resolver came back with it.
+    let after = sh(&c, "keep", &probe).await.stdout_str().to_string();
+    assert_eq!(
+        after.split_whitespace().collect::<Vec<_>>(),
+        ["hi", "resolved"],
+        "{after}\n{}",
+        agent.log()
+    );
+    c.remove("keep").await.unwrap();
+    assert_eq!(world.leftovers(), Vec::<String>::new());
+    assert!(!std::path::Path::new("/run/netns/msb-keep").exists());
+}

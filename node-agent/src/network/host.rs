@@ -67,6 +67,24 @@ impl Uplink {
         }
     }
 
+    /// Names of the interfaces of the uplink namespace.
+    pub async fn link_names(&self) -> io::Result<Vec<String>> {
+        let mut cmd = Command::new("ip");
+        if let Some(ns) = &self.netns {
+            cmd.args(["-n", ns]);
+        }
+        let out = cmd.args(["-o", "link", "show"]).output().await?;
+        if !out.status.success() {
+            return Err(failed("ip link show", &out));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            .filter(|n| !n.is_empty())
+            .collect())
+    }
+
     /// `nft -f -` with `script`, in the uplink namespace.
     pub async fn nft(&self, script: &str) -> io::Result<()> {
         match &self.netns {

@@ -237,6 +237,23 @@ impl NetworkManager {
         self.start_tasks(att, allow).await
     }
 
+    /// At startup, after resuming `keep`: removes sandbox links and namespaces no record
+    /// claims (a crash between creating and recording them, or a record deleted by hand).
+    pub async fn sweep(&self, keep: &[Attachment]) {
+        let known: BTreeSet<&str> = keep.iter().map(|a| a.addressing.host_if.as_str()).collect();
+        if let Ok(links) = self.uplink.link_names().await {
+            for name in links {
+                let ours = name.strip_prefix(plan::HOST_IF_PREFIX).is_some_and(|hex| {
+                    !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                });
+                if ours && !known.contains(name.as_str()) {
+                    tracing::info!(interface = %name, "removing a sandbox link no record claims");
+                    let _ = self.uplink.ip(&["link", "del", &name]).await;
+                }
+            }
+        }
+    }
+
     /// Removes everything of `att` (each step tolerates what is already gone).
     pub async fn detach(&self, att: &Attachment) {
         if let Some(handles) = self.tasks.lock().await.remove(&att.netns) {

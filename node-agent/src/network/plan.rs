@@ -243,7 +243,9 @@ pub fn sandbox_ruleset(a: &Addressing, policy: NetworkPolicy, allow: &Allow) -> 
     let dns_set = a.dns_set();
     let mut s = format!(
         "add set inet {TABLE} {allow_set} {{ type ipv4_addr; flags interval; }}
+flush set inet {TABLE} {allow_set}
 add set inet {TABLE} {dns_set} {{ type ipv4_addr; flags timeout; }}
+flush set inet {TABLE} {dns_set}
 add chain inet {TABLE} {chain}
 flush chain inet {TABLE} {chain}
 add rule inet {TABLE} {chain} meta nfproto != ipv4 drop

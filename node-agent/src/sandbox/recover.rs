@@ -97,6 +97,14 @@ impl SandboxManager {
                 self.watch_lease(entry);
             }
         }
+        // Sandbox links that no live record claims are leftovers of a crash.
+        let mut networks = Vec::new();
+        for e in self.sandboxes.lock().await.values() {
+            if let Some(att) = &e.record.lock().await.network {
+                networks.push(att.clone());
+            }
+        }
+        self.network.sweep(&networks).await;
         // Anything a runtime still runs that no record claims is an orphan.
         let mut known = Vec::new();
         for e in self.sandboxes.lock().await.values() {

@@ -161,9 +161,6 @@ pub struct Cluster {
     /// node-agents run with exactly the chart's RBAC, never as admin.
     pub operator_kubeconfig: PathBuf,
     pub agent_kubeconfig: PathBuf,
-    /// Where the node-agents put sandbox uplinks: a namespace with no route anywhere, so a
-    /// sandbox with a network policy (the CRD's default is public_only) reaches nothing real.
-    pub uplink: ClosedNetns,
 }
 
 static NETNS_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -226,11 +223,6 @@ impl Cluster {
         std::fs::create_dir_all(&dir).expect("state dir");
         let (operator_kubeconfig, agent_kubeconfig) = install_chart_rbac(&ns, &system_ns, &dir);
         Self {
-            uplink: ClosedNetns::new(&format!(
-                "msb-e2e-{}-{}",
-                std::process::id(),
-                NETNS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            )),
             client,
             ns,
             system_ns,
@@ -326,6 +318,13 @@ impl Cluster {
         }
         let port = free_port();
         let endpoint = format!("http://{ip}:{port}");
+        // Where this agent puts sandbox uplinks: a namespace of its own with no route anywhere,
+        // so a sandbox with a network policy (the CRD's default is public_only) reaches nothing.
+        let uplink = ClosedNetns::new(&format!(
+            "msb-e2e-{}-{}",
+            std::process::id(),
+            NETNS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
         let mut args: Vec<String> = [
             "serve",
             "--state-dir",
@@ -348,7 +347,7 @@ impl Cluster {
             "--node-lease-secs",
             "6",
             "--uplink-netns",
-            &self.uplink.name,
+            &uplink.name,
             "--dns-upstream",
             "127.0.0.1:53",
         ]
@@ -374,6 +373,7 @@ impl Cluster {
             node: node.into(),
             state,
             endpoint,
+            uplink,
         }
     }
 
@@ -633,6 +633,8 @@ pub struct Agent {
     pub node: String,
     pub state: PathBuf,
     pub endpoint: String,
+    /// Its sandboxes' uplink namespace (outlives restarts of the process).
+    pub uplink: ClosedNetns,
 }
 
 impl Agent {
@@ -665,6 +667,17 @@ impl Agent {
     pub fn leftovers(&self, local: &str) -> Vec<String> {
         let mut left = Vec::new();
         let id = format!("msb-{local}");
+        if Path::new("/run/netns").join(&id).exists() {
+            left.push(format!("network namespace {id}"));
+        }
+        let links = output("ip", &["-n", &self.uplink.name, "-o", "link", "show"], None);
+        left.extend(
+            String::from_utf8_lossy(&links.stdout)
+                .lines()
+                .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
+                .filter(|n| n.starts_with("msb"))
+                .map(|n| format!("uplink interface {n}")),
+        );
         let out = Command::new("crun")
             .arg("--root")
             .arg(self.crun_root())
