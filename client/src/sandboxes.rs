@@ -6,7 +6,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hyper::Method;
 use microsandbox_wire::api::{
-    AgentInfo, CreateSandbox, ExecOutput, ExecRequest, Metrics, SandboxInfo, StopSandbox,
+    AgentInfo, CreateSandbox, ExecOutput, ExecRequest, Metrics, SandboxInfo, SecretViolation,
+    StopSandbox,
 };
 
 /// Result of a finished command, with stdout and stderr decoded.
@@ -143,6 +144,17 @@ impl AgentClient {
     pub async fn metrics(&self, name: &str) -> Result<Metrics> {
         self.call_json(Method::GET, &sandbox_path(name, "/metrics"), Payload::Empty)
             .await
+    }
+
+    /// `GET /v1/sandboxes/{name}/secrets/violations`: requests carrying a secret's placeholder
+    /// that the sandbox's egress proxy blocked (not an allowed host, or plain HTTP).
+    pub async fn secret_violations(&self, name: &str) -> Result<Vec<SecretViolation>> {
+        self.call_json(
+            Method::GET,
+            &sandbox_path(name, "/secrets/violations"),
+            Payload::Empty,
+        )
+        .await
     }
 
     /// `GET /v1/metrics`: metrics of every running sandbox.

@@ -506,6 +506,7 @@ impl SandboxSpec {
                 .and_then(parse_quantity)
                 .map(bytes_to_mib),
             network: self.network.to_agent(),
+            secrets: Vec::new(),
         }
     }
 }

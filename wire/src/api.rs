@@ -76,6 +76,85 @@ pub struct CreateSandbox {
     /// What the sandbox may reach over the network (default: nothing).
     #[serde(default, skip_serializing_if = "NetworkSpec::is_none")]
     pub network: NetworkSpec,
+    /// Credentials the sandbox uses without ever holding them: its environment gets a
+    /// placeholder, which the agent's egress proxy replaces by the value only in HTTPS requests
+    /// to the secret's `allow_hosts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretSpec>,
+}
+
+/// A secret exposed to the sandbox as environment variable `env` (a placeholder only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    pub env: String,
+    pub value: String,
+    /// Hosts (exact names, or `*.example.com`) that may receive the value.
+    pub allow_hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for SecretSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSpec")
+            .field("env", &self.env)
+            .field("value", &"<redacted>")
+            .field("allow_hosts", &self.allow_hosts)
+            .finish()
+    }
+}
+
+/// Checks secrets: valid, distinct variable names; a value; at least one allowed host.
+pub fn validate_secrets(secrets: &[SecretSpec]) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, s) in secrets.iter().enumerate() {
+        let name_ok = !s.env.is_empty()
+            && s.env.len() <= 128
+            && s.env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !s.env.as_bytes()[0].is_ascii_digit();
+        if !name_ok {
+            return Err(format!(
+                "secrets[{i}]: {:?} is not an environment variable name",
+                s.env
+            ));
+        }
+        if !seen.insert(&s.env) {
+            return Err(format!("secrets[{i}]: {} is given twice", s.env));
+        }
+        if s.value.is_empty() || s.value.len() > 16 * 1024 {
+            return Err(format!(
+                "secrets[{i}] {}: the value must be 1..16384 bytes",
+                s.env
+            ));
+        }
+        if s.value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(format!(
+                "secrets[{i}] {}: the value cannot hold CR, LF or NUL (it goes into HTTP headers)",
+                s.env
+            ));
+        }
+        if s.allow_hosts.is_empty() {
+            return Err(format!(
+                "secrets[{i}] {}: allow_hosts is empty, so the value could never be used",
+                s.env
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A use of a secret's placeholder that the egress proxy blocked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretViolation {
+    /// The secret's environment variable.
+    pub secret: String,
+    /// Where it was sent (TLS server name or HTTP Host, else the address).
+    pub host: String,
+    /// Why it was blocked.
+    pub reason: String,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
 }
 
 /// Egress policy of a sandbox, enforced on the host side of its network (nftables in the

@@ -118,6 +118,12 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .then(|name: String, c: Ctx| async move { reply::result(c.manager.metrics(&name).await) });
+    let violations = warp::path!("sandboxes" / String / "secrets" / "violations")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(|name: String, c: Ctx| async move {
+            reply::result(c.manager.secret_violations(&name).await)
+        });
     let all_metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
@@ -163,6 +169,9 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .unify()
         .boxed()
         .or(all_metrics)
+        .unify()
+        .boxed()
+        .or(violations)
         .unify()
         .boxed()
         .or(lease)

@@ -9,29 +9,21 @@
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::RData;
-use ipnet::Ipv4Net;
 use microsandbox_wire::api::NetworkPolicy;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
+use super::egress::Egress;
 use super::host::Uplink;
-use super::plan::{is_blocked, Addressing, Allow, TABLE};
+use super::plan::{is_blocked, Addressing, TABLE};
 
 /// Bounds of how long a resolved address of an allowed name stays allowed.
 const MIN_TTL: u32 = 60;
 const MAX_TTL: u32 = 3600;
 /// How long an upstream answer may take.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What one sandbox's resolver enforces.
-#[derive(Debug, Clone)]
-pub struct DnsPolicy {
-    pub policy: NetworkPolicy,
-    pub allow: Allow,
-    pub blocked: Arc<Vec<Ipv4Net>>,
-}
 
 /// The decision on a query, or on its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,15 +34,8 @@ pub enum Judgement {
     Refuse(String),
 }
 
-impl DnsPolicy {
-    /// Whether the query for `name` is forwarded at all.
-    pub fn forwards(&self, name: &str) -> bool {
-        self.policy != NetworkPolicy::None || self.allow.allows_name(name)
-    }
-}
-
 /// Judge the upstream `answer` to a query for `name`.
-pub fn judge(p: &DnsPolicy, name: &str, answer: &Message) -> Judgement {
+pub fn judge(p: &Egress, name: &str, answer: &Message) -> Judgement {
     let allowed = p.allow.allows_name(name);
     let mut grant = Vec::new();
     for rec in answer.answers() {
@@ -84,7 +69,7 @@ pub async fn serve(
     listen: UdpSocket,
     upstream_sock: UdpSocket,
     upstream: SocketAddr,
-    policy: DnsPolicy,
+    policy: Arc<Egress>,
     uplink: Uplink,
     addressing: Addressing,
     sandbox: String,
@@ -111,6 +96,10 @@ pub async fn serve(
                 Some(bytes) => match Message::from_vec(&bytes) {
                     Ok(answer) => match judge(&policy, &name, &answer) {
                         Judgement::Pass(grant) => {
+                            let now = std::time::Instant::now();
+                            for (ip, ttl) in &grant {
+                                policy.grant(*ip, Duration::from_secs(u64::from(*ttl)), now);
+                            }
                             allow_addresses(&uplink, &addressing, &grant).await;
                             Some(bytes)
                         }
@@ -190,17 +179,17 @@ mod tests {
         m
     }
 
-    fn policy(p: NetworkPolicy, allow: &[&str]) -> DnsPolicy {
-        DnsPolicy {
-            policy: p,
-            allow: Allow::parse(&NetworkSpec {
+    fn policy(p: NetworkPolicy, allow: &[&str]) -> Egress {
+        Egress::new(
+            p,
+            super::super::plan::Allow::parse(&NetworkSpec {
                 policy: p,
                 allow: allow.iter().map(|s| s.to_string()).collect(),
                 publish: vec![],
             })
             .unwrap(),
-            blocked: Arc::new(super::super::plan::blocked_ranges(&[])),
-        }
+            Arc::new(super::super::plan::blocked_ranges(&[])),
+        )
     }
 
     #[test]

@@ -6,23 +6,28 @@
 //! data) and the agent's resolver on the sandbox's gateway enforces the policy on names
 //! ([`dns`]). Container sandboxes join that namespace; microVMs run their VMM in it, so the
 //! guest's traffic (libkrun's socket impersonation) leaves through the same rules. Published
-//! ports are TCP relays from the host's 127.0.0.1 ([`publish`]).
+//! ports are TCP relays from the host's 127.0.0.1 ([`publish`]). Sandboxes with secrets also
+//! get an egress proxy for HTTP(S) that puts the values into requests to allowed hosts only
+//! ([`secrets`], [`proxy`]).
 //!
 //! Why nftables in a namespace and not a user-space stack: the kernel enforces the policy on
 //! every packet whatever the guest does (raw sockets, UDP, ICMP), nothing in the data path is
 //! hand-written, and `nft list table inet microsandbox` shows an operator exactly what holds.
 
 pub mod dns;
+pub mod egress;
 pub mod host;
 pub mod plan;
+pub mod proxy;
 pub mod publish;
+pub mod secrets;
 
 use ipnet::Ipv4Net;
-use microsandbox_wire::api::NetworkSpec;
+use microsandbox_wire::api::{NetworkSpec, SecretSpec, SecretViolation};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -42,6 +47,18 @@ pub struct NetConfig {
     pub blocked: Vec<Ipv4Net>,
     /// Resolver the sandboxes' DNS is forwarded to, reached from the uplink namespace.
     pub dns_upstream: Option<SocketAddr>,
+    /// CA certificates (PEM files) the egress proxy trusts besides the node's roots.
+    pub upstream_cas: Vec<PathBuf>,
+    /// Prefix of this agent's sandbox namespace names (`/run/netns/<prefix><sandbox>`), unique
+    /// per state directory so that agents sharing a host never touch each other's.
+    pub netns_prefix: String,
+}
+
+/// [`NetConfig::netns_prefix`] of the agent whose state directory is `state_dir`.
+pub fn netns_prefix(state_dir: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
+    format!("msb{}-", &hex::encode(digest)[..6])
 }
 
 impl Default for NetConfig {
@@ -51,6 +68,8 @@ impl Default for NetConfig {
             pool: "10.213.0.0/16".parse().expect("constant CIDR"),
             blocked: Vec::new(),
             dns_upstream: None,
+            upstream_cas: Vec::new(),
+            netns_prefix: "msb-".into(),
         }
     }
 }
@@ -63,12 +82,22 @@ pub struct Attachment {
     pub netns: String,
     pub addressing: Addressing,
     pub spec: NetworkSpec,
+    /// `secrets.json` (0600, host side) when the sandbox has secrets: their values,
+    /// placeholders and the sandbox's CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_file: Option<PathBuf>,
 }
 
 impl Attachment {
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.netns)
     }
+}
+
+/// What the guest must see of its secrets: placeholder variables and the CA to trust.
+pub struct GuestSecrets {
+    pub env: Vec<(String, String)>,
+    pub ca_pem: String,
 }
 
 /// Errors of network setup (invalid specs are [`AgentError::InvalidRequest`]).
@@ -79,14 +108,29 @@ fn setup_error(what: &str, e: impl std::fmt::Display) -> AgentError {
     })
 }
 
+/// The allowlist of a spec, with the hosts of its secrets (their names must resolve and be
+/// reachable whatever the policy).
+fn allow_of(spec: &NetworkSpec, secret_hosts: &[String]) -> Result<Allow, AgentError> {
+    let mut with_hosts = spec.clone();
+    with_hosts.allow.extend(secret_hosts.iter().cloned());
+    Allow::parse(&with_hosts).map_err(|e| AgentError::InvalidRequest(e.to_string()))
+}
+
+/// In-process parts of one attached sandbox.
+#[derive(Default)]
+struct Running {
+    tasks: Vec<JoinHandle<()>>,
+    violations: Arc<std::sync::Mutex<Vec<SecretViolation>>>,
+}
+
 /// Owns the sandbox networks of this node.
 pub struct NetworkManager {
     cfg: NetConfig,
     uplink: Uplink,
     blocked: Arc<Vec<Ipv4Net>>,
     used: Mutex<BTreeSet<u32>>,
-    /// Resolver and port relays of each attached sandbox, by network namespace name.
-    tasks: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
+    /// Resolver, relays and proxy of each attached sandbox, by network namespace name.
+    running: Mutex<HashMap<String, Running>>,
     /// Whether the agent's table and forwarding are in place.
     ready: Mutex<bool>,
 }
@@ -100,14 +144,16 @@ impl NetworkManager {
             blocked: Arc::new(plan::blocked_ranges(&cfg.blocked)),
             cfg,
             used: Mutex::new(BTreeSet::new()),
-            tasks: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
             ready: Mutex::new(false),
         }
     }
 
-    /// Checks `spec` before anything is created.
-    pub fn check(spec: &NetworkSpec) -> Result<Allow, AgentError> {
-        Allow::parse(spec).map_err(|e| AgentError::InvalidRequest(e.to_string()))
+    /// Checks a spec and its secrets before anything is created.
+    pub fn check(spec: &NetworkSpec, secrets: &[SecretSpec]) -> Result<Allow, AgentError> {
+        microsandbox_wire::api::validate_secrets(secrets).map_err(AgentError::InvalidRequest)?;
+        let hosts: Vec<String> = secrets.iter().flat_map(|s| s.allow_hosts.clone()).collect();
+        allow_of(spec, &hosts)
     }
 
     async fn ensure_ready(&self) -> Result<(), AgentError> {
@@ -140,48 +186,125 @@ impl NetworkManager {
             .ok_or_else(|| setup_error("address pool", "index outside the pool"))
     }
 
-    /// Creates the network of sandbox `id` (`None` when the spec asks for none: the sandbox
-    /// then gets an empty namespace from its runtime). Cleans up after itself on failure.
+    /// Creates the network of sandbox `name` (`None` when it needs none: the sandbox then gets
+    /// an empty namespace from its runtime). Secrets, if any, are kept in `dir/secrets.json`.
+    /// Cleans up after itself on failure.
     pub async fn attach(
         &self,
-        id: &str,
+        name: &str,
         spec: &NetworkSpec,
+        secrets: &[SecretSpec],
+        dir: &Path,
     ) -> Result<Option<Attachment>, AgentError> {
-        if spec.is_none() {
+        if spec.is_none() && secrets.is_empty() {
             return Ok(None);
         }
-        let allow = Self::check(spec)?;
+        Self::check(spec, secrets)?;
         self.ensure_ready().await?;
         let addressing = self.allocate().await?;
-        let att = Attachment {
-            netns: id.to_string(),
+        let mut att = Attachment {
+            netns: format!("{}{name}", self.cfg.netns_prefix),
             addressing,
             spec: spec.clone(),
+            secrets_file: None,
         };
-        if let Err(e) = self.build(&att, &allow).await {
+        if !secrets.is_empty() {
+            let path = dir.join("secrets.json");
+            let made = secrets::SandboxCa::generate(name)
+                .map_err(|e| setup_error("sandbox CA", e))
+                .and_then(|ca| {
+                    let state = secrets::SecretsState {
+                        entries: secrets::Secrets::new(secrets).entries().to_vec(),
+                        ca_key_pem: ca.key_pem(),
+                        ca_cert_pem: ca.cert_pem(),
+                    };
+                    secrets::save(&path, &state).map_err(|e| setup_error("secrets file", e))
+                });
+            if let Err(e) = made {
+                self.used.lock().await.remove(&att.addressing.index);
+                return Err(e);
+            }
+            att.secrets_file = Some(path);
+        }
+        if let Err(e) = self.build(&att).await {
             self.detach(&att).await;
             return Err(e);
         }
         Ok(Some(att))
     }
 
-    async fn build(&self, att: &Attachment, allow: &Allow) -> Result<(), AgentError> {
+    /// The guest's view of the secrets of `att` (placeholders, CA), if it has any.
+    pub fn guest_secrets(att: &Attachment) -> Result<Option<GuestSecrets>, AgentError> {
+        let Some(path) = &att.secrets_file else {
+            return Ok(None);
+        };
+        let state = secrets::load(path).map_err(|e| setup_error("secrets file", e))?;
+        Ok(Some(GuestSecrets {
+            env: secrets::Secrets::from_entries(state.entries).env(),
+            ca_pem: state.ca_cert_pem,
+        }))
+    }
+
+    fn allow_for(att: &Attachment) -> Result<(Allow, Option<secrets::SecretsState>), AgentError> {
+        let state = match &att.secrets_file {
+            Some(p) => Some(secrets::load(p).map_err(|e| setup_error("secrets file", e))?),
+            None => None,
+        };
+        let hosts: Vec<String> = state
+            .iter()
+            .flat_map(|s| s.entries.iter().flat_map(|e| e.allow_hosts.clone()))
+            .collect();
+        Ok((allow_of(&att.spec, &hosts)?, state))
+    }
+
+    async fn build(&self, att: &Attachment) -> Result<(), AgentError> {
         let a = &att.addressing;
+        let (allow, state) = Self::allow_for(att)?;
         self.uplink
             .plug(&att.netns, a)
             .await
             .map_err(|e| setup_error("interfaces", e))?;
         self.uplink
-            .nft(&plan::sandbox_ruleset(a, att.spec.policy, allow))
+            .nft(&plan::sandbox_ruleset(
+                a,
+                att.spec.policy,
+                &allow,
+                state.is_some(),
+            ))
             .await
             .map_err(|e| setup_error("nftables rules", e))?;
-        self.start_tasks(att, allow.clone()).await
+        self.start_tasks(att, allow, state).await
     }
 
-    /// The in-process parts (resolver, port relays); also what a restarted agent resumes.
-    async fn start_tasks(&self, att: &Attachment, allow: Allow) -> Result<(), AgentError> {
+    /// Binds `addr` (TCP or UDP) in the uplink namespace.
+    async fn bind_tcp(&self, addr: SocketAddr) -> Result<tokio::net::TcpListener, AgentError> {
+        let l = self
+            .uplink
+            .in_netns(move || {
+                let l = std::net::TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            })
+            .await
+            .map_err(|e| setup_error(&format!("listen on {addr}"), e))?;
+        tokio::net::TcpListener::from_std(l).map_err(|e| setup_error("listener", e))
+    }
+
+    /// The in-process parts (resolver, port relays, proxy); also what a restarted agent
+    /// resumes.
+    async fn start_tasks(
+        &self,
+        att: &Attachment,
+        allow: Allow,
+        state: Option<secrets::SecretsState>,
+    ) -> Result<(), AgentError> {
         let a = att.addressing.clone();
-        let mut handles = Vec::new();
+        let mut run = Running::default();
+        let egress = Arc::new(egress::Egress::new(
+            att.spec.policy,
+            allow,
+            self.blocked.clone(),
+        ));
         if let Some(upstream) = self.cfg.dns_upstream {
             let gw = SocketAddr::from((a.gateway, 53));
             let (listen, up) = self
@@ -199,46 +322,75 @@ impl NetworkManager {
                 .map_err(|e| setup_error("resolver socket", e))?;
             let up = tokio::net::UdpSocket::from_std(up)
                 .map_err(|e| setup_error("resolver socket", e))?;
-            let policy = dns::DnsPolicy {
-                policy: att.spec.policy,
-                allow,
-                blocked: self.blocked.clone(),
-            };
-            handles.push(tokio::spawn(dns::serve(
+            run.tasks.push(tokio::spawn(dns::serve(
                 listen,
                 up,
                 upstream,
-                policy,
+                egress.clone(),
                 self.uplink.clone(),
                 a.clone(),
                 att.netns.clone(),
             )));
         }
+        if let Some(state) = state {
+            let ca = secrets::SandboxCa::from_pem(&state.ca_key_pem, &state.ca_cert_pem)
+                .map_err(|e| setup_error("sandbox CA", e))?;
+            let upstream = proxy::upstream_connector(&self.cfg.upstream_cas)
+                .map_err(|e| setup_error("proxy TLS client", e))?;
+            let p = Arc::new(proxy::Proxy {
+                sandbox: att.netns.clone(),
+                egress: egress.clone(),
+                secrets: secrets::Secrets::from_entries(state.entries),
+                ca: Arc::new(ca),
+                upstream,
+                uplink: self.uplink.clone(),
+                violations: run.violations.clone(),
+            });
+            for (port, tls) in [
+                (plan::PROXY_HTTPS_PORT, true),
+                (plan::PROXY_HTTP_PORT, false),
+            ] {
+                let l = self.bind_tcp(SocketAddr::from((a.gateway, port))).await?;
+                run.tasks.push(tokio::spawn(p.clone().serve(l, tls)));
+            }
+        }
         for p in &att.spec.publish {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", p.host_port))
                 .await
                 .map_err(|e| setup_error(&format!("publish 127.0.0.1:{}", p.host_port), e))?;
-            handles.push(tokio::spawn(publish::relay(
+            run.tasks.push(tokio::spawn(publish::relay(
                 listener,
                 SocketAddr::from((a.sandbox, p.guest_port)),
                 self.uplink.clone(),
             )));
         }
-        self.tasks.lock().await.insert(att.netns.clone(), handles);
+        self.running.lock().await.insert(att.netns.clone(), run);
         Ok(())
     }
 
-    /// After an agent restart: takes the attachment's address back and restarts its resolver
-    /// and relays (the namespace, interfaces and rules outlived the agent).
+    /// After an agent restart: takes the attachment's address back and restarts its resolver,
+    /// relays and proxy (the namespace, interfaces and rules outlived the agent).
     pub async fn resume(&self, att: &Attachment) -> Result<(), AgentError> {
         self.ensure_ready().await?;
         self.used.lock().await.insert(att.addressing.index);
-        let allow = Self::check(&att.spec)?;
-        self.start_tasks(att, allow).await
+        let (allow, state) = Self::allow_for(att)?;
+        self.start_tasks(att, allow, state).await
     }
 
-    /// At startup, after resuming `keep`: removes sandbox links and namespaces no record
-    /// claims (a crash between creating and recording them, or a record deleted by hand).
+    /// Uses of secret placeholders the proxy of `att` blocked, oldest first.
+    pub async fn violations(&self, att: &Attachment) -> Vec<SecretViolation> {
+        match self.running.lock().await.get(&att.netns) {
+            Some(r) => r
+                .violations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            None => Vec::new(),
+        }
+    }
+
+    /// At startup, after resuming `keep`: removes sandbox links no record claims (a crash
+    /// between creating and recording them, or a record deleted by hand).
     pub async fn sweep(&self, keep: &[Attachment]) {
         let known: BTreeSet<&str> = keep.iter().map(|a| a.addressing.host_if.as_str()).collect();
         if let Ok(links) = self.uplink.link_names().await {
@@ -256,19 +408,25 @@ impl NetworkManager {
 
     /// Removes everything of `att` (each step tolerates what is already gone).
     pub async fn detach(&self, att: &Attachment) {
-        if let Some(handles) = self.tasks.lock().await.remove(&att.netns) {
-            for h in handles {
+        if let Some(run) = self.running.lock().await.remove(&att.netns) {
+            for h in run.tasks {
                 h.abort();
             }
         }
         if let Err(e) = self
             .uplink
-            .nft(&plan::sandbox_teardown(&att.addressing))
+            .nft(&plan::sandbox_teardown(
+                &att.addressing,
+                att.secrets_file.is_some(),
+            ))
             .await
         {
             tracing::debug!(netns = %att.netns, error = %e, "nftables rules already gone");
         }
         self.uplink.unplug(&att.netns, &att.addressing).await;
+        if let Some(p) = &att.secrets_file {
+            let _ = std::fs::remove_file(p);
+        }
         self.used.lock().await.remove(&att.addressing.index);
     }
 }

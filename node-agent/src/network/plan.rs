@@ -10,6 +10,9 @@ use std::net::Ipv4Addr;
 pub const TABLE: &str = "microsandbox";
 /// Prefix of the host-side interface of every sandbox (`msb<index hex>`).
 pub const HOST_IF_PREFIX: &str = "msb";
+/// Gateway ports of the egress proxy of sandboxes with secrets (HTTPS, HTTP).
+pub const PROXY_HTTPS_PORT: u16 = 15443;
+pub const PROXY_HTTP_PORT: u16 = 15080;
 
 /// IPv4 ranges `public_only` never lets a sandbox reach (RFC 6890 special-purpose space minus
 /// the documentation ranges, which are not routed anyway): "this network", private, CGNAT,
@@ -190,6 +193,9 @@ impl Addressing {
     pub fn dns_set(&self) -> String {
         format!("dns_{:x}", self.index)
     }
+    pub fn nat_chain(&self) -> String {
+        format!("nat_{:x}", self.index)
+    }
 }
 
 fn set_elements(nets: &[Ipv4Net]) -> String {
@@ -224,7 +230,12 @@ add chain inet {TABLE} input {{ type filter hook input priority 0; policy accept
 flush chain inet {TABLE} input
 add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" ct state established,related accept
 add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" meta l4proto {{ udp, tcp }} th dport 53 fib daddr type local accept
+add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" tcp dport {{ {PROXY_HTTP_PORT}, {PROXY_HTTPS_PORT} }} fib daddr type local accept
 add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" drop
+add map inet {TABLE} intercept {{ type ifname : verdict; }}
+add chain inet {TABLE} prerouting {{ type nat hook prerouting priority -100; policy accept; }}
+flush chain inet {TABLE} prerouting
+add rule inet {TABLE} prerouting iifname vmap @intercept
 add chain inet {TABLE} postrouting {{ type nat hook postrouting priority 100; policy accept; }}
 flush chain inet {TABLE} postrouting
 add rule inet {TABLE} postrouting ip saddr {pool} oifname != \"{HOST_IF_PREFIX}*\" masquerade
@@ -237,7 +248,12 @@ add rule inet {TABLE} postrouting ip saddr {pool} oifname != \"{HOST_IF_PREFIX}*
 /// its allowed domains resolved to, each for the answer's TTL) and its entry in the verdict map.
 /// Order in the chain: anything not from the sandbox's own address (spoofing) or not IPv4 is
 /// dropped; allowed destinations pass; then the policy decides.
-pub fn sandbox_ruleset(a: &Addressing, policy: NetworkPolicy, allow: &Allow) -> String {
+pub fn sandbox_ruleset(
+    a: &Addressing,
+    policy: NetworkPolicy,
+    allow: &Allow,
+    intercept: bool,
+) -> String {
     let chain = a.chain();
     let allow_set = a.allow_set();
     let dns_set = a.dns_set();
@@ -272,13 +288,36 @@ add rule inet {TABLE} {chain} ip daddr @{dns_set} accept
         "add element inet {TABLE} sandboxes {{ \"{}\" : jump {chain} }}\n",
         a.host_if
     ));
+    if intercept {
+        // HTTP(S) of a sandbox with secrets goes to its egress proxy on the gateway.
+        let nat = a.nat_chain();
+        let gw = a.gateway;
+        s.push_str(&format!(
+            "add chain inet {TABLE} {nat}
+flush chain inet {TABLE} {nat}
+add rule inet {TABLE} {nat} ip saddr {sandbox} tcp dport 443 dnat ip to {gw}:{PROXY_HTTPS_PORT}
+add rule inet {TABLE} {nat} ip saddr {sandbox} tcp dport 80 dnat ip to {gw}:{PROXY_HTTP_PORT}
+add element inet {TABLE} intercept {{ \"{}\" : jump {nat} }}
+",
+            a.host_if,
+            sandbox = a.sandbox,
+        ));
+    }
     s
 }
 
 /// Removes what [`sandbox_ruleset`] added (an `nft -f` script; the map entry first, so no
 /// packet jumps to a chain being deleted).
-pub fn sandbox_teardown(a: &Addressing) -> String {
-    format!(
+pub fn sandbox_teardown(a: &Addressing, intercept: bool) -> String {
+    let mut s = String::new();
+    if intercept {
+        s.push_str(&format!(
+            "delete element inet {TABLE} intercept {{ \"{}\" }}\ndelete chain inet {TABLE} {}\n",
+            a.host_if,
+            a.nat_chain()
+        ));
+    }
+    s.push_str(&format!(
         "delete element inet {TABLE} sandboxes {{ \"{}\" }}
 delete chain inet {TABLE} {}
 delete set inet {TABLE} {}
@@ -288,7 +327,8 @@ delete set inet {TABLE} {}
         a.chain(),
         a.allow_set(),
         a.dns_set()
-    )
+    ));
+    s
 }
 
 /// `/etc/resolv.conf` of a sandbox: the agent's resolver on its gateway.
@@ -420,7 +460,14 @@ mod tests {
         assert!(base.contains("iifname \"msb*\" drop"));
         let a = Addressing::new(pool, 10).unwrap();
         let allow = Allow::parse(&spec(&["10.1.0.0/16"])).unwrap();
-        let r = sandbox_ruleset(&a, NetworkPolicy::PublicOnly, &allow);
+        let r = sandbox_ruleset(&a, NetworkPolicy::PublicOnly, &allow, false);
+        assert!(!r.contains("intercept"));
+        let with_secrets = sandbox_ruleset(&a, NetworkPolicy::PublicOnly, &allow, true);
+        assert!(with_secrets.contains("tcp dport 443 dnat ip to 10.213.0.41:15443"));
+        assert!(with_secrets.contains("intercept { \"msba\" : jump nat_a }"));
+        assert!(
+            sandbox_teardown(&a, true).starts_with("delete element inet microsandbox intercept")
+        );
         let lines: Vec<&str> = r.lines().collect();
         let pos = |needle: &str| {
             lines
@@ -433,7 +480,7 @@ mod tests {
         assert!(pos("ip saddr != 10.213.0.42 drop") < pos("ip daddr @allow_a accept"));
         assert!(r.contains("add element inet microsandbox allow_a { 10.1.0.0/16 }"));
         assert!(r.contains("sandboxes { \"msba\" : jump sbx_a }"));
-        let none = sandbox_ruleset(&a, NetworkPolicy::None, &Allow::default());
+        let none = sandbox_ruleset(&a, NetworkPolicy::None, &Allow::default(), false);
         assert!(none
             .trim_end()
             .lines()
@@ -442,9 +489,9 @@ mod tests {
             .unwrap()
             .ends_with("sbx_a drop"));
         assert!(!none.contains("add element inet microsandbox allow_a"));
-        let all = sandbox_ruleset(&a, NetworkPolicy::AllowAll, &Allow::default());
+        let all = sandbox_ruleset(&a, NetworkPolicy::AllowAll, &Allow::default(), false);
         assert!(!all.contains("@blocked"));
-        let down = sandbox_teardown(&a);
+        let down = sandbox_teardown(&a, false);
         assert!(down.starts_with("delete element inet microsandbox sandboxes { \"msba\" }"));
     }
 }

@@ -132,7 +132,10 @@ impl SandboxManager {
     }
 
     /// Create and start a sandbox. On any failure nothing of it is left behind.
-    pub async fn create(self: &Arc<Self>, req: CreateSandbox) -> Result<SandboxInfo, AgentError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        mut req: CreateSandbox,
+    ) -> Result<SandboxInfo, AgentError> {
         validate_name(&req.name).map_err(AgentError::InvalidName)?;
         validate_labels(&req.labels).map_err(AgentError::InvalidRequest)?;
         if req
@@ -144,7 +147,9 @@ impl SandboxManager {
                 req.disk_mib
             )));
         }
-        NetworkManager::check(&req.network)?;
+        NetworkManager::check(&req.network, &req.secrets)?;
+        // Secret values never enter the record (state.json): only the network's 0600 file.
+        let secrets = std::mem::take(&mut req.secrets);
         if req.memory_mib < 16 {
             return Err(AgentError::InvalidRequest(format!(
                 "memory_mib {} is too small (minimum 16)",
@@ -187,7 +192,7 @@ impl SandboxManager {
             }
             map.insert(req.name.clone(), entry.clone());
         }
-        match self.start(&entry, isolation).await {
+        match self.start(&entry, isolation, &secrets).await {
             Ok(info) => {
                 if !req.detached {
                     self.watch_lease(entry.clone());
@@ -214,6 +219,7 @@ impl SandboxManager {
         &self,
         entry: &Arc<SandboxEntry>,
         isolation: Isolation,
+        secrets: &[microsandbox_wire::api::SecretSpec],
     ) -> Result<SandboxInfo, AgentError> {
         let req = entry.record.lock().await.request.clone();
         let image = self
@@ -236,7 +242,12 @@ impl SandboxManager {
         rootfs::patch::apply(&root.merged, &req.patches, &self.config.host_roots)?;
         let mounts = self.resolve_mounts(&req.mounts, req.memory_mib)?;
         let id = format!("msb-{}", req.name);
-        let network = self.network.attach(&id, &req.network).await?;
+        let network = self
+            .network
+            .attach(&req.name, &req.network, secrets, &entry.dir)
+            .await?;
+        // Variables the agent sets over the image's and the request's (secret placeholders).
+        let mut agent_env: Vec<(String, String)> = Vec::new();
         if let Some(att) = &network {
             entry.record.lock().await.network = Some(att.clone());
             // After the user's patches: the resolver is the agent's, where the policy holds.
@@ -249,11 +260,23 @@ impl SandboxManager {
                 mode: Some(0o644),
             };
             rootfs::patch::apply(&root.merged, &[resolv], &[])?;
+            if let Some(guest) = NetworkManager::guest_secrets(att)? {
+                // Placeholders only; the proxy's CA joins the guest's trust store.
+                agent_env.extend(guest.env);
+                let (patches, vars) = crate::network::secrets::trust_store_patches(&guest.ca_pem);
+                rootfs::patch::apply(&root.merged, &patches, &[])?;
+                agent_env.extend(vars);
+            }
         }
         let mut env = image.config.env.clone();
-        for (k, v) in &req.env {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.clone(), v.clone()));
+        for (k, v) in req
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(agent_env)
+        {
+            env.retain(|(ek, _)| *ek != k);
+            env.push((k, v));
         }
         let spec = LaunchSpec {
             id,
@@ -635,6 +658,19 @@ impl SandboxManager {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
+    }
+
+    /// Uses of the sandbox's secret placeholders its egress proxy blocked, oldest first.
+    pub async fn secret_violations(
+        &self,
+        name: &str,
+    ) -> Result<Vec<microsandbox_wire::api::SecretViolation>, AgentError> {
+        let entry = self.entry(name).await?;
+        let att = entry.record.lock().await.network.clone();
+        Ok(match att {
+            Some(att) => self.network.violations(&att).await,
+            None => Vec::new(),
+        })
     }
 
     /// Resource usage: the guest's view, with the host cgroup's memory where there is one.

@@ -86,6 +86,7 @@ mod tests {
                 .unwrap(),
                 spec: serde_json::from_str(r#"{"policy":"public_only","allow":["a.test"]}"#)
                     .unwrap(),
+                secrets_file: Some("/state/sandboxes/a/secrets.json".into()),
             }),
         };
         rec.save(dir.path()).unwrap();

@@ -26,6 +26,9 @@ pub const PRIVATE: &str = "10.77.0.10";
 pub const CGNAT: &str = "100.64.0.10";
 pub const METADATA: &str = "169.254.169.254";
 pub const DNS: &str = "203.0.113.53";
+/// HTTPS servers for secret tests: the API a secret is for, and one it is not for.
+pub const API: &str = "203.0.113.20";
+pub const EVIL: &str = "203.0.113.30";
 /// U's address toward H: an address of "the host".
 pub const HOST: &str = "192.0.2.1";
 const H_ADDR: &str = "192.0.2.2";
@@ -38,6 +41,8 @@ pub const RECORDS: &[(&str, &str)] = &[
     ("metadata.test.", METADATA),
     ("rebind.test.", "127.0.0.1"),
     ("api.allowed.test.", PRIVATE),
+    ("api.secret.test.", API),
+    ("evil.test.", EVIL),
 ];
 
 pub struct World {
@@ -150,7 +155,13 @@ fn dns_server(ns: &str) {
 
 impl World {
     pub fn new() -> Self {
-        let id = std::process::id();
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // Tests of one process run in parallel: every world has names of its own.
+        let id = format!(
+            "{}x{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
         let w = World {
             uplink: format!("msbt-u-{id}"),
             hosts: format!("msbt-h-{id}"),
@@ -185,7 +196,7 @@ impl World {
         ]);
         ip(&["-n", &w.uplink, "link", "set", &u_if, "up"]);
         ip(&["-n", &w.hosts, "link", "set", &h_if, "up"]);
-        for host in [PUBLIC, PRIVATE, CGNAT, METADATA, DNS] {
+        for host in [PUBLIC, PRIVATE, CGNAT, METADATA, DNS, API, EVIL] {
             ip(&[
                 "-n",
                 &w.hosts,
@@ -257,6 +268,82 @@ impl Drop for World {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.hosts])
             .output();
+    }
+}
+
+/// Request heads a test server received, one string per request.
+pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn read_head(c: &mut impl Read) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+        match c.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+impl World {
+    /// An HTTPS server on `addr:443` in the hosts namespace with a certificate for `name`
+    /// signed by `ca`; answers `200 ok` and records each request head.
+    pub fn https_server(
+        &self,
+        addr: &str,
+        name: &str,
+        ca: &microsandbox_agent::network::secrets::SandboxCa,
+    ) -> Seen {
+        use openssl::ssl::{SslAcceptor, SslMethod};
+        let (cert, key) = ca.leaf(name).unwrap();
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+        b.set_certificate(&cert).unwrap();
+        b.set_private_key(&key).unwrap();
+        let acceptor = std::sync::Arc::new(b.build());
+        let seen: Seen = Default::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (addr, record) = (addr.to_string(), seen.clone());
+        spawn_in(&self.hosts, move || {
+            let l = TcpListener::bind((addr.as_str(), 443)).expect("https");
+            tx.send(()).unwrap();
+            for conn in l.incoming().flatten() {
+                let (acceptor, record) = (acceptor.clone(), record.clone());
+                std::thread::spawn(move || {
+                    let Ok(mut tls) = acceptor.accept(conn) else {
+                        return;
+                    };
+                    let head = read_head(&mut tls);
+                    record.lock().unwrap().push(head);
+                    let _ = tls.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                    let _ = tls.shutdown();
+                });
+            }
+        });
+        rx.recv().unwrap();
+        seen
+    }
+
+    /// A plain HTTP server on `addr:80` in the hosts namespace recording request heads.
+    pub fn http_server(&self, addr: &str) -> Seen {
+        let seen: Seen = Default::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (addr, record) = (addr.to_string(), seen.clone());
+        spawn_in(&self.hosts, move || {
+            let l = TcpListener::bind((addr.as_str(), 80)).expect("http");
+            tx.send(()).unwrap();
+            for mut conn in l.incoming().flatten() {
+                let head = read_head(&mut conn);
+                record.lock().unwrap().push(head);
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        });
+        rx.recv().unwrap();
+        seen
     }
 }
 

@@ -667,8 +667,14 @@ impl Agent {
     pub fn leftovers(&self, local: &str) -> Vec<String> {
         let mut left = Vec::new();
         let id = format!("msb-{local}");
-        if Path::new("/run/netns").join(&id).exists() {
-            left.push(format!("network namespace {id}"));
+        // The agent names sandbox namespaces `msb<hash of its state dir>-<sandbox>`.
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            left.extend(
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("msb") && n.ends_with(&format!("-{local}")))
+                    .map(|n| format!("network namespace {n}")),
+            );
         }
         let links = output("ip", &["-n", &self.uplink.name, "-o", "link", "show"], None);
         left.extend(

@@ -44,6 +44,7 @@ fn direct_req(name: String) -> CreateSandbox {
         mounts: Vec::new(),
         disk_mib: None,
         network: Default::default(),
+        secrets: Vec::new(),
     }
 }
 
