@@ -255,6 +255,14 @@ impl Client {
         )
     }
 
+    /// `GET /v1/sandboxes/{name}/secrets/violations`: list of SecretViolation dicts.
+    fn secret_violations<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move {
+            Json::of(&c.secret_violations(&name).await.py_err()?)
+        })
+    }
+
     /// `GET /v1/metrics`: list of Metrics dicts.
     fn all_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();

@@ -114,13 +114,29 @@ async def test_image_errors(name: str) -> None:
     assert await gone(name, 1)
 
 
-async def test_unenforced_options_raise_and_create_nothing(name: str) -> None:
-    cases: list[dict[str, object]] = [
-        {"secrets": [Secret.env("API_KEY", value="s3cret", allow_hosts=["api.example.com"])]},
-    ]
-    for kw in cases:
-        with pytest.raises(UnsupportedFeatureError, match="node agent does not support"):
-            await Sandbox.create(name, image="busybox", **kw)  # type: ignore[arg-type]
+async def test_secret_is_a_placeholder_and_plain_http_use_is_blocked(name: str) -> None:
+    secret = Secret.env("API_KEY", value="s3cret-value-42", allow_hosts=["api.example.com"])
+    # allow_all so that the proxy sees the request; it blocks it before connecting anywhere
+    # (and the test agent's uplink namespace has no route out anyway).
+    async with await Sandbox.create(
+        name, image="busybox", network=NetworkPolicy.allow_all(), secrets=[secret]
+    ) as sb:
+        env = (await sb.shell("echo $API_KEY")).stdout().strip()
+        assert env.startswith("msb-secret-api-key-") and "s3cret" not in env
+        assert await sb.secret_violations() == []
+        out = await sb.shell(
+            'wget -q -O- --header "Authorization: Bearer $API_KEY" http://203.0.113.10/ 2>&1'
+        )
+        assert out.exit_code != 0
+        [v] = await sb.secret_violations()
+        assert (v.secret, v.host, v.reason) == (
+            "API_KEY",
+            "203.0.113.10",
+            "secrets are only sent over HTTPS",
+        )
+        assert "s3cret" not in (await sb.shell("env; cat /proc/1/environ")).stdout()
+    with pytest.raises(InvalidConfigError, match="allow_hosts"):
+        await Sandbox.create(name, image="busybox", secrets=[Secret.env("X", value="v")])
     assert await gone(name, 1)
     # No network at all (the default) means no interface but loopback.
     async with await Sandbox.create(name, image="busybox", network=NetworkPolicy.none()) as sb:

@@ -73,6 +73,7 @@ from .models import (
     FileStat,
     Isolation,
     Metrics,
+    SecretViolation,
     PullPolicy,
     Rlimit,
     SandboxInfo,
@@ -109,6 +110,7 @@ __all__ = [
     # files, metrics, agent
     "FileStat",
     "Metrics",
+    "SecretViolation",
     "AgentInfo",
     # configuration
     "Volume",

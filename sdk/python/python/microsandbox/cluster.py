@@ -338,6 +338,7 @@ def sandbox_object(
     patches: list[dict[str, Any]] | None = None,
     mounts: list[dict[str, Any]] | None = None,
     network: dict[str, Any] | None = None,
+    secrets: list[dict[str, Any]] | None = None,
 ) -> str:
     """The ``Sandbox`` object (JSON) for the arguments of ``Sandbox.create``, already checked;
     ``patches`` in the node agent's form (``config._patch_wire``)."""
@@ -358,6 +359,11 @@ def sandbox_object(
         spec["patches"] = [_crd_patch(p) for p in patches]
     if mounts:
         spec["volumes"] = [_crd_volume(m) for m in mounts]
+    if secrets:
+        raise UnsupportedFeatureError(
+            "secrets in cluster mode are Secret objects referenced by spec.secrets, which "
+            "node-agents do not inject yet; use local mode for secrets"
+        )
     # Always explicit: the SDK's default (no network) is not the CRD's (public_only).
     net = network or {"policy": "none"}
     if net.get("publish"):

@@ -1,9 +1,5 @@
-"""Sandbox configuration objects: volumes, network policy, secrets and rootfs patches.
-
-Secrets are part of the API so code can be written against it today, but the node agent does
-not inject them yet: passing one to :meth:`Sandbox.create` raises
-:class:`UnsupportedFeatureError` rather than creating a sandbox that silently lacks it.
-"""
+"""Sandbox configuration objects: volumes, network policy, secrets and rootfs patches, all
+enforced by the node agent outside the sandbox."""
 
 from __future__ import annotations
 
@@ -13,22 +9,14 @@ import builtins
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import InvalidConfigError, NetworkPolicyError, UnsupportedFeatureError
+from .errors import InvalidConfigError, NetworkPolicyError
 
 if TYPE_CHECKING:
     from .cluster import ModeArg
 
 __all__ = ["Volume", "VolumeInfo", "NetworkPolicy", "Secret", "Patch"]
-
-_NOT_YET = "the node agent does not support {what} yet"
-
-
-def _unsupported(what: str, advice: str = "") -> NoReturn:
-    msg = _NOT_YET.format(what=what)
-    raise UnsupportedFeatureError(msg + (f"; {advice}" if advice else ""))
-
 
 @dataclass(frozen=True)
 class VolumeInfo:
@@ -343,12 +331,13 @@ def _check_not_enforced(
                 )
     if network is not None and not isinstance(network, NetworkPolicy):
         raise NetworkPolicyError(f"network must be a NetworkPolicy, not {network!r}")
-    secret_list: list[Any] = list(secrets or ())
-    if secret_list:
-        for s in secret_list:
-            if not isinstance(s, Secret):
-                raise InvalidConfigError(f"secrets must be Secret objects, not {s!r}")
-        _unsupported("secrets", "pass the value in env= if the sandbox may see it in clear")
+    for s in list(secrets or ()):
+        if not isinstance(s, Secret):
+            raise InvalidConfigError(f"secrets must be Secret objects, not {s!r}")
+        if not s.allow_hosts:
+            raise InvalidConfigError(
+                f"secret {s.name}: allow_hosts is empty, so its value could never be used"
+            )
     for p in patches or ():
         if not isinstance(p, Patch):
             raise InvalidConfigError(f"patches must be Patch objects, not {p!r}")

@@ -21,6 +21,7 @@ __all__ = [
     "ExecEvent",
     "Rlimit",
     "Metrics",
+    "SecretViolation",
     "FileStat",
     "AgentInfo",
 ]
@@ -176,6 +177,23 @@ class Rlimit:
             "soft": self.soft,
             "hard": self.soft if self.hard is None else self.hard,
         }
+
+
+@dataclass(frozen=True)
+class SecretViolation:
+    """A request carrying a secret's placeholder that the node-agent blocked: the host was not
+    on the secret's ``allow_hosts``, or the request was plain HTTP."""
+
+    secret: str
+    """The secret's environment variable."""
+    host: str
+    reason: str
+    at: int
+    """Seconds since the Unix epoch."""
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> SecretViolation:
+        return cls(secret=d["secret"], host=d["host"], reason=d["reason"], at=d["at"])
 
 
 @dataclass(frozen=True)

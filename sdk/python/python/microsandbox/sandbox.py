@@ -44,6 +44,7 @@ from .models import (
     FileStat,
     Isolation,
     Metrics,
+    SecretViolation,
     PullPolicy,
     Rlimit,
     SandboxInfo,
@@ -186,6 +187,7 @@ def _create_request(
     patches: Iterable[Patch] | None = None,
     volumes: Mapping[str, Volume] | None = None,
     network: NetworkPolicy | None = None,
+    secrets: Iterable[Secret] | None = None,
 ) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidConfigError(f"a sandbox needs a non-empty name, not {name!r}")
@@ -223,8 +225,17 @@ def _create_request(
             "patches": _patches_wire(patches),
             "mounts": _mounts_wire(volumes, memory),
             "network": (network or NetworkPolicy.none())._wire(),
+            "secrets": _secrets_wire(secrets),
         }
     )
+
+
+def _secrets_wire(secrets: Iterable[Secret] | None) -> list[dict[str, Any]]:
+    """The node agent's form of ``secrets=`` (``SecretSpec`` in wire/src/api.rs)."""
+    return [
+        {"env": s.name, "value": s.value, "allow_hosts": list(s.allow_hosts)}
+        for s in secrets or ()
+    ]
 
 
 def _event(t: tuple[Any, ...]) -> ExecEvent:
@@ -609,8 +620,11 @@ class Sandbox:
                 isolation only, for now).
             network: What the sandbox may reach (:class:`NetworkPolicy`; default
                 :meth:`NetworkPolicy.none`: no network at all), enforced by the node-agent.
-            secrets: Not injected by the agent yet: passing any raises
-                :class:`UnsupportedFeatureError`.
+            secrets: Credentials used without being held (:meth:`Secret.env`): the sandbox's
+                environment gets a placeholder that the node-agent's egress proxy replaces by
+                the value only in HTTPS requests to the secret's ``allow_hosts`` (whose names
+                then resolve whatever the network policy); other uses are blocked and listed by
+                :meth:`secret_violations`. Local mode only for now.
             pids_limit: Maximum number of processes.
             cluster: A :class:`~microsandbox.cluster.Cluster` to create a Kubernetes Sandbox
                 object there, or ``"local"``; default: :func:`~microsandbox.set_mode`, then
@@ -714,6 +728,7 @@ class Sandbox:
             patches=patches,
             volumes=volumes,
             network=network,
+            secrets=secrets,
         )
         if mode is not None:
             return await cls._create_in_cluster(mode, json.loads(request))
@@ -760,6 +775,7 @@ class Sandbox:
             patches=req["patches"],
             mounts=req["mounts"],
             network=req["network"],
+            secrets=req["secrets"],
         )
         # A name taken by someone else fails here, before this call owns anything.
         await conn.create(obj)
@@ -1039,6 +1055,14 @@ class Sandbox:
     async def metrics(self) -> Metrics:
         """Current resource usage."""
         return Metrics._from_dict(await self._client.metrics(self._target))
+
+    async def secret_violations(self) -> builtins.list[SecretViolation]:
+        """Requests from the sandbox that carried a secret's placeholder to a host not on its
+        ``allow_hosts`` (or over plain HTTP) and were blocked by the node-agent, oldest first."""
+        return [
+            SecretViolation._from_dict(d)
+            for d in await self._client.secret_violations(self._target)
+        ]
 
 
 async def _delete_object_quietly(conn: _native.Cluster, name: str) -> None:
