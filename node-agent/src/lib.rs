@@ -9,6 +9,7 @@ pub mod error;
 pub mod guest;
 pub mod image;
 pub mod network;
+pub mod private_file;
 pub mod rootfs;
 pub mod runtime;
 pub mod sandbox;

@@ -1,7 +1,7 @@
 //! Bearer-token authentication. The token lives in a 0600 file in the state directory, created
 //! with 32 random bytes on first start.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use warp::Filter;
@@ -41,15 +41,7 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<Token> {
         }
     }
     let token = hex::encode(rand::random::<[u8; 32]>());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // `mode` only applies to a new file: an existing (empty) one keeps its bits unless reset.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    crate::private_file::write(path, token.as_bytes())?;
     Ok(Token::new(token))
 }
 

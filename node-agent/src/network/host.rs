@@ -126,6 +126,23 @@ impl Uplink {
             .map_err(|_| io::Error::other("netns thread panicked"))?
     }
 
+    /// A TCP connection to `target` opened from the uplink namespace (where sandbox links are).
+    pub async fn connect(&self, target: std::net::SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        let s = self
+            .in_netns(move || {
+                let s = std::net::TcpStream::connect_timeout(
+                    &target,
+                    std::time::Duration::from_secs(10),
+                )?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            })
+            .await?;
+        let s = tokio::net::TcpStream::from_std(s)?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+
     /// Creates sandbox namespace `sandbox_ns` wired to the uplink by a veth pair: `eth0` with
     /// the sandbox address inside, the host interface with the gateway address outside.
     pub async fn plug(&self, sandbox_ns: &str, a: &Addressing) -> io::Result<()> {

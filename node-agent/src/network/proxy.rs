@@ -240,20 +240,7 @@ impl Proxy {
         sni: Option<&str>,
         orig: SocketAddrV4,
     ) -> Result<Response<Incoming>, BoxError> {
-        let target = SocketAddr::V4(orig);
-        let tcp = self
-            .uplink
-            .in_netns(move || {
-                let s = std::net::TcpStream::connect_timeout(
-                    &target,
-                    std::time::Duration::from_secs(10),
-                )?;
-                s.set_nonblocking(true)?;
-                Ok(s)
-            })
-            .await?;
-        let tcp = TcpStream::from_std(tcp)?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.uplink.connect(SocketAddr::V4(orig)).await?;
         match sni {
             Some(name) => {
                 let ssl = self.upstream.configure()?.into_ssl(name)?;

@@ -3,7 +3,7 @@
 //! is opened in the uplink namespace, where its link is.
 
 use std::net::SocketAddr;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use super::host::Uplink;
 
@@ -15,20 +15,8 @@ pub async fn relay(listener: TcpListener, target: SocketAddr, uplink: Uplink) {
         };
         let uplink = uplink.clone();
         tokio::spawn(async move {
-            let connected = uplink
-                .in_netns(move || {
-                    let s = std::net::TcpStream::connect_timeout(
-                        &target,
-                        std::time::Duration::from_secs(5),
-                    )?;
-                    s.set_nonblocking(true)?;
-                    Ok(s)
-                })
-                .await
-                .and_then(TcpStream::from_std);
-            match connected {
+            match uplink.connect(target).await {
                 Ok(mut outbound) => {
-                    let _ = outbound.set_nodelay(true);
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 }
                 Err(e) => {

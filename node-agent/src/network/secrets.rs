@@ -178,15 +178,10 @@ pub fn trust_store_patches(
 
 /// Writes `state` to `path` readable by its owner only.
 pub fn save(path: &Path, state: &SecretsState) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(&serde_json::to_vec(state).map_err(std::io::Error::other)?)
+    crate::private_file::write(
+        path,
+        &serde_json::to_vec(state).map_err(std::io::Error::other)?,
+    )
 }
 
 pub fn load(path: &Path) -> std::io::Result<SecretsState> {
