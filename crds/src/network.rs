@@ -16,7 +16,7 @@ pub struct Network {
     /// Reachable whatever the policy: CIDRs or addresses (`10.1.0.0/16`) and domain names
     /// (`api.example.com`, `*.example.com`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("maxItems" = 64))]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
     pub allow: Vec<String>,
 }
 
