@@ -210,6 +210,50 @@ fn list_objects<K: Object>(py: Python<'_>, api: Api<K>) -> PyResult<Bound<'_, Py
     })
 }
 
+/// Resolves once `object_json` is created.
+fn create_py<K: Object>(
+    py: Python<'_>,
+    api: Api<K>,
+    object_json: String,
+) -> PyResult<Bound<'_, PyAny>> {
+    future_into_py(py, async move {
+        create_object(api, &object_json)
+            .await
+            .map_err(ClusterError::into_py)
+    })
+}
+
+/// Resolves to object `name` as a dict once `outcome` says Ready (see [`wait_object`]).
+fn wait_py<K: Object>(
+    py: Python<'_>,
+    api: Api<K>,
+    name: String,
+    timeout_s: f64,
+    outcome: fn(&K) -> Outcome,
+) -> PyResult<Bound<'_, PyAny>> {
+    future_into_py(py, async move {
+        let obj = wait_object(api, &name, timeout_s, outcome)
+            .await
+            .map_err(ClusterError::into_py)?;
+        Json::of(&obj)
+    })
+}
+
+/// Resolves once object `name` is deleted (see [`delete_object`]).
+fn delete_py<K: Object>(
+    py: Python<'_>,
+    api: Api<K>,
+    name: String,
+    wait: bool,
+    timeout_s: f64,
+) -> PyResult<Bound<'_, PyAny>> {
+    future_into_py(py, async move {
+        delete_object(api, &name, wait, timeout_s)
+            .await
+            .map_err(ClusterError::into_py)
+    })
+}
+
 /// Where waiting for a Sandbox ended. Pure, so the decision is unit-tested.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -398,12 +442,7 @@ impl Cluster {
 
     /// Create the Sandbox object `object_json` (a full object as JSON).
     fn create<'py>(&self, py: Python<'py>, object_json: String) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api::<Sandbox>();
-        future_into_py(py, async move {
-            create_object(api, &object_json)
-                .await
-                .map_err(ClusterError::into_py)
-        })
+        create_py(py, self.api::<Sandbox>(), object_json)
     }
 
     /// Watch Sandbox `name` until Ready (resolves to the object as a dict), Failed, or
@@ -414,13 +453,7 @@ impl Cluster {
         name: String,
         timeout_s: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api::<Sandbox>();
-        future_into_py(py, async move {
-            let obj = wait_object(api, &name, timeout_s, outcome)
-                .await
-                .map_err(ClusterError::into_py)?;
-            Json::of(&obj)
-        })
+        wait_py(py, self.api::<Sandbox>(), name, timeout_s, outcome)
     }
 
     /// The Sandbox object `name` as a dict.
@@ -443,12 +476,7 @@ impl Cluster {
         wait: bool,
         timeout_s: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api::<Sandbox>();
-        future_into_py(py, async move {
-            delete_object(api, &name, wait, timeout_s)
-                .await
-                .map_err(ClusterError::into_py)
-        })
+        delete_py(py, self.api::<Sandbox>(), name, wait, timeout_s)
     }
 
     /// Create the Volume object `object_json` (a full object as JSON).
@@ -457,12 +485,7 @@ impl Cluster {
         py: Python<'py>,
         object_json: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api::<Volume>();
-        future_into_py(py, async move {
-            create_object(api, &object_json)
-                .await
-                .map_err(ClusterError::into_py)
-        })
+        create_py(py, self.api::<Volume>(), object_json)
     }
 
     /// Watch Volume `name` until it is provisioned on a node (resolves to the object as a
@@ -473,13 +496,7 @@ impl Cluster {
         name: String,
         timeout_s: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api::<Volume>();
-        future_into_py(py, async move {
-            let obj = wait_object(api, &name, timeout_s, volume_outcome)
-                .await
-                .map_err(ClusterError::into_py)?;
-            Json::of(&obj)
-        })
+        wait_py(py, self.api::<Volume>(), name, timeout_s, volume_outcome)
     }
 
     /// The Volume object `name` as a dict.
@@ -502,12 +519,7 @@ impl Cluster {
         wait: bool,
         timeout_s: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let api = self.api::<Volume>();
-        future_into_py(py, async move {
-            delete_object(api, &name, wait, timeout_s)
-                .await
-                .map_err(ClusterError::into_py)
-        })
+        delete_py(py, self.api::<Volume>(), name, wait, timeout_s)
     }
 }
 
