@@ -14,13 +14,14 @@ pub mod mounts;
 pub mod network;
 pub mod patches;
 pub mod sandbox;
+pub mod sealed;
 pub mod secret;
 pub mod units;
 pub mod volume;
 
 pub use common::{FieldError, Isolation, PullPolicy, ValidationErrors};
 pub use network::{Network, NetworkPolicy};
-pub use sandbox::{AgentReport, Sandbox, SandboxPhase, SandboxSpec, SandboxStatus};
+pub use sandbox::{AgentReport, Sandbox, SandboxPhase, SandboxSpec, SandboxStatus, SealedSecrets};
 pub use secret::{Secret, SecretSpec, SecretStatus};
 pub use volume::{Volume, VolumePhase, VolumeSpec, VolumeStatus};
 

@@ -339,6 +339,27 @@ pub struct SandboxStatus {
     /// operator derives `phase` and `Ready` from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentReport>,
+    /// The values of `spec.secrets`, sealed by the operator to the public key of the bound node's
+    /// agent (see its Lease) and bound to this object: only that node-agent can open them. The
+    /// values are never in the clear anywhere but the operator's memory and that node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secrets: Option<SealedSecrets>,
+}
+
+/// Secret values sealed to one node-agent (HPKE, RFC 9180: X25519, HKDF-SHA256,
+/// ChaCha20-Poly1305).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedSecrets {
+    /// The node-agent public key the values are sealed to (base64 X25519).
+    #[schemars(length(max = 64))]
+    pub recipient: String,
+    /// The HPKE encapsulated key (base64).
+    #[schemars(length(max = 64))]
+    pub enc: String,
+    /// The sealed values (base64).
+    #[schemars(length(max = 262144))]
+    pub ciphertext: String,
 }
 
 /// A node-agent's report on the sandbox it runs.

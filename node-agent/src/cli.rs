@@ -319,6 +319,8 @@ fn cluster_from(
         capacity_cpus: a.capacity_cpus.unwrap_or(host_cpus * 4),
         capacity_sandboxes: a.capacity_sandboxes,
         node_labels,
+        // Set by `serve` once the key is loaded from the state directory.
+        sealing_key: None,
     }))
 }
 

@@ -119,8 +119,19 @@ pub async fn serve(
     let (cluster_task, cluster_auth) = match cluster {
         Some(cfg) => {
             let client = crate::cluster::connect().await?;
+            let key_path = config.state_dir.join(crate::cluster::sealing::KEY_FILE);
+            let key = crate::cluster::sealing::load_or_create(&key_path).map_err(state_err)?;
+            let cfg = crate::cluster::ClusterConfig {
+                sealing_key: Some(key.public_b64()),
+                ..cfg
+            };
             let auth = Arc::new(crate::cluster::authz::ClusterAuth::new(client.clone()));
-            let task = tokio::spawn(crate::cluster::run(client, cfg, manager.clone()));
+            let task = tokio::spawn(crate::cluster::run(
+                client,
+                cfg,
+                manager.clone(),
+                Arc::new(key),
+            ));
             (Some(task), Some(auth))
         }
         None => (None, None),

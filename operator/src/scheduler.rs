@@ -38,6 +38,8 @@ pub mod annotations {
     pub const ENDPOINT: &str = "microsandbox.dev/endpoint";
     /// API server path proxying to the agent's pod (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy`).
     pub const PROXY: &str = "microsandbox.dev/proxy";
+    /// The agent's public key (base64 X25519) that Secret values for its sandboxes are sealed to.
+    pub const SEALING_KEY: &str = "microsandbox.dev/sealing-key";
 }
 
 /// Lease duration assumed when a Lease does not state one.
@@ -84,6 +86,8 @@ pub struct NodeInfo {
     pub proxy: Option<String>,
     /// Node labels mirrored on the Lease (for Volume `placement.nodeSelector`).
     pub labels: BTreeMap<String, String>,
+    /// The agent's sealing key, if announced (needed by sandboxes with secrets).
+    pub sealing_key: Option<String>,
 }
 
 impl NodeInfo {
@@ -169,6 +173,10 @@ pub fn parse_node_lease(lease: &Lease) -> Result<NodeInfo, LeaseParseError> {
         .get(annotations::PROXY)
         .map(|e| e.trim().to_string())
         .filter(|e| e.starts_with("/api/"));
+    let sealing_key = ann
+        .get(annotations::SEALING_KEY)
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty());
     let spec = lease.spec.as_ref();
     let duration_secs = spec
         .and_then(|s| s.lease_duration_seconds)
@@ -183,6 +191,7 @@ pub fn parse_node_lease(lease: &Lease) -> Result<NodeInfo, LeaseParseError> {
         endpoint,
         proxy,
         labels: lease.metadata.labels.clone().unwrap_or_default(),
+        sealing_key,
     })
 }
 
@@ -209,6 +218,7 @@ impl LeaseChanges {
                     || old.endpoint != node.endpoint
                     || old.proxy != node.proxy
                     || old.labels != node.labels
+                    || old.sealing_key != node.sealing_key
             }
         };
         self.last.insert(node.name.clone(), node.clone());
@@ -223,6 +233,8 @@ pub struct Request {
     pub isolation: Isolation,
     /// Names of the Volumes (same namespace) it mounts.
     pub volumes: Vec<String>,
+    /// It uses Secrets: only nodes with a sealing key can receive them.
+    pub secrets: bool,
 }
 
 impl Request {
@@ -242,6 +254,7 @@ impl Request {
                 .iter()
                 .filter_map(|v| v.named.as_ref().map(|n| n.name.clone()))
                 .collect(),
+            secrets: !spec.secrets.is_empty(),
         }
     }
 }
@@ -304,6 +317,7 @@ enum Misfit {
     NotAlive,
     Isolation,
     Volume,
+    SealingKey,
     Memory,
     Cpus,
     Sandboxes,
@@ -315,6 +329,7 @@ impl Misfit {
             Self::NotAlive => "node-agent not alive (lease expired)".into(),
             Self::Isolation => format!("no {} isolation", isolation_name(isolation)),
             Self::Volume => "not where the sandbox's volumes are".into(),
+            Self::SealingKey => "no sealing key for secrets (node-agent too old)".into(),
             Self::Memory => "insufficient memory".into(),
             Self::Cpus => "insufficient cpus".into(),
             Self::Sandboxes => "too many sandboxes".into(),
@@ -420,6 +435,9 @@ fn fit(
     if !volumes.iter().all(|(_, p)| p.admits(node)) {
         return Err(Misfit::Volume);
     }
+    if request.secrets && node.sealing_key.is_none() {
+        return Err(Misfit::SealingKey);
+    }
     let after = node.allocated.add(request.resources);
     let cap = node.capacity;
     let dims = [
@@ -521,6 +539,7 @@ mod tests {
             endpoint: Some(format!("https://{name}:7443")),
             proxy: None,
             labels: BTreeMap::new(),
+            sealing_key: Some(format!("key-of-{name}")),
         }
     }
 
@@ -533,6 +552,7 @@ mod tests {
             },
             isolation: Isolation::Microvm,
             volumes: vec![],
+            secrets: false,
         }
     }
 
@@ -646,6 +666,24 @@ mod tests {
         let mut r = req(2048, 1);
         r.isolation = Isolation::Container;
         assert_eq!(schedule(&r, &nodes, &no_volumes(), now()).unwrap(), "c");
+    }
+
+    #[test]
+    fn secrets_need_a_sealing_key() {
+        let mut old = node("a", 8192, 8, 10);
+        old.sealing_key = None;
+        let nodes = vec![old, node("b", 1024, 1, 1)];
+        let mut r = req(2048, 1);
+        r.secrets = true;
+        let err = schedule(&r, &nodes, &no_volumes(), now()).unwrap_err();
+        assert_eq!(
+            err.message,
+            "0/2 nodes are available: 1 no sealing key for secrets (node-agent too old), 1 insufficient memory"
+        );
+        r.resources.memory_mib = 512;
+        assert_eq!(schedule(&r, &nodes, &no_volumes(), now()).unwrap(), "b");
+        r.secrets = false;
+        assert_eq!(schedule(&r, &nodes, &no_volumes(), now()).unwrap(), "a");
     }
 
     #[test]
@@ -849,6 +887,7 @@ mod tests {
             annotations::PROXY,
             "/api/v1/namespaces/ms/pods/agent-x:7070/proxy",
         ),
+        (annotations::SEALING_KEY, " a2V5 "),
     ];
 
     #[test]
@@ -876,6 +915,7 @@ mod tests {
         assert_eq!(n.renew_time, Some(now()));
         assert_eq!(n.labels.get("zone").map(String::as_str), Some("z1"));
         assert_eq!(n.allocated, Resources::default());
+        assert_eq!(n.sealing_key.as_deref(), Some("a2V5"));
     }
 
     #[test]

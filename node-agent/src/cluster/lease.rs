@@ -43,6 +43,9 @@ pub fn body(cfg: &ClusterConfig, isolation: &[Isolation], now: Timestamp) -> ser
     if let Some(p) = &cfg.proxy {
         ann.insert("microsandbox.dev/proxy".into(), p.clone());
     }
+    if let Some(k) = &cfg.sealing_key {
+        ann.insert("microsandbox.dev/sealing-key".into(), k.clone());
+    }
     serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -88,6 +91,7 @@ mod tests {
             endpoint: Some("http://127.0.0.1:7070".into()),
             proxy: Some(super::super::proxy_path("msb", "agent-x", 7070)),
             node_labels: BTreeMap::from([("zone".into(), "a".into())]),
+            sealing_key: Some("a2V5".into()),
             ..ClusterConfig::for_tests()
         };
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
@@ -102,6 +106,7 @@ mod tests {
             ann["microsandbox.dev/proxy"],
             "/api/v1/namespaces/msb/pods/agent-x:7070/proxy"
         );
+        assert_eq!(ann["microsandbox.dev/sealing-key"], "a2V5");
         assert_eq!(lease.metadata.labels.unwrap()["zone"], "a");
         let spec = lease.spec.unwrap();
         assert_eq!(spec.renew_time.unwrap().0, now);

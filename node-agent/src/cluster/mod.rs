@@ -7,6 +7,7 @@ pub mod lease;
 pub mod names;
 pub mod report;
 pub mod sandboxes;
+pub mod sealing;
 pub mod volumes;
 
 use crate::error::AgentError;
@@ -41,6 +42,9 @@ pub struct ClusterConfig {
     pub capacity_sandboxes: u64,
     /// Labels mirrored on the Lease (what Volume `placement.nodeSelector` matches).
     pub node_labels: BTreeMap<String, String>,
+    /// Public half of the sealing key, announced on the Lease (set by `serve` once the key is
+    /// loaded; see [`sealing`]).
+    pub sealing_key: Option<String>,
 }
 
 /// The API server path proxying to port `port` of pod `namespace/pod`:
@@ -63,6 +67,7 @@ impl ClusterConfig {
             capacity_cpus: 4,
             capacity_sandboxes: 100,
             node_labels: BTreeMap::new(),
+            sealing_key: None,
         }
     }
 }
@@ -91,7 +96,12 @@ pub async fn connect() -> Result<kube::Client, ClusterError> {
 }
 
 /// Renew the node Lease and run the Sandbox controller until the future is dropped.
-pub async fn run(client: kube::Client, cfg: ClusterConfig, manager: Arc<SandboxManager>) {
+pub async fn run(
+    client: kube::Client,
+    cfg: ClusterConfig,
+    manager: Arc<SandboxManager>,
+    key: Arc<microsandbox_crds::sealed::SealingKey>,
+) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &cfg.lease_namespace);
     let renew = tokio::spawn(lease::renew(
         leases,
@@ -104,6 +114,7 @@ pub async fn run(client: kube::Client, cfg: ClusterConfig, manager: Arc<SandboxM
     };
     let ctx = Arc::new(sandboxes::Context {
         manager,
+        key,
         node: cfg.node.clone(),
         recorder: Recorder::new(
             client.clone(),

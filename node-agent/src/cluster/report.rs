@@ -1,7 +1,7 @@
 //! What this agent writes into `status.agent` of a Sandbox, and when a sandbox's lifetime is up.
 //! Pure.
 
-use microsandbox_crds::{AgentReport, SandboxPhase, SandboxSpec};
+use microsandbox_crds::{AgentReport, SandboxPhase};
 use microsandbox_wire::api::{SandboxInfo, SandboxState};
 use std::time::Duration;
 
@@ -30,21 +30,6 @@ pub fn without_sandbox(
         reason,
         uid: uid.to_string(),
     }
-}
-
-/// Why this agent cannot run a spec yet (features that arrive with the network, secrets and
-/// volumes work), or `None`. Failing loudly beats booting a sandbox without what it asked for.
-pub fn unsupported(spec: &SandboxSpec) -> Option<String> {
-    let mut missing = Vec::new();
-    if !spec.secrets.is_empty() {
-        missing.push("spec.secrets");
-    }
-    (!missing.is_empty()).then(|| {
-        format!(
-            "this node-agent does not support {} yet",
-            missing.join(", ")
-        )
-    })
 }
 
 /// The Sandbox phase of an agent state.

@@ -5,6 +5,7 @@
 //! stripped by hand while this agent was down).
 
 use super::names::{self, LABEL_UID};
+use super::sealing::{self, Secrets};
 use super::{report, ClusterError, FIELD_MANAGER};
 use crate::error::AgentError;
 use crate::sandbox::SandboxManager;
@@ -17,6 +18,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use microsandbox_crds::common::conditions::REASON_LIFETIME_EXPIRED;
+use microsandbox_crds::sealed::SealingKey;
 use microsandbox_crds::{AgentReport, Sandbox, SandboxPhase, Volume, VolumePhase};
 use microsandbox_wire::api::MountSpec;
 use std::collections::HashSet;
@@ -38,6 +40,8 @@ const SWEEP: Duration = Duration::from_secs(30);
 /// What the reconciler needs.
 pub struct Context {
     pub manager: Arc<SandboxManager>,
+    /// Opens the secrets the operator sealed to this agent.
+    pub key: Arc<SealingKey>,
     pub node: String,
     pub client: kube::Client,
     pub recorder: Recorder,
@@ -145,10 +149,17 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 }
                 return Ok(Action::await_change());
             }
-            if let Some(why) = report::unsupported(&s.spec) {
-                let failure = Failure::new(&local, &uid, "Unsupported", "Create", why);
-                return fail(ctx, api, s, reported, failure).await;
-            }
+            let secrets = match sealing::of(s, &ctx.key, &ctx.node) {
+                Secrets::Ready(v) => v,
+                Secrets::Wait(why) => {
+                    tracing::debug!(sandbox = %local, why, "waiting for secrets");
+                    return Ok(Action::requeue(Duration::from_secs(2)));
+                }
+                Secrets::Invalid(why) => {
+                    let failure = Failure::new(&local, &uid, "SecretsUnusable", "Create", why);
+                    return fail(ctx, api, s, reported, failure).await;
+                }
+            };
             let mounts = match mounts_for(s, ctx).await? {
                 Mounts::Ready(m) => m,
                 Mounts::Wait(why) => {
@@ -163,6 +174,7 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
             let creating = report::without_sandbox(&local, &uid, SandboxPhase::Creating, None);
             let mut req = s.spec.agent_request(&local);
             req.mounts = mounts;
+            req.secrets = secrets;
             req.labels = names::labels(&s.namespace().unwrap_or_default(), &s.name_any(), &uid);
             let create = ctx.manager.create(req);
             tokio::pin!(create);

@@ -1,6 +1,7 @@
 //! Controllers and what they share.
 
 pub mod sandbox;
+pub mod sealing;
 pub mod secret;
 pub mod volume;
 

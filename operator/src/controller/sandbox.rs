@@ -11,12 +11,14 @@
 //! also enforces `lifetime.ttlAfterFinished` (deletes the object); the node-agent enforces
 //! `lifetime.shutdownAfter`.
 
+use super::sealing::{self, Sealing, SECRETS_SEALED};
 use super::{publish, Context};
 use crate::error::{Error, Result};
 use crate::scheduler::{self, LeaseChanges, NodeInfo, Request, VolumePlacement, NODE_LEASE_PREFIX};
 use crate::status::{self, AgentReport, Binding, Liveness, Observed};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
@@ -25,6 +27,7 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
+use microsandbox_crds::common::{condition, set_condition};
 use microsandbox_crds::{Isolation, Sandbox, SandboxPhase, SandboxStatus};
 use microsandbox_wire::api::SandboxState;
 use std::collections::BTreeMap;
@@ -197,7 +200,13 @@ async fn apply(
         agent,
         deleting: false,
     };
-    let new = status::compute(s.status.as_ref(), &observed, now);
+    let mut new = status::compute(s.status.as_ref(), &observed, now);
+    let unsealed = match &observed.binding {
+        Binding::Bound { node, .. } => {
+            seal_secrets(s, ctx, node, &nodes, &observed, &mut new, now).await?
+        }
+        _ => false,
+    };
     update_status(api, s, &new).await?;
 
     // lifetime.ttlAfterFinished: delete the object once it has been finished that long.
@@ -221,6 +230,7 @@ async fn apply(
 
     // When to look again: soon enough to notice an expired node lease within its duration.
     let next = match &observed.binding {
+        _ if unsealed => UNSCHEDULABLE_RETRY,
         Binding::Unschedulable(_) => UNSCHEDULABLE_RETRY,
         Binding::Bound { node, .. }
             if !observed.agent.as_ref().is_some_and(|a| finished(a.state)) =>
@@ -237,6 +247,59 @@ async fn apply(
         Binding::Invalid(_) => return Ok(Action::await_change()),
     };
     Ok(Action::requeue(next))
+}
+
+/// Fill `status.sealedSecrets` and the `SecretsSealed` condition of a sandbox bound to `node`;
+/// true when its secrets cannot be sealed yet (retry soon).
+async fn seal_secrets(
+    s: &Sandbox,
+    ctx: &Context,
+    node: &str,
+    nodes: &[NodeInfo],
+    observed: &Observed,
+    new: &mut SandboxStatus,
+    now: Timestamp,
+) -> Result<bool> {
+    let node_key = nodes
+        .iter()
+        .find(|n| n.name == node)
+        .and_then(|n| n.sealing_key.as_deref());
+    let done = observed.agent.as_ref().is_some_and(|a| finished(a.state));
+    let (ok, reason, message) = match sealing::ensure(s, ctx, node, node_key, done).await? {
+        Sealing::None => {
+            new.sealed_secrets = None;
+            return Ok(false);
+        }
+        Sealing::Keep(p) | Sealing::Sealed(p) => {
+            let fresh = new.sealed_secrets.as_ref() != Some(&p);
+            new.sealed_secrets = Some(p);
+            if fresh {
+                tracing::info!(sandbox = %key(s), node, "secrets sealed to the node's key");
+            }
+            (true, "Sealed", format!("sealed to the key of node {node}"))
+        }
+        Sealing::Unresolved(reason, message) => (false, reason, message),
+    };
+    let previous = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == SECRETS_SEALED)
+        .map(|c| c.message.clone());
+    if !ok && previous.as_deref() != Some(message.as_str()) {
+        publish(ctx, s, EventType::Warning, reason, "Seal", message.clone()).await;
+    }
+    set_condition(
+        &mut new.conditions,
+        condition(
+            SECRETS_SEALED,
+            ok,
+            reason,
+            message,
+            s.metadata.generation,
+            Time(now),
+        ),
+    );
+    Ok(!ok)
 }
 
 fn finished(state: SandboxState) -> bool {

