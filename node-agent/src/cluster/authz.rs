@@ -2,7 +2,8 @@
 //! a bearer token that is not the agent's own is checked with a TokenReview, and the user must
 //! be allowed `create` on the `sandboxes/exec` subresource of the Sandbox object the sandbox
 //! belongs to (a SubjectAccessReview). RBAC thus decides who may run code in which sandbox.
-//! Kubernetes users reach only the data plane of one sandbox (exec, files, metrics, get);
+//! Kubernetes users reach only the data plane of one sandbox (exec, files, metrics, get, the
+//! secret violations);
 //! lifecycle goes through the Sandbox object, so create/stop/remove stay with the local token.
 //! Answers are cached briefly (keyed by a hash of the token, never the token itself).
 
@@ -33,7 +34,11 @@ pub fn sandbox_scope<'a>(method: &str, path: &'a str) -> Option<&'a str> {
         return None;
     }
     let ok = match (method, sub) {
-        ("GET", "") | ("GET", "metrics") | ("POST", "exec") | ("GET", "exec/ws") => true,
+        ("GET", "")
+        | ("GET", "metrics")
+        | ("GET", "secrets/violations")
+        | ("POST", "exec")
+        | ("GET", "exec/ws") => true,
         (_, s) => s.starts_with("fs/"),
     };
     ok.then_some(name)
@@ -221,6 +226,11 @@ mod tests {
             ("POST", "/v1/sandboxes/web-1/exec", Some("web-1")),
             ("GET", "/v1/sandboxes/web-1/exec/ws", Some("web-1")),
             ("GET", "/v1/sandboxes/web-1/metrics", Some("web-1")),
+            (
+                "GET",
+                "/v1/sandboxes/web-1/secrets/violations",
+                Some("web-1"),
+            ),
             ("GET", "/v1/sandboxes/web-1/fs/file", Some("web-1")),
             ("PUT", "/v1/sandboxes/web-1/fs/file", Some("web-1")),
             ("POST", "/v1/sandboxes/web-1/fs/mkdir", Some("web-1")),

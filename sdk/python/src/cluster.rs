@@ -10,9 +10,12 @@
 use crate::client::Client;
 use crate::convert::Json;
 use crate::relay::ApiServerRelay;
+use k8s_openapi::api::core::v1::Secret as CoreSecret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
+use kube::Resource as _;
 use microsandbox_client::{AgentClient, Relay};
 use microsandbox_crds::sandbox::{Sandbox, SandboxPhase};
 use microsandbox_crds::volume::{Volume, VolumePhase};
@@ -91,17 +94,77 @@ trait Object:
 }
 impl Object for Sandbox {}
 impl Object for Volume {}
+impl Object for microsandbox_crds::Secret {}
+impl Object for CoreSecret {}
 
-/// Post `object_json` (a whole object) to `api`.
-async fn create_object<K: Object>(api: Api<K>, object_json: &str) -> Result<(), ClusterError> {
+/// Post `object_json` (a whole object) to `api`; the object as created.
+async fn create_object<K: Object>(api: Api<K>, object_json: &str) -> Result<K, ClusterError> {
     let kind = K::kind(&());
     let obj: K = serde_json::from_str(object_json)
         .map_err(|e| ClusterError::new("invalid", format!("{kind} object: {e}")))?;
     let name = obj.meta().name.clone().unwrap_or_default();
     api.create(&PostParams::default(), &obj)
         .await
-        .map_err(|e| api_error(&format!("create {kind} {name}"), e))?;
-    Ok(())
+        .map_err(|e| api_error(&format!("create {kind} {name}"), e))
+}
+
+/// One `Secret.env(...)` of a Sandbox the SDK creates in cluster mode, under object name `name`.
+#[derive(serde::Deserialize)]
+struct SandboxSecret {
+    name: String,
+    env: String,
+    value: String,
+    allow_hosts: Vec<String>,
+}
+
+/// Key of the value in the core Secrets the SDK creates.
+const SECRET_KEY: &str = "value";
+
+/// The core Secret holding a value and the Secret (microsandbox.dev) that names it, both owned
+/// by Sandbox `sandbox` (`uid`) so Kubernetes deletes them with it. Pure.
+fn secret_objects(
+    sandbox: &str,
+    uid: &str,
+    s: &SandboxSecret,
+) -> (CoreSecret, microsandbox_crds::Secret) {
+    let meta = ObjectMeta {
+        name: Some(s.name.clone()),
+        labels: Some(
+            [
+                ("app.kubernetes.io/created-by", "microsandbox-python"),
+                ("microsandbox.dev/sandbox", sandbox),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ),
+        owner_references: Some(vec![OwnerReference {
+            api_version: Sandbox::api_version(&()).into_owned(),
+            kind: Sandbox::kind(&()).into_owned(),
+            name: sandbox.to_string(),
+            uid: uid.to_string(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let core = CoreSecret {
+        metadata: meta.clone(),
+        type_: Some("Opaque".into()),
+        string_data: Some([(SECRET_KEY.to_string(), s.value.clone())].into()),
+        ..Default::default()
+    };
+    let mut object = microsandbox_crds::Secret::new(
+        &s.name,
+        microsandbox_crds::SecretSpec {
+            secret_ref: microsandbox_crds::secret::SecretKeyRef {
+                name: s.name.clone(),
+                key: SECRET_KEY.into(),
+            },
+            allow_hosts: s.allow_hosts.clone(),
+        },
+    );
+    object.metadata = meta;
+    (core, object)
 }
 
 /// Delete `name` (no error if it is gone); with `wait`, return once the object is gone, at most
@@ -210,16 +273,17 @@ fn list_objects<K: Object>(py: Python<'_>, api: Api<K>) -> PyResult<Bound<'_, Py
     })
 }
 
-/// Resolves once `object_json` is created.
+/// Resolves to the created object (a dict) once `object_json` is created.
 fn create_py<K: Object>(
     py: Python<'_>,
     api: Api<K>,
     object_json: String,
 ) -> PyResult<Bound<'_, PyAny>> {
     future_into_py(py, async move {
-        create_object(api, &object_json)
+        let obj = create_object(api, &object_json)
             .await
-            .map_err(ClusterError::into_py)
+            .map_err(ClusterError::into_py)?;
+        Json::of(&obj)
     })
 }
 
@@ -445,6 +509,36 @@ impl Cluster {
         create_py(py, self.api::<Sandbox>(), object_json)
     }
 
+    /// Create, for Sandbox `sandbox` (`uid`), the core Secret and the Secret (microsandbox.dev)
+    /// of each entry of `secrets_json` (`[{name, env, value, allow_hosts}]`), owned by the
+    /// Sandbox. The values go to the API server only; the operator seals them to the node.
+    fn secrets_create<'py>(
+        &self,
+        py: Python<'py>,
+        sandbox: String,
+        uid: String,
+        secrets_json: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let cores = self.api::<CoreSecret>();
+        let objects = self.api::<microsandbox_crds::Secret>();
+        future_into_py(py, async move {
+            let secrets: Vec<SandboxSecret> = serde_json::from_str(&secrets_json)
+                .map_err(|e| ClusterError::new("invalid", format!("secrets: {e}")).into_py())?;
+            let post = PostParams::default();
+            for s in &secrets {
+                let (core, object) = secret_objects(&sandbox, &uid, s);
+                cores.create(&post, &core).await.map_err(|e| {
+                    api_error(&format!("create core Secret {} (for {})", s.name, s.env), e)
+                        .into_py()
+                })?;
+                objects.create(&post, &object).await.map_err(|e| {
+                    api_error(&format!("create Secret {} (for {})", s.name, s.env), e).into_py()
+                })?;
+            }
+            Ok(())
+        })
+    }
+
     /// Watch Sandbox `name` until Ready (resolves to the object as a dict), Failed, or
     /// `timeout_s`; a Sandbox the operator cannot schedule by then fails with its reason.
     fn wait_ready<'py>(
@@ -526,6 +620,32 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_objects_are_owned_by_the_sandbox_and_name_each_other() {
+        let s = SandboxSecret {
+            name: "job-api-key".into(),
+            env: "API_KEY".into(),
+            value: "v-123".into(),
+            allow_hosts: vec!["api.example.com".into()],
+        };
+        let (core, object) = secret_objects("job", "uid-1", &s);
+        for meta in [&core.metadata, &object.metadata] {
+            assert_eq!(meta.name.as_deref(), Some("job-api-key"));
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+                ("Sandbox", "job", "uid-1")
+            );
+            assert_eq!(owner.api_version, "microsandbox.dev/v1alpha1");
+        }
+        assert_eq!(core.string_data.unwrap()[SECRET_KEY], "v-123");
+        assert_eq!(object.spec.secret_ref.name, "job-api-key");
+        assert_eq!(object.spec.secret_ref.key, SECRET_KEY);
+        assert_eq!(object.spec.allow_hosts, ["api.example.com"]);
+        assert!(object.validate().is_ok());
+        assert!(!serde_json::to_string(&object).unwrap().contains("v-123"));
+    }
 
     fn sandbox(status: serde_json::Value) -> Sandbox {
         serde_json::from_value(serde_json::json!({

@@ -157,6 +157,28 @@ def test_every_cluster_error_code_maps_to_a_typed_subclass() -> None:
                       errors.PermissionDeniedError)
 
 
+def test_cluster_secret_objects_carry_no_value() -> None:
+    import json
+
+    from microsandbox import cluster
+
+    secrets = [
+        {"env": "API_KEY", "value": "val-one-9f", "allow_hosts": ["a.example.com"]},
+        {"env": "api_key", "value": "val-two-9f", "allow_hosts": ["a.example.com"]},
+        {"env": "__", "value": "val-three-9f", "allow_hosts": ["a.example.com"]},
+    ]
+    assert cluster.secret_names("job", secrets) == ["job-api-key", "job-api-key-1", "job-secret"]
+    obj = json.loads(
+        cluster.sandbox_object(
+            "job", "ns", image="busybox", memory=64, cpus=1, env={}, workdir=None,
+            isolation=None, pull_policy="if-not-present", pids_limit=None,
+            network={"policy": "public_only"}, secrets=secrets,
+        )
+    )
+    assert [s["name"] for s in obj["spec"]["secrets"]] == cluster.secret_names("job", secrets)
+    assert "-9f" not in json.dumps(obj)
+
+
 def test_cluster_mode_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     from microsandbox import Cluster, InvalidConfigError, cluster, set_mode
 

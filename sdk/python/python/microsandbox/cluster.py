@@ -33,6 +33,11 @@ Which mode applies, first match wins:
 
 Within a :class:`Cluster`, an explicit ``kubeconfig=`` wins over ``KUBECONFIG``, which wins over
 ``~/.kube/config``, which wins over the in-cluster ServiceAccount.
+
+``secrets=[Secret.env(...)]`` becomes, per secret, a core ``Secret`` holding the value and a
+``Secret`` (microsandbox.dev) naming it and its ``allow_hosts``, both owned by the Sandbox (so they
+are deleted with it); the operator seals the values to the node-agent that runs the sandbox.
+You need ``create`` on ``secrets`` in both API groups.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 from datetime import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -323,6 +329,32 @@ def _crd_patch(p: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def secret_names(sandbox: str, secrets: list[dict[str, Any]]) -> list[str]:
+    """Names of the Secret objects (core and microsandbox.dev, one pair per ``Secret.env``) the
+    SDK creates for Sandbox ``sandbox``: ``<sandbox>-<variable, lowercased, '_' -> '-'>``."""
+    names: list[str] = []
+    for i, s in enumerate(secrets):
+        slug = re.sub(r"-+", "-", s["env"].lower().replace("_", "-")).strip("-") or "secret"
+        candidate = f"{sandbox}-{slug}"[:240].rstrip("-.")
+        if candidate in names:
+            candidate = f"{candidate}-{i}"
+        names.append(candidate)
+    return names
+
+
+async def create_secrets(
+    conn: _native.Cluster, sandbox: dict[str, Any], secrets: list[dict[str, Any]]
+) -> None:
+    """Creates the Secret objects ``sandbox_object`` named, owned by the created Sandbox
+    ``sandbox`` (so Kubernetes' garbage collector deletes them with it)."""
+    name = sandbox["metadata"]["name"]
+    items = [
+        {**s, "name": object_name}
+        for object_name, s in zip(secret_names(name, secrets), secrets, strict=True)
+    ]
+    await conn.secrets_create(name, sandbox["metadata"]["uid"], json.dumps(items))
+
+
 def sandbox_object(
     name: str,
     namespace: str,
@@ -360,10 +392,10 @@ def sandbox_object(
     if mounts:
         spec["volumes"] = [_crd_volume(m) for m in mounts]
     if secrets:
-        raise UnsupportedFeatureError(
-            "secrets in cluster mode are Secret objects referenced by spec.secrets, which "
-            "node-agents do not inject yet; use local mode for secrets"
-        )
+        spec["secrets"] = [
+            {"name": object_name, "env": s["env"]}
+            for object_name, s in zip(secret_names(name, secrets), secrets, strict=True)
+        ]
     # Always explicit: the SDK's default (no network) is not the CRD's (public_only).
     net = network or {"policy": "none"}
     if net.get("publish"):

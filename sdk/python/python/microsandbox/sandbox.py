@@ -624,7 +624,8 @@ class Sandbox:
                 environment gets a placeholder that the node-agent's egress proxy replaces by
                 the value only in HTTPS requests to the secret's ``allow_hosts`` (whose names
                 then resolve whatever the network policy); other uses are blocked and listed by
-                :meth:`secret_violations`. Local mode only for now.
+                :meth:`secret_violations`. In cluster mode they become Secret objects owned by the
+                Sandbox (see :mod:`microsandbox.cluster`).
             pids_limit: Maximum number of processes.
             cluster: A :class:`~microsandbox.cluster.Cluster` to create a Kubernetes Sandbox
                 object there, or ``"local"``; default: :func:`~microsandbox.set_mode`, then
@@ -778,8 +779,10 @@ class Sandbox:
             secrets=req["secrets"],
         )
         # A name taken by someone else fails here, before this call owns anything.
-        await conn.create(obj)
+        created = await conn.create(obj)
         try:
+            if req["secrets"]:
+                await _cluster.create_secrets(conn, created, req["secrets"])
             ready = await conn.wait_ready(name, mode.ready_timeout)
             sb = await cls._from_cluster_object(mode, conn, ready)
             if req["workdir"]:
