@@ -58,8 +58,9 @@ pub(crate) const HOST_MSG: &str =
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SecretSpec {
-    /// The key of a core v1 Secret, in this namespace, that holds the value. Only the node-agent
-    /// of the node running a sandbox that uses this Secret reads it.
+    /// The key of a core v1 Secret, in this namespace, that holds the value. The operator reads
+    /// it and seals it to the node-agent running a sandbox that uses this Secret (see the
+    /// Sandbox's `status.sealedSecrets`); node-agents never read core Secrets.
     pub secret_ref: SecretKeyRef,
 
     /// Hosts the value may be sent to: exact names (`api.openai.com`) or one-level-or-deeper
