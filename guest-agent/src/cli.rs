@@ -1,14 +1,15 @@
 //! Command line, parsed by hand to keep the binary small.
 
 use crate::listen::ListenAddr;
-use microsandbox_wire::guest::{GUEST_SOCKET_DIR, GUEST_SOCKET_NAME};
+use microsandbox_wire::guest::{GuestMount, GUEST_SOCKET_DIR, GUEST_SOCKET_NAME};
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
-usage: microsandbox-guest [--listen unix:/path | vsock:PORT] [--init-mounts]
+usage: microsandbox-guest [--listen unix:/path | vsock:PORT] [--init-mounts] [--mount SPEC]...
 
   --listen ADDR    where to serve the guest protocol (default unix:/.msb/run/agent.sock)
   --init-mounts    mount /proc, /sys, /dev, /dev/pts, ... (when PID 1 of a microVM)
+  --mount SPEC     mount a volume at boot (microVM): virtiofs:TAG:ro|rw:/dest or tmpfs:MIB:/dest
   --help           show this help
   --version        show the version
 ";
@@ -26,6 +27,8 @@ pub enum Command {
 pub struct Args {
     pub listen: ListenAddr,
     pub init_mounts: bool,
+    /// Volumes to mount at boot, in order.
+    pub mounts: Vec<GuestMount>,
 }
 
 /// The listen address used without `--listen`.
@@ -38,6 +41,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     let mut out = Args {
         listen: default_listen(),
         init_mounts: false,
+        mounts: Vec::new(),
     };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -45,6 +49,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             "--help" | "-h" => return Ok(Command::Help),
             "--version" | "-V" => return Ok(Command::Version),
             "--init-mounts" => out.init_mounts = true,
+            "--mount" => {
+                let v = it.next().ok_or("--mount needs a value")?;
+                out.mounts.push(GuestMount::parse(&v)?);
+            }
             "--listen" => {
                 let v = it.next().ok_or("--listen needs a value")?;
                 out.listen = ListenAddr::parse(&v)?;
@@ -72,7 +80,8 @@ mod tests {
             p(&[]),
             Ok(Command::Run(Args {
                 listen: ListenAddr::Unix("/.msb/run/agent.sock".into()),
-                init_mounts: false
+                init_mounts: false,
+                mounts: vec![],
             }))
         );
     }
@@ -83,19 +92,35 @@ mod tests {
             p(&["--listen", "vsock:7000", "--init-mounts"]),
             Ok(Command::Run(Args {
                 listen: ListenAddr::Vsock(7000),
-                init_mounts: true
+                init_mounts: true,
+                mounts: vec![],
             }))
         );
         assert_eq!(
             p(&["--listen=unix:/x.sock"]),
             Ok(Command::Run(Args {
                 listen: ListenAddr::Unix("/x.sock".into()),
-                init_mounts: false
+                init_mounts: false,
+                mounts: vec![],
             }))
         );
         assert_eq!(p(&["--help"]), Ok(Command::Help));
         assert_eq!(p(&["--version"]), Ok(Command::Version));
         assert!(p(&["--listen"]).is_err());
         assert!(p(&["--bogus"]).is_err());
+        let Ok(Command::Run(a)) = p(&[
+            "--mount",
+            "virtiofs:msb0:ro:/data",
+            "--mount",
+            "tmpfs:16:/scratch",
+        ]) else {
+            panic!("mounts")
+        };
+        assert_eq!(
+            a.mounts.iter().map(GuestMount::dest).collect::<Vec<_>>(),
+            ["/data", "/scratch"]
+        );
+        assert!(p(&["--mount", "virtiofs:msb0:rw:relative"]).is_err());
+        assert!(p(&["--mount"]).is_err());
     }
 }

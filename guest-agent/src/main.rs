@@ -49,6 +49,10 @@ fn main() -> ExitCode {
     if args.init_mounts {
         init::mount_all();
     }
+    if let Err(e) = init::mount_volumes(&args.mounts) {
+        warn!("{e}");
+        return ExitCode::from(1);
+    }
     init::cloexec_inherited_fds();
     if !pid1 {
         if let Err(e) = reaper::become_subreaper() {

@@ -12,8 +12,10 @@
 
 pub mod codec;
 mod messages;
+pub mod mounts;
 
 pub use messages::*;
+pub use mounts::GuestMount;
 
 /// Protocol version spoken by this build. The guest refuses a host whose major differs.
 pub const PROTOCOL_VERSION: u32 = 1;

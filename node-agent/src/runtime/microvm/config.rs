@@ -7,10 +7,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use microsandbox_wire::guest::{GUEST_AGENT_PATH, GUEST_SOCKET_NAME, GUEST_VSOCK_PORT};
+use microsandbox_wire::guest::mounts::VIRTIOFS_TAG_MAX;
+use microsandbox_wire::guest::{GuestMount, GUEST_AGENT_PATH, GUEST_SOCKET_NAME, GUEST_VSOCK_PORT};
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::LaunchSpec;
+use crate::runtime::{LaunchMount, LaunchSpec};
 
 /// Smallest guest RAM we accept: libkrunfw's kernel plus the guest agent need about 100 MiB.
 pub const MIN_MEMORY_MIB: u32 = 128;
@@ -201,6 +202,17 @@ pub struct VsockPort {
     pub listen: bool,
 }
 
+/// A host directory shared with the guest over virtio-fs (a volume or bind mount), mounted by
+/// the guest agent (`--mount virtiofs:TAG:...`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Share {
+    pub tag: String,
+    pub path: PathBuf,
+    /// Enforced by libkrun's virtio-fs server in the VMM (host side), whatever the guest does.
+    pub read_only: bool,
+}
+
 /// One `krun_set_rlimits` entry, applied by libkrun's init inside the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rlimit {
@@ -234,6 +246,9 @@ pub struct VmConfig {
     pub vsock_ports: Vec<VsockPort>,
     pub console_output: PathBuf,
     pub rlimits: Vec<Rlimit>,
+    /// Extra virtio-fs shares (volumes, binds), in mount order.
+    #[serde(default)]
+    pub shares: Vec<Share>,
 }
 
 /// A configuration value libkrun would reject or mangle; each variant names the field.
@@ -271,6 +286,8 @@ pub enum ConfigError {
     SocketPath { path: PathBuf, len: usize },
     #[error("console_output {path:?}: {reason}")]
     ConsoleOutput { path: PathBuf, reason: String },
+    #[error("mount {dest:?}: {reason}")]
+    Mount { dest: String, reason: String },
     #[error("rlimit {resource}: soft limit {soft} exceeds hard limit {hard}")]
     Rlimit { resource: u32, soft: u64, hard: u64 },
     #[error("exec path, workdir, rlimits, env and argv take about {len} bytes of the guest kernel command line, over the {max}-byte limit (libkrun passes them there); shrink the environment")]
@@ -300,13 +317,21 @@ impl VmConfig {
                 }]
             })
             .unwrap_or_default();
+        let (shares, mounts) = guest_mounts(&spec.mounts);
+        let mut argv = guest_agent_args();
+        argv.extend(
+            mounts
+                .iter()
+                .flat_map(|m| ["--mount".to_string(), m.to_arg()]),
+        );
         let config = VmConfig {
+            shares,
             vcpus,
             memory_mib: spec.memory_mib,
             root: spec.rootfs.clone(),
             kernel: settings.kernel.clone(),
             exec_path: GUEST_AGENT_PATH.to_string(),
-            argv: guest_agent_args(),
+            argv,
             env,
             workdir: spec.workdir.clone(),
             vsock_ports: vec![VsockPort {
@@ -402,6 +427,20 @@ impl VmConfig {
             path: self.console_output.clone(),
             reason,
         })?;
+        let mut tags = BTreeSet::new();
+        for s in &self.shares {
+            let bad = |reason: String| ConfigError::Mount {
+                dest: s.tag.clone(),
+                reason,
+            };
+            if s.tag.is_empty() || s.tag.len() > VIRTIOFS_TAG_MAX || !tags.insert(s.tag.as_str()) {
+                return Err(bad(format!(
+                    "virtio-fs tag {:?} is empty, longer than {VIRTIOFS_TAG_MAX} bytes or used twice",
+                    s.tag
+                )));
+            }
+            host_path(&s.path).map_err(|r| bad(format!("host path {:?} {r}", s.path)))?;
+        }
         for r in &self.rlimits {
             if r.soft > r.hard {
                 return Err(ConfigError::Rlimit {
@@ -469,6 +508,38 @@ fn validate_kernel(kernel: &KernelConfig) -> Result<(), ConfigError> {
 }
 
 /// A host path handed to libkrun: absolute, and representable as a C string.
+/// The virtio-fs shares and guest mounts of a sandbox's mounts (tags `msb0`, `msb1`, ...). Pure.
+pub fn guest_mounts(mounts: &[LaunchMount]) -> (Vec<Share>, Vec<GuestMount>) {
+    let mut shares = Vec::new();
+    let mut guest = Vec::new();
+    for m in mounts {
+        match m {
+            LaunchMount::Bind {
+                source,
+                dest,
+                readonly,
+            } => {
+                let tag = format!("msb{}", shares.len());
+                shares.push(Share {
+                    tag: tag.clone(),
+                    path: source.clone(),
+                    read_only: *readonly,
+                });
+                guest.push(GuestMount::Virtiofs {
+                    tag,
+                    dest: dest.clone(),
+                    readonly: *readonly,
+                });
+            }
+            LaunchMount::Tmpfs { dest, size_mib } => guest.push(GuestMount::Tmpfs {
+                dest: dest.clone(),
+                size_mib: *size_mib,
+            }),
+        }
+    }
+    (shares, guest)
+}
+
 fn host_path(path: &Path) -> Result<(), String> {
     if !path.is_absolute() {
         return Err("must be an absolute path".into());
@@ -535,6 +606,53 @@ pub(crate) mod tests {
             mounts: Vec::new(),
             netns: None,
         }
+    }
+
+    #[test]
+    fn mounts_become_shares_and_guest_arguments() {
+        let mut s = spec();
+        s.mounts = vec![
+            LaunchMount::Bind {
+                source: "/srv/a".into(),
+                dest: "/a".into(),
+                readonly: true,
+            },
+            LaunchMount::Tmpfs {
+                dest: "/t".into(),
+                size_mib: 8,
+            },
+        ];
+        let cfg = VmConfig::from_launch(&s, &MicrovmSettings::default()).unwrap();
+        assert_eq!(
+            cfg.shares,
+            [Share {
+                tag: "msb0".into(),
+                path: "/srv/a".into(),
+                read_only: true
+            }]
+        );
+        assert_eq!(
+            cfg.argv[3..],
+            ["--mount", "virtiofs:msb0:ro:/a", "--mount", "tmpfs:8:/t"]
+        );
+        // A destination libkrun cannot carry on the kernel command line is refused up front.
+        s.mounts = vec![LaunchMount::Tmpfs {
+            dest: "/a\"b".into(),
+            size_mib: 8,
+        }];
+        assert!(matches!(
+            VmConfig::from_launch(&s, &MicrovmSettings::default()),
+            Err(ConfigError::Argv { .. })
+        ));
+        s.mounts = vec![LaunchMount::Bind {
+            source: "relative".into(),
+            dest: "/a".into(),
+            readonly: false,
+        }];
+        assert!(matches!(
+            VmConfig::from_launch(&s, &MicrovmSettings::default()),
+            Err(ConfigError::Mount { .. })
+        ));
     }
 
     #[test]

@@ -47,6 +47,14 @@ int32_t krun_set_root(uint32_t ctx, const char *p) { logf_("set_root %u %s", ctx
 int32_t krun_set_kernel(uint32_t ctx, const char *p, uint32_t fmt, const char *initrd, const char *cmdline) {
     logf_("set_kernel %u %s %u %s %s", ctx, p, fmt, S(initrd), S(cmdline)); return 0;
 }
+#ifndef NO_VIRTIOFS3
+int32_t krun_add_virtiofs3(uint32_t ctx, const char *tag, const char *p, uint64_t shm, bool ro) {
+    logf_("add_virtiofs3 %u %s %s %llu %d", ctx, tag, p, (unsigned long long)shm, ro); return 0;
+}
+#endif
+int32_t krun_add_virtiofs(uint32_t ctx, const char *tag, const char *p) {
+    logf_("add_virtiofs %u %s %s", ctx, tag, p); return 0;
+}
 int32_t krun_disable_implicit_vsock(uint32_t ctx) { logf_("disable_implicit_vsock %u", ctx); return 0; }
 int32_t krun_add_vsock(uint32_t ctx, uint32_t tsi) { logf_("add_vsock %u %u", ctx, tsi); return 0; }
 #ifndef NO_PORT2
@@ -237,4 +245,96 @@ fn errno_of_a_failing_call_is_reported() {
         err.to_string(),
         "krun_set_vm_config(vcpus=0, ram_mib=128) failed: EINVAL: Invalid argument"
     );
+}
+
+fn mounts_spec() -> crate::runtime::LaunchSpec {
+    use crate::runtime::LaunchMount;
+    let mut spec = super::config::tests::spec();
+    spec.mounts = vec![
+        LaunchMount::Bind {
+            source: "/srv/volumes/data".into(),
+            dest: "/data".into(),
+            readonly: true,
+        },
+        LaunchMount::Tmpfs {
+            dest: "/scratch".into(),
+            size_mib: 16,
+        },
+        LaunchMount::Bind {
+            source: "/srv/work".into(),
+            dest: "/data/work".into(),
+            readonly: false,
+        },
+    ];
+    spec
+}
+
+#[test]
+fn volumes_become_virtiofs_shares_and_guest_mounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((lib, log)) = build_fake(dir.path(), &[]) else {
+        return;
+    };
+    let settings = MicrovmSettings {
+        libkrun: Some(lib.clone()),
+        ..Default::default()
+    };
+    let config = VmConfig::from_launch(&mounts_spec(), &settings).unwrap();
+    let plan = VmPlan::build("msb-test", &config, &settings);
+    let krun = Libkrun::open(Some(&lib)).unwrap();
+    let ctx = krun.create_ctx().unwrap();
+    for call in &plan.calls {
+        krun.apply(ctx, call).unwrap();
+    }
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let shares: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("add_virtiofs"))
+        .collect();
+    // Read-only is the VMM's flag (host side); no DAX window.
+    assert_eq!(
+        shares,
+        [
+            "add_virtiofs3 7 msb0 /srv/volumes/data 0 1",
+            "add_virtiofs3 7 msb1 /srv/work 0 0"
+        ]
+    );
+    // The guest agent mounts them, in order (the nested one after its parent).
+    let argv = calls.lines().find(|l| l.starts_with("argv")).unwrap();
+    assert_eq!(
+        argv,
+        "argv [--listen] [vsock:7000] [--init-mounts] [--mount] [virtiofs:msb0:ro:/data] \
+         [--mount] [tmpfs:16:/scratch] [--mount] [virtiofs:msb1:rw:/data/work]"
+    );
+}
+
+#[test]
+fn libkrun_without_virtiofs3_never_shares_read_only_volumes_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((lib, log)) = build_fake(dir.path(), &["-DNO_VIRTIOFS3"]) else {
+        return;
+    };
+    let krun = Libkrun::open(Some(&lib)).unwrap();
+    assert!(krun.symbols().contains(&("krun_add_virtiofs3", false)));
+    let ctx = krun.create_ctx().unwrap();
+    let share = |read_only| super::KrunCall::AddVirtiofs {
+        tag: "msb0".into(),
+        path: "/srv/data".into(),
+        read_only,
+    };
+    let err = krun.apply(ctx, &share(true)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FfiError::MissingSymbol {
+                symbol: "krun_add_virtiofs3",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    krun.apply(ctx, &share(false)).unwrap();
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains("add_virtiofs 7 msb0 /srv/data"), "{calls}");
+    assert_eq!(calls.matches("add_virtiofs").count(), 1, "{calls}");
 }

@@ -37,6 +37,18 @@ pub mod sig {
     pub type SetVmConfig = unsafe extern "C" fn(ctx_id: u32, num_vcpus: u8, ram_mib: u32) -> i32;
     /// `int32_t krun_set_root(uint32_t ctx_id, const char *root_path)`
     pub type SetRoot = unsafe extern "C" fn(ctx_id: u32, root_path: *const c_char) -> i32;
+    /// `int32_t krun_add_virtiofs(uint32_t ctx_id, const char *c_tag, const char *c_path)`
+    pub type AddVirtiofs =
+        unsafe extern "C" fn(ctx_id: u32, tag: *const c_char, path: *const c_char) -> i32;
+    /// `int32_t krun_add_virtiofs3(uint32_t ctx_id, const char *c_tag, const char *c_path,
+    /// uint64_t shm_size, bool read_only)`
+    pub type AddVirtiofs3 = unsafe extern "C" fn(
+        ctx_id: u32,
+        tag: *const c_char,
+        path: *const c_char,
+        shm_size: u64,
+        read_only: bool,
+    ) -> i32;
     /// `int32_t krun_set_kernel(uint32_t ctx_id, const char *kernel_path, uint32_t kernel_format,
     /// const char *initramfs, const char *cmdline)`; `initramfs`/`cmdline` may be NULL.
     pub type SetKernel = unsafe extern "C" fn(
@@ -88,6 +100,8 @@ const _: () = {
     let _: sig::SetVmConfig = libkrun_sys::krun_set_vm_config;
     let _: sig::SetRoot = libkrun_sys::krun_set_root;
     let _: sig::SetKernel = libkrun_sys::krun_set_kernel;
+    let _: sig::AddVirtiofs = libkrun_sys::krun_add_virtiofs;
+    let _: sig::AddVirtiofs3 = libkrun_sys::krun_add_virtiofs3;
     let _: sig::SetExec = libkrun_sys::krun_set_exec;
     let _: sig::SetWorkdir = libkrun_sys::krun_set_workdir;
     let _: sig::SetRlimits = libkrun_sys::krun_set_rlimits;
@@ -130,6 +144,8 @@ struct Api {
     set_vm_config: Option<sig::SetVmConfig>,
     set_root: Option<sig::SetRoot>,
     set_kernel: Option<sig::SetKernel>,
+    add_virtiofs: Option<sig::AddVirtiofs>,
+    add_virtiofs3: Option<sig::AddVirtiofs3>,
     set_exec: Option<sig::SetExec>,
     set_workdir: Option<sig::SetWorkdir>,
     set_rlimits: Option<sig::SetRlimits>,
@@ -200,6 +216,8 @@ impl Libkrun {
                 set_vm_config: symbol(&lib, "krun_set_vm_config"),
                 set_root: symbol(&lib, "krun_set_root"),
                 set_kernel: symbol(&lib, "krun_set_kernel"),
+                add_virtiofs: symbol(&lib, "krun_add_virtiofs"),
+                add_virtiofs3: symbol(&lib, "krun_add_virtiofs3"),
                 set_exec: symbol(&lib, "krun_set_exec"),
                 set_workdir: symbol(&lib, "krun_set_workdir"),
                 set_rlimits: symbol(&lib, "krun_set_rlimits"),
@@ -232,6 +250,8 @@ impl Libkrun {
             ("krun_set_vm_config", a.set_vm_config.is_some()),
             ("krun_set_root", a.set_root.is_some()),
             ("krun_set_kernel", a.set_kernel.is_some()),
+            ("krun_add_virtiofs3", a.add_virtiofs3.is_some()),
+            ("krun_add_virtiofs", a.add_virtiofs.is_some()),
             (
                 "krun_disable_implicit_vsock",
                 a.disable_implicit_vsock.is_some(),
@@ -317,6 +337,39 @@ impl Libkrun {
                     sym,
                     path.display().to_string(),
                 )
+            }
+            KrunCall::AddVirtiofs {
+                tag,
+                path,
+                read_only,
+            } => {
+                let c_tag = c_string(tag, "virtio-fs tag")?;
+                let c_dir = c_path(path)?;
+                let detail = format!("{tag}, {}, read_only={read_only}", path.display());
+                if let Some(f) = a.add_virtiofs3 {
+                    // SAFETY: both strings are NUL-terminated and outlive the call (libkrun copies
+                    // them); shm_size 0 means no DAX window.
+                    return check(
+                        unsafe { f(ctx, c_tag.as_ptr(), c_dir.as_ptr(), 0, *read_only) },
+                        sym,
+                        detail,
+                    );
+                }
+                // Older libkrun shares writable only: fine for writable volumes, never for a
+                // read-only one (the guest could write through it).
+                match (read_only, a.add_virtiofs) {
+                    (false, Some(f)) => check(
+                        // SAFETY: as above.
+                        unsafe { f(ctx, c_tag.as_ptr(), c_dir.as_ptr()) },
+                        "krun_add_virtiofs",
+                        detail,
+                    ),
+                    _ => Err(FfiError::MissingSymbol {
+                        library: self.path.display().to_string(),
+                        symbol: "krun_add_virtiofs3",
+                        purpose: "share a volume read-only with the guest",
+                    }),
+                }
             }
             KrunCall::SetKernel {
                 path,

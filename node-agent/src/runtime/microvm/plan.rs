@@ -22,6 +22,13 @@ pub enum KrunCall {
     SetVmConfig { vcpus: u8, memory_mib: u32 },
     /// `krun_set_root`: the host directory shared as the guest's `/` (virtio-fs).
     SetRoot { path: PathBuf },
+    /// `krun_add_virtiofs3` (`krun_add_virtiofs` when not read-only and the `3` variant is
+    /// missing): share a host directory under `tag`; `read_only` is enforced by the VMM.
+    AddVirtiofs {
+        tag: String,
+        path: PathBuf,
+        read_only: bool,
+    },
     /// `krun_set_kernel`: boot this kernel instead of libkrunfw's.
     SetKernel {
         path: PathBuf,
@@ -64,6 +71,7 @@ impl KrunCall {
         match self {
             KrunCall::SetVmConfig { .. } => "krun_set_vm_config",
             KrunCall::SetRoot { .. } => "krun_set_root",
+            KrunCall::AddVirtiofs { .. } => "krun_add_virtiofs3",
             KrunCall::SetKernel { .. } => "krun_set_kernel",
             KrunCall::DisableImplicitVsock => "krun_disable_implicit_vsock",
             KrunCall::AddVsock { .. } => "krun_add_vsock",
@@ -108,6 +116,11 @@ impl VmPlan {
                 path: config.root.clone(),
             },
         ];
+        calls.extend(config.shares.iter().map(|s| KrunCall::AddVirtiofs {
+            tag: s.tag.clone(),
+            path: s.path.clone(),
+            read_only: s.read_only,
+        }));
         if let Some(k) = &config.kernel {
             calls.push(KrunCall::SetKernel {
                 path: k.path.clone(),

@@ -18,7 +18,9 @@ use tokio::io::AsyncReadExt;
 use super::config::{MicrovmSettings, VmConfig, CONSOLE_LOG};
 use super::plan::{KrunCall, VmPlan};
 use super::procfs;
-use crate::runtime::{HostUsage, LaunchSpec, Launched, Liveness, Runtime, RuntimeError};
+use crate::runtime::{
+    HostUsage, LaunchMount, LaunchSpec, Launched, Liveness, Runtime, RuntimeError,
+};
 
 /// Log of the VMM process (its stdout/stderr: our messages and libkrun's), in the runtime dir.
 pub const VMM_LOG: &str = "vmm.log";
@@ -191,12 +193,20 @@ impl Runtime for MicrovmRuntime {
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
-        if !spec.mounts.is_empty() {
-            // Needs virtio-fs shares per mount and the guest agent mounting them at boot.
-            return Err(RuntimeError::Unavailable {
-                isolation: Isolation::Microvm,
-                reason: "volumes and tmpfs mounts are not supported in microVMs yet".into(),
-            });
+        // virtio-fs shares directories; a missing one would panic a libkrun vCPU thread and
+        // hang the VM instead of failing, so both are refused here.
+        for m in &spec.mounts {
+            if let LaunchMount::Bind { source, dest, .. } = m {
+                if !source.is_dir() {
+                    return Err(RuntimeError::Unavailable {
+                        isolation: Isolation::Microvm,
+                        reason: format!(
+                            "mount {dest}: {} is not a directory; microVMs share directories only (virtio-fs), bind its directory instead",
+                            source.display()
+                        ),
+                    });
+                }
+            }
         }
         {
             let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());

@@ -616,8 +616,8 @@ class Sandbox:
                 (:class:`Patch`); host paths of copies must be under the agent's
                 ``--host-root`` (``MSB_HOST_ROOTS``).
             volumes: ``{guest path: Volume}``: named volumes (:meth:`Volume.create`), binds
-                of host directories under the agent's ``--host-root``, tmpfs (container
-                isolation only, for now).
+                of host directories under the agent's ``--host-root``, tmpfs (microVMs share
+                directories only: a single-file bind is refused there).
             network: What the sandbox may reach (:class:`NetworkPolicy`; default
                 :meth:`NetworkPolicy.none`: no network at all), enforced by the node-agent.
             secrets: Credentials used without being held (:meth:`Secret.env`): the sandbox's
