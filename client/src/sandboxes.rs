@@ -23,6 +23,8 @@ pub struct Output {
     pub stdout: Vec<u8>,
     /// Everything the process wrote to stderr.
     pub stderr: Vec<u8>,
+    /// Uses of secret placeholders the egress proxy blocked while it ran.
+    pub secret_violations: Vec<SecretViolation>,
 }
 
 impl Output {
@@ -57,6 +59,7 @@ impl TryFrom<ExecOutput> for Output {
             timed_out: o.timed_out,
             stdout: decode("stdout", &o.stdout_b64)?,
             stderr: decode("stderr", &o.stderr_b64)?,
+            secret_violations: o.secret_violations,
         })
     }
 }
@@ -176,6 +179,12 @@ mod tests {
             timed_out: false,
             stdout_b64: encode_stdin(b"hi\n\xff"),
             stderr_b64: String::new(),
+            secret_violations: vec![SecretViolation {
+                secret: "K".into(),
+                host: "evil.test".into(),
+                reason: "r".into(),
+                at: 1,
+            }],
         }
         .try_into()
         .unwrap();
@@ -183,6 +192,7 @@ mod tests {
         assert!(o.stderr.is_empty());
         assert!(o.success());
         assert_eq!(o.stdout_str(), "hi\n\u{fffd}");
+        assert_eq!(o.secret_violations[0].host, "evil.test");
 
         let bad = ExecOutput {
             exit_code: 1,
@@ -190,6 +200,7 @@ mod tests {
             timed_out: false,
             stdout_b64: "!!".into(),
             stderr_b64: String::new(),
+            secret_violations: vec![],
         };
         assert!(matches!(
             Output::try_from(bad),

@@ -425,6 +425,16 @@ async fn secret_reaches_only_its_allowed_host_and_never_the_guest() {
         .unwrap();
     let results: Vec<(u16, String)> = serde_json::from_str(out.stdout_str().trim())
         .unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout_str(), out.stderr_str()));
+    // The exec's own answer names what it was refused.
+    let refused: Vec<(&str, &str)> = out
+        .secret_violations
+        .iter()
+        .map(|v| (v.secret.as_str(), v.host.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        [("API_KEY", "evil.test"), ("API_KEY", "api.secret.test")]
+    );
     assert_eq!(results[0], (200, "ok".to_string()), "{results:?}");
     assert_eq!(results[1].0, 403, "{results:?}");
     assert!(

@@ -452,6 +452,9 @@ pub struct ExecOutput {
     pub timed_out: bool,
     pub stdout_b64: String,
     pub stderr_b64: String,
+    /// Uses of secret placeholders the egress proxy blocked while the command ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_violations: Vec<SecretViolation>,
 }
 
 /// Control messages of the exec WebSocket (text frames). Data travels in binary frames:

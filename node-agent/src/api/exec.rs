@@ -77,7 +77,11 @@ async fn collected(c: Ctx, name: String, req: api::ExecRequest) -> Result<ExecOu
     };
     let entry = c.manager.entry(&name).await?;
     let (_guard, guest) = entry.begin_exec().await?;
+    let mark = c.manager.secret_violations_mark(&name).await?;
     let out = guest.exec_collect(greq, stdin).await?;
+    // The proxy records a violation before it answers the request, so whatever the command
+    // was refused is recorded by the time it has exited.
+    let (secret_violations, _) = c.manager.secret_violations(&name, Some(mark)).await?;
     let b64 = &base64::engine::general_purpose::STANDARD;
     Ok(ExecOutput {
         exit_code: out.status.code,
@@ -85,6 +89,7 @@ async fn collected(c: Ctx, name: String, req: api::ExecRequest) -> Result<ExecOu
         timed_out: out.status.timed_out,
         stdout_b64: b64.encode(&out.stdout),
         stderr_b64: b64.encode(&out.stderr),
+        secret_violations,
     })
 }
 

@@ -122,7 +122,12 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .then(|name: String, c: Ctx| async move {
-            reply::result(c.manager.secret_violations(&name).await)
+            reply::result(
+                c.manager
+                    .secret_violations(&name, None)
+                    .await
+                    .map(|(v, _)| v),
+            )
         });
     let all_metrics = warp::path!("metrics")
         .and(warp::get())

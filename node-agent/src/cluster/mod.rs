@@ -124,6 +124,7 @@ pub async fn run(
             },
         ),
         client,
+        violations_published: Default::default(),
     });
     let volume_api: Api<Volume> = match &cfg.watch_namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),

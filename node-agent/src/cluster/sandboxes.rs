@@ -21,7 +21,7 @@ use microsandbox_crds::common::conditions::REASON_LIFETIME_EXPIRED;
 use microsandbox_crds::sealed::SealingKey;
 use microsandbox_crds::{AgentReport, Sandbox, SandboxPhase, Volume, VolumePhase};
 use microsandbox_wire::api::MountSpec;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ const RECONCILE_CONCURRENCY: u16 = 16;
 /// A create that takes longer than this is reported as `Creating` first (image pulls); a fast
 /// one is reported once, as `Running`, which halves the status writes of a burst.
 const REPORT_CREATING_AFTER: Duration = Duration::from_millis(300);
+/// Most `SecretBlocked` Events published per sandbox and reconcile (the rest are counted).
+const MAX_VIOLATION_EVENTS: usize = 10;
 /// How often orphaned sandboxes are looked for.
 const SWEEP: Duration = Duration::from_secs(30);
 
@@ -45,6 +47,8 @@ pub struct Context {
     pub node: String,
     pub client: kube::Client,
     pub recorder: Recorder,
+    /// Per Sandbox uid: the secret-violation mark up to which Events were published.
+    pub violations_published: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// Run the controller and the orphan sweep until the task is dropped.
@@ -136,6 +140,7 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 }
             }
             write(api, s, reported, report::of(&info, &uid)).await?;
+            publish_violations(ctx, s, &local, &uid).await;
             Ok(Action::requeue(next))
         }
         Err(AgentError::NotFound(_)) => {
@@ -317,9 +322,48 @@ async fn mounts_for(s: &Sandbox, ctx: &Context) -> Result<Mounts, ClusterError> 
     Ok(Mounts::Ready(out))
 }
 
+/// Publish a Warning Event (`SecretBlocked`) for each use of a secret placeholder the egress
+/// proxy blocked since the last call, so `kubectl describe sandbox` shows it.
+async fn publish_violations(ctx: &Context, s: &Sandbox, local: &str, uid: &str) {
+    if s.spec.secrets.is_empty() {
+        return;
+    }
+    let from = ctx
+        .violations_published
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(uid)
+        .copied()
+        .unwrap_or(0);
+    let Ok((new, next)) = ctx.manager.secret_violations(local, Some(from)).await else {
+        return;
+    };
+    for v in new.iter().take(MAX_VIOLATION_EVENTS) {
+        let note = format!(
+            "secret {} sent to {} was blocked: {}",
+            v.secret, v.host, v.reason
+        );
+        publish(ctx, s, EventType::Warning, "SecretBlocked", "Egress", note).await;
+    }
+    if new.len() > MAX_VIOLATION_EVENTS {
+        let more = new.len() - MAX_VIOLATION_EVENTS;
+        let note =
+            format!("{more} more blocked uses of secrets (see the agent's secrets/violations)");
+        publish(ctx, s, EventType::Warning, "SecretBlocked", "Egress", note).await;
+    }
+    ctx.violations_published
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(uid.to_string(), next);
+}
+
 /// Remove the sandbox; idempotent (a missing sandbox is already cleaned up).
 async fn cleanup(s: &Sandbox, ctx: &Context) -> Result<Action, ClusterError> {
-    let (local, _) = identity(s)?;
+    let (local, uid) = identity(s)?;
+    ctx.violations_published
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&uid);
     match ctx.manager.remove(&local).await {
         Ok(()) | Err(AgentError::NotFound(_)) => {
             tracing::info!(sandbox = %local, object = %s.name_any(), "removed");

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod proxy;
 pub mod publish;
 pub mod secrets;
+pub mod violations;
 
 use ipnet::Ipv4Net;
 use microsandbox_wire::api::{NetworkSpec, SecretSpec, SecretViolation};
@@ -120,7 +121,7 @@ fn allow_of(spec: &NetworkSpec, secret_hosts: &[String]) -> Result<Allow, AgentE
 #[derive(Default)]
 struct Running {
     tasks: Vec<JoinHandle<()>>,
-    violations: Arc<std::sync::Mutex<Vec<SecretViolation>>>,
+    violations: Arc<std::sync::Mutex<violations::Violations>>,
 }
 
 /// Owns the sandbox networks of this node.
@@ -377,15 +378,31 @@ impl NetworkManager {
         self.start_tasks(att, allow, state).await
     }
 
-    /// Uses of secret placeholders the proxy of `att` blocked, oldest first.
-    pub async fn violations(&self, att: &Attachment) -> Vec<SecretViolation> {
+    /// Uses of secret placeholders the proxy of `att` blocked, oldest first (with `since`, only
+    /// those from that [`Self::violations_mark`] on), and the mark after them.
+    pub async fn violations(
+        &self,
+        att: &Attachment,
+        since: Option<u64>,
+    ) -> (Vec<SecretViolation>, u64) {
+        match self.running.lock().await.get(&att.netns) {
+            Some(r) => {
+                let v = r.violations.lock().unwrap_or_else(|e| e.into_inner());
+                v.since(since.unwrap_or(0))
+            }
+            None => (Vec::new(), 0),
+        }
+    }
+
+    /// Where the proxy of `att` stands in numbering its violations.
+    pub async fn violations_mark(&self, att: &Attachment) -> u64 {
         match self.running.lock().await.get(&att.netns) {
             Some(r) => r
                 .violations
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            None => Vec::new(),
+                .mark(),
+            None => 0,
         }
     }
 

@@ -32,12 +32,10 @@ use tokio_openssl::SslStream;
 use super::egress::Egress;
 use super::host::Uplink;
 use super::secrets::{Rewrite, SandboxCa, Secrets};
+use super::violations::Violations;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, hyper::Error>;
-
-/// Most violations kept per sandbox (the oldest go first).
-const MAX_VIOLATIONS: usize = 256;
 
 /// One sandbox's proxy.
 pub struct Proxy {
@@ -47,7 +45,7 @@ pub struct Proxy {
     pub ca: Arc<SandboxCa>,
     pub upstream: SslConnector,
     pub uplink: Uplink,
-    pub violations: Arc<Mutex<Vec<SecretViolation>>>,
+    pub violations: Arc<Mutex<Violations>>,
 }
 
 fn text(status: StatusCode, msg: String) -> Response<Body> {
@@ -145,10 +143,7 @@ impl Proxy {
     fn record(&self, env: &str, host: &str, reason: &str) {
         tracing::warn!(sandbox = %self.sandbox, secret = %env, %host, reason, "secret placeholder blocked");
         let mut v = self.violations.lock().unwrap_or_else(|e| e.into_inner());
-        if v.len() >= MAX_VIOLATIONS {
-            v.remove(0);
-        }
-        v.push(SecretViolation {
+        v.record(SecretViolation {
             secret: env.to_string(),
             host: host.to_string(),
             reason: reason.to_string(),

@@ -660,16 +660,29 @@ impl SandboxManager {
         }
     }
 
-    /// Uses of the sandbox's secret placeholders its egress proxy blocked, oldest first.
+    /// Uses of the sandbox's secret placeholders its egress proxy blocked, oldest first (with
+    /// `since`, only those from that [`Self::secret_violations_mark`] on), and the mark after
+    /// them.
     pub async fn secret_violations(
         &self,
         name: &str,
-    ) -> Result<Vec<microsandbox_wire::api::SecretViolation>, AgentError> {
+        since: Option<u64>,
+    ) -> Result<(Vec<microsandbox_wire::api::SecretViolation>, u64), AgentError> {
         let entry = self.entry(name).await?;
         let att = entry.record.lock().await.network.clone();
         Ok(match att {
-            Some(att) => self.network.violations(&att).await,
-            None => Vec::new(),
+            Some(att) => self.network.violations(&att, since).await,
+            None => (Vec::new(), 0),
+        })
+    }
+
+    /// A mark for [`Self::secret_violations`]: what is blocked from now on comes after it.
+    pub async fn secret_violations_mark(&self, name: &str) -> Result<u64, AgentError> {
+        let entry = self.entry(name).await?;
+        let att = entry.record.lock().await.network.clone();
+        Ok(match att {
+            Some(att) => self.network.violations_mark(&att).await,
+            None => 0,
         })
     }
 

@@ -12,8 +12,8 @@ use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 use std::path::PathBuf;
 
-/// Exit code, signal, whether it timed out, stdout, stderr.
-type ExecTuple = (i32, Option<i32>, bool, OutBytes, OutBytes);
+/// Exit code, signal, whether it timed out, stdout, stderr, secret violations.
+type ExecTuple = (i32, Option<i32>, bool, OutBytes, OutBytes, Json);
 
 /// Handle on one node agent. Cheap to share: one connection pool, used by every sandbox handle.
 #[pyclass(frozen, module = "microsandbox._native")]
@@ -226,6 +226,7 @@ impl Client {
                 o.timed_out,
                 OutBytes(o.stdout),
                 OutBytes(o.stderr),
+                Json::of(&o.secret_violations)?,
             );
             Ok(t)
         })

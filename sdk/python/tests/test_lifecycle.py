@@ -25,6 +25,7 @@ from microsandbox import (
     SandboxNotFoundError,
     SandboxNotRunningError,
     Secret,
+    SecretViolationError,
     UnsupportedFeatureError,
     Volume,
     VolumeInUseError,
@@ -125,15 +126,21 @@ async def test_secret_is_a_placeholder_and_plain_http_use_is_blocked(name: str) 
         assert env.startswith("msb-secret-api-key-") and "s3cret" not in env
         assert await sb.secret_violations() == []
         out = await sb.shell(
-            'wget -q -O- --header "Authorization: Bearer $API_KEY" http://203.0.113.10/ 2>&1'
+            'wget -O- --header "Authorization: Bearer $API_KEY" http://203.0.113.10/ 2>&1'
         )
-        assert out.exit_code != 0
+        assert out.exit_code != 0 and "403" in out.stdout()
         [v] = await sb.secret_violations()
         assert (v.secret, v.host, v.reason) == (
             "API_KEY",
             "203.0.113.10",
             "secrets are only sent over HTTPS",
         )
+        # The exec that did it says so, and check() makes it an error.
+        assert out.secret_violations == (v,)
+        with pytest.raises(SecretViolationError, match="API_KEY -> 203.0.113.10") as e:
+            out.check()
+        assert e.value.violations == (v,) and e.value.output is out
+        assert (await sb.shell("true")).check().secret_violations == ()
         assert "s3cret" not in (await sb.shell("env; cat /proc/1/environ")).stdout()
     with pytest.raises(InvalidConfigError, match="allow_hosts"):
         await Sandbox.create(name, image="busybox", secrets=[Secret.env("X", value="v")])

@@ -223,6 +223,7 @@ async def test_secret_is_only_a_placeholder_in_the_sandbox(dev: Cluster) -> None
         assert out.stdout().startswith("msb-secret-api-key-"), out.stdout()
         seen = [(v.secret, v.host) for v in await sb.secret_violations()]
         assert seen == [("API_KEY", "203.0.113.9")]
+        assert [(v.secret, v.host) for v in out.secret_violations] == seen
         conn = await _native.Cluster.connect(dev.kubeconfig, dev.context, dev.namespace)
         obj = await conn.get("py-secret")
         assert obj["spec"]["secrets"] == [{"name": "py-secret-api-key", "env": "API_KEY"}]

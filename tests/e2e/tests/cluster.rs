@@ -840,6 +840,19 @@ async fn secret_values_reach_only_the_bound_node_sealed() {
             .any(|v| v.secret == "API_TOKEN" && v.host == "203.0.113.7"),
         "{v:?} {shown}"
     );
+    // ... and says so on the Sandbox object, as a Warning Event (within one status poll).
+    let start = std::time::Instant::now();
+    while !c
+        .event_reasons("job")
+        .contains(&"SecretBlocked".to_string())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no SecretBlocked event: {:?}",
+            c.event_reasons("job")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // Where the value is: the bound agent's 0600 file, nowhere else on either node (logs,
     // state, the sandbox's root filesystem), not in the operator's log.

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .models import ExecOutput
+    from .models import ExecOutput, SecretViolation
 
 __all__ = [
     "MicrosandboxError",
@@ -126,7 +126,27 @@ class NetworkPolicyError(InvalidConfigError):
 
 
 class SecretViolationError(MicrosandboxError):
-    """A secret was sent to a host outside its ``allow_hosts``, or could not be injected."""
+    """A secret's placeholder was sent to a host outside its ``allow_hosts`` (or over plain
+    HTTP) and the node-agent blocked it. Raised by :meth:`ExecOutput.check` when the command
+    triggered that.
+
+    Attributes:
+        violations: The :class:`SecretViolation` records (empty when raised otherwise).
+        output: The command's :class:`ExecOutput`, when raised by ``check()``.
+    """
+
+    violations: tuple[SecretViolation, ...]
+    output: ExecOutput | None
+
+    def __init__(
+        self,
+        message: str,
+        violations: tuple[SecretViolation, ...] = (),
+        output: ExecOutput | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.violations = violations
+        self.output = output
 
 
 class SandboxNotFoundError(MicrosandboxError, LookupError):

@@ -6,7 +6,7 @@ import datetime as _dt
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from .errors import CommandFailedError
+from .errors import CommandFailedError, SecretViolationError
 
 __all__ = [
     "Isolation",
@@ -94,6 +94,10 @@ class ExecOutput:
     """Signal that killed the process, if one did."""
     timed_out: bool = False
     """Whether the exec's ``timeout`` expired (the process was then killed)."""
+    secret_violations: tuple[SecretViolation, ...] = ()
+    """Uses of secret placeholders the node-agent blocked while the command ran (requests to
+    hosts outside a secret's ``allow_hosts``, or over plain HTTP); :meth:`check` raises
+    :class:`SecretViolationError` for them."""
 
     def stdout(self, encoding: str = "utf-8") -> str:
         """Standard output as text."""
@@ -109,7 +113,15 @@ class ExecOutput:
         return self.exit_code == 0 and self.signal is None and not self.timed_out
 
     def check(self) -> ExecOutput:
-        """Returns self if the command succeeded, else raises ``CommandFailedError``."""
+        """Returns self if the command succeeded and sent no secret where it may not go;
+        raises ``SecretViolationError`` (first) or ``CommandFailedError`` otherwise."""
+        if self.secret_violations:
+            listed = ", ".join(f"{v.secret} -> {v.host}" for v in self.secret_violations)
+            raise SecretViolationError(
+                f"the command sent secrets where they may not go (blocked): {listed}",
+                self.secret_violations,
+                self,
+            )
         if not self.success:
             raise CommandFailedError(self)
         return self

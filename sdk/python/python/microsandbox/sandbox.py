@@ -249,10 +249,17 @@ def _event(t: tuple[Any, ...]) -> ExecEvent:
     return ExitedEvent(t[1], t[2], t[3])
 
 
-def _output(t: tuple[int, int | None, bool, bytes, bytes]) -> ExecOutput:
-    code, signal, timed_out, out, err = t
+def _output(
+    t: tuple[int, int | None, bool, bytes, bytes, list[dict[str, Any]]],
+) -> ExecOutput:
+    code, signal, timed_out, out, err, violations = t
     return ExecOutput(
-        exit_code=code, stdout_bytes=out, stderr_bytes=err, signal=signal, timed_out=timed_out
+        exit_code=code,
+        stdout_bytes=out,
+        stderr_bytes=err,
+        signal=signal,
+        timed_out=timed_out,
+        secret_violations=tuple(SecretViolation._from_dict(v) for v in violations),
     )
 
 
