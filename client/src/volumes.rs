@@ -29,6 +29,13 @@ impl AgentClient {
             .await
     }
 
+    /// `PATCH /v1/volumes/{name}`: grow the quota (online, also while sandboxes use it).
+    pub async fn resize_volume(&self, name: &str, quota_mib: u64) -> Result<VolumeInfo> {
+        let req = microsandbox_wire::api::ResizeVolume { quota_mib };
+        self.call_json(Method::PATCH, &volume_path(name), Payload::json(&req)?)
+            .await
+    }
+
     /// `DELETE /v1/volumes/{name}`: deletes it and its data (refused while a sandbox mounts it).
     pub async fn remove_volume(&self, name: &str) -> Result<()> {
         self.call_unit(Method::DELETE, &volume_path(name), Payload::Empty)

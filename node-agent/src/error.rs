@@ -39,6 +39,8 @@ pub enum AgentError {
     VolumeAlreadyExists(String),
     #[error("volume {volume:?} is mounted by sandbox {sandbox:?}; remove the sandbox first")]
     VolumeInUse { volume: String, sandbox: String },
+    #[error("volume {0:?} is being resized; try again in a moment")]
+    VolumeBusy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -69,7 +71,7 @@ impl AgentError {
             AgentError::Patch(_) => ErrorCode::PatchFailed,
             AgentError::VolumeNotFound(_) => ErrorCode::VolumeNotFound,
             AgentError::VolumeAlreadyExists(_) => ErrorCode::VolumeAlreadyExists,
-            AgentError::VolumeInUse { .. } => ErrorCode::VolumeInUse,
+            AgentError::VolumeInUse { .. } | AgentError::VolumeBusy(_) => ErrorCode::VolumeInUse,
             AgentError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -15,6 +15,18 @@ fn with_mounts(name: &str, mounts: serde_json::Value) -> CreateSandbox {
     .unwrap()
 }
 
+/// Whether this process may resize a mounted ext4 (CAP_SYS_RESOURCE, bit 24).
+fn has_cap_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
 fn code(e: ClientError) -> ErrorCode {
     match e {
         ClientError::Api(a) => a.code,
@@ -75,12 +87,47 @@ async fn named_volume_quota_holds_and_data_survives_the_sandbox() {
         code(c.remove_volume("data").await.unwrap_err()),
         ErrorCode::VolumeInUse
     );
+    // Growing while a sandbox uses it is online (ext4 online resize needs CAP_SYS_RESOURCE,
+    // which some hosts withhold even from root).
+    if has_cap_sys_resource() {
+        assert_eq!(c.resize_volume("data", 12).await.unwrap().quota_mib, 12);
+        let out = sh(
+            &c,
+            "w1",
+            "dd if=/dev/zero of=/data/big bs=1M count=10 2>&1 && echo wrote; rm -f /data/big",
+        )
+        .await;
+        assert!(out.stdout_str().contains("wrote"), "{out:?}");
+    } else {
+        eprintln!("SKIP online growth: no CAP_SYS_RESOURCE here (offline growth is tested below)");
+    }
     c.remove("w1").await.unwrap();
+    // Unused, it grows offline; it never shrinks.
+    let grown = c.resize_volume("data", 32).await.unwrap();
+    assert_eq!(grown.quota_mib, 32);
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 32 << 20);
+    assert_eq!(
+        code(c.resize_volume("data", 4).await.unwrap_err()),
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(
+        code(c.resize_volume("nope", 64).await.unwrap_err()),
+        ErrorCode::VolumeNotFound
+    );
     // Survives the sandbox and an agent restart.
     agent.restart();
     let c = agent.client();
     c.create(with_mounts("w2", mount)).await.unwrap();
     assert_eq!(sh(&c, "w2", "cat /data/file").await.stdout_str(), "kept\n");
+    // The grown quota holds the data and the new space.
+    let out = sh(
+        &c,
+        "w2",
+        "dd if=/dev/zero of=/data/big bs=1M count=20 2>&1 && echo wrote; rm -f /data/big",
+    )
+    .await;
+    assert!(out.stdout_str().contains("wrote"), "{out:?}");
+    assert_eq!(c.get_volume("data").await.unwrap().quota_mib, 32);
     c.remove("w2").await.unwrap();
     c.remove_volume("data").await.unwrap();
     assert!(c.list_volumes().await.unwrap().is_empty());

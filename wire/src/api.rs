@@ -249,6 +249,13 @@ pub struct CreateVolume {
     pub labels: BTreeMap<String, String>,
 }
 
+/// `PATCH /v1/volumes/{name}`: a new quota (grow only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeVolume {
+    pub quota_mib: u64,
+}
+
 /// A named volume as the agent reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeInfo {

@@ -1,6 +1,6 @@
 //! Named volume routes: `POST/GET /v1/volumes`, `GET/DELETE /v1/volumes/{name}`.
 
-use microsandbox_wire::api::CreateVolume;
+use microsandbox_wire::api::{CreateVolume, ResizeVolume};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -28,6 +28,13 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .then(|name: String, c: Ctx| async move { reply::result(c.manager.volumes().info(&name)) });
+    let resize = warp::path!("volumes" / String)
+        .and(warp::patch())
+        .and(with_ctx(ctx.clone()))
+        .and(json_body::<ResizeVolume>())
+        .then(|name: String, c: Ctx, req: ResizeVolume| async move {
+            reply::result(c.manager.grow_volume(&name, req.quota_mib).await)
+        });
     let remove = warp::path!("volumes" / String)
         .and(warp::delete())
         .and(with_ctx(ctx))
@@ -41,6 +48,8 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .or(list)
         .unify()
         .or(get)
+        .unify()
+        .or(resize)
         .unify()
         .or(remove)
         .unify()

@@ -80,12 +80,25 @@ async fn reconcile(v: Arc<Volume>, ctx: Arc<Context>) -> Result<Action, ClusterE
 async fn apply(v: &Volume, api: &Api<Volume>, ctx: &Context) -> Result<Action, ClusterError> {
     let local = local_name(v)?;
     let volumes = ctx.manager.volumes();
+    let quota_mib = v.spec.size_bytes().map_or(1024, |b| {
+        u64::try_from(b).unwrap_or(u64::MAX).div_ceil(1 << 20)
+    });
+    let mut grow_error = None;
     let info = match volumes.info(&local) {
+        // spec.size may grow (the CRD refuses shrinking). A failed growth leaves a working
+        // volume of the old size: still Provisioned, the message says why; retried later.
+        Ok(info) if info.quota_mib < quota_mib => {
+            match ctx.manager.grow_volume(&local, quota_mib).await {
+                Ok(grown) => Ok(grown),
+                Err(e) => {
+                    tracing::warn!(volume = %local, quota_mib, error = %e, "cannot grow volume");
+                    grow_error = Some(format!("; growing to {quota_mib} MiB failed: {e}"));
+                    Ok(info)
+                }
+            }
+        }
         Ok(info) => Ok(info),
         Err(AgentError::VolumeNotFound(_)) => {
-            let quota_mib = v.spec.size_bytes().map_or(1024, |b| {
-                u64::try_from(b).unwrap_or(u64::MAX).div_ceil(1 << 20)
-            });
             let uid = v.uid().unwrap_or_default();
             volumes
                 .create(CreateVolume {
@@ -110,7 +123,12 @@ async fn apply(v: &Volume, api: &Api<Volume>, ctx: &Context) -> Result<Action, C
                     conditions::PROVISIONED,
                     true,
                     "Provisioned",
-                    format!("{} MiB on node {}", i.quota_mib, ctx.node),
+                    format!(
+                        "{} MiB on node {}{}",
+                        i.quota_mib,
+                        ctx.node,
+                        grow_error.as_deref().unwrap_or_default()
+                    ),
                     v.metadata.generation,
                     Time(Timestamp::now()),
                 ),

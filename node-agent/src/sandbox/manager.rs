@@ -314,7 +314,22 @@ impl SandboxManager {
 
     /// Delete a named volume, unless a sandbox mounts it.
     pub async fn remove_volume(&self, name: &str) -> Result<(), AgentError> {
-        let mut user = None;
+        let user = self.volume_user(name).await;
+        self.volumes.remove(name, user).await
+    }
+
+    /// Grow named volume `name` (online if a sandbox mounts it, else offline).
+    pub async fn grow_volume(
+        &self,
+        name: &str,
+        quota_mib: u64,
+    ) -> Result<microsandbox_wire::api::VolumeInfo, AgentError> {
+        let in_use = async { self.volume_user(name).await.is_some() };
+        self.volumes.grow(name, quota_mib, in_use).await
+    }
+
+    /// A sandbox that mounts named volume `name` (including one still being created).
+    async fn volume_user(&self, name: &str) -> Option<String> {
         for e in self.sandboxes.lock().await.values() {
             let rec = e.record.lock().await;
             let mounts_it = rec
@@ -323,11 +338,10 @@ impl SandboxManager {
                 .iter()
                 .any(|m| matches!(m, MountSpec::Named { name: n, .. } if n == name));
             if mounts_it {
-                user = Some(e.name.clone());
-                break;
+                return Some(e.name.clone());
             }
         }
-        self.volumes.remove(name, user).await
+        None
     }
 
     /// Check a request's mounts and turn them into what the runtime mounts.

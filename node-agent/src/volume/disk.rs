@@ -48,6 +48,69 @@ pub fn mount(image: &Path, at: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o1777))
 }
 
+/// Make the image file `bytes` long (sparse); false when it already is at least that.
+fn extend(image: &Path, bytes: u64) -> std::io::Result<bool> {
+    let f = std::fs::OpenOptions::new().write(true).open(image)?;
+    if f.metadata()?.len() >= bytes {
+        return Ok(false);
+    }
+    f.set_len(bytes)?;
+    Ok(true)
+}
+
+/// Grow the file system of `image` to `bytes` while nothing uses it (the caller makes sure no
+/// sandbox mounts it meanwhile): unmounted, checked, resized, mounted again at `at`.
+pub fn grow_offline(image: &Path, at: &Path, bytes: u64) -> std::io::Result<()> {
+    unmount(at)?;
+    let result = (|| {
+        if !extend(image, bytes)? {
+            return Ok(());
+        }
+        // e2fsck exits 1 when it fixed something, which is fine before a resize.
+        let out = Command::new("e2fsck")
+            .args(["-f", "-p"])
+            .arg(image)
+            .output()?;
+        if !matches!(out.status.code(), Some(0 | 1)) {
+            return Err(std::io::Error::other(format!(
+                "e2fsck {}: {}",
+                image.display(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            )));
+        }
+        run(Command::new("resize2fs").arg(image))
+    })();
+    mount(image, at)?;
+    result
+}
+
+/// Grow the file system of `image`, mounted at `at` and used by running sandboxes, to `bytes`
+/// in place: the image grows, its loop device learns the new size, resize2fs grows ext4 online
+/// (which needs CAP_SYS_RESOURCE).
+pub fn grow_online(image: &Path, at: &Path, bytes: u64) -> std::io::Result<()> {
+    if !extend(image, bytes)? {
+        return Ok(());
+    }
+    mount(image, at)?;
+    let out = Command::new("findmnt")
+        .args(["-n", "-o", "SOURCE", "--mountpoint"])
+        .arg(at)
+        .output()?;
+    let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !device.starts_with("/dev/loop") {
+        return Err(std::io::Error::other(format!(
+            "{} is not loop-mounted (findmnt says {device:?})",
+            at.display()
+        )));
+    }
+    run(Command::new("losetup").args(["-c", &device]))?;
+    run(Command::new("resize2fs").arg(&device)).map_err(|e| {
+        std::io::Error::other(format!(
+            "{e} (growing a volume in use needs CAP_SYS_RESOURCE; or stop its sandboxes first)"
+        ))
+    })
+}
+
 /// Unmount `at` if mounted (lazily: a sandbox that still has it open keeps it alive).
 pub fn unmount(at: &Path) -> std::io::Result<()> {
     crate::rootfs::unmount(at)

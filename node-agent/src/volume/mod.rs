@@ -28,6 +28,8 @@ pub struct VolumeStore {
     dir: PathBuf,
     /// Serialises create/remove (each volume is a few mounts and files, never hot).
     lock: Mutex<()>,
+    /// Volumes being grown offline: [`Self::resolve`] refuses them meanwhile.
+    resizing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl VolumeStore {
@@ -36,6 +38,7 @@ impl VolumeStore {
         Ok(Self {
             dir,
             lock: Mutex::new(()),
+            resizing: Default::default(),
         })
     }
 
@@ -128,10 +131,61 @@ impl VolumeStore {
         out
     }
 
+    /// Grow volume `name` to `quota_mib`; `in_use` tells (after the volume is marked as being
+    /// resized, so no new sandbox mounts it) whether a sandbox mounts it: then it grows online
+    /// and its sandboxes see the space at once, else offline. Shrinking is refused: the data
+    /// might not fit.
+    pub async fn grow<F>(
+        &self,
+        name: &str,
+        quota_mib: u64,
+        in_use: F,
+    ) -> Result<VolumeInfo, AgentError>
+    where
+        F: std::future::Future<Output = bool>,
+    {
+        let _guard = self.lock.lock().await;
+        let mut rec = self
+            .record(name)
+            .ok_or_else(|| AgentError::VolumeNotFound(name.to_string()))?;
+        if quota_mib < rec.quota_mib || quota_mib > MAX_QUOTA_MIB {
+            return Err(AgentError::InvalidRequest(format!(
+                "quota_mib of volume {name} can only grow, from {} up to {MAX_QUOTA_MIB}; got {quota_mib}",
+                rec.quota_mib
+            )));
+        }
+        if quota_mib > rec.quota_mib {
+            let dir = self.vol_dir(name);
+            let (image, data, bytes) = (dir.join("disk.img"), self.data_dir(name), quota_mib << 20);
+            self.resizing_set().insert(name.to_string());
+            let grown = if in_use.await {
+                disk::grow_online(&image, &data, bytes)
+            } else {
+                disk::grow_offline(&image, &data, bytes)
+            };
+            self.resizing_set().remove(name);
+            grown?;
+            rec.quota_mib = quota_mib;
+            std::fs::write(
+                dir.join("volume.json"),
+                serde_json::to_vec(&rec).map_err(std::io::Error::from)?,
+            )?;
+            tracing::info!(volume = %name, quota_mib, "volume grown");
+        }
+        self.info(name)
+    }
+
+    fn resizing_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.resizing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The mounted data directory of an existing volume.
     pub fn resolve(&self, name: &str) -> Result<PathBuf, AgentError> {
         if self.record(name).is_none() {
             return Err(AgentError::VolumeNotFound(name.to_string()));
+        }
+        if self.resizing_set().contains(name) {
+            return Err(AgentError::VolumeBusy(name.to_string()));
         }
         let data = self.data_dir(name);
         disk::mount(&self.vol_dir(name).join("disk.img"), &data)?;
