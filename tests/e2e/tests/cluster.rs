@@ -329,6 +329,41 @@ async fn volume_placement_is_honoured() {
         None,
     );
     assert!(ok, "{err}");
+    // spec.size may grow: the node grows the unused volume (offline); its data stays.
+    let (ok, _, err) = c.kubectl(
+        &[
+            "patch",
+            "volume",
+            "zb",
+            "-n",
+            &c.ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"size":"2Gi"}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let start = std::time::Instant::now();
+    loop {
+        let quotas: Vec<u64> = b
+            .client()
+            .await
+            .list_volumes()
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.quota_mib)
+            .collect();
+        if quotas == [2048] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "volume not grown: {quotas:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     c.apply(&sandbox_yaml("on-zb-again", &mount("zb")));
     let s = c
         .wait_sandbox("on-zb-again", READY_TIMEOUT, "Ready", is_ready)
