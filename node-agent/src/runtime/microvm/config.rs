@@ -249,6 +249,11 @@ pub struct VmConfig {
     /// Extra virtio-fs shares (volumes, binds), in mount order.
     #[serde(default)]
     pub shares: Vec<Share>,
+    /// Give the guest network access through libkrun's socket impersonation (TSI): its inet
+    /// sockets are opened by the VMM, which runs in the sandbox's network namespace, so the
+    /// node's policy rules apply to them. Only for sandboxes with a network.
+    #[serde(default)]
+    pub tsi: bool,
 }
 
 /// A configuration value libkrun would reject or mangle; each variant names the field.
@@ -326,6 +331,7 @@ impl VmConfig {
         );
         let config = VmConfig {
             shares,
+            tsi: spec.netns.is_some(),
             vcpus,
             memory_mib: spec.memory_mib,
             root: spec.rootfs.clone(),

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{KernelFormat, MicrovmSettings, VmConfig};
 
+/// `KRUN_TSI_HIJACK_INET` (libkrun.h; not in libkrun-sys): the guest's AF_INET stream and
+/// datagram sockets are carried out by the VMM.
+pub const KRUN_TSI_HIJACK_INET: u32 = 1 << 0;
+
 /// Bumped when the plan's JSON changes incompatibly; a VMM refuses plans of another version.
 pub const PLAN_VERSION: u32 = 1;
 
@@ -130,7 +134,10 @@ impl VmPlan {
             });
         }
         calls.push(KrunCall::DisableImplicitVsock);
-        calls.push(KrunCall::AddVsock { tsi_features: 0 });
+        // Without a network (no namespace to confine the VMM's sockets) the guest gets none.
+        calls.push(KrunCall::AddVsock {
+            tsi_features: if config.tsi { KRUN_TSI_HIJACK_INET } else { 0 },
+        });
         for v in &config.vsock_ports {
             calls.push(KrunCall::AddVsockPort {
                 port: v.port,
@@ -277,6 +284,20 @@ mod tests {
             }
         });
         assert!(disable < add && add < port);
+    }
+
+    #[test]
+    fn a_sandbox_with_a_network_gets_tsi_and_one_without_none() {
+        let settings = MicrovmSettings::default();
+        let mut with_net = spec();
+        with_net.netns = Some("/run/netns/msbabc-test".into());
+        let cfg = VmConfig::from_launch(&with_net, &settings).unwrap();
+        assert!(cfg.tsi);
+        let p = VmPlan::build("msb-test", &cfg, &settings);
+        assert!(p.calls.contains(&KrunCall::AddVsock {
+            tsi_features: KRUN_TSI_HIJACK_INET
+        }));
+        assert!(!VmConfig::from_launch(&spec(), &settings).unwrap().tsi);
     }
 
     #[test]
