@@ -155,6 +155,19 @@ impl Client {
         )
     }
 
+    /// `PATCH /v1/volumes/{name}`: VolumeInfo dict of the grown volume.
+    fn volume_resize<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        quota_mib: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move {
+            Json::of(&c.resize_volume(&name, quota_mib).await.py_err()?)
+        })
+    }
+
     /// `DELETE /v1/volumes/{name}`.
     fn volume_remove<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();

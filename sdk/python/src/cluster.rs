@@ -12,7 +12,7 @@ use crate::convert::Json;
 use crate::relay::ApiServerRelay;
 use k8s_openapi::api::core::v1::Secret as CoreSecret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
 use kube::Resource as _;
@@ -601,6 +601,25 @@ impl Cluster {
     /// Every Volume object of the namespace, as dicts.
     fn volume_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         list_objects(py, self.api::<Volume>())
+    }
+
+    /// Set Volume `name`'s `spec.size` to `quota_mib` MiB (the CRD refuses shrinking; its
+    /// node-agent grows the data); resolves to the object as a dict.
+    fn volume_resize<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        quota_mib: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let api = self.api::<Volume>();
+        future_into_py(py, async move {
+            let patch = serde_json::json!({"spec": {"size": format!("{quota_mib}Mi")}});
+            let obj = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| api_error(&format!("resize Volume {name}"), e).into_py())?;
+            Json::of(&obj)
+        })
     }
 
     /// Delete Volume `name` (no error if it is gone); with `wait`, resolve once the object is

@@ -331,8 +331,14 @@ async def test_volumes_named_bind_tmpfs(agent: AgentProcess, name: str) -> None:
         await sb.shell("echo persisted > /data/keep")
         with pytest.raises(VolumeInUseError):
             await Volume.remove(vol)
+    # Unused, it grows (offline); the data stays and the space is there; it never shrinks.
+    assert (await Volume.resize(vol, quota=40)).quota_mib == 40
+    with pytest.raises(InvalidConfigError):
+        await Volume.resize(vol, quota=8)
     async with await Sandbox.create(name, image="busybox", volumes={"/d": Volume.named(vol)}) as sb:
         assert (await sb.shell("cat /d/keep")).stdout() == "persisted\n"
+        grown = await sb.shell("dd if=/dev/zero of=/d/big bs=1M count=32 2>&1 && echo ok")
+        assert grown.stdout().endswith("ok\n"), grown.stdout()
     assert vol in [v.name for v in await Volume.list()]
     await Volume.remove(vol)
     assert vol not in [v.name for v in await Volume.list()]

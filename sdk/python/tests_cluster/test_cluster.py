@@ -10,6 +10,7 @@ import pytest
 
 from microsandbox import (
     Cluster,
+    InvalidConfigError,
     PermissionDeniedError,
     Sandbox,
     SandboxAlreadyExistsError,
@@ -181,6 +182,10 @@ async def test_volume_lifecycle(dev: Cluster) -> None:
         volumes={"/data": Volume.named("py-data")},
     ) as sb:
         await sb.fs.write("/data/kept.txt", b"survives")
+    # It may grow (its node-agent grows the data), never shrink (the CRD refuses).
+    assert (await Volume.resize("py-data", quota=32, cluster=dev)).quota_mib == 32
+    with pytest.raises(InvalidConfigError):
+        await Volume.resize("py-data", quota=8, cluster=dev)
     # A new sandbox on the same volume sees what the first one wrote.
     async with await Sandbox.create(
         "py-vol2", image=IMAGE, memory=64, isolation="container", cluster=dev,

@@ -132,6 +132,23 @@ class Volume:
         return [VolumeInfo._from_dict(d) for d in await client.volume_list()]
 
     @staticmethod
+    async def resize(name: str, *, quota: int, cluster: ModeArg = None) -> VolumeInfo:
+        """Grows a named volume to ``quota`` MiB (never shrinks: :class:`InvalidConfigError`).
+        Sandboxes using it see the space at once. In cluster mode this sets the Volume's
+        ``spec.size``; its node-agent grows the data shortly after."""
+        if isinstance(quota, bool) or not isinstance(quota, int) or quota <= 0:
+            raise InvalidConfigError(f"quota is in MiB and must be a positive int, not {quota!r}")
+        from . import _agent
+        from . import cluster as _cluster
+
+        mode = _cluster.resolve(cluster)
+        if mode is not None:
+            conn = await _cluster.connect(mode)
+            return _cluster.volume_info(await conn.volume_resize(name, quota))
+        client = await _agent.get_client()
+        return VolumeInfo._from_dict(await client.volume_resize(name, quota))
+
+    @staticmethod
     async def remove(name: str, *, cluster: ModeArg = None) -> None:
         """Deletes a named volume and its data (refused while a sandbox mounts it). In cluster
         mode deletes the Volume object and waits until it is gone (its ``reclaimPolicy`` says
