@@ -129,7 +129,9 @@ impl SealingKey {
             &binding.aad(),
         )
         .map_err(|_| SealError::DoesNotOpen)?;
-        serde_json::from_slice(&plain).map_err(|e| SealError::Malformed(e.to_string()))
+        // A fixed message: serde's would quote the (secret) input.
+        serde_json::from_slice(&plain)
+            .map_err(|_| SealError::Malformed("the opened payload is not a list of secrets".into()))
     }
 }
 

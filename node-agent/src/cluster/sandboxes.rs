@@ -200,6 +200,8 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 // Another reconcile of the same object raced us (cannot happen under one
                 // controller, but cheap to tolerate): look again.
                 Err(AgentError::AlreadyExists(_)) => Ok(Action::requeue(Duration::ZERO)),
+                // A named volume is being grown right now: try again shortly.
+                Err(AgentError::VolumeBusy(_)) => Ok(Action::requeue(Duration::from_secs(2))),
                 Err(e) => {
                     let failure =
                         Failure::new(&local, &uid, "CreateFailed", "Create", e.to_string());

@@ -318,14 +318,13 @@ impl SandboxManager {
         self.volumes.remove(name, user).await
     }
 
-    /// Grow named volume `name` (online if a sandbox mounts it, else offline).
+    /// Grow named volume `name` (see [`crate::volume::VolumeStore::grow`]).
     pub async fn grow_volume(
         &self,
         name: &str,
         quota_mib: u64,
     ) -> Result<microsandbox_wire::api::VolumeInfo, AgentError> {
-        let in_use = async { self.volume_user(name).await.is_some() };
-        self.volumes.grow(name, quota_mib, in_use).await
+        self.volumes.grow(name, quota_mib).await
     }
 
     /// A sandbox that mounts named volume `name` (including one still being created).

@@ -48,67 +48,87 @@ pub fn mount(image: &Path, at: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o1777))
 }
 
-/// Make the image file `bytes` long (sparse); false when it already is at least that.
-fn extend(image: &Path, bytes: u64) -> std::io::Result<bool> {
+/// Make the image file at least `bytes` long (sparse).
+fn extend(image: &Path, bytes: u64) -> std::io::Result<()> {
     let f = std::fs::OpenOptions::new().write(true).open(image)?;
-    if f.metadata()?.len() >= bytes {
-        return Ok(false);
+    if f.metadata()?.len() < bytes {
+        f.set_len(bytes)?;
     }
-    f.set_len(bytes)?;
-    Ok(true)
+    Ok(())
 }
 
-/// Grow the file system of `image` to `bytes` while nothing uses it (the caller makes sure no
-/// sandbox mounts it meanwhile): unmounted, checked, resized, mounted again at `at`.
-pub fn grow_offline(image: &Path, at: &Path, bytes: u64) -> std::io::Result<()> {
-    unmount(at)?;
-    let result = (|| {
-        if !extend(image, bytes)? {
-            return Ok(());
-        }
-        // e2fsck exits 1 when it fixed something, which is fine before a resize.
-        let out = Command::new("e2fsck")
-            .args(["-f", "-p"])
-            .arg(image)
-            .output()?;
-        if !matches!(out.status.code(), Some(0 | 1)) {
-            return Err(std::io::Error::other(format!(
-                "e2fsck {}: {}",
-                image.display(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            )));
-        }
-        run(Command::new("resize2fs").arg(image))
-    })();
-    mount(image, at)?;
-    result
+/// Loop devices backed by `image` (`losetup -j`).
+fn loop_devices(image: &Path) -> std::io::Result<Vec<String>> {
+    let out = Command::new("losetup").arg("-j").arg(image).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(dev, _)| dev.to_string()))
+        .collect())
 }
 
-/// Grow the file system of `image`, mounted at `at` and used by running sandboxes, to `bytes`
-/// in place: the image grows, its loop device learns the new size, resize2fs grows ext4 online
-/// (which needs CAP_SYS_RESOURCE).
-pub fn grow_online(image: &Path, at: &Path, bytes: u64) -> std::io::Result<()> {
-    if !extend(image, bytes)? {
-        return Ok(());
+/// Grow the file system of `image` (mounted at `at`) to `bytes`. Offline (unmounted, checked,
+/// resized, mounted again) when nothing else holds the file system; online (the loop device
+/// learns the new size, resize2fs grows the mounted ext4, which needs CAP_SYS_RESOURCE) when a
+/// sandbox still does. Which one is the kernel's say: a sandbox's mount keeps the loop device
+/// attached. resize2fs runs even when the image already has the size, so a retry after a failed
+/// resize completes it. Never shrinks. The caller keeps new mounts away meanwhile.
+pub fn grow(image: &Path, at: &Path, bytes: u64) -> std::io::Result<()> {
+    extend(image, bytes)?;
+    if take_down(image, at)? {
+        let result = check_and_resize(image);
+        mount(image, at)?;
+        return result;
     }
-    mount(image, at)?;
-    let out = Command::new("findmnt")
-        .args(["-n", "-o", "SOURCE", "--mountpoint"])
-        .arg(at)
-        .output()?;
-    let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !device.starts_with("/dev/loop") {
-        return Err(std::io::Error::other(format!(
-            "{} is not loop-mounted (findmnt says {device:?})",
-            at.display()
-        )));
-    }
+    let device = loop_devices(image)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{} has no loop device", image.display())))?;
     run(Command::new("losetup").args(["-c", &device]))?;
     run(Command::new("resize2fs").arg(&device)).map_err(|e| {
         std::io::Error::other(format!(
             "{e} (growing a volume in use needs CAP_SYS_RESOURCE; or stop its sandboxes first)"
         ))
     })
+}
+
+/// Unmount `at` (never lazily) and wait for the image's loop device to go: true when nothing
+/// else holds the file system; otherwise `at` is mounted again (on the same loop device) and
+/// false.
+fn take_down(image: &Path, at: &Path) -> std::io::Result<bool> {
+    use nix::mount::{umount2, MntFlags};
+    if crate::rootfs::is_mounted(at) {
+        match umount2(at, MntFlags::empty()) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EBUSY) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The loop device is released asynchronously after the last user goes.
+    for _ in 0..50 {
+        if loop_devices(image)?.is_empty() {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    mount(image, at)?;
+    Ok(false)
+}
+
+/// e2fsck then resize2fs on an unmounted image.
+fn check_and_resize(image: &Path) -> std::io::Result<()> {
+    // e2fsck exits 1 when it fixed something, which is fine before a resize.
+    let out = Command::new("e2fsck")
+        .args(["-f", "-p"])
+        .arg(image)
+        .output()?;
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        return Err(std::io::Error::other(format!(
+            "e2fsck {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        )));
+    }
+    run(Command::new("resize2fs").arg(image))
 }
 
 /// Unmount `at` if mounted (lazily: a sandbox that still has it open keeps it alive).

@@ -23,6 +23,40 @@ struct Record {
     labels: BTreeMap<String, String>,
 }
 
+/// Write `volume.json` atomically (a torn record would make the volume vanish).
+fn write_record(dir: &Path, rec: &Record) -> std::io::Result<()> {
+    let tmp = dir.join("volume.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(rec).map_err(std::io::Error::from)?)?;
+    std::fs::rename(tmp, dir.join("volume.json"))
+}
+
+/// Marks a volume as being resized for as long as it lives (also when the resize is dropped).
+struct Resizing<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    name: String,
+}
+
+impl<'a> Resizing<'a> {
+    fn mark(set: &'a std::sync::Mutex<std::collections::HashSet<String>>, name: &str) -> Self {
+        set.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+        Self {
+            set,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for Resizing<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.name);
+    }
+}
+
 /// The agent's named volumes.
 pub struct VolumeStore {
     dir: PathBuf,
@@ -97,7 +131,7 @@ impl VolumeStore {
             std::fs::create_dir_all(&dir)?;
             disk::create(&dir.join("disk.img"), req.quota_mib << 20)?;
             disk::mount(&dir.join("disk.img"), &self.data_dir(&req.name))?;
-            std::fs::write(dir.join("volume.json"), serde_json::to_vec(&rec)?)
+            write_record(&dir, &rec)
         })();
         if let Err(e) = made {
             let _ = disk::unmount(&self.data_dir(&req.name));
@@ -131,19 +165,11 @@ impl VolumeStore {
         out
     }
 
-    /// Grow volume `name` to `quota_mib`; `in_use` tells (after the volume is marked as being
-    /// resized, so no new sandbox mounts it) whether a sandbox mounts it: then it grows online
-    /// and its sandboxes see the space at once, else offline. Shrinking is refused: the data
-    /// might not fit.
-    pub async fn grow<F>(
-        &self,
-        name: &str,
-        quota_mib: u64,
-        in_use: F,
-    ) -> Result<VolumeInfo, AgentError>
-    where
-        F: std::future::Future<Output = bool>,
-    {
+    /// Grow volume `name` to `quota_mib` ([`disk::grow`]: offline when no sandbox holds it,
+    /// else online, and its sandboxes see the space at once). No sandbox may mount it
+    /// meanwhile ([`Self::resolve`] answers `VolumeBusy`). Shrinking is refused: the data might
+    /// not fit.
+    pub async fn grow(&self, name: &str, quota_mib: u64) -> Result<VolumeInfo, AgentError> {
         let _guard = self.lock.lock().await;
         let mut rec = self
             .record(name)
@@ -156,20 +182,13 @@ impl VolumeStore {
         }
         if quota_mib > rec.quota_mib {
             let dir = self.vol_dir(name);
-            let (image, data, bytes) = (dir.join("disk.img"), self.data_dir(name), quota_mib << 20);
-            self.resizing_set().insert(name.to_string());
-            let grown = if in_use.await {
-                disk::grow_online(&image, &data, bytes)
-            } else {
-                disk::grow_offline(&image, &data, bytes)
-            };
-            self.resizing_set().remove(name);
-            grown?;
+            let (image, data) = (dir.join("disk.img"), self.data_dir(name));
+            let _busy = Resizing::mark(&self.resizing, name);
+            tokio::task::spawn_blocking(move || disk::grow(&image, &data, quota_mib << 20))
+                .await
+                .map_err(|e| AgentError::Internal(format!("volume growth: {e}")))??;
             rec.quota_mib = quota_mib;
-            std::fs::write(
-                dir.join("volume.json"),
-                serde_json::to_vec(&rec).map_err(std::io::Error::from)?,
-            )?;
+            write_record(&dir, &rec)?;
             tracing::info!(volume = %name, quota_mib, "volume grown");
         }
         self.info(name)

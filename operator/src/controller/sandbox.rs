@@ -265,17 +265,27 @@ async fn seal_secrets(
         .find(|n| n.name == node)
         .and_then(|n| n.sealing_key.as_deref());
     let done = observed.agent.as_ref().is_some_and(|a| finished(a.state));
-    let (ok, reason, message) = match sealing::ensure(s, ctx, node, node_key, done).await? {
+    let started = observed
+        .agent
+        .as_ref()
+        .is_some_and(|a| a.state != SandboxState::Creating);
+    let previous_key = new.sealed_secrets.as_ref().map(|p| p.recipient.clone());
+    let (ok, reason, message) = match sealing::ensure(s, ctx, node, node_key, started, done).await?
+    {
         Sealing::None => {
             new.sealed_secrets = None;
             return Ok(false);
         }
         Sealing::Keep(p) | Sealing::Sealed(p) => {
             let fresh = new.sealed_secrets.as_ref() != Some(&p);
-            new.sealed_secrets = Some(p);
             if fresh {
                 tracing::info!(sandbox = %key(s), node, "secrets sealed to the node's key");
+                if previous_key.is_some_and(|k| k != p.recipient) {
+                    let why = format!("node {node} announced a new sealing key before the sandbox started; sealed again");
+                    publish(ctx, s, EventType::Warning, "SecretsResealed", "Seal", why).await;
+                }
             }
+            new.sealed_secrets = Some(p);
             (true, "Sealed", format!("sealed to the key of node {node}"))
         }
         Sealing::Unresolved(reason, message) => (false, reason, message),

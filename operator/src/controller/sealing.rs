@@ -33,9 +33,22 @@ pub enum Sealing {
     Unresolved(&'static str, String),
 }
 
-/// Whether the payload must be (re)sealed for a node announcing `key`. Pure.
-pub fn current<'a>(sealed: Option<&'a SealedSecrets>, key: &str) -> Option<&'a SealedSecrets> {
-    sealed.filter(|s| s.recipient == key.trim())
+/// What to do with the current payload for a node announcing `key`. Pure.
+#[derive(Debug, PartialEq)]
+pub enum Decision<'a> {
+    Keep(&'a SealedSecrets),
+    Seal,
+    /// The node's key changed after the sandbox started: never re-sealed then, so that whoever
+    /// can rewrite a node's Lease cannot have a running sandbox's values sealed to them.
+    KeyChanged,
+}
+
+pub fn decide<'a>(sealed: Option<&'a SealedSecrets>, key: &str, started: bool) -> Decision<'a> {
+    match sealed {
+        Some(s) if s.recipient == key.trim() => Decision::Keep(s),
+        Some(_) if started => Decision::KeyChanged,
+        _ => Decision::Seal,
+    }
 }
 
 /// Decide `status.sealedSecrets` for `s`, bound to `node` whose agent announces `key`.
@@ -44,6 +57,7 @@ pub async fn ensure(
     ctx: &Context,
     node: &str,
     key: Option<&str>,
+    started: bool,
     finished: bool,
 ) -> Result<Sealing> {
     if s.spec.secrets.is_empty() || finished {
@@ -56,10 +70,27 @@ pub async fn ensure(
         ));
     };
     let old = s.status.as_ref().and_then(|st| st.sealed_secrets.as_ref());
-    if let Some(kept) = current(old, key) {
-        return Ok(Sealing::Keep(kept.clone()));
+    match decide(old, key, started) {
+        Decision::Keep(kept) => return Ok(Sealing::Keep(kept.clone())),
+        Decision::KeyChanged => {
+            return Ok(Sealing::Unresolved(
+                "SealingKeyChanged",
+                format!("the sealing key of node {node} changed after the sandbox started; its values are not sealed again (recreate the Sandbox)"),
+            ))
+        }
+        Decision::Seal => {}
     }
-    let values = match resolve(s, ctx).await? {
+    let values = match resolve(s, ctx).await {
+        Ok(v) => v,
+        // RBAC refusals, timeouts: retried, and the binding is still written.
+        Err(e) => {
+            return Ok(Sealing::Unresolved(
+                "SecretReadFailed",
+                format!("cannot read the Secrets: {e}"),
+            ))
+        }
+    };
+    let values = match values {
         Ok(v) => v,
         Err((reason, message)) => return Ok(Sealing::Unresolved(reason, message)),
     };
@@ -133,15 +164,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resealed_only_for_another_key() {
+    fn resealed_only_for_another_key_and_never_once_started() {
         let p = SealedSecrets {
             recipient: "a2V5".into(),
             enc: "e".into(),
             ciphertext: "c".into(),
         };
-        assert_eq!(current(Some(&p), "a2V5"), Some(&p));
-        assert_eq!(current(Some(&p), " a2V5 "), Some(&p));
-        assert_eq!(current(Some(&p), "b3RoZXI="), None);
-        assert_eq!(current(None, "a2V5"), None);
+        assert_eq!(decide(Some(&p), "a2V5", true), Decision::Keep(&p));
+        assert_eq!(decide(Some(&p), " a2V5 ", false), Decision::Keep(&p));
+        assert_eq!(decide(Some(&p), "b3RoZXI=", false), Decision::Seal);
+        assert_eq!(decide(Some(&p), "b3RoZXI=", true), Decision::KeyChanged);
+        assert_eq!(decide(None, "a2V5", false), Decision::Seal);
+        assert_eq!(decide(None, "a2V5", true), Decision::Seal);
     }
 }
