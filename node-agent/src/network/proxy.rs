@@ -37,6 +37,9 @@ use super::violations::Violations;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// Request bodies up to this length are scanned for placeholders.
+const MAX_SCANNED_BODY: u64 = 1 << 20;
+
 /// One sandbox's proxy.
 pub struct Proxy {
     pub sandbox: String,
@@ -185,6 +188,54 @@ impl Proxy {
         Ok(Request::from_parts(parts, body))
     }
 
+    /// The 403 for a placeholder of secret `env` going to `host`, recorded as a violation.
+    fn blocked(&self, env: &str, host: &str, tls: bool) -> Response<Body> {
+        let reason = if tls {
+            format!("{host} is not on the allowed hosts of secret {env}")
+        } else {
+            "secrets are only sent over HTTPS".to_string()
+        };
+        self.record(env, host, &reason);
+        text(
+            StatusCode::FORBIDDEN,
+            format!("microsandbox: blocked: {reason}\n"),
+        )
+    }
+
+    /// Rewrites the body of a request that declares a length of at most [`MAX_SCANNED_BODY`]
+    /// (JSON and form posts carrying a key): placeholders become values for allowed hosts and
+    /// block elsewhere, as in headers. Longer or streamed (chunked) bodies pass unscanned: a
+    /// placeholder in them reaches the server as the placeholder, never as the value.
+    async fn rewrite_body(
+        &self,
+        req: Request<Incoming>,
+        host: &str,
+        tls: bool,
+    ) -> Result<Result<Request<Body>, String>, hyper::Error> {
+        let (mut parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if !declared.is_some_and(|n| n > 0 && n <= MAX_SCANNED_BODY) {
+            return Ok(Ok(Request::from_parts(parts, body.boxed())));
+        }
+        let bytes = body.collect().await?.to_bytes();
+        let bytes = match self.secrets.rewrite_bytes(&bytes, host, tls) {
+            Err(env) => return Ok(Err(env)),
+            Ok(None) => bytes,
+            Ok(Some(v)) => {
+                parts
+                    .headers
+                    .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(v.len()));
+                Bytes::from(v)
+            }
+        };
+        let body = Full::new(bytes).map_err(|never| match never {}).boxed();
+        Ok(Ok(Request::from_parts(parts, body)))
+    }
+
     async fn forward(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -207,18 +258,11 @@ impl Proxy {
                     "microsandbox: bad request\n".into(),
                 ))
             }
-            Err(env) => {
-                let reason = if tls {
-                    format!("{host} is not on the allowed hosts of secret {env}")
-                } else {
-                    "secrets are only sent over HTTPS".to_string()
-                };
-                self.record(&env, &host, &reason);
-                return Ok(text(
-                    StatusCode::FORBIDDEN,
-                    format!("microsandbox: blocked: {reason}\n"),
-                ));
-            }
+            Err(env) => return Ok(self.blocked(&env, &host, tls)),
+        };
+        let req = match self.rewrite_body(req, &host, tls).await? {
+            Ok(r) => r,
+            Err(env) => return Ok(self.blocked(&env, &host, tls)),
         };
         match self.upstream(req, sni.as_deref(), orig).await {
             Ok(resp) => Ok(resp.map(BodyExt::boxed)),
@@ -231,7 +275,7 @@ impl Proxy {
 
     async fn upstream(
         &self,
-        req: Request<Incoming>,
+        req: Request<Body>,
         sni: Option<&str>,
         orig: SocketAddrV4,
     ) -> Result<Response<Incoming>, BoxError> {
@@ -248,7 +292,7 @@ impl Proxy {
     }
 }
 
-async fn send<T>(io: TokioIo<T>, req: Request<Incoming>) -> Result<Response<Incoming>, BoxError>
+async fn send<T>(io: TokioIo<T>, req: Request<Body>) -> Result<Response<Incoming>, BoxError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

@@ -115,18 +115,35 @@ impl Secrets {
     /// Rewrites `text` for a request to `host`. `substitute` is false where values must never
     /// go (plain HTTP): any placeholder then blocks.
     pub fn rewrite<'a>(&self, text: &'a str, host: &str, substitute: bool) -> Rewrite<'a> {
-        let mut out: Cow<'a, str> = Cow::Borrowed(text);
+        match self.rewrite_bytes(text.as_bytes(), host, substitute) {
+            Err(env) => Rewrite::Blocked { env },
+            Ok(None) => Rewrite::Pass(Cow::Borrowed(text)),
+            // Placeholders and values are text, so the result is too.
+            Ok(Some(v)) => Rewrite::Pass(Cow::Owned(String::from_utf8_lossy(&v).into_owned())),
+        }
+    }
+
+    /// [`Self::rewrite`] for bytes (a request body): `Ok(None)` when nothing changes,
+    /// `Err(env)` when a placeholder of secret `env` may not go to `host`.
+    pub fn rewrite_bytes(
+        &self,
+        data: &[u8],
+        host: &str,
+        substitute: bool,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let mut out: Option<Vec<u8>> = None;
         for e in &self.entries {
-            if !out.contains(&e.placeholder) {
+            let current = out.as_deref().unwrap_or(data);
+            let needle = e.placeholder.as_bytes();
+            if !contains(current, needle) {
                 continue;
             }
-            let allowed = substitute && e.allow_hosts.iter().any(|p| host_matches(p, host));
-            if !allowed {
-                return Rewrite::Blocked { env: e.env.clone() };
+            if !(substitute && e.allow_hosts.iter().any(|p| host_matches(p, host))) {
+                return Err(e.env.clone());
             }
-            out = Cow::Owned(out.replace(&e.placeholder, &e.value));
+            out = Some(replace(current, needle, e.value.as_bytes()));
         }
-        Rewrite::Pass(out)
+        Ok(out)
     }
 
     /// Whether any value appears in `bytes` (used by tests and log checks).
@@ -134,6 +151,25 @@ impl Secrets {
         let text = String::from_utf8_lossy(bytes);
         self.entries.iter().any(|e| text.contains(&e.value))
     }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn replace(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Bundle the guest's TLS clients read (Debian/Ubuntu layout; created when the image has none).
@@ -362,6 +398,36 @@ mod tests {
         assert_eq!(
             s.rewrite("no secrets here", "x", false),
             Rewrite::Pass(Cow::Borrowed("no secrets here"))
+        );
+    }
+
+    #[test]
+    fn bodies_are_rewritten_as_bytes() {
+        let s = secrets();
+        let key = s.entries()[0].placeholder.clone();
+        // Not UTF-8 around it, twice, next to another placeholder's host: all handled.
+        let mut body = b"\xff{\"k\":\"".to_vec();
+        body.extend_from_slice(key.as_bytes());
+        body.extend_from_slice(b"\",\"again\":\"");
+        body.extend_from_slice(key.as_bytes());
+        body.extend_from_slice(b"\"}");
+        let out = s
+            .rewrite_bytes(&body, "api.example.com", true)
+            .unwrap()
+            .expect("changed");
+        assert_eq!(
+            out,
+            b"\xff{\"k\":\"s3cr3t-value\",\"again\":\"s3cr3t-value\"}"
+        );
+        assert_eq!(
+            s.rewrite_bytes(&body, "evil.example.com", true),
+            Err("API_KEY".into())
+        );
+        assert_eq!(s.rewrite_bytes(b"plain", "x", true), Ok(None));
+        // A truncated placeholder is not one.
+        assert_eq!(
+            s.rewrite_bytes(&key.as_bytes()[..key.len() - 1], "evil.example.com", true),
+            Ok(None)
         );
     }
 

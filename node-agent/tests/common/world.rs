@@ -271,7 +271,8 @@ impl Drop for World {
     }
 }
 
-/// Request heads a test server received, one string per request.
+/// Requests a test server received (head, then the body if it declared a length), one string
+/// per request.
 pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 fn read_head(c: &mut impl Read) -> String {
@@ -283,7 +284,21 @@ fn read_head(c: &mut impl Read) -> String {
             _ => break,
         }
     }
-    String::from_utf8_lossy(&head).into_owned()
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let length = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length.min(1 << 20)];
+    if c.read_exact(&mut body).is_err() {
+        body.clear();
+    }
+    text + &String::from_utf8_lossy(&body)
 }
 
 impl World {
