@@ -47,6 +47,16 @@ pub struct ClusterConfig {
     pub sealing_key: Option<String>,
 }
 
+/// Something a Sandbox needs before this agent can create it (its volumes, its secrets).
+#[derive(Debug, PartialEq)]
+pub enum Prerequisite<T> {
+    Ready(T),
+    /// Not yet (a Volume not provisioned, secrets not sealed): look again soon.
+    Wait(String),
+    /// Never here (a missing Volume, secrets that do not open): the Sandbox fails.
+    Invalid(String),
+}
+
 /// The API server path proxying to port `port` of pod `namespace/pod`:
 /// `/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy`. Clients append the agent's routes.
 pub fn proxy_path(namespace: &str, pod: &str, port: u16) -> String {

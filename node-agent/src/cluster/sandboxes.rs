@@ -5,8 +5,8 @@
 //! stripped by hand while this agent was down).
 
 use super::names::{self, LABEL_UID};
-use super::sealing::{self, Secrets};
-use super::{report, ClusterError, FIELD_MANAGER};
+use super::sealing;
+use super::{report, ClusterError, Prerequisite, FIELD_MANAGER};
 use crate::error::AgentError;
 use crate::sandbox::SandboxManager;
 use futures::StreamExt;
@@ -154,27 +154,16 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 }
                 return Ok(Action::await_change());
             }
+            let ids = (local.as_str(), uid.as_str());
             let secrets = match sealing::of(s, &ctx.key, &ctx.node) {
-                Secrets::Ready(v) => v,
-                Secrets::Wait(why) => {
-                    tracing::debug!(sandbox = %local, why, "waiting for secrets");
-                    return Ok(Action::requeue(Duration::from_secs(2)));
-                }
-                Secrets::Invalid(why) => {
-                    let failure = Failure::new(&local, &uid, "SecretsUnusable", "Create", why);
-                    return fail(ctx, api, s, reported, failure).await;
+                Prerequisite::Ready(v) => v,
+                unmet => {
+                    return not_yet(ctx, api, s, reported, ids, "SecretsUnusable", unmet).await
                 }
             };
             let mounts = match mounts_for(s, ctx).await? {
-                Mounts::Ready(m) => m,
-                Mounts::Wait(why) => {
-                    tracing::debug!(sandbox = %local, why, "waiting for volumes");
-                    return Ok(Action::requeue(Duration::from_secs(2)));
-                }
-                Mounts::Invalid(why) => {
-                    let failure = Failure::new(&local, &uid, "InvalidVolumes", "Create", why);
-                    return fail(ctx, api, s, reported, failure).await;
-                }
+                Prerequisite::Ready(m) => m,
+                unmet => return not_yet(ctx, api, s, reported, ids, "InvalidVolumes", unmet).await,
             };
             let creating = report::without_sandbox(&local, &uid, SandboxPhase::Creating, None);
             let mut req = s.spec.agent_request(&local);
@@ -263,12 +252,30 @@ async fn fail(
 }
 
 /// A Sandbox's `spec.volumes` as agent mounts, once its named Volumes are provisioned here.
-enum Mounts {
-    Ready(Vec<MountSpec>),
-    /// A named Volume is not provisioned yet.
-    Wait(String),
-    /// It cannot work (missing Volume, another node, bad size).
-    Invalid(String),
+type Mounts = Prerequisite<Vec<MountSpec>>;
+
+/// What apply returns for a prerequisite that is not met: look again soon while waiting; fail the
+/// Sandbox (`reason`) when it can never be met.
+async fn not_yet<T>(
+    ctx: &Context,
+    api: &Api<Sandbox>,
+    s: &Sandbox,
+    reported: Option<&AgentReport>,
+    (local, uid): (&str, &str),
+    reason: &'static str,
+    unmet: Prerequisite<T>,
+) -> Result<Action, ClusterError> {
+    match unmet {
+        Prerequisite::Invalid(why) => {
+            let failure = Failure::new(local, uid, reason, "Create", why);
+            fail(ctx, api, s, reported, failure).await
+        }
+        Prerequisite::Wait(why) => {
+            tracing::debug!(sandbox = %local, why, "waiting before creating");
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+        Prerequisite::Ready(_) => Ok(Action::requeue(Duration::ZERO)),
+    }
 }
 
 async fn mounts_for(s: &Sandbox, ctx: &Context) -> Result<Mounts, ClusterError> {

@@ -6,6 +6,7 @@
 //! `status.sealedSecrets`; from then on they live where local-mode secrets live (agent memory,
 //! 0600 `secrets.json`), so the egress proxy treats both modes alike.
 
+use super::Prerequisite;
 use kube::ResourceExt;
 use microsandbox_crds::sealed::{Binding, SealError, SealingKey};
 use microsandbox_crds::Sandbox;
@@ -31,14 +32,7 @@ pub fn load_or_create(path: &Path) -> std::io::Result<SealingKey> {
 }
 
 /// The secrets of a Sandbox bound to `node`, as far as they can be had now.
-#[derive(Debug, PartialEq)]
-pub enum Secrets {
-    Ready(Vec<SecretSpec>),
-    /// The operator has not sealed them to this agent's key yet.
-    Wait(&'static str),
-    /// They will never open here.
-    Invalid(String),
-}
+pub type Secrets = Prerequisite<Vec<SecretSpec>>;
 
 /// Open `status.sealedSecrets` of `s`. Pure.
 pub fn of(s: &Sandbox, key: &SealingKey, node: &str) -> Secrets {
@@ -46,7 +40,7 @@ pub fn of(s: &Sandbox, key: &SealingKey, node: &str) -> Secrets {
         return Secrets::Ready(Vec::new());
     }
     let Some(sealed) = s.status.as_ref().and_then(|st| st.sealed_secrets.as_ref()) else {
-        return Secrets::Wait("the operator has not sealed the secrets yet");
+        return Secrets::Wait("the operator has not sealed the secrets yet".into());
     };
     let (ns, name, uid) = (
         s.namespace().unwrap_or_default(),
@@ -73,7 +67,7 @@ pub fn of(s: &Sandbox, key: &SealingKey, node: &str) -> Secrets {
         }
         // Sealed to a key this agent had before losing its state: the operator re-seals.
         Err(SealError::WrongRecipient(_)) => {
-            Secrets::Wait("the secrets are sealed to another key; waiting for the operator")
+            Secrets::Wait("the secrets are sealed to another key; waiting for the operator".into())
         }
         Err(e) => Secrets::Invalid(e.to_string()),
     }

@@ -379,7 +379,7 @@ impl NetworkManager {
     }
 
     /// Uses of secret placeholders the proxy of `att` blocked, oldest first (with `since`, only
-    /// those from that [`Self::violations_mark`] on), and the mark after them.
+    /// those numbered from it on), and the mark after them.
     pub async fn violations(
         &self,
         att: &Attachment,
@@ -391,18 +391,6 @@ impl NetworkManager {
                 v.since(since.unwrap_or(0))
             }
             None => (Vec::new(), 0),
-        }
-    }
-
-    /// Where the proxy of `att` stands in numbering its violations.
-    pub async fn violations_mark(&self, att: &Attachment) -> u64 {
-        match self.running.lock().await.get(&att.netns) {
-            Some(r) => r
-                .violations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .mark(),
-            None => 0,
         }
     }
 

@@ -674,8 +674,8 @@ impl SandboxManager {
     }
 
     /// Uses of the sandbox's secret placeholders its egress proxy blocked, oldest first (with
-    /// `since`, only those from that [`Self::secret_violations_mark`] on), and the mark after
-    /// them.
+    /// `since`, only those numbered from it on), and the number the next one gets (so
+    /// `since: Some(u64::MAX)` just reads that mark).
     pub async fn secret_violations(
         &self,
         name: &str,
@@ -686,16 +686,6 @@ impl SandboxManager {
         Ok(match att {
             Some(att) => self.network.violations(&att, since).await,
             None => (Vec::new(), 0),
-        })
-    }
-
-    /// A mark for [`Self::secret_violations`]: what is blocked from now on comes after it.
-    pub async fn secret_violations_mark(&self, name: &str) -> Result<u64, AgentError> {
-        let entry = self.entry(name).await?;
-        let att = entry.record.lock().await.network.clone();
-        Ok(match att {
-            Some(att) => self.network.violations_mark(&att).await,
-            None => 0,
         })
     }
 

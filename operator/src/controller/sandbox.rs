@@ -276,7 +276,7 @@ async fn seal_secrets(
             new.sealed_secrets = None;
             return Ok(false);
         }
-        Sealing::Keep(p) | Sealing::Sealed(p) => {
+        Sealing::Sealed(p) => {
             let fresh = new.sealed_secrets.as_ref() != Some(&p);
             if fresh {
                 tracing::info!(sandbox = %key(s), node, "secrets sealed to the node's key");

@@ -25,9 +25,7 @@ pub const SECRETS_SEALED: &str = "SecretsSealed";
 pub enum Sealing {
     /// No secrets, or the sandbox has finished: nothing sealed.
     None,
-    /// The current payload is sealed to the node's current key.
-    Keep(SealedSecrets),
-    /// A new payload.
+    /// Sealed to the node's current key (kept, or new).
     Sealed(SealedSecrets),
     /// Cannot seal yet: (reason, message). Retried.
     Unresolved(&'static str, String),
@@ -71,7 +69,7 @@ pub async fn ensure(
     };
     let old = s.status.as_ref().and_then(|st| st.sealed_secrets.as_ref());
     match decide(old, key, started) {
-        Decision::Keep(kept) => return Ok(Sealing::Keep(kept.clone())),
+        Decision::Keep(kept) => return Ok(Sealing::Sealed(kept.clone())),
         Decision::KeyChanged => {
             return Ok(Sealing::Unresolved(
                 "SealingKeyChanged",
