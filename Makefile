@@ -8,7 +8,7 @@ AGENT := $(TARGET)/release/microsandbox-agent
 export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 
-.PHONY: help setup build guest agent demo demo-curl test test-python test-crds crds lint unit integration bench bench-python
+.PHONY: help setup build guest agent demo demo-curl test test-python test-crds test-microvm test-node crds lint unit integration bench bench-python
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,10 +48,15 @@ test: setup lint guest ## Everything CI runs: setup, lint, unit + integration te
 	cargo test --workspace --exclude microsandbox-e2e -- --test-threads=2
 	@echo "== microVM boot e2e (runs where KVM can boot a guest; otherwise says why not):"
 	cargo test -q -p microsandbox-agent --test microvm_boot -- --nocapture
+	$(MAKE) -s test-microvm
 	bash crds/tests/apiserver.sh
 	bash tests/e2e/run.sh
 	cargo build -p microsandbox-agent
 	bash sdk/python/scripts/test.sh
+
+test-microvm: guest ## The microVM runtime on the real libkrun + libkrunfw (built/fetched and cached by scripts/libkrun.sh).
+	L=$$(bash scripts/libkrun.sh --print-lib-dir) && MSB_LIBKRUN_DIR=$$L LD_LIBRARY_PATH=$$L \
+	  cargo test -p microsandbox-agent --test microvm_real_libkrun -- --nocapture
 
 test-e2e: guest ## Cluster e2e: operator + node-agents as host processes on a real kube-apiserver + etcd.
 	bash tests/e2e/run.sh

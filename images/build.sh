@@ -6,7 +6,11 @@
 #   microsandbox/operator:<tag>    Debian bookworm minbase + ca-certificates, libssl3;
 #                                  /usr/local/bin/microsandbox-operator, runs as 65532:65532
 #   microsandbox/node-agent:<tag>  the same + crun; /usr/local/bin/microsandbox-agent and the
-#                                  static guest agent beside it (/usr/local/bin/microsandbox-guest)
+#                                  static guest agent beside it (/usr/local/bin/microsandbox-guest),
+#                                  and the microVM runtime in /usr/local/lib: libkrun (built from
+#                                  crates.io) and libkrunfw (Debian), pinned and checksummed by
+#                                  scripts/libkrun.sh; the build runs `microsandbox-agent doctor`
+#                                  inside the image and fails unless both load
 #
 # Usage: images/build.sh [--registry HOST:PORT] [--archive DIR] [--tag TAG] [--insecure]
 #                        [--add-lib FILE]...
@@ -16,9 +20,8 @@
 #   --archive DIR         write DIR/<name>-<tag>.tar (docker-archive, tagged microsandbox/<name>:<tag>)
 #   --tag TAG             image tag (default: [workspace.package] version of Cargo.toml)
 #   --insecure            plain HTTP / no TLS verification for a non-loopback registry too
-#   --add-lib FILE        also copy shared library FILE (e.g. the host's libkrun.so.1 and
-#                         libkrunfw.so.5: Debian bookworm ships neither) into the node-agent
-#                         image's /usr/local/lib; repeatable
+#   --add-lib FILE        also copy shared library FILE into the node-agent image's
+#                         /usr/local/lib; repeatable (libkrun and libkrunfw are always there)
 # Prints each image reference with its digest. Needs root (debootstrap, umoci unpack/repack)
 # and the binaries, built by:
 #   make agent                                   (agent + static guest agent)
@@ -91,6 +94,9 @@ for lib in "${ADD_LIBS[@]}"; do
   [[ -f $lib ]] || die "--add-lib $lib: no such file"
 done
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, umoci unpack/repack need it)"
+# The microVM runtime: built/fetched once, cached (scripts/libkrun.sh).
+KRUN_LIB=$("$ROOT/scripts/libkrun.sh" --print-lib-dir) || die "scripts/libkrun.sh failed (above)"
+ADD_LIBS+=("$KRUN_LIB/libkrun.so.1" "$KRUN_LIB/libkrunfw.so.5")
 for tool in umoci skopeo debootstrap jq flock sha256sum; do
   command -v "$tool" >/dev/null || die "$tool not found (apt-get install umoci skopeo debootstrap jq)"
 done
@@ -191,6 +197,9 @@ assemble() {
       fi
     done < <(files_node_agent)
   fi
+  if [[ $name == node-agent ]]; then
+    image_doctor "$bundle/rootfs"
+  fi
   umoci repack --image "$layout:$TAG" --history.created_by "images/build.sh" \
     --history.comment "microsandbox $name $TAG" "$bundle"
   umoci config --image "$layout:$TAG" --os linux --architecture "$ARCH" --author microsandbox \
@@ -202,6 +211,19 @@ assemble() {
     --config.label "org.opencontainers.image.title=microsandbox-$name"
   umoci gc --layout "$layout"
   remove_tree "$bundle"
+}
+
+# image_doctor ROOTFS: `microsandbox-agent doctor` inside the image (chroot, its own /proc):
+# libkrun and libkrunfw must load there, whatever this host's KVM can do.
+image_doctor() {
+  local root=$1 report status
+  report=$(unshare --mount --fork sh -c 'mount -t proc proc "$1/proc" && exec chroot "$1" /usr/local/bin/microsandbox-agent doctor --json' \
+    sh "$root") || true
+  for check in libkrun libkrunfw; do
+    status=$(jq -r --arg c "$check" '.checks[] | select(.name == $c) | .status' <<<"$report" 2>/dev/null || true)
+    [[ $status == ok ]] || die "doctor inside the node-agent image: $check is '${status:-missing}': $(jq -c --arg c "$check" '.checks[] | select(.name == $c)' <<<"$report" 2>/dev/null || echo "$report")"
+  done
+  log "node-agent: doctor inside the image: libkrun ok, libkrunfw ok"
 }
 
 manifest_digest() { # LAYOUT

@@ -48,3 +48,33 @@ is_loopback() {
   local host=${1%:*}
   [[ $1 == \[::1\]* || $host == localhost || $host == 127.* ]]
 }
+
+# apt_download SUITE PACKAGE VERSION SHA256 DIR: download PACKAGE=VERSION of Debian SUITE into
+# DIR with apt (signed Release, hashed indexes) and check the .deb against the pinned SHA256;
+# prints the .deb's path. Uses a private apt state under ${MSB_CACHE:-~/.cache/microsandbox}/apt
+# (the host's sources and preferences are left alone). A version gone from the suite fails
+# with a message saying which pin to update.
+apt_download() {
+  local suite=$1 pkg=$2 version=$3 sum=$4 dir=$5 deb
+  local apt=${MSB_CACHE:-$HOME/.cache/microsandbox}/apt/$suite
+  mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/parts" "$dir"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(debian_mirror) $suite main" \
+    >"$apt/sources.list"
+  local opts=(
+    -o "Dir::Etc::sourcelist=$apt/sources.list" -o "Dir::Etc::sourceparts=$apt/parts"
+    -o "Dir::State::lists=$apt/lists" -o "Dir::Cache=$apt" -o "Dir::Cache::archives=$apt/archives"
+    -o "Dir::Etc::preferencesparts=$apt/parts" -o Dir::State::status=/dev/null
+    -o APT::Sandbox::User=root -q
+  )
+  (
+    exec 8>"$apt.lock"
+    flock 8
+    if ! apt-get "${opts[@]}" download --print-uris "$pkg=$version" >/dev/null 2>&1; then
+      apt-get "${opts[@]}" update >&2 || die "apt-get update of Debian $suite failed"
+    fi
+    cd "$dir" && apt-get "${opts[@]}" download "$pkg=$version" >&2
+  ) || die "$pkg=$version is not in Debian $suite any more: pin the version it has now"
+  deb=$(ls "$dir/${pkg}_"*.deb)
+  echo "$sum  $deb" | sha256sum --quiet -c - >&2 || die "$deb does not have the pinned sha256 $sum"
+  echo "$deb"
+}

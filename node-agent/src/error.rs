@@ -59,6 +59,7 @@ impl AgentError {
             AgentError::Runtime(RuntimeError::Unavailable { .. }) => {
                 ErrorCode::IsolationUnavailable
             }
+            AgentError::Runtime(RuntimeError::BootFailed { .. }) => ErrorCode::GuestBootFailed,
             AgentError::Runtime(_) => ErrorCode::RuntimeError,
             AgentError::Guest(g) => match g.kind {
                 G::NotFound => ErrorCode::PathNotFound,

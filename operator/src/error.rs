@@ -23,6 +23,10 @@ pub enum Error {
     /// Leadership was lost or could not be kept.
     #[error("leader election: {0}")]
     LeaderElection(String),
+
+    /// `uninstall` timed out with these Sandboxes still present.
+    #[error("Sandboxes still present (are their node-agents running?): {0}")]
+    Uninstall(String),
 }
 
 impl Error {
@@ -38,6 +42,7 @@ impl Error {
             Self::MissingField(_) => "missing_field",
             Self::Serialize(_) => "serialize",
             Self::LeaderElection(_) => "leader_election",
+            Self::Uninstall(_) => "uninstall",
         }
     }
 }

@@ -9,5 +9,6 @@ pub mod leader;
 pub mod metrics;
 pub mod scheduler;
 pub mod status;
+pub mod uninstall;
 
 pub use error::{Error, Result};

@@ -51,12 +51,36 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Delete every Sandbox in scope and wait until the node-agents have removed them (the
+    /// chart's pre-delete hook), then exit.
+    Uninstall {
+        /// Give up (exit non-zero, naming what is left) after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow_free::Result {
     let args = Args::parse();
     init_tracing(args.log_json);
+    if let Some(Command::Uninstall { timeout_secs }) = args.command {
+        let client = Client::try_default().await?;
+        let api: Api<Sandbox> = match &args.watch_namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        };
+        let timeout = Duration::from_secs(timeout_secs);
+        let n = microsandbox_operator::uninstall::delete_all_sandboxes(&api, timeout).await?;
+        tracing::info!(deleted = n, "every Sandbox is gone");
+        return Ok(());
+    }
     let metrics = Arc::new(Metrics::default());
     serve_http(args.metrics_addr, metrics.clone());
 

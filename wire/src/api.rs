@@ -601,6 +601,8 @@ pub enum ErrorCode {
     PathNotFound,
     FsError,
     ExecFailed,
+    /// A microVM's guest did not boot (the message says why: e.g. KVM cannot run its kernel).
+    GuestBootFailed,
     RuntimeError,
     Internal,
 }
@@ -621,7 +623,7 @@ impl ErrorCode {
             IsolationUnavailable => 422,
             ImagePullFailed | RegistryUnreachable => 502,
             FsError | ExecFailed | PatchFailed => 422,
-            RuntimeError | Internal => 500,
+            GuestBootFailed | RuntimeError | Internal => 500,
         }
     }
 }

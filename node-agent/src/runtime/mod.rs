@@ -8,6 +8,7 @@
 //! ([`Launched::guest_socket`]); for a microVM libkrun bridges that socket to a vsock port.
 
 pub mod container;
+pub mod jail;
 pub mod microvm;
 
 use async_trait::async_trait;
@@ -87,6 +88,13 @@ pub enum RuntimeError {
     /// A runtime command failed.
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
+    /// A microVM's VMM exited before its guest agent came up; `log` is the end of its log and
+    /// the guest console.
+    #[error("microVM did not boot: {failure}\n{log}")]
+    BootFailed {
+        failure: microvm::BootFailure,
+        log: String,
+    },
     /// The guest agent did not come up in time.
     #[error("guest agent did not start within {0:?}: {1}")]
     GuestTimeout(std::time::Duration, String),

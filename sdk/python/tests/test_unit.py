@@ -72,7 +72,7 @@ def test_every_agent_error_code_maps_to_a_subclass_with_advice() -> None:
              "isolation_unavailable", "image_not_found", "image_pull_failed",
              "registry_unreachable", "image_not_present", "path_not_found", "fs_error",
              "exec_failed", "runtime_error", "internal", "patch_failed",
-             "volume_not_found", "volume_already_exists", "volume_in_use"]
+             "volume_not_found", "volume_already_exists", "volume_in_use", "guest_boot_failed"]
     assert sorted(_CODES) == sorted(codes)
     for code in codes:
         e = _from_native("api", code, "msg")
@@ -80,6 +80,9 @@ def test_every_agent_error_code_maps_to_a_subclass_with_advice() -> None:
     e = _from_native("api", "sandbox_not_found", "no sandbox x")
     assert isinstance(e, SandboxNotFoundError) and "Sandbox.list()" in str(e)
     assert isinstance(_from_native("api", "invalid_name", "m"), InvalidNameError)
+    boot = _from_native("api", "guest_boot_failed", "KVM_EXIT_INTERNAL_ERROR")
+    assert isinstance(boot, microsandbox.GuestBootError)
+    assert isinstance(boot, microsandbox.SandboxRuntimeError) and "doctor" in str(boot)
     assert isinstance(_from_native("api", "path_not_found", "command not found: x"),
                       CommandNotFoundError)
     e = _from_native("api", "path_not_found", "/x: No such file")

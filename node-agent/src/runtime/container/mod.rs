@@ -3,11 +3,9 @@
 //! filter, a reduced capability set and `noNewPrivileges`. Weaker than a microVM: the sandbox shares
 //! the host kernel, so the API labels it `container` and never substitutes it for `microvm`.
 
-mod cgroup;
-mod seccomp;
 mod spec;
 
-pub use cgroup::{CgroupMode, CgroupPaths};
+pub use super::jail::cgroup::{CgroupMode, CgroupPaths};
 pub use spec::{oci_spec, SpecOptions};
 
 use async_trait::async_trait;
@@ -28,8 +26,7 @@ pub struct ContainerRuntime {
     cgroups: CgroupMode,
 }
 
-/// Parent cgroup of every sandbox.
-pub const CGROUP_PARENT: &str = "microsandbox";
+pub use super::jail::cgroup::CGROUP_PARENT;
 
 impl ContainerRuntime {
     /// Find crun and detect the cgroup mode; refuse with the reason when this host cannot run it.
@@ -86,7 +83,7 @@ impl ContainerRuntime {
     }
 
     fn cgroup_path(id: &str) -> String {
-        format!("/{CGROUP_PARENT}/{id}")
+        super::jail::cgroup::sandbox_cgroup(id)
     }
 }
 

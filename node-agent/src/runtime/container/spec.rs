@@ -120,7 +120,7 @@ pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
                 "pids": { "limit": spec.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT) },
                 "devices": [{ "allow": false, "access": "rwm" }]
             },
-            "seccomp": super::seccomp::profile(),
+            "seccomp": crate::runtime::jail::seccomp::oci_profile(),
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::config::{KernelFormat, MicrovmSettings, VmConfig};
+use crate::runtime::jail::VmmJail;
 
 /// `KRUN_TSI_HIJACK_INET` (libkrun.h; not in libkrun-sys): the guest's AF_INET stream and
 /// datagram sockets are carried out by the VMM.
@@ -106,6 +107,10 @@ pub struct VmPlan {
     /// socket impersonation) then leave through the sandbox's policed link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<PathBuf>,
+    /// cgroup, no_new_privs and seccomp the VMM puts itself in after joining `netns` and
+    /// before loading libkrun.
+    #[serde(default, skip_serializing_if = "VmmJail::is_open")]
+    pub jail: VmmJail,
 }
 
 impl VmPlan {
@@ -169,6 +174,7 @@ impl VmPlan {
             vcpus: config.vcpus,
             calls,
             netns: None,
+            jail: VmmJail::default(),
         }
     }
 

@@ -15,9 +15,12 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 
+use super::boot::BootFailure;
 use super::config::{MicrovmSettings, VmConfig, CONSOLE_LOG};
 use super::plan::{KrunCall, VmPlan};
 use super::procfs;
+use crate::runtime::jail::cgroup::{self, CgroupLimits, CgroupMode, CgroupPaths, CGROUP_ROOT};
+use crate::runtime::jail::VmmJail;
 use crate::runtime::{
     HostUsage, LaunchMount, LaunchSpec, Launched, Liveness, Runtime, RuntimeError,
 };
@@ -26,6 +29,10 @@ use crate::runtime::{
 pub const VMM_LOG: &str = "vmm.log";
 /// Default time for the guest agent to answer on its socket after the VMM starts.
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Memory a VMM may use beyond its guest's RAM (its own threads, virtio queues, file caches).
+pub const VMM_OVERHEAD_MIB: u64 = 256;
+/// Tasks (threads) a VMM may have: vCPUs, device workers, virtio-fs threads.
+pub const VMM_MAX_TASKS: u32 = 512;
 
 /// Runs sandboxes as libkrun microVMs.
 pub struct MicrovmRuntime {
@@ -35,6 +42,9 @@ pub struct MicrovmRuntime {
     /// VMMs started by this agent process, by sandbox id; kept to reap them. VMMs adopted after
     /// an agent restart are not here and are recognised by their command line instead.
     children: Arc<Mutex<HashMap<String, Child>>>,
+    /// How this host mounts cgroups, and where: each VMM runs in a cgroup of its own.
+    cgroups: CgroupMode,
+    cgroup_root: PathBuf,
 }
 
 impl MicrovmRuntime {
@@ -48,7 +58,20 @@ impl MicrovmRuntime {
             vmm_exe,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             children: Arc::default(),
+            cgroups: CgroupMode::detect(),
+            cgroup_root: PathBuf::from(CGROUP_ROOT),
         }
+    }
+
+    /// Make the VMMs' cgroups below `root` in `mode` instead of the host's (tests).
+    pub fn with_cgroups(mut self, mode: CgroupMode, root: impl Into<PathBuf>) -> Self {
+        self.cgroups = mode;
+        self.cgroup_root = root.into();
+        self
+    }
+
+    fn cgroup(&self, id: &str) -> CgroupPaths {
+        CgroupPaths::under(&self.cgroup_root, self.cgroups, &cgroup::sandbox_cgroup(id))
     }
 
     /// [`MicrovmRuntime::new`] if this host can boot microVMs with these settings, otherwise
@@ -85,6 +108,7 @@ impl MicrovmRuntime {
         settings: &MicrovmSettings,
         vmm_exe: &Path,
         spec: &LaunchSpec,
+        cgroup: &CgroupPaths,
     ) -> Result<(Child, PathBuf), RuntimeError> {
         let config = VmConfig::from_launch(spec, settings)
             .map_err(|e| command_error("microVM configuration", e))?;
@@ -99,6 +123,17 @@ impl MicrovmRuntime {
         install_guest_agent(&spec.guest_agent, &spec.rootfs)?;
         let mut plan = VmPlan::build(&spec.id, &config, settings);
         plan.netns = spec.netns.clone();
+        let limits = CgroupLimits {
+            memory_bytes: (u64::from(config.memory_mib) + VMM_OVERHEAD_MIB) << 20,
+            cpus: u32::from(config.vcpus),
+            pids: VMM_MAX_TASKS,
+        };
+        plan.jail = VmmJail {
+            cgroup_procs: cgroup
+                .create(&limits)
+                .map_err(|e| command_error("the VMM's cgroup", e))?,
+            seccomp: true,
+        };
         let plan_path = spec.runtime_dir.join(procfs::plan_file_name(&spec.id));
         plan.write(&plan_path)?;
         let log = std::fs::OpenOptions::new()
@@ -143,14 +178,9 @@ impl MicrovmRuntime {
                     .and_then(|c| c.try_wait().ok().flatten())
             };
             if let Some(status) = exited {
-                let hint = status.code().and_then(exit_hint).unwrap_or("");
-                return Err(command_error(
-                    "microVM start",
-                    format!(
-                        "the VMM exited ({status}){hint} before the guest agent came up\n{}",
-                        logs(spec)
-                    ),
-                ));
+                let log = logs(spec);
+                let failure = BootFailure::classify(status.code(), &status.to_string(), &log);
+                return Err(RuntimeError::BootFailed { failure, log });
             }
             if guest_answers(socket).await {
                 return Ok(());
@@ -218,11 +248,28 @@ impl Runtime for MicrovmRuntime {
                 children.remove(&spec.id);
             }
         }
+        if self.cgroups == CgroupMode::None {
+            return Err(RuntimeError::Unavailable {
+                isolation: Isolation::Microvm,
+                reason: "no cgroup file system at /sys/fs/cgroup: a VMM cannot be confined".into(),
+            });
+        }
         let (settings, exe, owned) = (self.settings.clone(), self.vmm_exe.clone(), spec.clone());
-        let (child, socket) =
-            tokio::task::spawn_blocking(move || Self::prepare_and_spawn(&settings, &exe, &owned))
-                .await
-                .map_err(|e| command_error("starting the VMM", e))??;
+        let cgroup = self.cgroup(&spec.id);
+        let cg = cgroup.clone();
+        let spawned = tokio::task::spawn_blocking(move || {
+            Self::prepare_and_spawn(&settings, &exe, &owned, &cg)
+        })
+        .await
+        .map_err(|e| command_error("starting the VMM", e))
+        .and_then(|r| r);
+        let (child, socket) = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                cgroup.remove();
+                return Err(e);
+            }
+        };
         let pid = child.id();
         self.children
             .lock()
@@ -231,6 +278,7 @@ impl Runtime for MicrovmRuntime {
         if let Err(e) = self.wait_ready(spec, &socket).await {
             self.kill_and_reap(&spec.id).await;
             let _ = std::fs::remove_file(&socket);
+            cgroup.remove();
             return Err(e);
         }
         Ok(Launched {
@@ -238,7 +286,7 @@ impl Runtime for MicrovmRuntime {
             isolation: Isolation::Microvm,
             pid: Some(pid),
             guest_socket: socket,
-            cgroup: None,
+            cgroup: Some(cgroup::sandbox_cgroup(&spec.id)),
         })
     }
 
@@ -288,6 +336,9 @@ impl Runtime for MicrovmRuntime {
                 }
             }
         }
+        if launched.cgroup.is_some() {
+            self.cgroup(&launched.id).remove();
+        }
         match std::fs::remove_file(&launched.guest_socket) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
@@ -307,14 +358,18 @@ impl Runtime for MicrovmRuntime {
                     _ => None,
                 })
             });
+        let jail = match &launched.cgroup {
+            Some(_) => self.cgroup(&launched.id).usage(),
+            None => HostUsage::default(),
+        };
         HostUsage {
             // The VMM's resident memory: guest RAM it has touched plus the VMM's own.
             memory_bytes: procfs::rss_bytes(pid),
             memory_limit_bytes,
             cpu_usage_us: procfs::stat(pid)
                 .map(|s| s.cpu_ticks.saturating_mul(1_000_000) / procfs::clock_ticks_per_second()),
-            oom_kills: None,
-            pids: None,
+            oom_kills: jail.oom_kills,
+            pids: jail.pids,
         }
     }
 }
@@ -377,16 +432,6 @@ async fn guest_answers(socket: &Path) -> bool {
         Err(_) => true,     // still open, nothing said: the agent is waiting for us
         Ok(Ok(n)) => n > 0, // 0 = closed by libkrun: no listener in the guest yet
         Ok(Err(_)) => false,
-    }
-}
-
-/// Meaning of libkrun init's exit codes (libkrun.h, `krun_start_enter`).
-fn exit_hint(code: i32) -> Option<&'static str> {
-    match code {
-        125 => Some(" — libkrun's init could not set up the guest environment"),
-        126 => Some(" — libkrun's init found the guest agent but could not execute it"),
-        127 => Some(" — libkrun's init could not find the guest agent in the root"),
-        _ => None,
     }
 }
 
@@ -494,13 +539,24 @@ mod tests {
         s.socket_dir = dir.path().join("sock");
         s.guest_agent = agent;
         std::fs::create_dir_all(&s.rootfs).unwrap();
+        let cg = dir.path().join("cgroup");
         let rt = MicrovmRuntime::new(MicrovmSettings::default())
             .with_vmm_exe(&script)
-            .with_boot_timeout(Duration::from_secs(10));
+            .with_boot_timeout(Duration::from_secs(10))
+            .with_cgroups(CgroupMode::Legacy, &cg);
         let err = rt.start(&s).await.unwrap_err().to_string();
         assert!(err.contains("exited"), "{err}");
         assert!(err.contains("cannot open /dev/kvm"), "{err}");
-        assert!(s.runtime_dir.join("msb-test.vmm.json").exists());
+        // The plan jails the VMM: its cgroup (guest RAM + overhead), no_new_privs + seccomp.
+        let plan = VmPlan::parse(&std::fs::read(s.runtime_dir.join("msb-test.vmm.json")).unwrap())
+            .unwrap();
+        assert!(plan.jail.seccomp);
+        assert_eq!(plan.jail.cgroup_procs.len(), 4, "{:?}", plan.jail);
+        let limit =
+            std::fs::read_to_string(cg.join("memory/microsandbox/msb-test/memory.limit_in_bytes"))
+                .unwrap();
+        let memory = u64::from(s.memory_mib);
+        assert_eq!(limit, ((memory + VMM_OVERHEAD_MIB) << 20).to_string());
         assert!(s.rootfs.join(".msb/agent").exists());
         assert!(rt.children.lock().unwrap().is_empty());
     }
@@ -522,7 +578,8 @@ mod tests {
         std::fs::create_dir_all(&s.rootfs).unwrap();
         let rt = MicrovmRuntime::new(MicrovmSettings::default())
             .with_vmm_exe(&script)
-            .with_boot_timeout(Duration::from_millis(300));
+            .with_boot_timeout(Duration::from_millis(300))
+            .with_cgroups(CgroupMode::Unified, dir.path().join("cgroup"));
         let err = rt.start(&s).await.unwrap_err();
         assert!(matches!(err, RuntimeError::GuestTimeout(..)), "{err}");
         assert!(rt.children.lock().unwrap().is_empty());

@@ -30,6 +30,10 @@ pub fn run_vmm(plan_path: &Path) -> Result<Infallible, MicrovmError> {
             reason: format!("joining network namespace {}: {e}", netns.display()),
         })?;
     }
+    plan.jail.enter().map_err(|e| MicrovmError::Plan {
+        path: plan_path.to_path_buf(),
+        reason: format!("entering the VMM jail: {e}"),
+    })?;
     let krun = Libkrun::open(plan.libkrun.as_deref())?;
     eprintln!("vmm {}: using {}", plan.id, krun.path().display());
     krun.set_log_level(plan.log_level)?;

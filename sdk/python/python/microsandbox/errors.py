@@ -47,6 +47,7 @@ __all__ = [
     "ExecTimeoutError",
     "CommandFailedError",
     "SandboxRuntimeError",
+    "GuestBootError",
     "InternalAgentError",
     "PermissionDeniedError",
     "PatchFailedError",
@@ -238,6 +239,11 @@ class SandboxRuntimeError(MicrosandboxError):
     """The sandbox runtime (crun, libkrun) failed on the node."""
 
 
+class GuestBootError(SandboxRuntimeError):
+    """A microVM's guest did not boot on the node; the message says why (for example KVM there
+    cannot run the guest kernel: ``microsandbox-agent doctor`` checks the host)."""
+
+
 class InternalAgentError(AgentError):
     """The agent hit an internal error (see its log, ``<state-dir>/agent.log``)."""
 
@@ -373,6 +379,10 @@ _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     "path_not_found": (FilesystemPathNotFoundError, None),
     "fs_error": (FilesystemError, None),
     "exec_failed": (ExecFailedError, "check that the command exists in the image"),
+    "guest_boot_failed": (
+        GuestBootError,
+        "run `microsandbox-agent doctor` on the node, or ask for isolation='container'",
+    ),
     "runtime_error": (SandboxRuntimeError, "see the agent log"),
     "internal": (InternalAgentError, "see the agent log"),
 }
