@@ -15,6 +15,7 @@ set -euo pipefail
 PACKAGES=(
   crun docker-registry skopeo umoci debootstrap busybox-static jq iproute2 nftables
   libssl-dev pkg-config python3-venv curl ca-certificates
+  containernetworking-plugins libseccomp-dev
 )
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -10,9 +10,11 @@
 # missing or its `--version` output does not match the wanted version, so a
 # second run returns immediately.
 #
-# Usage: tests/e2e/control-plane/build.sh [--print-bin-dir] [--force]
+# Usage: tests/e2e/control-plane/build.sh [--print-bin-dir] [--force] [--node]
 #   --print-bin-dir  only print the bin directory (after building if needed)
 #   --force          rebuild all binaries
+#   --node           also build what a node and the rest of the control plane need: kubelet,
+#                    kube-proxy, kube-scheduler, kube-controller-manager (same module graph)
 #
 # Environment:
 #   KUBE_VERSION / ETCD_VERSION / HELM_VERSION   see versions.env
@@ -27,11 +29,13 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 PRINT_ONLY=0
 FORCE=0
+NODE=0
 for arg in "$@"; do
   case "$arg" in
     --print-bin-dir) PRINT_ONLY=1 ;;
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --node) NODE=1 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +60,13 @@ kube_ok()  { out_has "Kubernetes ${KUBE_VERSION}" "${K8S_BIN_DIR}/kube-apiserver
 kctl_ok()  { out_has "Client Version: ${KUBE_VERSION}" "${K8S_BIN_DIR}/kubectl" version --client; }
 etcd_ok()  { out_has "etcd Version: ${ETCD_VERSION#v}" "${K8S_BIN_DIR}/etcd" --version; }
 helm_ok()  { out_has "${HELM_VERSION}\(+.*\)\{0,1\}" "${K8S_BIN_DIR}/helm" version --short; }
-all_ok()   { kube_ok && kctl_ok && etcd_ok && helm_ok; }
+NODE_BINS="kubelet kube-proxy kube-scheduler kube-controller-manager"
+node_bin_ok() { out_has "Kubernetes ${KUBE_VERSION}" "${K8S_BIN_DIR}/$1" --version; }
+node_ok()  {
+  [ "$NODE" = 0 ] && return 0
+  local b; for b in $NODE_BINS; do node_bin_ok "$b" || return 1; done
+}
+all_ok()   { kube_ok && kctl_ok && etcd_ok && helm_ok && node_ok; }
 
 if [ "$FORCE" = 0 ] && all_ok; then
   log "up to date: kubernetes ${KUBE_VERSION}, etcd ${ETCD_VERSION}, helm ${HELM_VERSION} in ${K8S_BIN_DIR}"
@@ -185,8 +195,10 @@ build_kubernetes() {
 
   log "kubernetes: resolving module graph"
   t=$(date +%s)
-  (cd "$wd" && go mod download k8s.io/kubernetes && \
-     go get "k8s.io/kubernetes/cmd/kube-apiserver@${KUBE_VERSION}" "k8s.io/kubernetes/cmd/kubectl@${KUBE_VERSION}") \
+  local cmds="kube-apiserver kubectl" c gets=()
+  [ "$NODE" = 1 ] && cmds="$cmds $NODE_BINS"
+  for c in $cmds; do gets+=("k8s.io/kubernetes/cmd/$c@${KUBE_VERSION}"); done
+  (cd "$wd" && go mod download k8s.io/kubernetes && go get "${gets[@]}") \
     || die "module resolution failed (is every staging module published at ${staging_ver}?)"
   log "kubernetes: module graph resolved in $(elapsed "$t")"
 
@@ -203,6 +215,17 @@ build_kubernetes() {
     (cd "$wd" && go build -p "$PAR" -ldflags "$ld" -o "${K8S_BIN_DIR}/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
     mv -f "${K8S_BIN_DIR}/kubectl.tmp" "${K8S_BIN_DIR}/kubectl"
     log "kubernetes: kubectl built in $(elapsed "$t")"
+  fi
+  if [ "$NODE" = 1 ]; then
+    for c in $NODE_BINS; do
+      if [ "$FORCE" = 1 ] || ! node_bin_ok "$c"; then
+        log "kubernetes: building $c"
+        t=$(date +%s)
+        (cd "$wd" && go build -p "$PAR" -ldflags "$ld" -o "${K8S_BIN_DIR}/$c.tmp" "k8s.io/kubernetes/cmd/$c")
+        mv -f "${K8S_BIN_DIR}/$c.tmp" "${K8S_BIN_DIR}/$c"
+        log "kubernetes: $c built in $(elapsed "$t")"
+      fi
+    done
   fi
 }
 
@@ -264,15 +287,18 @@ build_helm() {
 
 if [ "$FORCE" = 1 ] || ! etcd_ok; then build_etcd; else log "etcd: up to date"; fi
 if [ "$FORCE" = 1 ] || ! helm_ok; then build_helm; else log "helm: up to date"; fi
-if [ "$FORCE" = 1 ] || ! kube_ok || ! kctl_ok; then build_kubernetes; else log "kubernetes: up to date"; fi
+if [ "$FORCE" = 1 ] || ! kube_ok || ! kctl_ok || ! node_ok; then build_kubernetes; else log "kubernetes: up to date"; fi
 
 etcd_ok || die "etcd --version does not report ${ETCD_VERSION}: $("${K8S_BIN_DIR}/etcd" --version 2>&1 | head -n1)"
 helm_ok || die "helm version does not report ${HELM_VERSION}: $("${K8S_BIN_DIR}/helm" version --short 2>&1)"
 kube_ok || die "kube-apiserver --version does not report ${KUBE_VERSION}: $("${K8S_BIN_DIR}/kube-apiserver" --version 2>&1)"
 kctl_ok || die "kubectl version does not report ${KUBE_VERSION}: $("${K8S_BIN_DIR}/kubectl" version --client 2>&1 | head -n1)"
+node_ok || die "a node binary ($NODE_BINS) does not report ${KUBE_VERSION}"
 
 log "done in $(elapsed "$START_ALL"):"
-for b in kube-apiserver etcd kubectl helm; do
+bins="kube-apiserver etcd kubectl helm"
+[ "$NODE" = 1 ] && bins="$bins $NODE_BINS"
+for b in $bins; do
   log "  $(du -h "${K8S_BIN_DIR}/$b" | cut -f1)	${K8S_BIN_DIR}/$b"
 done
 if [ "$PRINT_ONLY" = 1 ]; then echo "${K8S_BIN_DIR}" >&3; fi

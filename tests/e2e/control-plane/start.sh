@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a throw-away Kubernetes control plane (etcd + kube-apiserver) bound to
-# 127.0.0.1 only. No kubelet, no controller-manager, no scheduler.
+# 127.0.0.1 only (or MSB_K8S_ADDRESS). No kubelet, no controller-manager, no scheduler
+# (tests/e2e/node/start.sh adds those).
 #
 # Usage: tests/e2e/control-plane/start.sh [DIR]
 #   DIR  state directory (created; default: a new mktemp -d). It receives
@@ -17,6 +18,10 @@
 #   MSB_K8S_APISERVER_ARGS    extra kube-apiserver flags (word-split), e.g.
 #                             "--disable-admission-plugins=ServiceAccount"
 #   MSB_K8S_READY_TIMEOUT     seconds to wait for /readyz (default 120)
+#   MSB_K8S_ADDRESS           address the apiserver binds and advertises (default
+#                             127.0.0.1). Another address (one of this host's, e.g. on a
+#                             dummy link) makes the `kubernetes` Service reachable from pods:
+#                             the apiserver then maintains its endpoint (lease reconciler).
 #   plus KUBE_VERSION / ETCD_VERSION / HELM_VERSION / MSB_CACHE (versions.env)
 set -euo pipefail
 
@@ -67,6 +72,9 @@ while [ "$ETCD_PEER_PORT" = "$ETCD_PORT" ] || [ "$ETCD_PEER_PORT" = "$API_PORT" 
 # ----------------------------------------------------------------- certs --
 SERVICE_CIDR="10.96.0.0/24"
 SERVICE_IP="10.96.0.1"   # first IP of SERVICE_CIDR: the `kubernetes` Service
+ADDRESS="${MSB_K8S_ADDRESS:-127.0.0.1}"
+RECONCILER=none          # a loopback endpoint would be refused
+[ "$ADDRESS" = 127.0.0.1 ] || RECONCILER=lease
 log "generating certificates in $CERTS"
 (
   cd "$CERTS"
@@ -79,7 +87,7 @@ log "generating certificates in $CERTS"
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:${SERVICE_IP},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:${ADDRESS},IP:${SERVICE_IP},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 EOF
   ossl req -newkey rsa:2048 -nodes -sha256 -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
   ossl x509 -req -sha256 -days 3650 -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
@@ -135,14 +143,17 @@ done
 curl -fsS "http://127.0.0.1:${ETCD_PORT}/health" 2>/dev/null | grep -q '"health":"true"' || fail "etcd not healthy" etcd
 
 # -------------------------------------------------------- kube-apiserver --
-log "starting kube-apiserver ${KUBE_VERSION} on https://127.0.0.1:${API_PORT}"
+log "starting kube-apiserver ${KUBE_VERSION} on https://${ADDRESS}:${API_PORT}"
 # The command goes into a script of its own so restart-apiserver.sh can run it again.
 cat > "$DIR/kube-apiserver.sh" <<EOF
 #!/usr/bin/env bash
 exec "$BIN/kube-apiserver" \\
-  --bind-address=127.0.0.1 \\
-  --advertise-address=127.0.0.1 \\
-  --endpoint-reconciler-type=none \\
+  --bind-address=${ADDRESS} \\
+  --advertise-address=${ADDRESS} \\
+  --endpoint-reconciler-type=${RECONCILER} \\
+  --kubelet-client-certificate="$CERTS/admin.crt" \\
+  --kubelet-client-key="$CERTS/admin.key" \\
+  --kubelet-preferred-address-types=InternalIP \\
   --secure-port="${API_PORT}" \\
   --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \\
   --tls-cert-file="$CERTS/apiserver.crt" \\
@@ -171,7 +182,7 @@ kind: Config
 clusters:
 - name: msb-test
   cluster:
-    server: https://127.0.0.1:${API_PORT}
+    server: https://${ADDRESS}:${API_PORT}
     certificate-authority-data: $(b64 "$CERTS/ca.crt")
 users:
 - name: admin
@@ -200,7 +211,8 @@ cat > "$DIR/env" <<EOF
 export MSB_K8S_DIR='$DIR'
 export KUBECONFIG='$DIR/kubeconfig'
 export MSB_K8S_API_PORT='$API_PORT'
-export MSB_K8S_API_URL='https://127.0.0.1:$API_PORT'
+export MSB_K8S_API_URL='https://$ADDRESS:$API_PORT'
+export MSB_K8S_ADDRESS='$ADDRESS'
 export MSB_K8S_ADMIN_TOKEN='$ADMIN_TOKEN'
 export MSB_K8S_ETCD_URL='http://127.0.0.1:$ETCD_PORT'
 export PATH='$BIN':"\$PATH"
@@ -219,7 +231,7 @@ until "$BIN/kubectl" --kubeconfig "$DIR/kubeconfig" get ns kube-system kube-publ
   sleep 0.5
 done
 
-log "ready: kube-apiserver https://127.0.0.1:${API_PORT}, etcd http://127.0.0.1:${ETCD_PORT}"
+log "ready: kube-apiserver https://${ADDRESS}:${API_PORT}, etcd http://127.0.0.1:${ETCD_PORT}"
 log "use:   source $DIR/env   (or kubectl --kubeconfig $DIR/kubeconfig ...)"
 log "stop:  ${HERE}/stop.sh $DIR"
 echo "DIR=$DIR"
