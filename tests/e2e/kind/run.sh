@@ -19,6 +19,7 @@
 #   MSB_KIND_CLUSTER=NAME    cluster name (default microsandbox-e2e; reused if it exists)
 #   MSB_KIND_HELM_ARGS="..." extra `helm upgrade --install` arguments, e.g.
 #                            "--set nodeAgent.mirrors={docker.io=mirror.internal:5000}"
+#   MSB_KIND_REGISTRY=H:P    also run tests/e2e/helm/run.sh on the cluster, pushing to H:P
 #   CARGO_TARGET_DIR         where the release binaries are (default: target/)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
@@ -51,13 +52,8 @@ if [[ $(jq -r '.isolation[] | select(.isolation == "microvm") | .available' <<<"
 fi
 [[ $(id -u) -eq 0 ]] || fail "run as root: images/build.sh debootstraps the image rootfs"
 
-# The host's libkrun and libkrunfw (which doctor just loaded) go into the node-agent image:
-# Debian bookworm, its base, ships neither.
-add_libs=()
-for lib in "$(jq -r '.facts.libkrun.real_path // empty' <<<"$doctor")" \
-  "$(jq -r '.facts.libkrunfw.path // empty' <<<"$doctor")"; do
-  [[ -n $lib ]] && add_libs+=(--add-lib "$lib")
-done
+# The node-agent image carries its own libkrun and libkrunfw (images/build.sh,
+# scripts/libkrun.sh): nothing of this host's goes into it.
 
 # ---- cluster --------------------------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/msb-kind.XXXXXX")
@@ -90,7 +86,7 @@ fi
 
 TAG=$(awk '/^\[/ { s = ($0 == "[workspace.package]") } s && $1 == "version" { gsub(/"/, "", $3); print $3; exit }' Cargo.toml)
 log "building images microsandbox/{operator,node-agent}:$TAG"
-images/build.sh --archive "$WORK/images" --tag "$TAG" "${add_libs[@]}"
+images/build.sh --archive "$WORK/images" --tag "$TAG"
 for name in operator node-agent; do
   kind load image-archive "$WORK/images/$name-$TAG.tar" --name "$CLUSTER"
 done
@@ -118,3 +114,12 @@ kubectl delete sandbox hello --wait=false
 kubectl wait --for=delete sandbox/hello --timeout=120s
 
 echo "PASS kind e2e: chart on kind ($kvm_nodes KVM workers), sandbox/hello Ready in a microVM and deleted"
+# The whole user path (SDK exec via the pod proxy, upgrade, uninstall) on this cluster, when its
+# nodes can pull from a registry this host pushes to:
+if [[ -n ${MSB_KIND_REGISTRY:-} ]]; then
+  kubectl delete namespace msb-helm-e2e --ignore-not-found >/dev/null
+  helm uninstall microsandbox -n "$NS" --wait >/dev/null
+  MSB_HELM_KUBECONFIG=$KUBECONFIG MSB_HELM_REGISTRY=$MSB_KIND_REGISTRY tests/e2e/helm/run.sh
+else
+  echo "SKIP kind helm e2e: set MSB_KIND_REGISTRY=HOST:PORT (a registry the kind nodes pull from) to run tests/e2e/helm/run.sh on this cluster"
+fi

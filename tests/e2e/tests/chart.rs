@@ -73,6 +73,7 @@ fn chart_lints_validates_values_and_dry_runs_on_the_server() {
         "ServiceAccount",
         "ClusterRole",
         "Role",
+        "Job",
     ] {
         assert!(kinds.iter().any(|x| x == k), "{k} not rendered: {kinds:?}");
     }
@@ -228,4 +229,71 @@ fn rbac_is_narrow() {
     ] {
         assert!(!can(sa, &args), "{sa} may {args:?}");
     }
+}
+
+/// The node-agent pod shares the node's pid and network namespaces and `/run/netns` (sandboxes
+/// must outlive the pod through upgrades) and listens on the node's address only; `helm
+/// uninstall` runs the operator image's `uninstall` as a pre-delete hook.
+#[test]
+fn agent_pod_lets_sandboxes_outlive_it_and_uninstall_has_a_hook() {
+    let rendered = run(
+        "helm",
+        &[
+            "template",
+            "msb",
+            &chart(),
+            "--set",
+            "nodeAgent.network.uplinkNetns=egress",
+        ],
+        None,
+    );
+    let all = docs(&rendered);
+    let ds = all
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true, "{pod}");
+    assert_eq!(pod["hostNetwork"], true, "{pod}");
+    let agent = &pod["containers"][0];
+    let args: Vec<&str> = agent["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(args.contains(&"--listen=$(POD_IP):7070"), "{args:?}");
+    assert!(args.contains(&"--uplink-netns=egress"), "{args:?}");
+    let netns = agent["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/run/netns")
+        .expect("/run/netns mounted");
+    assert_eq!(netns["mountPropagation"], "Bidirectional");
+
+    let job = all
+        .iter()
+        .find(|d| d["kind"] == "Job")
+        .expect("uninstall Job");
+    assert_eq!(
+        job["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-delete",
+        "{job}"
+    );
+    let c = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["args"][0], "uninstall", "{c}");
+    // Off when asked.
+    let off = run(
+        "helm",
+        &[
+            "template",
+            "msb",
+            &chart(),
+            "--set",
+            "uninstall.deleteSandboxes=false",
+        ],
+        None,
+    );
+    assert!(!docs(&off).iter().any(|d| d["kind"] == "Job"));
 }
