@@ -8,7 +8,7 @@ AGENT := $(TARGET)/release/microsandbox-agent
 export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 
-.PHONY: help setup build guest agent demo demo-curl test test-python test-crds test-microvm test-node crds lint unit integration bench bench-python
+.PHONY: help setup build guest agent demo demo-curl test test-python test-crds test-microvm test-helm crds lint unit integration bench bench-python
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,7 +44,7 @@ unit: ## Unit tests (no root, no registry needed).
 integration: guest ## Integration tests against real crun sandboxes and the local registry (root).
 	cargo test --workspace --exclude microsandbox-e2e --tests -- --test-threads=2
 
-test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, CRDs and the cluster e2e on a real apiserver, Python SDK tests.
+test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, microVM runtime on real libkrun, CRDs, the cluster e2e on a real apiserver, Python SDK tests, the Helm e2e on a real node.
 	cargo test --workspace --exclude microsandbox-e2e -- --test-threads=2
 	@echo "== microVM boot e2e (runs where KVM can boot a guest; otherwise says why not):"
 	cargo test -q -p microsandbox-agent --test microvm_boot -- --nocapture
@@ -53,6 +53,7 @@ test: setup lint guest ## Everything CI runs: setup, lint, unit + integration te
 	bash tests/e2e/run.sh
 	cargo build -p microsandbox-agent
 	bash sdk/python/scripts/test.sh
+	bash tests/e2e/helm/run.sh
 
 test-microvm: guest ## The microVM runtime on the real libkrun + libkrunfw (built/fetched and cached by scripts/libkrun.sh).
 	L=$$(bash scripts/libkrun.sh --print-lib-dir) && MSB_LIBKRUN_DIR=$$L LD_LIBRARY_PATH=$$L \
@@ -60,6 +61,9 @@ test-microvm: guest ## The microVM runtime on the real libkrun + libkrunfw (buil
 
 test-e2e: guest ## Cluster e2e: operator + node-agents as host processes on a real kube-apiserver + etcd.
 	bash tests/e2e/run.sh
+
+test-helm: ## The user's path on a real one-node cluster built here: images -> helm install -> Sandbox -> SDK exec -> delete -> upgrade -> uninstall.
+	bash tests/e2e/helm/run.sh
 
 test-crds: ## The CRDs on a real kube-apiserver + etcd (built from Go modules, cached): examples accepted, bad specs rejected.
 	bash crds/tests/apiserver.sh

@@ -1,5 +1,6 @@
 //! `_native.Client` (every route of the node-agent API) and `_native.Lease`.
 
+use crate::aio::future_into_py;
 use crate::convert::{parse_request, Json, OutBytes};
 use crate::error::IntoPyResult;
 use crate::exec::ExecStream;
@@ -9,7 +10,6 @@ use microsandbox_client::api::{
 use microsandbox_client::{AgentClient, Endpoint};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::future_into_py;
 use std::path::PathBuf;
 
 /// Exit code, signal, whether it timed out, stdout, stderr, secret violations.

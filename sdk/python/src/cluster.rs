@@ -7,6 +7,7 @@
 //! named in the status with the user's own bearer token, which the agent checks against RBAC
 //! (`create` on `sandboxes/exec`).
 
+use crate::aio::future_into_py;
 use crate::client::Client;
 use crate::convert::Json;
 use crate::relay::ApiServerRelay;
@@ -21,7 +22,6 @@ use microsandbox_crds::sandbox::{Sandbox, SandboxPhase};
 use microsandbox_crds::volume::{Volume, VolumePhase};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::future_into_py;
 use secrecy::ExposeSecret;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,12 +1,12 @@
 //! `_native.ExecStream`: one streaming exec (events out; stdin, signals and resizes in).
 
+use crate::aio::future_into_py;
 use crate::error::IntoPyResult;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use microsandbox_client::{ClientError, ExecEvent, ExecInput};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
-use pyo3_async_runtimes::tokio::future_into_py;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 

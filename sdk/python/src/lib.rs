@@ -1,7 +1,7 @@
 //! Native core of the `microsandbox` Python package: the module `microsandbox._native`.
 //!
 //! It wraps [`microsandbox_client::AgentClient`] and nothing more: every method returns a Python
-//! awaitable (driven by a tokio runtime through `pyo3-async-runtimes`), requests come in as JSON
+//! awaitable (driven by a tokio runtime through `pyo3-async-runtimes`, completed by [`aio`]), requests come in as JSON
 //! text and answers go out as plain Python values (dicts, lists, tuples, bytes). The typed,
 //! documented API (dataclasses, exceptions, agent discovery) lives in the pure-Python package on
 //! top (`python/microsandbox/`), whose hand-written `_native.pyi` describes this module.
@@ -10,6 +10,7 @@
 //! error's kind, the agent's error code and the message to `microsandbox.errors._from_native`,
 //! which picks the class. That keeps the mapping (and its advice) in one Python file.
 
+mod aio;
 mod client;
 mod cluster;
 mod convert;
@@ -36,6 +37,12 @@ mod native {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        // Let completions still handing results to Python finish before the interpreter is
+        // torn down (see `aio`).
+        let drain = pyo3::wrap_pyfunction!(crate::aio::drain, m)?;
+        m.py()
+            .import("atexit")?
+            .call_method1("register", (drain,))?;
         Ok(())
     }
 }

@@ -82,7 +82,12 @@ cleanup() {
     return
   fi
   if [[ $LOCAL == 1 ]]; then
+    # Sandboxes a failed run left: their agent removes them while it still runs ...
+    if [[ $rc -ne 0 ]]; then
+      timeout 90 kubectl delete sandboxes --all -A --wait --timeout=60s >/dev/null 2>&1 || true
+    fi
     tests/e2e/node/stop.sh "$NODE_DIR" >/dev/null 2>&1 || true
+    sweep_sandboxes
     umount -R -l "${STATE%/agent}" 2>/dev/null || true
     rm -rf --one-file-system "${STATE%/agent}" 2>/dev/null || true
   else
@@ -90,6 +95,19 @@ cleanup() {
     kubectl delete namespace "$TEAM" --wait=false >/dev/null 2>&1 || true
   fi
   rm -rf "$WORK"
+}
+# ... and what the agent could not remove goes here: its crun containers (their cgroups with
+# them) and the network namespaces it made, msb<sha256 of the state dir, 6 hex>-<sandbox>.
+sweep_sandboxes() {
+  local id ns prefix
+  for id in $(crun --root "$STATE/crun" list -q 2>/dev/null); do
+    crun --root "$STATE/crun" kill "$id" KILL >/dev/null 2>&1 || true
+    crun --root "$STATE/crun" delete -f "$id" >/dev/null 2>&1 || true
+  done
+  prefix=msb$(printf '%s' "$STATE" | sha256sum | cut -c1-6)-
+  for ns in $(ip netns list | awk -v p="$prefix" 'index($1, p) == 1 { print $1 }'); do
+    ip netns del "$ns" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 
@@ -181,7 +199,10 @@ log "Sandbox first Ready in ${BENCH[first Sandbox apply -> Ready (s)]}s"
 # `sandboxes/exec` (checked by the agent), and the chart's agent-proxy Role in the release
 # namespace (pods/proxy); a bearer token, as node-agents check tokens.
 kubectl -n "$TEAM" create serviceaccount dev >/dev/null
-kubectl -n "$TEAM" create role sandbox-dev --verb=get,list,watch --resource=sandboxes.microsandbox.dev >/dev/null
+kubectl -n "$TEAM" create role sandbox-dev --verb=get,list,watch,create,delete \
+  --resource=sandboxes.microsandbox.dev,secrets.microsandbox.dev >/dev/null
+kubectl -n "$TEAM" create role secret-writer --verb=create --resource=secrets >/dev/null
+kubectl -n "$TEAM" create rolebinding secret-writer --role=secret-writer --serviceaccount="$TEAM:dev" >/dev/null
 kubectl -n "$TEAM" create role sandbox-exec --verb=create --resource=sandboxes.microsandbox.dev/exec >/dev/null
 kubectl -n "$TEAM" create rolebinding sandbox-dev --role=sandbox-dev --serviceaccount="$TEAM:dev" >/dev/null
 kubectl -n "$TEAM" create rolebinding sandbox-exec --role=sandbox-exec --serviceaccount="$TEAM:dev" >/dev/null
@@ -206,7 +227,7 @@ bash sdk/python/scripts/dev-setup.sh >/dev/null 2>&1 || fail "sdk/python/scripts
 PY=sdk/python/.venv/bin/python
 sdk_exec() { # NAME -> prints the sandbox's answer; on failure the SDK's error goes to stderr
   local rc=0
-  KUBECONFIG=$DEV_KUBECONFIG "$PY" - "$1" "$TEAM" 2>"$WORK/sdk.err" <<'EOF' || rc=$?
+  KUBECONFIG=$DEV_KUBECONFIG "$PY" -X faulthandler - "$1" "$TEAM" 2>"$WORK/sdk.err" <<'EOF' || rc=$?
 import asyncio, sys
 from microsandbox import Cluster, Sandbox
 
@@ -218,13 +239,47 @@ async def main() -> None:
 asyncio.run(main())
 EOF
   if [[ $rc -ne 0 ]]; then
-    printf '[helm-e2e] SDK exec in %s exited %s: %s\n' "$1" "$rc" "$(tail -n 5 "$WORK/sdk.err")" >&2
+    printf '[helm-e2e] SDK exec in %s exited %s: %s\n' "$1" "$rc" "$(tail -n 40 "$WORK/sdk.err")" >&2
   fi
   return "$rc"
 }
 out=$(sdk_exec first) || fail "SDK exec in first failed"
 [[ $out == "hello from "* ]] || fail "SDK exec answered '$out'"
 log "SDK (cluster mode, pod proxy) exec: $out"
+
+# ---- secrets through the SDK; Kubernetes' garbage collector takes what a Sandbox owns --------
+# The SDK makes a core Secret + a Secret object per secret, owned by the Sandbox; the operator
+# seals the value to the node. The guest sees a placeholder only; deleting the Sandbox leaves the
+# owned objects to kube-controller-manager's garbage collector.
+gc_out=$(KUBECONFIG=$DEV_KUBECONFIG "$PY" - "$TEAM" 2>"$WORK/sdk.err" <<'EOF'
+import asyncio, sys
+from microsandbox import Cluster, NetworkPolicy, Sandbox, Secret
+
+async def main() -> None:
+    sb = await Sandbox.create(
+        "owner", image="busybox", isolation="container", memory=128,
+        network=NetworkPolicy.public_only(),
+        secrets=[Secret.env("API_TOKEN", "s3cr3t-helm-e2e", allow_hosts=["api.example.com"])],
+        cluster=Cluster(namespace=sys.argv[1], agent_access="proxy"),
+    )
+    out = await sb.exec("sh", ["-c", "echo $API_TOKEN"])
+    print(out.stdout().strip())
+
+asyncio.run(main())
+EOF
+) || fail "SDK create with a secret failed: $(tail -n 5 "$WORK/sdk.err")"
+[[ -n $gc_out && $gc_out != *s3cr3t-helm-e2e* ]] || fail "the guest saw '$gc_out' for API_TOKEN (want a placeholder)"
+owner_uid=$(kubectl -n "$TEAM" get sandbox owner -o jsonpath='{.metadata.uid}')
+owned() { # core Secrets and Secret objects whose owner is the Sandbox
+  kubectl -n "$TEAM" get secrets,secrets.microsandbox.dev -o json |
+    jq -r --arg u "$owner_uid" '.items[] | select(any(.metadata.ownerReferences[]?; .uid == $u)) | .kind + "/" + .metadata.name'
+}
+[[ $(owned | wc -l) -ge 2 ]] || fail "no core Secret + Secret object owned by Sandbox owner: $(owned)"
+log "SDK secret: the guest sees a placeholder; $(owned | wc -l) objects owned by the Sandbox"
+kubectl -n "$TEAM" delete sandbox owner --timeout=60s >/dev/null || fail "deleting Sandbox owner did not finish"
+for _ in $(seq 1 60); do [[ -z $(owned) ]] && break; sleep 1; done
+[[ -z $(owned) ]] || fail "the garbage collector left objects owned by the deleted Sandbox: $(owned)"
+log "garbage collector: the Sandbox's Secret objects went with it"
 
 # ---- delete leaves nothing on the node ------------------------------------------------------
 uid_hex() { kubectl -n "$TEAM" get sandbox "$1" -o jsonpath='{.metadata.uid}' | tr -d '-' | cut -c1-12; }

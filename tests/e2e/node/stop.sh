@@ -51,6 +51,14 @@ if [[ -n $BIN && -x $BIN/ctr && -S $RUNDIR/containerd.sock ]]; then
   done
 fi
 stop_pid containerd
+# What containerd could not stop (it was gone, or a task hung): its shims and every process in
+# a pod's cgroup.
+pkill -KILL -f "containerd-shim-runc-v2 .*-address $RUNDIR/containerd.sock" 2>/dev/null || true
+for procs in /sys/fs/cgroup/*/kubepods*/cgroup.procs /sys/fs/cgroup/*/kubepods*/*/cgroup.procs \
+  /sys/fs/cgroup/*/kubepods*/*/*/cgroup.procs /sys/fs/cgroup/*/kubepods*/*/*/*/cgroup.procs; do
+  [[ -f $procs ]] || continue
+  while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$procs"
+done
 # Pod network namespaces (containerd names them cni-<uuid>) and the bridge.
 for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^cni-/ { print $1 }'); do
   ip netns del "$ns" 2>/dev/null || true

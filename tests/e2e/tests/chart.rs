@@ -277,8 +277,7 @@ fn agent_pod_lets_sandboxes_outlive_it_and_uninstall_has_a_hook() {
         .find(|d| d["kind"] == "Job")
         .expect("uninstall Job");
     assert_eq!(
-        job["metadata"]["annotations"]["helm.sh/hook"],
-        "pre-delete",
+        job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete",
         "{job}"
     );
     let c = &job["spec"]["template"]["spec"]["containers"][0];

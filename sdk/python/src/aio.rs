@@ -1,0 +1,126 @@
+//! Rust futures as Python awaitables, safe at interpreter exit.
+//!
+//! `pyo3_async_runtimes::tokio::future_into_py` completes the asyncio future from a tokio
+//! blocking thread that attaches to Python after the Rust future ends. When that happens while
+//! the program is leaving (the last `await` resolved, `asyncio.run` returned, `Py_FinalizeEx`
+//! started), the thread is force-unwound inside Python and the process dies with SIGSEGV or
+//! SIGABRT (PyO3/pyo3-async-runtimes#40). This module does the same job with one difference:
+//! every completion is counted until it has left Python, and an `atexit` hook (registered by the
+//! module's init) waits, GIL released and bounded, until none is in flight. Cancellation of the
+//! asyncio future aborts the Rust task, as before.
+
+use std::future::Future;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+
+/// Completions not yet finished (the Rust future may still run, or its result is being handed
+/// to Python).
+static IN_FLIGHT: Mutex<usize> = Mutex::new(0);
+static SETTLED: Condvar = Condvar::new();
+/// The longest the exit hook waits for work still in flight.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// One counted completion; uncounted when dropped (finished, or aborted by cancellation).
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        *IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut n = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            SETTLED.notify_all();
+        }
+    }
+}
+
+/// Wait (GIL released) until no completion is in flight, at most [`EXIT_GRACE`]. Registered
+/// with `atexit`: it runs before the interpreter starts tearing itself down.
+#[pyfunction]
+pub fn drain(py: Python<'_>) {
+    py.detach(|| {
+        let deadline = Instant::now() + EXIT_GRACE;
+        let mut n = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            n = SETTLED
+                .wait_timeout(n, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    });
+}
+
+/// `add_done_callback` of the asyncio future: a cancelled future aborts its Rust task.
+#[pyclass]
+struct AbortOnCancel(Mutex<Option<tokio::task::AbortHandle>>);
+
+#[pymethods]
+impl AbortOnCancel {
+    fn __call__(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        if fut.call_method0("cancelled")?.is_truthy()? {
+            if let Some(task) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                task.abort();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An asyncio future of the running loop, resolved with `fut`'s output (or its error raised).
+pub fn future_into_py<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let event_loop = pyo3_async_runtimes::tokio::get_current_loop(py)?;
+    let py_fut = event_loop.call_method0("create_future")?;
+    let target: Py<PyAny> = py_fut.clone().unbind();
+    let event_loop: Py<PyAny> = event_loop.unbind();
+    let token = InFlight::enter();
+    let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+        let result = fut.await;
+        // Off the async workers: attaching may wait for the GIL.
+        tokio::task::spawn_blocking(move || {
+            Python::attach(|py| complete(py, &event_loop, &target, result));
+            drop(token); // the GIL is released: this completion is out of Python
+        });
+    });
+    py_fut.call_method1(
+        "add_done_callback",
+        (AbortOnCancel(Mutex::new(Some(task.abort_handle()))),),
+    )?;
+    Ok(py_fut)
+}
+
+/// Schedule `microsandbox._aio.complete(fut, ok, value)` on the loop. A loop that is closed
+/// (the program left `asyncio.run` without awaiting this) has nobody to tell: ignored.
+fn complete<T>(py: Python<'_>, event_loop: &Py<PyAny>, fut: &Py<PyAny>, result: PyResult<T>)
+where
+    T: for<'a> IntoPyObject<'a>,
+{
+    let (ok, value) = match result.and_then(|v| v.into_py_any(py)) {
+        Ok(v) => (true, v),
+        Err(e) => (false, e.into_value(py).into_any()),
+    };
+    let schedule = || -> PyResult<()> {
+        let complete = py.import("microsandbox._aio")?.getattr("complete")?;
+        event_loop
+            .bind(py)
+            .call_method1("call_soon_threadsafe", (complete, fut.bind(py), ok, value))?;
+        Ok(())
+    };
+    let _ = schedule();
+}
