@@ -10,6 +10,7 @@
 #      exec works after (and the longest window in which one could not exec is printed)
 #   -> helm uninstall: its pre-delete hook deletes every Sandbox first; nothing is left
 #      Terminating, the CRDs and Volumes stay (charts/microsandbox/README.md)
+#   -> helm install again over the kept CRDs (images now cached on the node) -> uninstall
 # Prints `PASS helm e2e: ...` and a benchmark table, or `SKIP helm e2e: <why>`.
 #
 # Usage: tests/e2e/helm/run.sh
@@ -190,7 +191,7 @@ ready() { kubectl -n "$TEAM" wait sandbox "$1" --for=condition=Ready --timeout="
 t=$(now)
 sandbox_yaml first | kubectl apply -f - >/dev/null
 ready first || fail "Sandbox first did not become Ready"
-BENCH[helm install -> first Sandbox Ready (s)]=$(since "$t_install")
+BENCH[helm install -> first Sandbox Ready, cold node (s)]=$(since "$t_install")
 BENCH[first Sandbox apply -> Ready (s)]=$(since "$t")
 log "Sandbox first Ready in ${BENCH[first Sandbox apply -> Ready (s)]}s"
 
@@ -402,6 +403,20 @@ if [[ $LOCAL == 1 ]]; then
   done
 fi
 log "uninstall: no Sandbox left (none Terminating), CRDs kept, node clean"
+
+# ---- install again: the node has the images now, the CRDs are still there -------------------
+t=$(now)
+helm install microsandbox charts/microsandbox "${helm_args[@]}" >"$WORK/helm.log" 2>&1 ||
+  { cat "$WORK/helm.log" >&2; fail "helm install over the kept CRDs failed"; }
+kubectl -n "$NS" wait pod -l app.kubernetes.io/component=node-agent --for=condition=Ready --timeout=120s >/dev/null ||
+  fail "node-agent pods not Ready after the reinstall"
+sandbox_yaml warm | kubectl apply -f - >/dev/null
+ready warm || fail "Sandbox warm did not become Ready after the reinstall"
+BENCH[helm install -> first Sandbox Ready, images cached (s)]=$(since "$t")
+helm uninstall microsandbox -n "$NS" --wait --timeout 5m >"$WORK/helm-uninstall.log" 2>&1 ||
+  { cat "$WORK/helm-uninstall.log" >&2; fail "the second helm uninstall failed"; }
+[[ -z $(kubectl get sandboxes -A --no-headers 2>/dev/null) ]] || fail "Sandboxes left after the second uninstall"
+log "reinstall over the kept CRDs: Sandbox Ready; uninstalled again"
 
 printf 'PASS helm e2e: helm install -> %s Sandbox Ready -> SDK exec via pod proxy -> delete clean -> upgrade with %s sandboxes -> uninstall clean (%ss)\n' \
   "$ISO" "$N" "$(since "$T0")"
