@@ -449,7 +449,7 @@ async fn spawn_failures_are_typed() {
         .await;
     match next(&mut conn).await {
         GuestFrame::Error(e) => {
-            assert_eq!(e.kind, GuestErrorKind::NotFound);
+            assert_eq!(e.kind, GuestErrorKind::CommandNotFound);
             assert!(
                 e.message.contains("definitely-not-a-command-xyz"),
                 "{}",

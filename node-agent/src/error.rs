@@ -60,9 +60,11 @@ impl AgentError {
                 ErrorCode::IsolationUnavailable
             }
             AgentError::Runtime(RuntimeError::BootFailed { .. }) => ErrorCode::GuestBootFailed,
+            AgentError::Runtime(RuntimeError::InvalidMount { .. }) => ErrorCode::InvalidRequest,
             AgentError::Runtime(_) => ErrorCode::RuntimeError,
             AgentError::Guest(g) => match g.kind {
                 G::NotFound => ErrorCode::PathNotFound,
+                G::CommandNotFound => ErrorCode::CommandNotFound,
                 G::SpawnFailed => ErrorCode::ExecFailed,
                 G::InvalidRequest => ErrorCode::InvalidRequest,
                 _ => ErrorCode::FsError,

@@ -574,8 +574,9 @@ pub struct AgentInfo {
     pub sandboxes: usize,
 }
 
-/// Machine-readable error codes. Each has one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Machine-readable error codes. Each has one HTTP status. `ErrorCode::VARIANTS` lists them all
+/// (the SDKs export it and test that each code has an exception class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::VariantArray)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     Unauthorized,
@@ -599,6 +600,8 @@ pub enum ErrorCode {
     RegistryUnreachable,
     ImageNotPresent,
     PathNotFound,
+    /// The program of an exec does not exist in the sandbox.
+    CommandNotFound,
     FsError,
     ExecFailed,
     /// A microVM's guest did not boot (the message says why: e.g. KVM cannot run its kernel).
@@ -608,6 +611,14 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as it is written on the wire (`"sandbox_not_found"`).
+    pub fn as_str(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => format!("{self:?}"),
+        }
+    }
+
     /// HTTP status for this code.
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
@@ -615,9 +626,8 @@ impl ErrorCode {
             Unauthorized => 401,
             Forbidden => 403,
             InvalidRequest | InvalidName => 400,
-            SandboxNotFound | ImageNotFound | PathNotFound | ImageNotPresent | VolumeNotFound => {
-                404
-            }
+            SandboxNotFound | ImageNotFound | PathNotFound | CommandNotFound | ImageNotPresent
+            | VolumeNotFound => 404,
             SandboxAlreadyExists | SandboxNotRunning | SandboxDraining | VolumeAlreadyExists
             | VolumeInUse => 409,
             IsolationUnavailable => 422,
@@ -721,6 +731,15 @@ mod tests {
             r#"{"code":"sandbox_not_found","message":"x"}"#
         );
         assert_eq!(e.code.http_status(), 404);
+    }
+
+    #[test]
+    fn every_code_has_a_distinct_wire_name() {
+        use strum::VariantArray;
+        let names: std::collections::BTreeSet<String> =
+            ErrorCode::VARIANTS.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::VARIANTS.len());
+        assert!(names.contains("command_not_found"), "{names:?}");
     }
 
     #[test]

@@ -115,7 +115,7 @@ fn plan(req: &ExecRequest, workdir: &Path) -> Result<SpawnPlan, GuestError> {
 
 fn spawn_error(command: &str, err: &io::Error) -> GuestError {
     let kind = match err.kind() {
-        io::ErrorKind::NotFound => GuestErrorKind::NotFound,
+        io::ErrorKind::NotFound => GuestErrorKind::CommandNotFound,
         _ => GuestErrorKind::SpawnFailed,
     };
     let message = match err.kind() {

@@ -85,6 +85,9 @@ pub enum RuntimeError {
         isolation: Isolation,
         reason: String,
     },
+    /// A mount the request asked for cannot be made by this runtime (the caller's to fix).
+    #[error("mount {dest}: {reason}")]
+    InvalidMount { dest: String, reason: String },
     /// A runtime command failed.
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },

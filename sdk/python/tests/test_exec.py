@@ -64,7 +64,7 @@ async def test_missing_command_and_cwd(busybox: Sandbox) -> None:
     with pytest.raises(CommandNotFoundError, match="nope") as e:
         await busybox.exec("nope")
     assert isinstance(e.value, ExecFailedError) and isinstance(e.value, FileNotFoundError)
-    assert e.value.code == "path_not_found"
+    assert e.value.code == "command_not_found"
     with pytest.raises(FilesystemPathNotFoundError, match="/no/such/dir"):
         await busybox.exec("true", cwd="/no/such/dir")
 

@@ -25,6 +25,7 @@ from microsandbox import (
     StdoutEvent,
     Volume,
 )
+from microsandbox import _native
 from microsandbox.errors import _CODES, _from_native
 from microsandbox.sandbox import _create_request, _exec_request
 
@@ -67,12 +68,9 @@ def test_create_request() -> None:
 
 
 def test_every_agent_error_code_maps_to_a_subclass_with_advice() -> None:
-    codes = ["unauthorized", "forbidden", "invalid_request", "invalid_name", "sandbox_not_found",
-             "sandbox_already_exists", "sandbox_not_running", "sandbox_draining",
-             "isolation_unavailable", "image_not_found", "image_pull_failed",
-             "registry_unreachable", "image_not_present", "path_not_found", "fs_error",
-             "exec_failed", "runtime_error", "internal", "patch_failed",
-             "volume_not_found", "volume_already_exists", "volume_in_use", "guest_boot_failed"]
+    # The agent's own list (microsandbox_wire::api::ErrorCode), exported by the native module.
+    codes = list(_native.ERROR_CODES)
+    assert "command_not_found" in codes and "sandbox_not_found" in codes
     assert sorted(_CODES) == sorted(codes)
     for code in codes:
         e = _from_native("api", code, "msg")
@@ -83,8 +81,10 @@ def test_every_agent_error_code_maps_to_a_subclass_with_advice() -> None:
     boot = _from_native("api", "guest_boot_failed", "KVM_EXIT_INTERNAL_ERROR")
     assert isinstance(boot, microsandbox.GuestBootError)
     assert isinstance(boot, microsandbox.SandboxRuntimeError) and "doctor" in str(boot)
-    assert isinstance(_from_native("api", "path_not_found", "command not found: x"),
+    assert isinstance(_from_native("api", "command_not_found", "command not found: x"),
                       CommandNotFoundError)
+    assert not isinstance(_from_native("api", "path_not_found", "command not found: x"),
+                          CommandNotFoundError)
     e = _from_native("api", "path_not_found", "/x: No such file")
     assert isinstance(e, FilesystemPathNotFoundError) and str(e) == "/x: No such file"
     assert type(_from_native("api", "new_code", "m")) is MicrosandboxError

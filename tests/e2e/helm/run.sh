@@ -127,7 +127,9 @@ if [[ $LOCAL == 1 ]]; then
     mount --bind "${STATE%/agent}" "${STATE%/agent}"
   fi
   mount --make-rshared "${STATE%/agent}"
-  HELM_NET=(--set "nodeAgent.network.uplinkNetns=$MSB_NODE_UPLINK_NETNS")
+  HELM_NET=(--set "nodeAgent.network.uplinkNetns=$MSB_NODE_UPLINK_NETNS"
+    # A 2-CPU test machine offers 8 vCPUs by default; the upgrade runs N sandboxes of 1 vCPU.
+    --set "nodeAgent.capacity.cpus=$((N + 8))")
   MIRROR=127.0.0.1:5000
 else
   export KUBECONFIG=$MSB_HELM_KUBECONFIG

@@ -230,6 +230,9 @@ pub enum GuestErrorKind {
     SpawnFailed,
     Unsupported,
     Other,
+    /// The program of an exec does not exist (postcard numbers variants: new ones go last, so
+    /// guests of older agents still decode).
+    CommandNotFound,
 }
 
 /// An error reported by the guest agent.

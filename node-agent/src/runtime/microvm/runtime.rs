@@ -228,10 +228,10 @@ impl Runtime for MicrovmRuntime {
         for m in &spec.mounts {
             if let LaunchMount::Bind { source, dest, .. } = m {
                 if !source.is_dir() {
-                    return Err(RuntimeError::Unavailable {
-                        isolation: Isolation::Microvm,
+                    return Err(RuntimeError::InvalidMount {
+                        dest: dest.clone(),
                         reason: format!(
-                            "mount {dest}: {} is not a directory; microVMs share directories only (virtio-fs), bind its directory instead",
+                            "{} is not a directory; microVMs share directories only (virtio-fs), bind its directory instead",
                             source.display()
                         ),
                     });
@@ -583,6 +583,33 @@ mod tests {
         let err = rt.start(&s).await.unwrap_err();
         assert!(matches!(err, RuntimeError::GuestTimeout(..)), "{err}");
         assert!(rt.children.lock().unwrap().is_empty());
+    }
+
+    /// A single-file bind is the caller's mistake (virtio-fs shares directories), not a limit of
+    /// the node: an invalid request, refused before any VMM starts.
+    #[tokio::test]
+    async fn file_binds_are_an_invalid_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, b"x").unwrap();
+        let mut s = spec();
+        s.runtime_dir = dir.path().join("run");
+        s.mounts = vec![LaunchMount::Bind {
+            source: file,
+            dest: "/etc/app.toml".into(),
+            readonly: true,
+        }];
+        let rt = MicrovmRuntime::new(MicrovmSettings::default())
+            .with_vmm_exe("/nonexistent/vmm")
+            .with_cgroups(CgroupMode::Legacy, dir.path().join("cgroup"));
+        let err = rt.start(&s).await.unwrap_err();
+        assert!(
+            matches!(&err, RuntimeError::InvalidMount { dest, .. } if dest == "/etc/app.toml"),
+            "{err}"
+        );
+        let code = crate::error::AgentError::Runtime(err).code();
+        assert_eq!(code, microsandbox_wire::api::ErrorCode::InvalidRequest);
+        assert!(!s.runtime_dir.exists(), "nothing was prepared");
     }
 
     #[tokio::test]

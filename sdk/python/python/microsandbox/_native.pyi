@@ -9,8 +9,10 @@ from collections.abc import Awaitable
 from os import PathLike
 from typing import Any, final
 
-__all__ = ["Cluster", "Client", "ExecStream", "Lease", "__version__"]
+__all__ = ["ERROR_CODES", "Cluster", "Client", "ExecStream", "Lease", "__version__"]
 __version__: str
+ERROR_CODES: list[str]
+"""Every error code a node-agent answers with (``microsandbox_wire::api::ErrorCode``)."""
 
 _Json = dict[str, Any]
 _Event = tuple[Any, ...]

@@ -377,6 +377,7 @@ _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
         "pull it first or use pull_policy='if-not-present'",
     ),
     "path_not_found": (FilesystemPathNotFoundError, None),
+    "command_not_found": (CommandNotFoundError, "check the command's name and the image's PATH"),
     "fs_error": (FilesystemError, None),
     "exec_failed": (ExecFailedError, "check that the command exists in the image"),
     "guest_boot_failed": (
@@ -398,10 +399,6 @@ def _from_native(kind: str, code: str | None, message: str) -> MicrosandboxError
     if kind == "api" and code is not None:
         cls, hint = _CODES.get(code, (MicrosandboxError, None))
         if cls is FilesystemPathNotFoundError:
-            if "command not found" in message:
-                return CommandNotFoundError(
-                    message, code=code, hint="check the command's name and the image's PATH"
-                )
             exc: MicrosandboxError = FilesystemPathNotFoundError(message, code=code)
             return exc
         return cls(message, code=code, hint=hint)
