@@ -1,17 +1,23 @@
 //! Rust futures as Python awaitables, safe at interpreter exit.
 //!
 //! `pyo3_async_runtimes::tokio::future_into_py` completes the asyncio future from a tokio
-//! blocking thread that attaches to Python after the Rust future ends. When that happens while
-//! the program is leaving (the last `await` resolved, `asyncio.run` returned, `Py_FinalizeEx`
-//! started), the thread is force-unwound inside Python and the process dies with SIGSEGV or
-//! SIGABRT (PyO3/pyo3-async-runtimes#40). This module does the same job with one difference:
-//! every completion is counted until it has left Python, and an `atexit` hook (registered by the
-//! module's init) waits, GIL released and bounded, until none is in flight. Cancellation of the
-//! asyncio future aborts the Rust task, as before.
+//! blocking thread that attaches to Python after the Rust future ends, on a runtime that is
+//! never shut down. When the program leaves (the last `await` resolved, `asyncio.run` returned,
+//! `Py_FinalizeEx` started) such a thread can be force-unwound inside Python, and the runtime's
+//! workers keep running pooled connections while the C library's exit handlers (OpenSSL's) free
+//! what they use: the process dies with SIGSEGV or SIGABRT (PyO3/pyo3-async-runtimes#40; seen here
+//! as exit 139 and "malloc_consolidate(): unaligned fastbin chunk detected" after cluster-mode
+//! calls). This module owns the runtime instead and does the same job with two differences: every
+//! completion is counted until it has left Python, and an `atexit` hook (registered by the
+//! module's init) waits, GIL released and bounded, until none is in flight and then shuts the
+//! runtime down, so no thread of ours runs while the interpreter and libc tear down. Cancellation
+//! of the asyncio future aborts the Rust task, as before.
 
 use std::future::Future;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::runtime::{Handle, Runtime};
 
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
@@ -22,6 +28,27 @@ static IN_FLIGHT: Mutex<usize> = Mutex::new(0);
 static SETTLED: Condvar = Condvar::new();
 /// The longest the exit hook waits for work still in flight.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// The longest the exit hook waits for the runtime's threads to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// The runtime every native call runs on; taken and shut down at exit.
+static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
+
+/// A handle on [`RUNTIME`], built on first use. After the exit hook shut it down, spawned work is
+/// dropped at once (tokio cancels tasks spawned on a runtime that is gone).
+fn runtime() -> &'static Handle {
+    static HANDLE: OnceLock<Handle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("microsandbox-sdk")
+            .build()
+            .expect("cannot start the SDK's tokio runtime");
+        let handle = rt.handle().clone();
+        *RUNTIME.lock().unwrap_or_else(|p| p.into_inner()) = Some(rt);
+        handle
+    })
+}
 
 /// One counted completion; uncounted when dropped (finished, or aborted by cancellation).
 struct InFlight;
@@ -43,22 +70,29 @@ impl Drop for InFlight {
     }
 }
 
-/// Wait (GIL released) until no completion is in flight, at most [`EXIT_GRACE`]. Registered
-/// with `atexit`: it runs before the interpreter starts tearing itself down.
+/// Wait (GIL released) until no completion is in flight, at most [`EXIT_GRACE`], then shut the
+/// runtime down (at most [`SHUTDOWN_GRACE`]). Registered with `atexit`: it runs before the
+/// interpreter starts tearing itself down.
 #[pyfunction]
 pub fn drain(py: Python<'_>) {
     py.detach(|| {
         let deadline = Instant::now() + EXIT_GRACE;
-        let mut n = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
+        {
+            let mut n = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+            while *n > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                n = SETTLED
+                    .wait_timeout(n, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
-            n = SETTLED
-                .wait_timeout(n, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        }
+        let rt = RUNTIME.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rt) = rt {
+            rt.shutdown_timeout(SHUTDOWN_GRACE);
         }
     });
 }
@@ -90,7 +124,7 @@ where
     let target: Py<PyAny> = py_fut.clone().unbind();
     let event_loop: Py<PyAny> = event_loop.unbind();
     let token = InFlight::enter();
-    let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+    let task = runtime().spawn(async move {
         let result = fut.await;
         // Off the async workers: attaching may wait for the GIL.
         tokio::task::spawn_blocking(move || {
