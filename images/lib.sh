@@ -73,7 +73,7 @@ apt_download() {
       apt-get "${opts[@]}" update >&2 || die "apt-get update of Debian $suite failed"
     fi
     cd "$dir" && apt-get "${opts[@]}" download "$pkg=$version" >&2
-  ) || die "$pkg=$version is not in Debian $suite any more: pin the version it has now"
+  ) || die "apt-get download $pkg=$version from Debian $suite failed (above): if the suite no longer has that version, pin the one it has now"
   deb=$(ls "$dir/${pkg}_"*.deb)
   echo "$sum  $deb" | sha256sum --quiet -c - >&2 || die "$deb does not have the pinned sha256 $sum"
   echo "$deb"

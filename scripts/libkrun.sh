@@ -109,6 +109,9 @@ log "libkrun $LIBKRUN_VERSION: built in $((SECONDS - start))s"
 # shellcheck source=images/lib.sh
 LOG_TAG=libkrun
 . "$ROOT/images/lib.sh"
+# lib.sh logs to stdout; ours goes to stderr (stdout is the lib dir with --print-lib-dir).
+log() { printf '[libkrun] %s\n' "$*" >&2; }
+die() { printf '[libkrun] ERROR: %s\n' "$*" >&2; exit 1; }
 log "libkrunfw $LIBKRUNFW_DEB_VERSION: apt-get download libkrunfw5 from $LIBKRUNFW_SUITE"
 deb=$(apt_download "$LIBKRUNFW_SUITE" libkrunfw5 "$LIBKRUNFW_DEB_VERSION" "$LIBKRUNFW_DEB_SHA256" "$WORK")
 dpkg-deb -x "$deb" "$WORK/deb"

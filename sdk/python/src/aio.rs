@@ -14,6 +14,7 @@
 //! of the asyncio future aborts the Rust task, as before.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// The runtime every native call runs on; taken and shut down at exit.
 static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
+/// Set by the exit hook: later calls fail at once instead of never resolving.
+static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
 
 /// A handle on [`RUNTIME`], built on first use. After the exit hook shut it down, spawned work is
 /// dropped at once (tokio cancels tasks spawned on a runtime that is gone).
@@ -90,6 +93,7 @@ pub fn drain(py: Python<'_>) {
                     .0;
             }
         }
+        SHUT_DOWN.store(true, Ordering::SeqCst);
         let rt = RUNTIME.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(rt) = rt {
             rt.shutdown_timeout(SHUTDOWN_GRACE);
@@ -119,6 +123,11 @@ where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
+    if SHUT_DOWN.load(Ordering::SeqCst) {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "the interpreter is exiting: microsandbox's runtime is shut down",
+        ));
+    }
     let event_loop = pyo3_async_runtimes::tokio::get_current_loop(py)?;
     let py_fut = event_loop.call_method0("create_future")?;
     let target: Py<PyAny> = py_fut.clone().unbind();

@@ -68,8 +68,10 @@ skopeo copy --quiet --insecure-policy "${tls[@]}" "docker://$REGISTRY/microsandb
 
 # ---- cluster --------------------------------------------------------------------------------
 NODE_DIR=$WORK/node
+PROBER=
 cleanup() {
   local rc=$?
+  if [[ -n $PROBER ]]; then kill "$PROBER" 2>/dev/null || true; fi
   if [[ $rc -ne 0 ]]; then
     log "diagnostics:"
     kubectl get nodes,pods -A -o wide 2>&1 | sed 's/^/  /' >&2 || true
@@ -105,6 +107,7 @@ sweep_sandboxes() {
     crun --root "$STATE/crun" kill "$id" KILL >/dev/null 2>&1 || true
     crun --root "$STATE/crun" delete -f "$id" >/dev/null 2>&1 || true
   done
+  pkill -KILL -f "vmm --plan $STATE/" 2>/dev/null || true # microVM sandboxes' VMMs
   prefix=msb$(printf '%s' "$STATE" | sha256sum | cut -c1-6)-
   for ns in $(ip netns list | awk -v p="$prefix" 'index($1, p) == 1 { print $1 }'); do
     ip netns del "$ns" 2>/dev/null || true

@@ -43,6 +43,7 @@ POD_CIDR=10.244.0.0/24
 REGISTRY=127.0.0.1:5000
 PAUSE=$REGISTRY/microsandbox-e2e/pause:1
 UPLINK=msb-e2e-uplink
+CGROUP_ROOT=msb-e2e
 BIN=$("$HERE/build.sh" --print-bin-dir)
 # Short: containerd's shim sockets live below its state dir.
 RUNDIR=/run/msb-e2e-node
@@ -134,6 +135,8 @@ state = "$RUNDIR/containerd"
 [plugins.'io.containerd.cri.v1.runtime']
   # This host refuses lowering oom_score_adj below the caller's.
   restrict_oom_score_adj = true
+  # Pod network namespaces below our state dir, not among the host's /run/netns.
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -186,6 +189,7 @@ kind: KubeletConfiguration
 # Our hosts are cgroup v1 (hybrid); kubelet 1.35+ refuses that unless told.
 failCgroupV1: false
 cgroupDriver: cgroupfs
+cgroupRoot: /$CGROUP_ROOT
 containerRuntimeEndpoint: unix://$RUNDIR/containerd.sock
 address: $ADDR
 readOnlyPort: 0
@@ -205,6 +209,10 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 maxPods: 50
 EOF
+# Pods' cgroups under a root of our own (msb-e2e), so stop.sh touches nothing else's.
+for controller in /sys/fs/cgroup/*/; do
+  if [[ -e $controller/cgroup.procs ]]; then mkdir -p "$controller/$CGROUP_ROOT"; fi
+done
 spawn kubelet "$BIN/kubelet" --config="$DIR/kubelet.yaml" --kubeconfig="$KUBECONFIG" \
   --root-dir="$DIR/kubelet" --cert-dir="$DIR/kubelet-pki" \
   --hostname-override="$NODE" --node-ip="$ADDR" \

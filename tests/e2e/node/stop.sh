@@ -52,16 +52,18 @@ if [[ -n $BIN && -x $BIN/ctr && -S $RUNDIR/containerd.sock ]]; then
 fi
 stop_pid containerd
 # What containerd could not stop (it was gone, or a task hung): its shims and every process in
-# a pod's cgroup.
+# the pods' cgroups, all below our own cgroup root (start.sh's kubelet cgroupRoot); then that
+# tree, deepest first. Pod network namespaces live below containerd's state dir (unmounted below).
 pkill -KILL -f "containerd-shim-runc-v2 .*-address $RUNDIR/containerd.sock" 2>/dev/null || true
-for procs in /sys/fs/cgroup/*/kubepods*/cgroup.procs /sys/fs/cgroup/*/kubepods*/*/cgroup.procs \
-  /sys/fs/cgroup/*/kubepods*/*/*/cgroup.procs /sys/fs/cgroup/*/kubepods*/*/*/*/cgroup.procs; do
-  [[ -f $procs ]] || continue
-  while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$procs"
+for root in /sys/fs/cgroup/*/msb-e2e; do
+  [[ -d $root ]] || continue
+  find "$root" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
 done
-# Pod network namespaces (containerd names them cni-<uuid>) and the bridge.
-for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^cni-/ { print $1 }'); do
-  ip netns del "$ns" 2>/dev/null || true
+sleep 0.2
+for root in /sys/fs/cgroup/*/msb-e2e; do
+  if [[ -d $root ]]; then find "$root" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
 done
 ip link del msb-cni0 2>/dev/null || true
 # Mounts below DIR and containerd's state (pod volumes, rootfs, shm), deepest first.

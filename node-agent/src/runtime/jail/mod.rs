@@ -3,8 +3,11 @@
 //! * [`cgroup`]: cgroup v1/v2 detection, accounting, and the cgroups the agent makes itself.
 //! * [`seccomp`]: the one deny list, as an OCI profile (crun) and as a BPF program (the VMM).
 //!
-//! A container gets all of it from crun (the OCI spec); a microVM's VMM process gets the same
-//! from [`VmmJail::enter`], which the VMM runs on itself before it loads libkrun.
+//! A container gets all of it from crun (the OCI spec), plus its namespaces and a reduced
+//! capability set. A microVM's VMM process gets the cgroup limits, `no_new_privs` and the same
+//! seccomp deny list from [`VmmJail::enter`], which the VMM runs on itself before it loads
+//! libkrun; it keeps the agent's capabilities and mount namespace (its boundary is the VM; what
+//! confines the VMM itself once compromised is this, not yet a capability drop or a namespace).
 
 pub mod cgroup;
 pub mod seccomp;

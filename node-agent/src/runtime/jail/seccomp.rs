@@ -141,12 +141,44 @@ pub fn syscall_number(name: &str) -> Option<i64> {
     Some(n)
 }
 
-/// The VMM's filter: [`DENIED`] answers EPERM, everything else is allowed; a syscall made
-/// through another ABI than x86_64 (int 0x80) kills the process (seccompiler's arch check).
-pub fn vmm_filter() -> Result<BpfProgram, seccompiler::BackendError> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = DENIED
+/// Bit that marks a syscall number of the x32 ABI (same audit arch as x86_64).
+const X32_SYSCALL_BIT: i64 = 0x4000_0000;
+
+/// x32 numbers of the [`DENIED`] syscalls that x32 does not share with x86_64 (its own entries
+/// 512-547, from the kernel's syscall_64.tbl); the shared ones are `n | X32_SYSCALL_BIT`.
+fn x32_only_number(name: &str) -> Option<i64> {
+    Some(match name {
+        "ptrace" => 521,
+        "kexec_load" => 528,
+        "process_vm_readv" => 539,
+        "process_vm_writev" => 540,
+        _ => return None,
+    })
+}
+
+/// Every number under which a [`DENIED`] syscall can be called on x86_64: the 64-bit one, the
+/// same with the x32 bit, and x32's own where it has one.
+pub fn denied_numbers() -> Vec<i64> {
+    let mut numbers: Vec<i64> = DENIED
         .iter()
-        .filter_map(|name| syscall_number(name))
+        .flat_map(|name| {
+            let native = syscall_number(name);
+            let x32 = x32_only_number(name).map(|n| n | X32_SYSCALL_BIT);
+            [native, native.map(|n| n | X32_SYSCALL_BIT), x32]
+        })
+        .flatten()
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    numbers
+}
+
+/// The VMM's filter: [`DENIED`] answers EPERM through the 64-bit and the x32 ABI (both share the
+/// x86_64 audit arch), everything else is allowed; a syscall made through the i386 ABI (int 0x80)
+/// kills the process (seccompiler's arch check).
+pub fn vmm_filter() -> Result<BpfProgram, seccompiler::BackendError> {
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = denied_numbers()
+        .into_iter()
         .map(|n| (n, Vec::new())) // no argument conditions: every call matches
         .collect();
     let filter = SeccompFilter::new(
@@ -179,6 +211,19 @@ mod tests {
                 &"vm86",
                 &"vm86old"
             ]
+        );
+    }
+
+    #[test]
+    fn x32_numbers_are_denied_too() {
+        let numbers = denied_numbers();
+        let unshare = libc::SYS_unshare;
+        assert!(numbers.contains(&unshare));
+        assert!(numbers.contains(&(unshare | X32_SYSCALL_BIT)));
+        assert!(numbers.contains(&(521 | X32_SYSCALL_BIT)), "x32 ptrace");
+        assert!(
+            numbers.contains(&(540 | X32_SYSCALL_BIT)),
+            "x32 process_vm_writev"
         );
     }
 

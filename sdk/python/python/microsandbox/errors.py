@@ -379,7 +379,7 @@ _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     "path_not_found": (FilesystemPathNotFoundError, None),
     "command_not_found": (CommandNotFoundError, "check the command's name and the image's PATH"),
     "fs_error": (FilesystemError, None),
-    "exec_failed": (ExecFailedError, "check that the command exists in the image"),
+    "exec_failed": (ExecFailedError, "check that the command is executable in the image"),
     "guest_boot_failed": (
         GuestBootError,
         "run `microsandbox-agent doctor` on the node, or ask for isolation='container'",
@@ -398,9 +398,6 @@ def _from_native(kind: str, code: str | None, message: str) -> MicrosandboxError
     """
     if kind == "api" and code is not None:
         cls, hint = _CODES.get(code, (MicrosandboxError, None))
-        if cls is FilesystemPathNotFoundError:
-            exc: MicrosandboxError = FilesystemPathNotFoundError(message, code=code)
-            return exc
         return cls(message, code=code, hint=hint)
     if kind == "cluster" and code is not None:
         cls, hint = _CLUSTER_CODES.get(code, (ClusterError, None))
