@@ -6,6 +6,8 @@ use kube::core::Rule;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::reason::{ConditionType, Reason};
+
 /// Isolation a sandbox requires. The operator schedules only onto nodes that offer it and never
 /// downgrades (same names and meaning as the node-agent API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
@@ -58,29 +60,6 @@ impl From<PullPolicy> for microsandbox_wire::api::PullPolicy {
 /// reports `Scheduled=False` with reason `IsolationNotAllowed`.
 pub const ALLOW_CONTAINER_ISOLATION_LABEL: &str = "microsandbox.dev/allow-container-isolation";
 
-/// Condition types and reasons written by the operator.
-pub mod conditions {
-    /// A node was chosen (status.node is set).
-    pub const SCHEDULED: &str = "Scheduled";
-    /// The sandbox runs and its agent endpoint answers.
-    pub const READY: &str = "Ready";
-    /// A Volume is provisioned on its node.
-    pub const PROVISIONED: &str = "Provisioned";
-    /// A Secret's core Secret and key exist.
-    pub const RESOLVED: &str = "Resolved";
-
-    /// No node offers the requested isolation, capacity and volumes.
-    pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
-    /// `isolation: container` in a namespace without the allow label.
-    pub const REASON_ISOLATION_NOT_ALLOWED: &str = "IsolationNotAllowed";
-    /// The named Volumes live on different nodes.
-    pub const REASON_VOLUME_NODE_CONFLICT: &str = "VolumeNodeConflict";
-    /// spec.lifetime.shutdownAfter elapsed.
-    pub const REASON_LIFETIME_EXPIRED: &str = "LifetimeExpired";
-    /// The spec breaks a rule the apiserver could not check (see `validate()`).
-    pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
-}
-
 /// Insert or update `new` in `conditions` by type. `lastTransitionTime` changes only when the
 /// status does, so repeated reconciles do not churn the object.
 pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
@@ -97,17 +76,17 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
 
 /// Build a condition (`status` is `"True"`, `"False"` or `"Unknown"`).
 pub fn condition(
-    type_: &str,
+    type_: ConditionType,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: impl Into<String>,
     generation: Option<i64>,
     now: Time,
 ) -> Condition {
     Condition {
-        type_: type_.into(),
+        type_: type_.to_string(),
         status: if status { "True" } else { "False" }.into(),
-        reason: reason.into(),
+        reason: reason.to_string(),
         message: message.into(),
         observed_generation: generation,
         last_transition_time: now,
@@ -341,23 +320,45 @@ mod tests {
         let mut cs = vec![];
         set_condition(
             &mut cs,
-            condition("Ready", false, "Creating", "", Some(1), t0.clone()),
+            condition(
+                ConditionType::Ready,
+                false,
+                Reason::WaitingForAgent,
+                "",
+                Some(1),
+                t0.clone(),
+            ),
         );
         set_condition(
             &mut cs,
-            condition("Ready", false, "Pulling", "x", Some(2), t1.clone()),
+            condition(
+                ConditionType::Ready,
+                false,
+                Reason::Creating,
+                "x",
+                Some(2),
+                t1.clone(),
+            ),
         );
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].last_transition_time, t0);
-        assert_eq!(cs[0].reason, "Pulling");
+        assert_eq!(cs[0].reason, Reason::Creating);
+        assert_eq!(cs[0].message, "x");
         set_condition(
             &mut cs,
-            condition("Ready", true, "Running", "", Some(2), t1.clone()),
+            condition(
+                ConditionType::Ready,
+                true,
+                Reason::Running,
+                "",
+                Some(2),
+                t1.clone(),
+            ),
         );
         assert_eq!(cs[0].last_transition_time, t1);
         set_condition(
             &mut cs,
-            condition("Scheduled", true, "Scheduled", "", None, t1),
+            condition(ConditionType::Scheduled, true, Reason::Bound, "", None, t1),
         );
         assert_eq!(cs.len(), 2);
     }

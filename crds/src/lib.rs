@@ -10,9 +10,12 @@
 //! keep the spelling of the node-agent API and the SDK (`isolation: microvm`, `policy: public_only`).
 
 pub mod common;
+#[cfg(feature = "client")]
+pub mod events;
 pub mod mounts;
 pub mod network;
 pub mod patches;
+pub mod reason;
 pub mod sandbox;
 pub mod sealed;
 pub mod secret;
@@ -21,6 +24,7 @@ pub mod volume;
 
 pub use common::{FieldError, Isolation, PullPolicy, ValidationErrors};
 pub use network::{Network, NetworkPolicy};
+pub use reason::{ConditionType, EventAction, Reason};
 pub use sandbox::{AgentReport, Sandbox, SandboxPhase, SandboxSpec, SandboxStatus, SealedSecrets};
 pub use secret::{Secret, SecretSpec, SecretStatus};
 pub use volume::{Volume, VolumePhase, VolumeSpec, VolumeStatus};

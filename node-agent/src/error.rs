@@ -1,6 +1,7 @@
 //! The agent's error type and its mapping to API errors.
 
-use microsandbox_wire::api::{ApiError, ErrorCode};
+use microsandbox_wire::api::{ApiError, ErrorCode, SandboxState};
+use std::path::{Path, PathBuf};
 
 use crate::image::ImageError;
 use crate::runtime::RuntimeError;
@@ -17,7 +18,9 @@ pub enum AgentError {
     #[error("sandbox {0:?} already exists; pick another name or remove it first")]
     AlreadyExists(String),
     #[error("sandbox {name:?} is not running (state: {state})")]
-    NotRunning { name: String, state: String },
+    NotRunning { name: String, state: SandboxState },
+    #[error("sandbox {0:?} is still being created; retry when the create call has returned")]
+    StillCreating(String),
     #[error("sandbox {0:?} is draining: it accepts no new commands")]
     Draining(String),
     #[error(transparent)]
@@ -41,6 +44,14 @@ pub enum AgentError {
     VolumeInUse { volume: String, sandbox: String },
     #[error("volume {0:?} is being resized; try again in a moment")]
     VolumeBusy(String),
+    /// A file system operation of the agent failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -53,7 +64,9 @@ impl AgentError {
             AgentError::InvalidName(_) => ErrorCode::InvalidName,
             AgentError::NotFound(_) => ErrorCode::SandboxNotFound,
             AgentError::AlreadyExists(_) => ErrorCode::SandboxAlreadyExists,
-            AgentError::NotRunning { .. } => ErrorCode::SandboxNotRunning,
+            AgentError::NotRunning { .. } | AgentError::StillCreating(_) => {
+                ErrorCode::SandboxNotRunning
+            }
             AgentError::Draining(_) => ErrorCode::SandboxDraining,
             AgentError::Image(e) => e.code(),
             AgentError::Runtime(RuntimeError::Unavailable { .. }) => {
@@ -75,7 +88,17 @@ impl AgentError {
             AgentError::VolumeNotFound(_) => ErrorCode::VolumeNotFound,
             AgentError::VolumeAlreadyExists(_) => ErrorCode::VolumeAlreadyExists,
             AgentError::VolumeInUse { .. } | AgentError::VolumeBusy(_) => ErrorCode::VolumeInUse,
-            AgentError::Internal(_) => ErrorCode::Internal,
+            AgentError::Io { .. } | AgentError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn not_running(name: &str, state: SandboxState) -> Self {
+        match state {
+            SandboxState::Creating => AgentError::StillCreating(name.to_string()),
+            state => AgentError::NotRunning {
+                name: name.to_string(),
+                state,
+            },
         }
     }
 
@@ -87,8 +110,17 @@ impl AgentError {
     }
 }
 
-impl From<std::io::Error> for AgentError {
-    fn from(e: std::io::Error) -> Self {
-        AgentError::Internal(e.to_string())
+/// Names the operation and path of an I/O failure: `fs::create_dir_all(&d).at("create", &d)?`.
+pub trait IoContext<T> {
+    fn at(self, op: &'static str, path: &Path) -> Result<T, AgentError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, op: &'static str, path: &Path) -> Result<T, AgentError> {
+        self.map_err(|source| AgentError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }

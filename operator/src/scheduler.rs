@@ -17,7 +17,7 @@
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use microsandbox_crds::common::conditions;
+use microsandbox_crds::Reason;
 use microsandbox_crds::{Isolation, Sandbox, SandboxPhase, Volume};
 use std::collections::{BTreeMap, HashSet};
 
@@ -44,11 +44,6 @@ pub mod annotations {
 
 /// Lease duration assumed when a Lease does not state one.
 pub const DEFAULT_LEASE_DURATION_SECS: i64 = 40;
-
-/// Reason of an Unschedulable result when a named Volume does not exist.
-pub const REASON_VOLUME_NOT_FOUND: &str = "VolumeNotFound";
-/// Reason of an Unschedulable result when a named Volume has not been given a node yet.
-pub const REASON_VOLUME_NOT_PLACED: &str = "VolumeNotPlaced";
 
 /// Amounts of the three scheduled resources.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -298,12 +293,12 @@ impl VolumePlacement {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {message}")]
 pub struct Unschedulable {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Unschedulable {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
@@ -359,7 +354,7 @@ pub fn schedule(
             Some(p) => placements.push((name, p)),
             None => {
                 return Err(Unschedulable::new(
-                    REASON_VOLUME_NOT_FOUND,
+                    Reason::VolumeNotFound,
                     format!("Volume {name:?} does not exist in this namespace"),
                 ))
             }
@@ -367,7 +362,7 @@ pub fn schedule(
     }
     if let Some((name, _)) = placements.iter().find(|(_, p)| p.node.is_none()) {
         return Err(Unschedulable::new(
-            REASON_VOLUME_NOT_PLACED,
+            Reason::VolumeNotPlaced,
             format!("Volume {name:?} has no node yet"),
         ));
     }
@@ -382,7 +377,7 @@ pub fn schedule(
             .collect::<Vec<_>>()
             .join(", ");
         return Err(Unschedulable::new(
-            conditions::REASON_VOLUME_NODE_CONFLICT,
+            Reason::VolumeNodeConflict,
             format!("the sandbox's volumes are on different nodes: {list}"),
         ));
     }
@@ -412,10 +407,7 @@ pub fn schedule(
         message.push_str(": ");
         message.push_str(&detail.join(", "));
     }
-    Err(Unschedulable::new(
-        conditions::REASON_UNSCHEDULABLE,
-        message,
-    ))
+    Err(Unschedulable::new(Reason::Unschedulable, message))
 }
 
 /// Check one node; on success the score (lower is better): the highest utilisation, in parts per
@@ -486,7 +478,7 @@ pub fn place_volume(
                 .collect::<Vec<_>>()
                 .join(",");
             Unschedulable::new(
-                conditions::REASON_UNSCHEDULABLE,
+                Reason::Unschedulable,
                 format!(
                     "0/{} nodes are available: {} alive, none with labels {{{selector}}}",
                     nodes.len(),
@@ -576,7 +568,7 @@ mod tests {
         let second = place(&r, &mut nodes).unwrap();
         assert_ne!(first, second);
         let err = place(&r, &mut nodes).unwrap_err();
-        assert_eq!(err.reason, conditions::REASON_UNSCHEDULABLE);
+        assert_eq!(err.reason, Reason::Unschedulable);
         assert_eq!(err.message, "0/2 nodes are available: 2 too many sandboxes");
     }
 
@@ -720,7 +712,7 @@ mod tests {
     #[test]
     fn no_nodes_at_all() {
         let err = schedule(&req(512, 1), &[], &no_volumes(), now()).unwrap_err();
-        assert_eq!(err.reason, conditions::REASON_UNSCHEDULABLE);
+        assert_eq!(err.reason, Reason::Unschedulable);
         assert_eq!(err.message, "0/0 nodes are available");
     }
 
@@ -779,7 +771,7 @@ mod tests {
         let mut r = req(512, 1);
         r.volumes = vec!["x".into(), "y".into()];
         let err = schedule(&r, &nodes, &volumes, now()).unwrap_err();
-        assert_eq!(err.reason, conditions::REASON_VOLUME_NODE_CONFLICT);
+        assert_eq!(err.reason, Reason::VolumeNodeConflict);
         assert_eq!(
             err.message,
             "the sandbox's volumes are on different nodes: \"x\" on a, \"y\" on b"
@@ -792,7 +784,7 @@ mod tests {
         let mut r = req(512, 1);
         r.volumes = vec!["nope".into()];
         let err = schedule(&r, &nodes, &no_volumes(), now()).unwrap_err();
-        assert_eq!(err.reason, REASON_VOLUME_NOT_FOUND);
+        assert_eq!(err.reason, Reason::VolumeNotFound);
     }
 
     #[test]
@@ -815,7 +807,7 @@ mod tests {
         let mut r = req(512, 1);
         r.volumes = vec!["v".into()];
         let err = schedule(&r, &nodes, &volumes, now()).unwrap_err();
-        assert_eq!(err.reason, REASON_VOLUME_NOT_PLACED);
+        assert_eq!(err.reason, Reason::VolumeNotPlaced);
     }
 
     #[test]

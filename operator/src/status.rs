@@ -6,28 +6,9 @@
 use crate::scheduler::Unschedulable;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use microsandbox_crds::common::{condition, conditions, set_condition};
-use microsandbox_crds::{SandboxPhase, SandboxStatus, ValidationErrors};
-use microsandbox_wire::api::SandboxState;
-
-/// Ready=False: the sandbox waits for a node.
-pub const REASON_NOT_SCHEDULED: &str = "NotScheduled";
-/// Ready=False: bound, the agent has not reported the sandbox yet.
-pub const REASON_WAITING_FOR_AGENT: &str = "WaitingForAgent";
-/// Ready=False: the node-agent stopped renewing its lease.
-pub const REASON_NODE_LOST: &str = "NodeLost";
-/// Ready=False: image pull and boot in progress.
-pub const REASON_CREATING: &str = "Creating";
-/// Ready=True.
-pub const REASON_RUNNING: &str = "Running";
-/// Ready=False: the sandbox is draining or the object is being deleted.
-pub const REASON_STOPPING: &str = "Stopping";
-/// Ready=False: shut down.
-pub const REASON_STOPPED: &str = "Stopped";
-/// Ready=False: the sandbox failed on its node.
-pub const REASON_FAILED: &str = "Failed";
-/// Scheduled=True.
-pub const REASON_BOUND: &str = "Bound";
+use microsandbox_crds::common::{condition, set_condition};
+use microsandbox_crds::{ConditionType, Reason, SandboxPhase, SandboxStatus, ValidationErrors};
+use microsandbox_wire::api::{SandboxState, StopReason};
 
 /// Where the sandbox stands with respect to nodes.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +45,7 @@ pub struct AgentReport {
     pub state: SandboxState,
     pub image_digest: Option<String>,
     /// Why it stopped or failed, e.g. `oom-killed`.
-    pub reason: Option<String>,
+    pub reason: Option<StopReason>,
 }
 
 /// Everything the status is computed from.
@@ -85,7 +66,7 @@ pub fn compute(old: Option<&SandboxStatus>, observed: &Observed, now: Timestamp)
     let generation = observed.generation;
     let t = Time(now);
     status.observed_generation = generation;
-    let mut set = |type_: &str, ok: bool, reason: &str, message: String| {
+    let mut set = |type_: ConditionType, ok: bool, reason: Reason, message: String| {
         set_condition(
             &mut status.conditions,
             condition(type_, ok, reason, message, generation, t.clone()),
@@ -96,24 +77,19 @@ pub fn compute(old: Option<&SandboxStatus>, observed: &Observed, now: Timestamp)
         Binding::Invalid(errors) => {
             let msg = errors.to_string();
             set(
-                conditions::SCHEDULED,
+                ConditionType::Scheduled,
                 false,
-                conditions::REASON_INVALID_SPEC,
+                Reason::InvalidSpec,
                 msg.clone(),
             );
-            (
-                SandboxPhase::Failed,
-                false,
-                conditions::REASON_INVALID_SPEC,
-                msg,
-            )
+            (SandboxPhase::Failed, false, Reason::InvalidSpec, msg)
         }
         Binding::Unschedulable(u) => {
-            set(conditions::SCHEDULED, false, u.reason, u.message.clone());
+            set(ConditionType::Scheduled, false, u.reason, u.message.clone());
             (
                 SandboxPhase::Pending,
                 false,
-                REASON_NOT_SCHEDULED,
+                Reason::NotScheduled,
                 format!("waiting for a node: {}", u.message),
             )
         }
@@ -124,9 +100,9 @@ pub fn compute(old: Option<&SandboxStatus>, observed: &Observed, now: Timestamp)
             liveness,
         } => {
             set(
-                conditions::SCHEDULED,
+                ConditionType::Scheduled,
                 true,
-                REASON_BOUND,
+                Reason::Bound,
                 format!("bound to node {node}"),
             );
             let bound = bound_phase(
@@ -154,7 +130,7 @@ pub fn compute(old: Option<&SandboxStatus>, observed: &Observed, now: Timestamp)
     set_condition(
         &mut status.conditions,
         condition(
-            conditions::READY,
+            ConditionType::Ready,
             ready,
             reason,
             message,
@@ -171,7 +147,7 @@ fn bound_phase(
     agent: Option<&AgentReport>,
     last: Option<SandboxPhase>,
     deleting: bool,
-) -> (SandboxPhase, bool, &'static str, String) {
+) -> (SandboxPhase, bool, Reason, String) {
     match liveness {
         Liveness::Alive => {}
         Liveness::Lost { since } => {
@@ -180,7 +156,7 @@ fn bound_phase(
             return (
                 last.unwrap_or(SandboxPhase::Pending),
                 false,
-                REASON_NODE_LOST,
+                Reason::NodeLost,
                 format!("node-agent on {node} is not renewing its lease ({when})"),
             );
         }
@@ -188,7 +164,7 @@ fn bound_phase(
             return (
                 last.unwrap_or(SandboxPhase::Pending),
                 false,
-                REASON_NODE_LOST,
+                Reason::NodeLost,
                 format!("node-agent on {node} has no lease (agent removed or never started)"),
             );
         }
@@ -197,7 +173,7 @@ fn bound_phase(
         return (
             SandboxPhase::Stopping,
             false,
-            REASON_STOPPING,
+            Reason::Stopping,
             "the Sandbox is being deleted".into(),
         );
     }
@@ -205,42 +181,47 @@ fn bound_phase(
         return (
             SandboxPhase::Creating,
             false,
-            REASON_WAITING_FOR_AGENT,
+            Reason::WaitingForAgent,
             format!("waiting for the node-agent on {node} to create the sandbox"),
         );
     };
-    let why = |default: &str| a.reason.clone().unwrap_or_else(|| default.to_string());
+    let why = |default: &str| {
+        a.reason
+            .as_ref()
+            .map_or_else(|| default.to_string(), |r| r.to_string())
+    };
     match a.state {
         SandboxState::Creating => (
             SandboxPhase::Creating,
             false,
-            REASON_CREATING,
+            Reason::Creating,
             "pulling the image and booting".into(),
         ),
         SandboxState::Running => (
             SandboxPhase::Running,
             true,
-            REASON_RUNNING,
+            Reason::Running,
             format!("running on {node}"),
         ),
         SandboxState::Draining => (
             SandboxPhase::Stopping,
             false,
-            REASON_STOPPING,
+            Reason::Stopping,
             why("draining"),
         ),
-        SandboxState::Stopped
-            if a.reason.as_deref() == Some(conditions::REASON_LIFETIME_EXPIRED) =>
-        {
-            (
-                SandboxPhase::Stopped,
-                false,
-                conditions::REASON_LIFETIME_EXPIRED,
-                "lifetime.shutdownAfter elapsed".into(),
-            )
-        }
-        SandboxState::Stopped => (SandboxPhase::Stopped, false, REASON_STOPPED, why("stopped")),
-        SandboxState::Failed => (SandboxPhase::Failed, false, REASON_FAILED, why("failed")),
+        SandboxState::Stopped if a.reason == Some(StopReason::LifetimeExpired) => (
+            SandboxPhase::Stopped,
+            false,
+            Reason::LifetimeExpired,
+            "lifetime.shutdownAfter elapsed".into(),
+        ),
+        SandboxState::Stopped => (
+            SandboxPhase::Stopped,
+            false,
+            Reason::Stopped,
+            why("stopped"),
+        ),
+        SandboxState::Failed => (SandboxPhase::Failed, false, Reason::Failed, why("failed")),
     }
 }
 
@@ -277,7 +258,7 @@ mod tests {
         }
     }
 
-    fn cond<'a>(s: &'a SandboxStatus, type_: &str) -> &'a Condition {
+    fn cond(s: &SandboxStatus, type_: ConditionType) -> &Condition {
         s.conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
 
@@ -286,7 +267,7 @@ mod tests {
         let obs = Observed {
             generation: Some(3),
             binding: Binding::Unschedulable(Unschedulable {
-                reason: conditions::REASON_UNSCHEDULABLE,
+                reason: Reason::Unschedulable,
                 message: "0/2 nodes are available: 2 too many sandboxes".into(),
             }),
             agent: None,
@@ -296,14 +277,14 @@ mod tests {
         assert_eq!(s.phase, Some(SandboxPhase::Pending));
         assert_eq!(s.node, None);
         assert_eq!(s.observed_generation, Some(3));
-        let sch = cond(&s, conditions::SCHEDULED);
+        let sch = cond(&s, ConditionType::Scheduled);
         assert_eq!(sch.status, "False");
-        assert_eq!(sch.reason, conditions::REASON_UNSCHEDULABLE);
+        assert_eq!(sch.reason, Reason::Unschedulable);
         assert_eq!(sch.message, "0/2 nodes are available: 2 too many sandboxes");
         assert_eq!(sch.observed_generation, Some(3));
-        let ready = cond(&s, conditions::READY);
+        let ready = cond(&s, ConditionType::Ready);
         assert_eq!(ready.status, "False");
-        assert_eq!(ready.reason, REASON_NOT_SCHEDULED);
+        assert_eq!(ready.reason, Reason::NotScheduled);
     }
 
     #[test]
@@ -319,8 +300,8 @@ mod tests {
         };
         let s = compute(None, &obs, t0());
         assert_eq!(s.phase, Some(SandboxPhase::Failed));
-        let sch = cond(&s, conditions::SCHEDULED);
-        assert_eq!(sch.reason, conditions::REASON_INVALID_SPEC);
+        let sch = cond(&s, ConditionType::Scheduled);
+        assert_eq!(sch.reason, Reason::InvalidSpec);
         assert_eq!(
             sch.message,
             "spec.resources.cpus: cpus must be between 1 and 64"
@@ -337,10 +318,10 @@ mod tests {
             s1.agent_proxy.as_deref(),
             Some("/api/v1/namespaces/ms/pods/agent-1:7070/proxy")
         );
-        assert_eq!(cond(&s1, conditions::SCHEDULED).status, "True");
+        assert_eq!(cond(&s1, ConditionType::Scheduled).status, "True");
         assert_eq!(
-            cond(&s1, conditions::READY).reason,
-            REASON_WAITING_FOR_AGENT
+            cond(&s1, ConditionType::Ready).reason,
+            Reason::WaitingForAgent
         );
         assert_eq!(s1.started_at, None);
 
@@ -350,7 +331,7 @@ mod tests {
             later(1),
         );
         assert_eq!(s2.phase, Some(SandboxPhase::Creating));
-        assert_eq!(cond(&s2, conditions::READY).reason, REASON_CREATING);
+        assert_eq!(cond(&s2, ConditionType::Ready).reason, Reason::Creating);
 
         let s3 = compute(
             Some(&s2),
@@ -360,7 +341,7 @@ mod tests {
         assert_eq!(s3.phase, Some(SandboxPhase::Running));
         assert_eq!(s3.started_at, Some(Time(later(2))));
         assert_eq!(s3.image_digest.as_deref(), Some("sha256:abc"));
-        let ready = cond(&s3, conditions::READY);
+        let ready = cond(&s3, ConditionType::Ready);
         assert_eq!(ready.status, "True");
         assert_eq!(ready.last_transition_time, Time(later(2)));
 
@@ -373,13 +354,13 @@ mod tests {
         assert_eq!(s4, s3);
 
         let mut stopped = bound(Liveness::Alive, Some(SandboxState::Stopped));
-        stopped.agent.as_mut().unwrap().reason = Some("oom-killed".into());
+        stopped.agent.as_mut().unwrap().reason = Some(StopReason::OomKilled);
         let s5 = compute(Some(&s4), &stopped, later(90));
         assert_eq!(s5.phase, Some(SandboxPhase::Stopped));
-        let ready = cond(&s5, conditions::READY);
+        let ready = cond(&s5, ConditionType::Ready);
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
-            ("False", REASON_STOPPED)
+            ("False", Reason::Stopped.as_str())
         );
         assert_eq!(ready.message, "oom-killed");
         assert_eq!(ready.last_transition_time, Time(later(90)));
@@ -395,12 +376,12 @@ mod tests {
             later(10),
         );
         assert_eq!(
-            cond(&s2, conditions::SCHEDULED).last_transition_time,
+            cond(&s2, ConditionType::Scheduled).last_transition_time,
             Time(t0())
         );
         // Ready: False -> True moves its time.
         assert_eq!(
-            cond(&s2, conditions::READY).last_transition_time,
+            cond(&s2, ConditionType::Ready).last_transition_time,
             Time(later(10))
         );
     }
@@ -410,7 +391,7 @@ mod tests {
         let pending = Observed {
             generation: Some(1),
             binding: Binding::Unschedulable(Unschedulable {
-                reason: conditions::REASON_UNSCHEDULABLE,
+                reason: Reason::Unschedulable,
                 message: "0/0 nodes are available".into(),
             }),
             agent: None,
@@ -420,15 +401,15 @@ mod tests {
         // Still pending later, with a new message: time stays.
         let s2 = compute(Some(&s1), &pending, later(30));
         assert_eq!(
-            cond(&s2, conditions::SCHEDULED).last_transition_time,
+            cond(&s2, ConditionType::Scheduled).last_transition_time,
             Time(t0())
         );
         let s3 = compute(Some(&s2), &bound(Liveness::Alive, None), later(40));
         assert_eq!(
-            cond(&s3, conditions::SCHEDULED).last_transition_time,
+            cond(&s3, ConditionType::Scheduled).last_transition_time,
             Time(later(40))
         );
-        assert_eq!(cond(&s3, conditions::SCHEDULED).status, "True");
+        assert_eq!(cond(&s3, ConditionType::Scheduled).status, "True");
     }
 
     #[test]
@@ -449,9 +430,9 @@ mod tests {
             later(45),
         );
         assert_eq!(lost.phase, Some(SandboxPhase::Running));
-        let ready = cond(&lost, conditions::READY);
+        let ready = cond(&lost, ConditionType::Ready);
         assert_eq!(ready.status, "False");
-        assert_eq!(ready.reason, REASON_NODE_LOST);
+        assert_eq!(ready.reason, Reason::NodeLost);
         assert_eq!(
             ready.message,
             "node-agent on n1 is not renewing its lease (expired at 2025-06-01T12:00:40Z)"
@@ -464,9 +445,9 @@ mod tests {
             &bound(Liveness::Alive, Some(SandboxState::Running)),
             later(50),
         );
-        assert_eq!(cond(&back, conditions::READY).status, "True");
+        assert_eq!(cond(&back, ConditionType::Ready).status, "True");
         assert_eq!(
-            cond(&back, conditions::READY).last_transition_time,
+            cond(&back, ConditionType::Ready).last_transition_time,
             Time(later(50))
         );
         assert_eq!(back.started_at, Some(Time(t0())));
@@ -476,9 +457,9 @@ mod tests {
     fn node_without_lease_is_lost() {
         let s = compute(None, &bound(Liveness::Gone, None), t0());
         assert_eq!(s.phase, Some(SandboxPhase::Pending));
-        assert_eq!(cond(&s, conditions::READY).reason, REASON_NODE_LOST);
+        assert_eq!(cond(&s, ConditionType::Ready).reason, Reason::NodeLost);
         let s = compute(None, &bound(Liveness::Lost { since: None }, None), t0());
-        assert!(cond(&s, conditions::READY)
+        assert!(cond(&s, ConditionType::Ready)
             .message
             .contains("never renewed"));
     }
@@ -489,7 +470,7 @@ mod tests {
         obs.deleting = true;
         let s = compute(None, &obs, t0());
         assert_eq!(s.phase, Some(SandboxPhase::Stopping));
-        assert_eq!(cond(&s, conditions::READY).reason, REASON_STOPPING);
+        assert_eq!(cond(&s, ConditionType::Ready).reason, Reason::Stopping);
     }
 
     #[test]
@@ -498,8 +479,8 @@ mod tests {
         failed.agent.as_mut().unwrap().reason = Some("image pull failed".into());
         let s = compute(None, &failed, t0());
         assert_eq!(s.phase, Some(SandboxPhase::Failed));
-        assert_eq!(cond(&s, conditions::READY).reason, REASON_FAILED);
-        assert_eq!(cond(&s, conditions::READY).message, "image pull failed");
+        assert_eq!(cond(&s, ConditionType::Ready).reason, Reason::Failed);
+        assert_eq!(cond(&s, ConditionType::Ready).message, "image pull failed");
 
         let s = compute(
             None,

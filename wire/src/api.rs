@@ -366,14 +366,94 @@ fn default_cpus() -> u32 {
 }
 
 /// Lifecycle state of a sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum SandboxState {
     Creating,
     Running,
     Draining,
     Stopped,
     Failed,
+}
+
+/// Why a sandbox stopped or failed. On the wire (`SandboxInfo.reason`, a Sandbox's
+/// `status.agent.reason`) it is the string of [`StopReason::as_str`]; a string this version does
+/// not know (a newer agent's, or a failure message) stays readable as [`StopReason::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum StopReason {
+    /// Stopped by request (graceful).
+    Stopped,
+    /// Killed by request (no grace period).
+    Killed,
+    /// Drained: new work refused, running execs waited for, then stopped.
+    Drained,
+    /// A Sandbox's `spec.lifetime.shutdownAfter` elapsed.
+    LifetimeExpired,
+    /// The kernel's OOM killer ended it (its memory limit was reached).
+    OomKilled,
+    /// Its init process exited (or was killed from outside the agent).
+    InitExited,
+    /// Any other reason, as text.
+    Other(String),
+}
+
+impl StopReason {
+    /// The known reasons, each with its wire string.
+    const KNOWN: [(StopReason, &'static str); 6] = [
+        (StopReason::Stopped, "stopped"),
+        (StopReason::Killed, "killed"),
+        (StopReason::Drained, "drained"),
+        (StopReason::LifetimeExpired, "LifetimeExpired"),
+        (StopReason::OomKilled, "oom-killed"),
+        (StopReason::InitExited, "sandbox init exited"),
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            StopReason::Other(s) => s,
+            known => StopReason::KNOWN
+                .iter()
+                .find(|(r, _)| r == known)
+                .map(|(_, s)| *s)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&str> for StopReason {
+    fn from(s: &str) -> Self {
+        StopReason::KNOWN
+            .iter()
+            .find(|(_, w)| *w == s)
+            .map(|(r, _)| r.clone())
+            .unwrap_or_else(|| StopReason::Other(s.to_string()))
+    }
+}
+
+impl From<String> for StopReason {
+    fn from(s: String) -> Self {
+        match StopReason::from(s.as_str()) {
+            StopReason::Other(_) => StopReason::Other(s),
+            known => known,
+        }
+    }
+}
+
+impl From<StopReason> for String {
+    fn from(r: StopReason) -> Self {
+        match r {
+            StopReason::Other(s) => s,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A sandbox as the agent reports it.
@@ -391,7 +471,7 @@ pub struct SandboxInfo {
     pub created_at: u64,
     /// Why the sandbox failed or stopped, if known (e.g. `oom-killed`).
     #[serde(default)]
-    pub reason: Option<String>,
+    pub reason: Option<StopReason>,
     /// The labels given at create.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -684,6 +764,21 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_reasons_keep_their_wire_strings() {
+        for (reason, wire) in StopReason::KNOWN {
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(json, format!("{wire:?}"));
+            assert_eq!(serde_json::from_str::<StopReason>(&json).unwrap(), reason);
+        }
+        let other: StopReason = serde_json::from_str(r#""image pull failed""#).unwrap();
+        assert_eq!(other, StopReason::Other("image pull failed".into()));
+        assert_eq!(
+            serde_json::to_string(&other).unwrap(),
+            r#""image pull failed""#
+        );
+    }
 
     #[test]
     fn names() {

@@ -11,7 +11,7 @@ pub fn of(info: &SandboxInfo, uid: &str) -> AgentReport {
         sandbox: info.name.clone(),
         state: phase(info.state),
         image_digest: Some(info.image_digest.clone()).filter(|d| !d.is_empty()),
-        reason: info.reason.clone(),
+        reason: info.reason.as_ref().map(|r| r.to_string()),
         uid: uid.to_string(),
     }
 }

@@ -10,16 +10,17 @@ use super::{report, ClusterError, Prerequisite, FIELD_MANAGER};
 use crate::error::AgentError;
 use crate::sandbox::SandboxManager;
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
-use microsandbox_crds::common::conditions::REASON_LIFETIME_EXPIRED;
+use kube::ResourceExt;
 use microsandbox_crds::sealed::SealingKey;
-use microsandbox_crds::{AgentReport, Sandbox, SandboxPhase, Volume, VolumePhase};
+use microsandbox_crds::{
+    AgentReport, EventAction, Reason, Sandbox, SandboxPhase, Volume, VolumePhase,
+};
 use microsandbox_wire::api::MountSpec;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -123,14 +124,18 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                         tracing::info!(sandbox = %local, "lifetime.shutdownAfter reached; stopping");
                         info = ctx
                             .manager
-                            .stop_because(&local, None, REASON_LIFETIME_EXPIRED)
+                            .stop_because(
+                                &local,
+                                None,
+                                microsandbox_wire::api::StopReason::LifetimeExpired,
+                            )
                             .await?;
                         publish(
                             ctx,
                             s,
                             EventType::Normal,
-                            REASON_LIFETIME_EXPIRED,
-                            "Stop",
+                            Reason::LifetimeExpired,
+                            EventAction::Stop,
                             "lifetime.shutdownAfter reached".into(),
                         )
                         .await;
@@ -149,7 +154,8 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 // behind the user's back, their files are gone.
                 if r.state != SandboxPhase::Failed {
                     let why = format!("the sandbox is gone from node {}", ctx.node);
-                    let failure = Failure::new(&local, &uid, "SandboxLost", "Observe", why);
+                    let failure =
+                        Failure::new(&local, &uid, Reason::SandboxLost, EventAction::Observe, why);
                     return fail(ctx, api, s, reported, failure).await;
                 }
                 return Ok(Action::await_change());
@@ -158,12 +164,15 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
             let secrets = match sealing::of(s, &ctx.key, &ctx.node) {
                 Prerequisite::Ready(v) => v,
                 unmet => {
-                    return not_yet(ctx, api, s, reported, ids, "SecretsUnusable", unmet).await
+                    return not_yet(ctx, api, s, reported, ids, Reason::SecretsUnusable, unmet)
+                        .await
                 }
             };
             let mounts = match mounts_for(s, ctx).await? {
                 Prerequisite::Ready(m) => m,
-                unmet => return not_yet(ctx, api, s, reported, ids, "InvalidVolumes", unmet).await,
+                unmet => {
+                    return not_yet(ctx, api, s, reported, ids, Reason::InvalidVolumes, unmet).await
+                }
             };
             let creating = report::without_sandbox(&local, &uid, SandboxPhase::Creating, None);
             let mut req = s.spec.agent_request(&local);
@@ -192,8 +201,13 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 // A named volume is being grown right now: try again shortly.
                 Err(AgentError::VolumeBusy(_)) => Ok(Action::requeue(Duration::from_secs(2))),
                 Err(e) => {
-                    let failure =
-                        Failure::new(&local, &uid, "CreateFailed", "Create", e.to_string());
+                    let failure = Failure::new(
+                        &local,
+                        &uid,
+                        Reason::CreateFailed,
+                        EventAction::Create,
+                        e.to_string(),
+                    );
                     fail(ctx, api, s, last.as_ref(), failure).await
                 }
             }
@@ -206,19 +220,13 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
 struct Failure<'a> {
     local: &'a str,
     uid: &'a str,
-    reason: &'static str,
-    action: &'static str,
+    reason: Reason,
+    action: EventAction,
     why: String,
 }
 
 impl<'a> Failure<'a> {
-    fn new(
-        local: &'a str,
-        uid: &'a str,
-        reason: &'static str,
-        action: &'static str,
-        why: String,
-    ) -> Self {
+    fn new(local: &'a str, uid: &'a str, reason: Reason, action: EventAction, why: String) -> Self {
         Self {
             local,
             uid,
@@ -262,12 +270,12 @@ async fn not_yet<T>(
     s: &Sandbox,
     reported: Option<&AgentReport>,
     (local, uid): (&str, &str),
-    reason: &'static str,
+    reason: Reason,
     unmet: Prerequisite<T>,
 ) -> Result<Action, ClusterError> {
     match unmet {
         Prerequisite::Invalid(why) => {
-            let failure = Failure::new(local, uid, reason, "Create", why);
+            let failure = Failure::new(local, uid, reason, EventAction::Create, why);
             fail(ctx, api, s, reported, failure).await
         }
         Prerequisite::Wait(why) => {
@@ -352,13 +360,29 @@ async fn publish_violations(ctx: &Context, s: &Sandbox, local: &str, uid: &str) 
             "secret {} sent to {} was blocked: {}",
             v.secret, v.host, v.reason
         );
-        publish(ctx, s, EventType::Warning, "SecretBlocked", "Egress", note).await;
+        publish(
+            ctx,
+            s,
+            EventType::Warning,
+            Reason::SecretBlocked,
+            EventAction::Egress,
+            note,
+        )
+        .await;
     }
     if new.len() > MAX_VIOLATION_EVENTS {
         let more = new.len() - MAX_VIOLATION_EVENTS;
         let note =
             format!("{more} more blocked uses of secrets (see the agent's secrets/violations)");
-        publish(ctx, s, EventType::Warning, "SecretBlocked", "Egress", note).await;
+        publish(
+            ctx,
+            s,
+            EventType::Warning,
+            Reason::SecretBlocked,
+            EventAction::Egress,
+            note,
+        )
+        .await;
     }
     ctx.violations_published
         .lock()
@@ -392,17 +416,8 @@ async fn write(
     if old == Some(&new) {
         return Ok(());
     }
-    let patch = serde_json::json!({
-        "apiVersion": Sandbox::api_version(&()),
-        "kind": Sandbox::kind(&()),
-        "status": { "agent": new },
-    });
-    api.patch_status(
-        &s.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let status = serde_json::json!({ "agent": new });
+    microsandbox_crds::events::apply_status(api, s, FIELD_MANAGER, status).await?;
     Ok(())
 }
 
@@ -410,20 +425,11 @@ async fn publish(
     ctx: &Context,
     s: &Sandbox,
     type_: EventType,
-    reason: &str,
-    action: &str,
+    reason: Reason,
+    action: EventAction,
     note: String,
 ) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &s.object_ref(&())).await {
-        tracing::warn!(sandbox = %s.name_any(), error = %e, "cannot publish event");
-    }
+    microsandbox_crds::events::publish(&ctx.recorder, s, type_, reason, action, note).await
 }
 
 /// Remove cluster-mode sandboxes whose object no longer exists.

@@ -10,14 +10,14 @@ use crate::sandbox::SandboxManager;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
-use microsandbox_crds::common::{condition, conditions, set_condition};
+use kube::ResourceExt;
+use microsandbox_crds::common::{condition, set_condition};
 use microsandbox_crds::volume::ReclaimPolicy;
-use microsandbox_crds::{Volume, VolumePhase};
+use microsandbox_crds::{ConditionType, Reason, Volume, VolumePhase};
 use microsandbox_wire::api::CreateVolume;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,9 +120,9 @@ async fn apply(v: &Volume, api: &Api<Volume>, ctx: &Context) -> Result<Action, C
             set_condition(
                 &mut conds,
                 condition(
-                    conditions::PROVISIONED,
+                    ConditionType::Provisioned,
                     true,
-                    "Provisioned",
+                    Reason::Provisioned,
                     format!(
                         "{} MiB on node {}{}",
                         i.quota_mib,
@@ -139,9 +139,9 @@ async fn apply(v: &Volume, api: &Api<Volume>, ctx: &Context) -> Result<Action, C
             set_condition(
                 &mut conds,
                 condition(
-                    conditions::PROVISIONED,
+                    ConditionType::Provisioned,
                     false,
-                    "ProvisioningFailed",
+                    Reason::ProvisioningFailed,
                     e.to_string(),
                     v.metadata.generation,
                     Time(Timestamp::now()),
@@ -154,11 +154,11 @@ async fn apply(v: &Volume, api: &Api<Volume>, ctx: &Context) -> Result<Action, C
     let mine_old: Vec<_> = old
         .conditions
         .iter()
-        .filter(|c| c.type_ == conditions::PROVISIONED)
+        .filter(|c| c.type_ == ConditionType::Provisioned)
         .collect();
     let mine_new: Vec<_> = conds
         .iter()
-        .filter(|c| c.type_ == conditions::PROVISIONED)
+        .filter(|c| c.type_ == ConditionType::Provisioned)
         .collect();
     if old.phase != Some(phase) || old.used != used || mine_old != mine_new {
         let mut status = serde_json::json!({
@@ -168,17 +168,7 @@ async fn apply(v: &Volume, api: &Api<Volume>, ctx: &Context) -> Result<Action, C
         if let Some(u) = &used {
             status["used"] = u.clone().into();
         }
-        let patch = serde_json::json!({
-            "apiVersion": Volume::api_version(&()),
-            "kind": Volume::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &v.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        microsandbox_crds::events::apply_status(api, v, FIELD_MANAGER, status).await?;
     }
     Ok(Action::requeue(REFRESH))
 }

@@ -1,12 +1,11 @@
 //! In-memory handle of one sandbox: its record plus the counters that drain and leases need.
 
-use microsandbox_wire::api::SandboxState;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{Mutex, Notify};
 
-use super::SandboxRecord;
+use super::record::{Phase, SandboxRecord};
 use crate::error::AgentError;
 use crate::guest::GuestClient;
 
@@ -19,9 +18,6 @@ pub struct SandboxEntry {
     execs_done: Notify,
     leases: AtomicUsize,
     pub lease_seen: std::sync::atomic::AtomicBool,
-    /// Set while the agent itself stops the sandbox: its init exiting then is expected, not a
-    /// failure for [`super::SandboxManager`]'s liveness refresh to record.
-    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Held while an exec (or file transfer) runs; drain waits for all of them.
@@ -61,28 +57,19 @@ impl SandboxEntry {
             execs_done: Notify::new(),
             leases: AtomicUsize::new(0),
             lease_seen: Default::default(),
-            stopping: Default::default(),
         })
     }
 
     /// Admit a new exec if the sandbox is running and not draining.
     pub async fn begin_exec(self: &Arc<Self>) -> Result<(ExecGuard, GuestClient), AgentError> {
         let rec = self.record.lock().await;
-        match rec.state {
-            SandboxState::Running => {}
-            SandboxState::Draining => return Err(AgentError::Draining(self.name.clone())),
-            other => {
-                return Err(AgentError::NotRunning {
-                    name: self.name.clone(),
-                    state: format!("{other:?}").to_lowercase(),
-                })
+        let socket = match &rec.phase {
+            Phase::Running(launched) => launched.guest_socket.clone(),
+            Phase::Draining(_) | Phase::Stopping(_) => {
+                return Err(AgentError::Draining(self.name.clone()))
             }
-        }
-        let socket = rec
-            .launched
-            .as_ref()
-            .map(|l| l.guest_socket.clone())
-            .ok_or_else(|| AgentError::Internal("running sandbox without a guest socket".into()))?;
+            other => return Err(AgentError::not_running(&self.name, other.state())),
+        };
         self.active_execs.fetch_add(1, Ordering::AcqRel);
         Ok((ExecGuard(self.clone()), GuestClient::new(socket)))
     }

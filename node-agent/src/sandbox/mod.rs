@@ -1,11 +1,27 @@
 //! Sandbox lifecycle: create, get, list, stop, kill, drain, remove; attached-sandbox leases; state
 //! persisted per sandbox so that a restarted agent re-adopts running sandboxes or reaps them.
+//!
+//! * [`record`]: what is known of one sandbox, its [`Phase`] carrying each phase's data.
+//! * [`validate`]: the pure checks of a create request.
+//! * `create`, `stop`, `lease`, [`recover`]: the manager's operations, one file each.
 
+mod create;
 mod entry;
+mod lease;
 mod manager;
 mod record;
 pub mod recover;
+mod stop;
+pub mod validate;
 
 pub use entry::{ExecGuard, LeaseGuard, SandboxEntry};
 pub use manager::SandboxManager;
-pub use record::{now, SandboxRecord};
+pub use record::{now, Phase, SandboxRecord};
+pub use stop::DEFAULT_STOP_TIMEOUT;
+
+/// A cleanup step whose failure must not stop the rest: say what failed, go on.
+fn cleanup<T, E: std::fmt::Display>(sandbox: &str, what: &str, result: Result<T, E>) {
+    if let Err(e) = result {
+        tracing::warn!(sandbox = %sandbox, error = %e, "cannot {what}");
+    }
+}

@@ -1,39 +1,158 @@
-//! What is persisted about a sandbox (`<state>/sandboxes/<name>/state.json`).
+//! What is known about a sandbox: its request, its lifecycle [`Phase`] with the data each phase
+//! owns, persisted in `<state>/sandboxes/<name>/state.json`.
 
-use microsandbox_wire::api::{CreateSandbox, Isolation, SandboxInfo, SandboxState};
+use microsandbox_wire::api::{CreateSandbox, Isolation, SandboxInfo, SandboxState, StopReason};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+use crate::network::Attachment;
 use crate::runtime::Launched;
 
-/// Persistent record of one sandbox.
+/// Where a sandbox is in its life, with what that phase owns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Being pulled, mounted and booted by a create call (nothing runs yet).
+    Creating,
+    /// Its init runs; execs are admitted.
+    Running(Launched),
+    /// New execs are refused; running ones are waited for, then it is stopped.
+    Draining(Launched),
+    /// The agent is stopping it (signal, grace period, cleanup); execs are refused.
+    Stopping(Launched),
+    /// Stopped by the agent; nothing of it runs.
+    Stopped(StopReason),
+    /// It ended on its own (init exited, OOM); nothing of it runs.
+    Failed(StopReason),
+}
+
+impl Phase {
+    /// The state clients see. A stop in progress is `draining`: on its way to stopped, refusing
+    /// new work.
+    pub fn state(&self) -> SandboxState {
+        match self {
+            Phase::Creating => SandboxState::Creating,
+            Phase::Running(_) => SandboxState::Running,
+            Phase::Draining(_) | Phase::Stopping(_) => SandboxState::Draining,
+            Phase::Stopped(_) => SandboxState::Stopped,
+            Phase::Failed(_) => SandboxState::Failed,
+        }
+    }
+
+    /// What runs, while something does.
+    pub fn launched(&self) -> Option<&Launched> {
+        match self {
+            Phase::Running(l) | Phase::Draining(l) | Phase::Stopping(l) => Some(l),
+            Phase::Creating | Phase::Stopped(_) | Phase::Failed(_) => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&StopReason> {
+        match self {
+            Phase::Stopped(r) | Phase::Failed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Stopped or failed: nothing left to stop.
+    pub fn is_ended(&self) -> bool {
+        matches!(self, Phase::Stopped(_) | Phase::Failed(_))
+    }
+}
+
+/// Everything the agent keeps about one sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RecordFile", into = "RecordFile")]
 pub struct SandboxRecord {
     pub request: CreateSandbox,
     pub isolation: Isolation,
     pub image_digest: String,
-    pub state: SandboxState,
     pub created_at: u64,
-    pub launched: Option<Launched>,
-    pub reason: Option<String>,
-    /// The sandbox's network on the host, while it has one.
+    pub phase: Phase,
+    /// The sandbox's network on the host, from its attach during create until it is released
+    /// (at stop, or at removal of a failed sandbox).
+    pub network: Option<Attachment>,
+}
+
+/// The on-disk form of a record (the layout older agents wrote and read).
+#[derive(Serialize, Deserialize)]
+struct RecordFile {
+    request: CreateSandbox,
+    isolation: Isolation,
+    image_digest: String,
+    state: SandboxState,
+    created_at: u64,
+    launched: Option<Launched>,
+    reason: Option<StopReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<crate::network::Attachment>,
+    network: Option<Attachment>,
+}
+
+impl TryFrom<RecordFile> for SandboxRecord {
+    type Error = String;
+
+    fn try_from(f: RecordFile) -> Result<Self, String> {
+        let reason = || f.reason.clone().unwrap_or(StopReason::Stopped);
+        let phase = match (f.state, f.launched) {
+            (SandboxState::Creating, _) => Phase::Creating,
+            (SandboxState::Running, Some(l)) => Phase::Running(l),
+            (SandboxState::Draining, Some(l)) => Phase::Draining(l),
+            (SandboxState::Running | SandboxState::Draining, None) => {
+                return Err(format!("{:?} record without a launched sandbox", f.state))
+            }
+            (SandboxState::Stopped, _) => Phase::Stopped(reason()),
+            (SandboxState::Failed, _) => Phase::Failed(reason()),
+        };
+        Ok(SandboxRecord {
+            request: f.request,
+            isolation: f.isolation,
+            image_digest: f.image_digest,
+            created_at: f.created_at,
+            phase,
+            network: f.network,
+        })
+    }
+}
+
+impl From<SandboxRecord> for RecordFile {
+    fn from(r: SandboxRecord) -> Self {
+        RecordFile {
+            state: r.phase.state(),
+            launched: r.phase.launched().cloned(),
+            reason: r.phase.reason().cloned(),
+            request: r.request,
+            isolation: r.isolation,
+            image_digest: r.image_digest,
+            created_at: r.created_at,
+            network: r.network,
+        }
+    }
 }
 
 impl SandboxRecord {
+    /// A record for a sandbox about to be created.
+    pub fn creating(request: CreateSandbox, isolation: Isolation) -> Self {
+        SandboxRecord {
+            request,
+            isolation,
+            image_digest: String::new(),
+            created_at: now(),
+            phase: Phase::Creating,
+            network: None,
+        }
+    }
+
     pub fn info(&self) -> SandboxInfo {
         SandboxInfo {
             name: self.request.name.clone(),
             image: self.request.image.clone(),
             image_digest: self.image_digest.clone(),
             isolation: self.isolation,
-            state: self.state,
+            state: self.phase.state(),
             memory_mib: self.request.memory_mib,
             cpus: self.request.cpus,
             detached: self.request.detached,
             created_at: self.created_at,
-            reason: self.reason.clone(),
+            reason: self.phase.reason().cloned(),
             labels: self.request.labels.clone(),
         }
     }
@@ -73,10 +192,8 @@ mod tests {
             request: serde_json::from_str(r#"{"name":"a","image":"busybox"}"#).unwrap(),
             isolation: Isolation::Container,
             image_digest: "sha256:x".into(),
-            state: SandboxState::Running,
             created_at: 7,
-            launched: None,
-            reason: None,
+            phase: Phase::Failed(StopReason::OomKilled),
             network: Some(crate::network::Attachment {
                 netns: "msb-a".into(),
                 addressing: crate::network::plan::Addressing::new(
@@ -92,5 +209,21 @@ mod tests {
         rec.save(dir.path()).unwrap();
         assert_eq!(SandboxRecord::load(dir.path()).unwrap(), rec);
         assert_eq!(rec.info().name, "a");
+        assert_eq!(rec.info().reason, Some(StopReason::OomKilled));
+    }
+
+    #[test]
+    fn reads_the_layout_older_agents_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{"request":{"name":"a","image":"busybox"},"isolation":"container",
+            "image_digest":"sha256:x","state":"stopped","created_at":7,"launched":null,
+            "reason":"drained"}"#;
+        std::fs::write(dir.path().join("state.json"), old).unwrap();
+        let rec = SandboxRecord::load(dir.path()).unwrap();
+        assert_eq!(rec.phase, Phase::Stopped(StopReason::Drained));
+        // A running record must say what runs: without it, it is not a record this agent reads.
+        let running = old.replace(r#""stopped""#, r#""running""#);
+        std::fs::write(dir.path().join("state.json"), running).unwrap();
+        assert!(SandboxRecord::load(dir.path()).is_err());
     }
 }

@@ -1,14 +1,16 @@
 //! Startup recovery: re-adopt sandboxes that survived an agent restart, reap the rest. Nothing is
 //! left behind: no process, mount or cgroup of a sandbox the agent no longer knows.
 
-use microsandbox_wire::api::SandboxState;
 use std::sync::Arc;
 
+use super::cleanup;
+use super::create::{blocking, root_of};
 use super::entry::SandboxEntry;
 use super::manager::SandboxManager;
-use super::record::SandboxRecord;
+use super::record::{Phase, SandboxRecord};
+use super::stop::cleanup_io;
 use crate::guest::GuestClient;
-use crate::rootfs::{self, SandboxRoot};
+use crate::rootfs;
 use crate::runtime::Liveness;
 
 /// What recovery did with one sandbox directory.
@@ -30,45 +32,63 @@ impl SandboxManager {
         for d in dirs.flatten() {
             let dir = d.path();
             let name = d.file_name().to_string_lossy().into_owned();
-            let Ok(mut rec) = SandboxRecord::load(&dir) else {
-                // No readable record: unmount whatever may be mounted and drop it.
-                let _ = rootfs::unmount_root(&SandboxRoot::under(&dir));
-                let _ = std::fs::remove_dir_all(&dir);
-                let _ = std::fs::remove_dir_all(self.socket_dir_of(&name));
-                out.push(Recovered::Reaped(name));
-                continue;
+            let rec = match SandboxRecord::load(&dir) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    // No readable record: unmount whatever may be mounted and drop it.
+                    tracing::warn!(sandbox = %name, error = %e, "unreadable state; reaping");
+                    let (socket_dir, n) = (self.socket_dir_of(&name), name.clone());
+                    let reaped = blocking(move || {
+                        cleanup(&n, "unmount", rootfs::unmount_root(&root_of(&dir)));
+                        cleanup_io(&dir);
+                        cleanup_io(&socket_dir);
+                        Ok(())
+                    })
+                    .await;
+                    cleanup(&name, "reap", reaped);
+                    out.push(Recovered::Reaped(name));
+                    continue;
+                }
             };
             let alive = self.is_alive(&rec).await;
-            let was_draining = rec.state == SandboxState::Draining;
-            let entry = match (rec.state, alive) {
-                (SandboxState::Running | SandboxState::Draining, true) => {
-                    rec.state = SandboxState::Running;
+            let (entry, resume_drain) = match (&rec.phase, alive) {
+                (Phase::Running(_) | Phase::Draining(_) | Phase::Stopping(_), true) => {
                     if let Some(att) = &rec.network {
                         if let Err(e) = self.network.resume(att).await {
                             tracing::warn!(sandbox = %name, error = %e, "cannot resume the sandbox's network");
                         }
                     }
+                    // A drain (or stop) cut short by the restart is finished below.
+                    let resume_drain = !matches!(rec.phase, Phase::Running(_));
+                    let mut rec = rec;
+                    if let Some(l) = rec.phase.launched().cloned() {
+                        rec.phase = Phase::Running(l);
+                    }
                     out.push(Recovered::Adopted(name.clone()));
-                    SandboxEntry::new(name.clone(), dir.clone(), rec)
+                    (
+                        SandboxEntry::new(name.clone(), dir.clone(), rec),
+                        resume_drain,
+                    )
                 }
-                (SandboxState::Stopped | SandboxState::Failed, _) => {
+                (Phase::Stopped(_) | Phase::Failed(_), _) => {
                     out.push(Recovered::Kept(name.clone()));
                     let entry = SandboxEntry::new(name.clone(), dir.clone(), rec);
                     // A stop cut short by the restart may have left the network behind.
                     self.release_network(&entry).await;
-                    entry
+                    (entry, false)
                 }
                 _ => {
                     let entry = SandboxEntry::new(name.clone(), dir.clone(), rec);
-                    let _ = self.teardown(&entry).await;
-                    let _ = std::fs::remove_dir_all(&dir);
-                    let _ = std::fs::remove_dir_all(self.socket_dir_of(&name));
+                    cleanup(&name, "tear down", self.teardown(&entry).await);
+                    self.remove_files(&entry).await;
                     out.push(Recovered::Reaped(name));
                     continue;
                 }
             };
-            let detached = entry.record.lock().await.request.detached;
-            let running = entry.record.lock().await.state == SandboxState::Running;
+            let (detached, running) = {
+                let rec = entry.record.lock().await;
+                (rec.request.detached, matches!(rec.phase, Phase::Running(_)))
+            };
             if let Err(e) = entry.record.lock().await.save(&dir) {
                 tracing::warn!(sandbox = %name, error = %e, "could not rewrite state");
             }
@@ -76,7 +96,7 @@ impl SandboxManager {
                 .lock()
                 .await
                 .insert(name.clone(), entry.clone());
-            if running && was_draining {
+            if running && resume_drain {
                 // The drain was cut short by the restart: finish it (the execs it waited for
                 // died with the old agent's connections), so the sandbox does not run on.
                 let m = Arc::clone(self);
@@ -108,7 +128,7 @@ impl SandboxManager {
         // Anything a runtime still runs that no record claims is an orphan.
         let mut known = Vec::new();
         for e in self.sandboxes.lock().await.values() {
-            if let Some(l) = &e.record.lock().await.launched {
+            if let Some(l) = e.record.lock().await.phase.launched() {
                 known.push(l.id.clone());
             }
         }
@@ -121,10 +141,10 @@ impl SandboxManager {
     }
 
     async fn is_alive(&self, rec: &SandboxRecord) -> bool {
-        let Some(launched) = &rec.launched else {
+        let Some(launched) = rec.phase.launched() else {
             return false;
         };
-        let Ok(rt) = self.runtime_for(rec.isolation) else {
+        let Ok(rt) = self.runtime_for(launched.isolation) else {
             return false;
         };
         rt.liveness(launched).await == Liveness::Running

@@ -3,7 +3,7 @@
 
 pub mod disk;
 
-use crate::error::AgentError;
+use crate::error::{AgentError, IoContext};
 use microsandbox_wire::api::{validate_labels, validate_name, CreateVolume, VolumeInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -127,16 +127,21 @@ impl VolumeStore {
             created_at: crate::sandbox::now(),
             labels: req.labels.clone(),
         };
-        let made = (|| -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            disk::create(&dir.join("disk.img"), req.quota_mib << 20)?;
-            disk::mount(&dir.join("disk.img"), &self.data_dir(&req.name))?;
-            write_record(&dir, &rec)
+        let (image, data) = (dir.join("disk.img"), self.data_dir(&req.name));
+        let made = (|| -> Result<(), AgentError> {
+            std::fs::create_dir_all(&dir).at("create", &dir)?;
+            disk::create(&image, req.quota_mib << 20).at("create the disk image", &image)?;
+            disk::mount(&image, &data).at("mount the volume at", &data)?;
+            write_record(&dir, &rec).at("save the record of", &dir)
         })();
         if let Err(e) = made {
-            let _ = disk::unmount(&self.data_dir(&req.name));
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e.into());
+            if let Err(u) = disk::unmount(&data) {
+                tracing::warn!(volume = %req.name, error = %u, "cannot unmount the failed volume");
+            }
+            if let Err(r) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(volume = %req.name, error = %r, "cannot remove the failed volume");
+            }
+            return Err(e);
         }
         self.info(&req.name)
     }
@@ -184,11 +189,13 @@ impl VolumeStore {
             let dir = self.vol_dir(name);
             let (image, data) = (dir.join("disk.img"), self.data_dir(name));
             let _busy = Resizing::mark(&self.resizing, name);
+            let grown = image.clone();
             tokio::task::spawn_blocking(move || disk::grow(&image, &data, quota_mib << 20))
                 .await
-                .map_err(|e| AgentError::Internal(format!("volume growth: {e}")))??;
+                .map_err(|e| AgentError::Internal(format!("volume growth: {e}")))?
+                .at("grow", &grown)?;
             rec.quota_mib = quota_mib;
-            write_record(&dir, &rec)?;
+            write_record(&dir, &rec).at("save the record of", &dir)?;
             tracing::info!(volume = %name, quota_mib, "volume grown");
         }
         self.info(name)
@@ -207,7 +214,8 @@ impl VolumeStore {
             return Err(AgentError::VolumeBusy(name.to_string()));
         }
         let data = self.data_dir(name);
-        disk::mount(&self.vol_dir(name).join("disk.img"), &data)?;
+        disk::mount(&self.vol_dir(name).join("disk.img"), &data)
+            .at("mount the volume at", &data)?;
         Ok(data)
     }
 
@@ -223,9 +231,9 @@ impl VolumeStore {
                 sandbox,
             });
         }
-        disk::unmount(&self.data_dir(name))?;
-        std::fs::remove_dir_all(self.vol_dir(name))?;
-        Ok(())
+        let (data, dir) = (self.data_dir(name), self.vol_dir(name));
+        disk::unmount(&data).at("unmount", &data)?;
+        std::fs::remove_dir_all(&dir).at("remove", &dir)
     }
 
     pub fn root(&self) -> &Path {

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::Client;
-use microsandbox_crds::Volume;
+use microsandbox_crds::{EventAction, Reason, Volume};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,19 +47,7 @@ pub(crate) async fn apply_status<K>(
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    use kube::api::{Patch, PatchParams};
-    use kube::ResourceExt;
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    microsandbox_crds::events::apply_status(api, obj, FIELD_MANAGER, status).await?;
     Ok(())
 }
 
@@ -68,21 +56,11 @@ pub(crate) async fn publish<K>(
     ctx: &Context,
     obj: &K,
     type_: kube::runtime::events::EventType,
-    reason: &str,
-    action: &str,
+    reason: Reason,
+    action: EventAction,
     note: String,
 ) where
     K: kube::Resource<DynamicType = ()>,
 {
-    use kube::ResourceExt;
-    let ev = kube::runtime::events::Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
-        tracing::warn!(object = %obj.name_any(), error = %e, "cannot publish event");
-    }
+    microsandbox_crds::events::publish(&ctx.recorder, obj, type_, reason, action, note).await
 }

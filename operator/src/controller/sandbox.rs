@@ -11,7 +11,7 @@
 //! also enforces `lifetime.ttlAfterFinished` (deletes the object); the node-agent enforces
 //! `lifetime.shutdownAfter`.
 
-use super::sealing::{self, Sealing, SECRETS_SEALED};
+use super::sealing::{self, Sealing};
 use super::{publish, Context};
 use crate::error::{Error, Result};
 use crate::scheduler::{self, LeaseChanges, NodeInfo, Request, VolumePlacement, NODE_LEASE_PREFIX};
@@ -28,8 +28,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use microsandbox_crds::common::{condition, set_condition};
-use microsandbox_crds::{Isolation, Sandbox, SandboxPhase, SandboxStatus};
-use microsandbox_wire::api::SandboxState;
+use microsandbox_crds::{
+    ConditionType, EventAction, Isolation, Reason, Sandbox, SandboxPhase, SandboxStatus,
+};
+use microsandbox_wire::api::{SandboxState, StopReason};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,8 +143,8 @@ async fn apply(
             ctx,
             s,
             EventType::Warning,
-            microsandbox_crds::common::conditions::REASON_INVALID_SPEC,
-            "Validate",
+            Reason::InvalidSpec,
+            EventAction::Validate,
             errors.to_string(),
         )
         .await;
@@ -160,8 +162,8 @@ async fn apply(
                     ctx,
                     s,
                     EventType::Normal,
-                    "Scheduled",
-                    "Schedule",
+                    Reason::Scheduled,
+                    EventAction::Schedule,
                     format!("bound to node {node}"),
                 )
                 .await;
@@ -171,15 +173,19 @@ async fn apply(
                 let previous = s
                     .status
                     .as_ref()
-                    .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Scheduled"))
+                    .and_then(|st| {
+                        st.conditions
+                            .iter()
+                            .find(|c| c.type_ == ConditionType::Scheduled)
+                    })
                     .map(|c| c.message.clone());
                 if previous.as_deref() != Some(u.message.as_str()) {
                     publish(
                         ctx,
                         s,
                         EventType::Warning,
-                        "FailedScheduling",
-                        "Schedule",
+                        Reason::FailedScheduling,
+                        EventAction::Schedule,
                         u.message.clone(),
                     )
                     .await;
@@ -217,8 +223,8 @@ async fn apply(
                 ctx,
                 s,
                 EventType::Normal,
-                "TTLExpired",
-                "Delete",
+                Reason::TtlExpired,
+                EventAction::Delete,
                 "lifetime.ttlAfterFinished reached".into(),
             )
             .await;
@@ -282,26 +288,46 @@ async fn seal_secrets(
                 tracing::info!(sandbox = %key(s), node, "secrets sealed to the node's key");
                 if previous_key.is_some_and(|k| k != p.recipient) {
                     let why = format!("node {node} announced a new sealing key before the sandbox started; sealed again");
-                    publish(ctx, s, EventType::Warning, "SecretsResealed", "Seal", why).await;
+                    publish(
+                        ctx,
+                        s,
+                        EventType::Warning,
+                        Reason::SecretsResealed,
+                        EventAction::Seal,
+                        why,
+                    )
+                    .await;
                 }
             }
             new.sealed_secrets = Some(p);
-            (true, "Sealed", format!("sealed to the key of node {node}"))
+            (
+                true,
+                Reason::Sealed,
+                format!("sealed to the key of node {node}"),
+            )
         }
         Sealing::Unresolved(reason, message) => (false, reason, message),
     };
     let previous = new
         .conditions
         .iter()
-        .find(|c| c.type_ == SECRETS_SEALED)
+        .find(|c| c.type_ == ConditionType::SecretsSealed)
         .map(|c| c.message.clone());
     if !ok && previous.as_deref() != Some(message.as_str()) {
-        publish(ctx, s, EventType::Warning, reason, "Seal", message.clone()).await;
+        publish(
+            ctx,
+            s,
+            EventType::Warning,
+            reason,
+            EventAction::Seal,
+            message.clone(),
+        )
+        .await;
     }
     set_condition(
         &mut new.conditions,
         condition(
-            SECRETS_SEALED,
+            ConditionType::SecretsSealed,
             ok,
             reason,
             message,
@@ -410,7 +436,7 @@ async fn schedule(
                     .any(|o| &key(o) == k && o.status.as_ref().is_some_and(|st| st.node.is_some()))
             });
         }
-        Err(u) => ctx.metrics.scheduled(u.reason),
+        Err(u) => ctx.metrics.scheduled(u.reason.as_str()),
     }
     result
 }
@@ -430,7 +456,7 @@ fn agent_report(s: &Sandbox) -> Option<AgentReport> {
             SandboxPhase::Failed => SandboxState::Failed,
         },
         image_digest: r.image_digest.clone(),
-        reason: r.reason.clone(),
+        reason: r.reason.clone().map(StopReason::from),
     })
 }
 
@@ -448,7 +474,7 @@ fn admit(s: &Sandbox, ctx: &Context) -> Result<(), scheduler::Unschedulable> {
         Ok(())
     } else {
         Err(scheduler::Unschedulable {
-            reason: microsandbox_crds::common::conditions::REASON_ISOLATION_NOT_ALLOWED,
+            reason: Reason::IsolationNotAllowed,
             message: format!(
                 "isolation: container is not allowed in namespace {ns:?}; label it {ALLOW_CONTAINER_LABEL}=true or use isolation: microvm"
             ),
@@ -469,7 +495,7 @@ fn ttl_remaining(s: &Sandbox, new: &SandboxStatus, now: Timestamp) -> Option<Dur
     let since = new
         .conditions
         .iter()
-        .find(|c| c.type_ == microsandbox_crds::common::conditions::READY)?
+        .find(|c| c.type_ == ConditionType::Ready)?
         .last_transition_time
         .0;
     let elapsed = Duration::try_from(now.duration_since(since)).unwrap_or_default();

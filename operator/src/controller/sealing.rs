@@ -13,12 +13,8 @@ use k8s_openapi::api::core::v1::Secret as CoreSecret;
 use kube::api::Api;
 use kube::ResourceExt;
 use microsandbox_crds::sealed::{self, Binding};
-use microsandbox_crds::{Sandbox, SealedSecrets, Secret};
+use microsandbox_crds::{Reason, Sandbox, SealedSecrets, Secret};
 use microsandbox_wire::api::SecretSpec;
-
-/// Condition type on Sandboxes with secrets: True once `status.sealedSecrets` is sealed to the
-/// bound node's current key.
-pub const SECRETS_SEALED: &str = "SecretsSealed";
 
 /// What `status.sealedSecrets` should be.
 #[derive(Debug, PartialEq)]
@@ -28,7 +24,7 @@ pub enum Sealing {
     /// Sealed to the node's current key (kept, or new).
     Sealed(SealedSecrets),
     /// Cannot seal yet: (reason, message). Retried.
-    Unresolved(&'static str, String),
+    Unresolved(Reason, String),
 }
 
 /// What to do with the current payload for a node announcing `key`. Pure.
@@ -63,7 +59,7 @@ pub async fn ensure(
     }
     let Some(key) = key else {
         return Ok(Sealing::Unresolved(
-            "NoSealingKey",
+            Reason::NoSealingKey,
             format!("node {node} announces no sealing key (node-agent too old?)"),
         ));
     };
@@ -72,7 +68,7 @@ pub async fn ensure(
         Decision::Keep(kept) => return Ok(Sealing::Sealed(kept.clone())),
         Decision::KeyChanged => {
             return Ok(Sealing::Unresolved(
-                "SealingKeyChanged",
+                Reason::SealingKeyChanged,
                 format!("the sealing key of node {node} changed after the sandbox started; its values are not sealed again (recreate the Sandbox)"),
             ))
         }
@@ -83,7 +79,7 @@ pub async fn ensure(
         // RBAC refusals, timeouts: retried, and the binding is still written.
         Err(e) => {
             return Ok(Sealing::Unresolved(
-                "SecretReadFailed",
+                Reason::SecretReadFailed,
                 format!("cannot read the Secrets: {e}"),
             ))
         }
@@ -103,15 +99,12 @@ pub async fn ensure(
     };
     Ok(match sealed::seal(key, binding, &values) {
         Ok(p) => Sealing::Sealed(p),
-        Err(e) => Sealing::Unresolved("SealingFailed", e.to_string()),
+        Err(e) => Sealing::Unresolved(Reason::SealingFailed, e.to_string()),
     })
 }
 
 /// The values of `spec.secrets`, or why one cannot be read.
-async fn resolve(
-    s: &Sandbox,
-    ctx: &Context,
-) -> Result<Result<Vec<SecretSpec>, (&'static str, String)>> {
+async fn resolve(s: &Sandbox, ctx: &Context) -> Result<Result<Vec<SecretSpec>, (Reason, String)>> {
     let ns = s.namespace().unwrap_or_default();
     let objects: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let cores: Api<CoreSecret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -119,13 +112,13 @@ async fn resolve(
     for r in &s.spec.secrets {
         let Some(obj) = objects.get_opt(&r.name).await? else {
             return Ok(Err((
-                "SecretNotFound",
+                Reason::SecretNotFound,
                 format!("Secret (microsandbox.dev) {:?} does not exist", r.name),
             )));
         };
         if let Err(e) = obj.validate() {
             return Ok(Err((
-                microsandbox_crds::common::conditions::REASON_INVALID_SPEC,
+                Reason::InvalidSpec,
                 format!("Secret {:?}: {e}", r.name),
             )));
         }
@@ -141,7 +134,7 @@ async fn resolve(
         };
         let Ok(value) = String::from_utf8(value.0.clone()) else {
             return Ok(Err((
-                "SecretNotText",
+                Reason::SecretNotText,
                 format!(
                     "Secret {:?}: key {:?} of core Secret {:?} is not UTF-8 text; only text can be substituted into requests",
                     r.name, sref.key, sref.name

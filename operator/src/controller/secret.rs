@@ -14,30 +14,21 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use microsandbox_crds::common::{condition, conditions, set_condition};
-use microsandbox_crds::Secret;
+use microsandbox_crds::common::{condition, set_condition};
+use microsandbox_crds::{ConditionType, Reason, Secret};
 use std::sync::Arc;
 use std::time::Duration;
 
 const CONTROLLER: &str = "secret";
 /// How often a Secret's reference is checked again.
 const RECHECK: Duration = Duration::from_secs(60);
-/// Resolved=False: no core Secret of that name.
-pub const REASON_SECRET_NOT_FOUND: &str = "SecretNotFound";
-/// Resolved=False: the core Secret lacks the key.
-pub const REASON_KEY_NOT_FOUND: &str = "KeyNotFound";
-
 /// Whether `core` (the referenced core Secret, if it exists) has `key`: (ok, reason, message).
 /// Pure.
-pub fn resolution(
-    core: Option<&CoreSecret>,
-    name: &str,
-    key: &str,
-) -> (bool, &'static str, String) {
+pub fn resolution(core: Option<&CoreSecret>, name: &str, key: &str) -> (bool, Reason, String) {
     let Some(core) = core else {
         return (
             false,
-            REASON_SECRET_NOT_FOUND,
+            Reason::SecretNotFound,
             format!("core Secret {name:?} does not exist in this namespace"),
         );
     };
@@ -47,11 +38,15 @@ pub fn resolution(
             .as_ref()
             .is_some_and(|d| d.contains_key(key));
     if has {
-        (true, "Resolved", format!("key {key:?} of Secret {name:?}"))
+        (
+            true,
+            Reason::Resolved,
+            format!("key {key:?} of Secret {name:?}"),
+        )
     } else {
         (
             false,
-            REASON_KEY_NOT_FOUND,
+            Reason::KeyNotFound,
             format!("core Secret {name:?} has no key {key:?}"),
         )
     }
@@ -85,7 +80,7 @@ async fn reconcile(s: Arc<Secret>, ctx: Arc<Context>) -> Result<Action> {
     }
     let ns = s.namespace().ok_or(Error::MissingField("namespace"))?;
     let (ok, reason, message) = match s.validate() {
-        Err(errors) => (false, conditions::REASON_INVALID_SPEC, errors.to_string()),
+        Err(errors) => (false, Reason::InvalidSpec, errors.to_string()),
         Ok(()) => {
             let core: Api<CoreSecret> = Api::namespaced(ctx.client.clone(), &ns);
             let r = &s.spec.secret_ref;
@@ -98,7 +93,7 @@ async fn reconcile(s: Arc<Secret>, ctx: Arc<Context>) -> Result<Action> {
     set_condition(
         &mut status.conditions,
         condition(
-            conditions::RESOLVED,
+            ConditionType::Resolved,
             ok,
             reason,
             message,
@@ -124,7 +119,7 @@ mod tests {
     fn resolution_names_what_is_missing() {
         let (ok, reason, msg) = resolution(None, "api", "token");
         assert!(!ok);
-        assert_eq!(reason, REASON_SECRET_NOT_FOUND);
+        assert_eq!(reason, Reason::SecretNotFound);
         assert!(msg.contains("\"api\""));
         let core = CoreSecret {
             data: Some(BTreeMap::from([(
@@ -136,6 +131,6 @@ mod tests {
         assert!(resolution(Some(&core), "api", "token").0);
         let (ok, reason, _) = resolution(Some(&core), "api", "other");
         assert!(!ok);
-        assert_eq!(reason, REASON_KEY_NOT_FOUND);
+        assert_eq!(reason, Reason::KeyNotFound);
     }
 }

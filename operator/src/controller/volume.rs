@@ -15,8 +15,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use microsandbox_crds::common::{condition, conditions, set_condition};
-use microsandbox_crds::{Volume, VolumePhase};
+use microsandbox_crds::common::{condition, set_condition};
+use microsandbox_crds::{ConditionType, EventAction, Reason, Volume, VolumePhase};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,11 +69,11 @@ async fn reconcile(
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    let set = |conds: &mut Vec<_>, ok: bool, reason: &str, message: String| {
+    let set = |conds: &mut Vec<_>, ok: bool, reason: Reason, message: String| {
         set_condition(
             conds,
             condition(
-                conditions::SCHEDULED,
+                ConditionType::Scheduled,
                 ok,
                 reason,
                 message,
@@ -84,18 +84,13 @@ async fn reconcile(
     };
 
     if let Err(errors) = v.validate() {
-        set(
-            &mut conds,
-            false,
-            conditions::REASON_INVALID_SPEC,
-            errors.to_string(),
-        );
+        set(&mut conds, false, Reason::InvalidSpec, errors.to_string());
         publish(
             &ctx,
             v.as_ref(),
             EventType::Warning,
-            conditions::REASON_INVALID_SPEC,
-            "Place",
+            Reason::InvalidSpec,
+            EventAction::Place,
             errors.to_string(),
         )
         .await;
@@ -108,7 +103,7 @@ async fn reconcile(
         set(
             &mut conds,
             true,
-            "Placed",
+            Reason::Placed,
             format!("data lives on node {node}"),
         );
         apply_status(&api, &v, Some(node), None, conds).await?;
@@ -127,15 +122,15 @@ async fn reconcile(
             set(
                 &mut conds,
                 true,
-                "Placed",
+                Reason::Placed,
                 format!("data lives on node {node}"),
             );
             publish(
                 &ctx,
                 v.as_ref(),
                 EventType::Normal,
-                "Placed",
-                "Place",
+                Reason::Placed,
+                EventAction::Place,
                 format!("placed on node {node}"),
             )
             .await;
@@ -149,7 +144,7 @@ async fn reconcile(
                 v.as_ref(),
                 EventType::Warning,
                 u.reason,
-                "Place",
+                EventAction::Place,
                 u.message,
             )
             .await;
@@ -177,7 +172,7 @@ async fn apply_status(
     }
     let mut status = serde_json::json!({
         "observedGeneration": v.metadata.generation,
-        "conditions": conds.into_iter().filter(|c| c.type_ == conditions::SCHEDULED).collect::<Vec<_>>(),
+        "conditions": conds.into_iter().filter(|c| c.type_ == ConditionType::Scheduled).collect::<Vec<_>>(),
     });
     if let Some(n) = node {
         status["node"] = n.into();

@@ -42,8 +42,8 @@ class SandboxInfo:
     name: str
     image: str
     image_digest: str
-    isolation: str
-    state: str
+    isolation: Isolation
+    state: SandboxState
     memory_mib: int
     cpus: int
     detached: bool

@@ -1,0 +1,273 @@
+//! Creating a sandbox, as named steps: validate (pure), reserve the name, pull, assemble the
+//! root, resolve mounts, attach the network, configure the guest (resolver, trust store, env),
+//! launch. File system and mount work runs on tokio's blocking pool. A failed create leaves
+//! nothing behind.
+
+use microsandbox_wire::api::{
+    CreateSandbox, Isolation, MountSpec, PullEvent, RootPatch, SandboxInfo, SecretSpec,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::entry::SandboxEntry;
+use super::record::{Phase, SandboxRecord};
+use super::{cleanup, validate, SandboxManager};
+use crate::error::{AgentError, IoContext};
+use crate::image::ImageRecord;
+use crate::network::{Attachment, NetworkManager};
+use crate::rootfs::{self, SandboxRoot};
+use crate::runtime::{LaunchMount, LaunchSpec};
+
+impl SandboxManager {
+    /// Create and start a sandbox. On any failure nothing of it is left behind.
+    pub async fn create(
+        self: &Arc<Self>,
+        mut req: CreateSandbox,
+    ) -> Result<SandboxInfo, AgentError> {
+        let isolation = self.choose_isolation(req.isolation)?;
+        let socket = self
+            .socket_dir_of(&req.name)
+            .join(microsandbox_wire::guest::GUEST_SOCKET_NAME);
+        validate::create_request(&req, isolation, &socket)?;
+        // Secret values never enter the record (state.json): only the network's 0600 file.
+        let secrets = std::mem::take(&mut req.secrets);
+        let name = req.name.clone();
+        let detached = req.detached;
+        let dir = self.dir_of(&name);
+        let entry = SandboxEntry::new(
+            name.clone(),
+            dir.clone(),
+            SandboxRecord::creating(req, isolation),
+        );
+        {
+            // Reserve the name before any slow work so duplicates fail fast.
+            let mut map = self.sandboxes.lock().await;
+            if map.contains_key(&name) {
+                return Err(AgentError::AlreadyExists(name));
+            }
+            map.insert(name.clone(), entry.clone());
+        }
+        match self.start(&entry, isolation, &secrets).await {
+            Ok(info) => {
+                if !detached {
+                    self.watch_lease(entry.clone());
+                }
+                Ok(info)
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %name, error = %e, "create failed; cleaning up");
+                cleanup(&name, "tear down", self.teardown(&entry).await);
+                self.forget(&entry).await;
+                self.remove_files(&entry).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        entry: &Arc<SandboxEntry>,
+        isolation: Isolation,
+        secrets: &[SecretSpec],
+    ) -> Result<SandboxInfo, AgentError> {
+        let req = entry.record.lock().await.request.clone();
+        let image = self
+            .images
+            .ensure(&req.image, req.pull_policy, &|ev: PullEvent| {
+                tracing::debug!(?ev, "pull progress")
+            })
+            .await?;
+        let root = self.assemble_root(entry, &image, &req).await?;
+        let mounts = self.resolve_mounts(&req.mounts).await?;
+        let network = self
+            .network
+            .attach(&req.name, &req.network, secrets, &entry.dir)
+            .await?;
+        entry.record.lock().await.network = network.clone();
+        let agent_env = match &network {
+            Some(att) => configure_guest_network(root.merged.clone(), att.clone()).await?,
+            None => Vec::new(),
+        };
+        let spec = LaunchSpec {
+            id: format!("msb-{}", req.name),
+            netns: network.as_ref().map(|a| a.netns_path()),
+            hostname: req.name.clone(),
+            rootfs: root.merged.clone(),
+            runtime_dir: entry.dir.join("runtime"),
+            guest_agent: self.config.guest_agent.clone(),
+            socket_dir: self.socket_dir_of(&req.name),
+            memory_mib: req.memory_mib,
+            cpus: req.cpus,
+            pids_limit: req.pids_limit,
+            env: merge_env(&image.config.env, &req.env, agent_env),
+            workdir: req.workdir.clone().or(image.config.workdir.clone()),
+            mounts,
+        };
+        {
+            let mut rec = entry.record.lock().await;
+            rec.image_digest = image.digest.clone();
+            rec.save(&entry.dir).at("save the state of", &entry.dir)?;
+        }
+        let launched = self.runtime_for(isolation)?.start(&spec).await?;
+        let mut rec = entry.record.lock().await;
+        rec.phase = Phase::Running(launched);
+        rec.save(&entry.dir).at("save the state of", &entry.dir)?;
+        Ok(rec.info())
+    }
+
+    /// The sandbox's writable root: an overlay of the image's layers with the request's disk
+    /// quota and patches.
+    async fn assemble_root(
+        &self,
+        entry: &SandboxEntry,
+        image: &ImageRecord,
+        req: &CreateSandbox,
+    ) -> Result<SandboxRoot, AgentError> {
+        let dir = entry.dir.clone();
+        let lowers: Vec<PathBuf> = image
+            .layers
+            .iter()
+            .map(|l| self.images.layer_dir(l))
+            .collect();
+        let empty = self.images.root().join("empty");
+        let (disk_mib, patches) = (req.disk_mib, req.patches.clone());
+        let host_roots = self.config.host_roots.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&dir).at("create", &dir)?;
+            let root = SandboxRoot::under(&dir);
+            if let Some(mib) = disk_mib {
+                root.limit_disk(mib).at("set the disk quota of", &dir)?;
+            }
+            rootfs::mount(&lowers, &root, &empty).at("mount the root of", &root.merged)?;
+            rootfs::patch::apply(&root.merged, &patches, &host_roots)?;
+            Ok(root)
+        })
+        .await
+    }
+
+    /// Turn a request's (already validated) mounts into what the runtime mounts: host paths
+    /// confined to the configured roots, named volumes resolved.
+    async fn resolve_mounts(&self, mounts: &[MountSpec]) -> Result<Vec<LaunchMount>, AgentError> {
+        let mut out = Vec::with_capacity(mounts.len());
+        for m in mounts {
+            let dest = m.path().to_string();
+            out.push(match m {
+                MountSpec::Bind {
+                    host_path,
+                    readonly,
+                    ..
+                } => {
+                    let (host_path, roots) =
+                        (PathBuf::from(host_path), self.config.host_roots.clone());
+                    let source = blocking(move || {
+                        rootfs::patch::confined(&host_path, &roots)
+                            .map_err(AgentError::InvalidRequest)
+                    })
+                    .await
+                    .map_err(|e| AgentError::InvalidRequest(format!("mount at {dest:?}: {e}")))?;
+                    LaunchMount::Bind {
+                        source,
+                        dest,
+                        readonly: *readonly,
+                    }
+                }
+                MountSpec::Named { name, readonly, .. } => LaunchMount::Bind {
+                    source: self.volumes().resolve(name)?,
+                    dest,
+                    readonly: *readonly,
+                },
+                MountSpec::Tmpfs { size_mib, .. } => LaunchMount::Tmpfs {
+                    dest,
+                    size_mib: *size_mib,
+                },
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Point the guest at the agent's resolver (after the user's patches: the policy holds there)
+/// and, where secrets are bound, add the egress proxy's CA to its trust store. Returns the
+/// variables the agent sets in the guest (secret placeholders, trust store paths).
+async fn configure_guest_network(
+    merged: PathBuf,
+    att: Attachment,
+) -> Result<Vec<(String, String)>, AgentError> {
+    blocking(move || {
+        let resolv = RootPatch::Text {
+            path: "/etc/resolv.conf".into(),
+            content_b64: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                crate::network::plan::resolv_conf(&att.addressing),
+            ),
+            mode: Some(0o644),
+        };
+        rootfs::patch::apply(&merged, &[resolv], &[])?;
+        let mut env = Vec::new();
+        if let Some(guest) = NetworkManager::guest_secrets(&att)? {
+            // Placeholders only; the proxy's CA joins the guest's trust store.
+            env.extend(guest.env);
+            let (patches, vars) = crate::network::secrets::trust_store_patches(&guest.ca_pem);
+            rootfs::patch::apply(&merged, &patches, &[])?;
+            env.extend(vars);
+        }
+        Ok(env)
+    })
+    .await
+}
+
+/// The sandbox's environment: the image's, overridden by the request's, overridden by the
+/// agent's own variables. Order of first definition is kept for the rest. Pure.
+fn merge_env(
+    image: &[(String, String)],
+    request: &std::collections::BTreeMap<String, String>,
+    agent: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut env = image.to_vec();
+    for (k, v) in request
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(agent)
+    {
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
+    }
+    env
+}
+
+/// Run file system / mount work on tokio's blocking pool.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AgentError::Internal(format!("blocking task: {e}")))?
+}
+
+/// The root of a sandbox directory (for callers holding only the path).
+pub(super) fn root_of(dir: &Path) -> SandboxRoot {
+    SandboxRoot::under(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_layers_override_in_order() {
+        let image = vec![
+            ("PATH".to_string(), "/bin".to_string()),
+            ("A".to_string(), "image".to_string()),
+        ];
+        let request = [
+            ("A".to_string(), "req".to_string()),
+            ("B".to_string(), "req".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let agent = vec![("B".to_string(), "agent".to_string())];
+        let env = merge_env(&image, &request, agent);
+        let got: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, [("PATH", "/bin"), ("A", "req"), ("B", "agent")]);
+    }
+}
