@@ -24,6 +24,14 @@ pub enum Error {
     #[error("leader election: {0}")]
     LeaderElection(String),
 
+    /// One step of a reconcile failed.
+    #[error("{step}: {source}")]
+    Step {
+        step: Step,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// `uninstall` timed out with these Sandboxes still present.
     #[error("Sandboxes still present (are their node-agents running?): {0}")]
     Uninstall(String),
@@ -43,8 +51,29 @@ impl Error {
             Self::Serialize(_) => "serialize",
             Self::LeaderElection(_) => "leader_election",
             Self::Uninstall(_) => "uninstall",
+            Self::Step { step, .. } => step.into(),
         }
     }
+
+    /// `source` failed during `step`.
+    pub fn step(step: Step, source: Error) -> Self {
+        Error::Step {
+            step,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// The steps of a reconcile that talk to the API server, named in errors and the failure metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Step {
+    /// Read the core Secrets a Sandbox's secrets refer to (to seal them).
+    ReadSecrets,
+    /// Apply the status.
+    UpdateStatus,
+    /// Delete the object (`ttlAfterFinished`).
+    Delete,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -65,5 +94,8 @@ mod tests {
             Error::LeaderElection("x".into()).metric_label(),
             "leader_election"
         );
+        let e = Error::step(Step::UpdateStatus, Error::MissingField("name"));
+        assert_eq!(e.metric_label(), "update_status");
+        assert_eq!(e.to_string(), "update_status: object has no name");
     }
 }

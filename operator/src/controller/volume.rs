@@ -5,7 +5,7 @@
 //! Pending` while there is no node).
 
 use super::{publish, Context};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Step};
 use crate::scheduler::{self, VolumePlacement};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -63,94 +63,115 @@ async fn reconcile(
     let ns = v.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<Volume> = Api::namespaced(ctx.client.clone(), &ns);
     let now = Timestamp::now();
-    let generation = v.metadata.generation;
-    let mut conds = v
+    // Gather: where the Volume is, or where it can go.
+    let placement = match v.validate() {
+        Err(errors) => Placement::Invalid(errors),
+        Ok(()) => match v.status.as_ref().and_then(|s| s.node.clone()) {
+            Some(node) => Placement::Kept(node),
+            None => {
+                let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+                for other in store.state() {
+                    if let Some(n) = other.status.as_ref().and_then(|s| s.node.clone()) {
+                        *per_node.entry(n).or_default() += 1;
+                    }
+                }
+                let nodes = super::sandbox::node_infos(&ctx, now);
+                match scheduler::place_volume(&VolumePlacement::of(&v), &nodes, &per_node, now) {
+                    Ok(node) => Placement::New(node),
+                    Err(u) => Placement::Unplaced(u),
+                }
+            }
+        },
+    };
+    // Decide, then execute.
+    let plan = plan(&v, placement, now);
+    if let Some((type_, reason, note)) = plan.event {
+        publish(&ctx, v.as_ref(), type_, reason, EventAction::Place, note).await;
+    }
+    apply_status(&api, &v, plan.node, plan.phase, plan.conditions)
+        .await
+        .map_err(|e| Error::step(Step::UpdateStatus, e))?;
+    Ok(plan.next)
+}
+
+/// Where a Volume's data lives, as one reconcile found out.
+enum Placement {
+    /// The spec breaks a rule: only a change of the object helps.
+    Invalid(microsandbox_crds::ValidationErrors),
+    /// Placed earlier, for good.
+    Kept(String),
+    /// Placed by this reconcile.
+    New(String),
+    /// No node can hold it yet.
+    Unplaced(scheduler::Unschedulable),
+}
+
+/// What a Volume reconcile must do.
+struct VolumePlan {
+    event: Option<(EventType, Reason, String)>,
+    node: Option<String>,
+    phase: Option<VolumePhase>,
+    conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    next: Action,
+}
+
+/// Decide. Pure.
+fn plan(v: &Volume, placement: Placement, now: Timestamp) -> VolumePlan {
+    let mut conditions = v
         .status
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    let set = |conds: &mut Vec<_>, ok: bool, reason: Reason, message: String| {
-        set_condition(
-            conds,
-            condition(
-                ConditionType::Scheduled,
-                ok,
-                reason,
-                message,
-                generation,
-                Time(now),
-            ),
-        )
-    };
-
-    if let Err(errors) = v.validate() {
-        set(&mut conds, false, Reason::InvalidSpec, errors.to_string());
-        publish(
-            &ctx,
-            v.as_ref(),
-            EventType::Warning,
-            Reason::InvalidSpec,
-            EventAction::Place,
-            errors.to_string(),
-        )
-        .await;
-        apply_status(&api, &v, None, Some(VolumePhase::Failed), conds).await?;
-        return Ok(Action::await_change());
-    }
-
-    if let Some(node) = v.status.as_ref().and_then(|s| s.node.clone()) {
-        // Placed for good; keep the condition current (observedGeneration).
-        set(
-            &mut conds,
-            true,
-            Reason::Placed,
-            format!("data lives on node {node}"),
-        );
-        apply_status(&api, &v, Some(node), None, conds).await?;
-        return Ok(Action::await_change());
-    }
-
-    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
-    for other in store.state() {
-        if let Some(n) = other.status.as_ref().and_then(|s| s.node.clone()) {
-            *per_node.entry(n).or_default() += 1;
+    let (ok, reason, message) = match &placement {
+        Placement::Invalid(errors) => (false, Reason::InvalidSpec, errors.to_string()),
+        Placement::Kept(node) | Placement::New(node) => {
+            (true, Reason::Placed, format!("data lives on node {node}"))
         }
-    }
-    let nodes = super::sandbox::node_infos(&ctx, now);
-    match scheduler::place_volume(&VolumePlacement::of(&v), &nodes, &per_node, now) {
-        Ok(node) => {
-            set(
-                &mut conds,
-                true,
-                Reason::Placed,
-                format!("data lives on node {node}"),
-            );
-            publish(
-                &ctx,
-                v.as_ref(),
+        Placement::Unplaced(u) => (false, u.reason, u.message.clone()),
+    };
+    set_condition(
+        &mut conditions,
+        condition(
+            ConditionType::Scheduled,
+            ok,
+            reason,
+            message.clone(),
+            v.metadata.generation,
+            Time(now),
+        ),
+    );
+    let (event, node, phase, next) = match placement {
+        Placement::Invalid(_) => (
+            Some((EventType::Warning, reason, message)),
+            None,
+            Some(VolumePhase::Failed),
+            Action::await_change(),
+        ),
+        // Placed for good; keep the condition current (observedGeneration).
+        Placement::Kept(node) => (None, Some(node), None, Action::await_change()),
+        Placement::New(node) => (
+            Some((
                 EventType::Normal,
                 Reason::Placed,
-                EventAction::Place,
                 format!("placed on node {node}"),
-            )
-            .await;
-            apply_status(&api, &v, Some(node), None, conds).await?;
-            Ok(Action::await_change())
-        }
-        Err(u) => {
-            set(&mut conds, false, u.reason, u.message.clone());
-            publish(
-                &ctx,
-                v.as_ref(),
-                EventType::Warning,
-                u.reason,
-                EventAction::Place,
-                u.message,
-            )
-            .await;
-            apply_status(&api, &v, None, Some(VolumePhase::Pending), conds).await?;
-            Ok(Action::requeue(UNPLACED_RETRY))
-        }
+            )),
+            Some(node),
+            None,
+            Action::await_change(),
+        ),
+        Placement::Unplaced(_) => (
+            Some((EventType::Warning, reason, message)),
+            None,
+            Some(VolumePhase::Pending),
+            Action::requeue(UNPLACED_RETRY),
+        ),
+    };
+    VolumePlan {
+        event,
+        node,
+        phase,
+        conditions,
+        next,
     }
 }
 
@@ -181,4 +202,58 @@ async fn apply_status(
         status["phase"] = serde_json::to_value(p)?;
     }
     super::apply_status(api, v, status).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume() -> Volume {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "microsandbox.dev/v1alpha1", "kind": "Volume",
+            "metadata": {"name": "data", "namespace": "ns", "generation": 2},
+            "spec": {"size": "1Gi"},
+        }))
+        .unwrap()
+    }
+
+    fn t0() -> Timestamp {
+        "2025-06-01T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn placing_announces_the_node_once() {
+        let v = volume();
+        let p = plan(&v, Placement::New("n1".into()), t0());
+        let (type_, reason, note) = p.event.unwrap();
+        assert_eq!((type_, reason), (EventType::Normal, Reason::Placed));
+        assert_eq!(note, "placed on node n1");
+        assert_eq!(p.node.as_deref(), Some("n1"));
+        assert_eq!(p.conditions[0].reason, Reason::Placed);
+        assert_eq!(p.conditions[0].observed_generation, Some(2));
+        let kept = plan(&v, Placement::Kept("n1".into()), t0());
+        assert!(kept.event.is_none());
+        assert_eq!(kept.node.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn unplaced_is_pending_and_retried_invalid_is_failed() {
+        let v = volume();
+        let u = scheduler::Unschedulable {
+            reason: Reason::Unschedulable,
+            message: "no node has 1Gi free".into(),
+        };
+        let p = plan(&v, Placement::Unplaced(u), t0());
+        assert_eq!(p.phase, Some(VolumePhase::Pending));
+        assert_eq!(p.event.unwrap().1, Reason::Unschedulable);
+        assert_eq!(p.conditions[0].status, "False");
+        let errors = microsandbox_crds::ValidationErrors(vec![microsandbox_crds::FieldError {
+            field: "spec.size".into(),
+            message: "too big".into(),
+        }]);
+        let p = plan(&v, Placement::Invalid(errors), t0());
+        assert_eq!(p.phase, Some(VolumePhase::Failed));
+        assert_eq!(p.event.unwrap().1, Reason::InvalidSpec);
+        assert!(p.node.is_none());
+    }
 }

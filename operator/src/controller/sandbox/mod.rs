@@ -1,6 +1,6 @@
-//! The Sandbox controller: `dereference -> validate -> build (schedule + status) -> apply ->
-//! update_status`. Only the first and the last two touch the API; the middle is
-//! [`crate::scheduler`] and [`crate::status`], both pure.
+//! The Sandbox controller: gather facts (validate, schedule, read the secrets to seal) -> decide
+//! ([`plan`], pure, on [`crate::scheduler`] and [`crate::status`]) -> execute the plan (Events,
+//! status, delete, requeue). Only gathering and executing touch the API.
 //!
 //! Division of labour with the node-agent (cluster mode): the operator binds a Sandbox to a node
 //! (`status.node`) and keeps its status; the node-agent on that node watches Sandboxes with
@@ -11,27 +11,25 @@
 //! also enforces `lifetime.ttlAfterFinished` (deletes the object); the node-agent enforces
 //! `lifetime.shutdownAfter`.
 
-use super::sealing::{self, Sealing};
+mod plan;
+
+use super::sealing;
 use super::{publish, Context};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Step};
 use crate::scheduler::{self, LeaseChanges, NodeInfo, Request, VolumePlacement, NODE_LEASE_PREFIX};
-use crate::status::{self, AgentReport, Binding, Liveness, Observed};
+use crate::status::{AgentReport, Binding, Liveness};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use microsandbox_crds::common::{condition, set_condition};
-use microsandbox_crds::{
-    ConditionType, EventAction, Isolation, Reason, Sandbox, SandboxPhase, SandboxStatus,
-};
+use microsandbox_crds::{Isolation, Reason, Sandbox, SandboxPhase, SandboxStatus};
 use microsandbox_wire::api::{SandboxState, StopReason};
+use plan::{Facts, Next};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +37,6 @@ use std::time::Duration;
 /// Finalizer the operator puts on every Sandbox.
 pub const FINALIZER: &str = "microsandbox.dev/operator";
 const CONTROLLER: &str = "sandbox";
-/// Retry of a sandbox no node fits (capacity may free up).
-const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(5);
 /// Reconciles in flight at once.
 const RECONCILE_CONCURRENCY: u16 = 16;
 /// Label a namespace needs before Sandboxes with `isolation: container` are admitted in it.
@@ -128,218 +124,69 @@ async fn apply(
     ctx: &Context,
     store: &kube::runtime::reflector::Store<Sandbox>,
 ) -> Result<Action> {
-    let now = Timestamp::now();
-    let nodes = node_infos(ctx, now);
-
-    // validate
-    if let Err(errors) = s.validate() {
-        let observed = Observed {
-            generation: s.metadata.generation,
-            binding: Binding::Invalid(errors.clone()),
-            agent: None,
-            deleting: false,
-        };
-        publish(
-            ctx,
-            s,
-            EventType::Warning,
-            Reason::InvalidSpec,
-            EventAction::Validate,
-            errors.to_string(),
-        )
-        .await;
-        update_status(api, s, &status::compute(s.status.as_ref(), &observed, now)).await?;
-        // Only a change of the object can fix it.
-        return Ok(Action::await_change());
-    }
-
-    // build: binding
-    let binding = match s.status.as_ref().and_then(|st| st.node.clone()) {
-        Some(node) => bound(&node, &nodes, now),
-        None => match admit(s, ctx).and(schedule(s, ctx, store, nodes.clone(), now).await) {
-            Ok(node) => {
-                publish(
-                    ctx,
-                    s,
-                    EventType::Normal,
-                    Reason::Scheduled,
-                    EventAction::Schedule,
-                    format!("bound to node {node}"),
-                )
-                .await;
-                bound(&node, &nodes, now)
-            }
-            Err(u) => {
-                let previous = s
-                    .status
-                    .as_ref()
-                    .and_then(|st| {
-                        st.conditions
-                            .iter()
-                            .find(|c| c.type_ == ConditionType::Scheduled)
-                    })
-                    .map(|c| c.message.clone());
-                if previous.as_deref() != Some(u.message.as_str()) {
-                    publish(
-                        ctx,
-                        s,
-                        EventType::Warning,
-                        Reason::FailedScheduling,
-                        EventAction::Schedule,
-                        u.message.clone(),
-                    )
-                    .await;
+    let facts_now = Timestamp::now();
+    let nodes = node_infos(ctx, facts_now);
+    // Gather: validation, the binding (scheduling a new one), the agent's report, sealing.
+    let mut newly_bound = false;
+    let binding = match s.validate() {
+        Err(errors) => Binding::Invalid(errors),
+        Ok(()) => match s.status.as_ref().and_then(|st| st.node.clone()) {
+            Some(node) => bound(&node, &nodes, facts_now),
+            None => {
+                match admit(s, ctx).and(schedule(s, ctx, store, nodes.clone(), facts_now).await) {
+                    Ok(node) => {
+                        newly_bound = true;
+                        bound(&node, &nodes, facts_now)
+                    }
+                    Err(u) => Binding::Unschedulable(u),
                 }
-                Binding::Unschedulable(u)
             }
         },
     };
-
-    // build: agent report (only one written for this incarnation of the object counts)
-    let agent = match &binding {
-        Binding::Bound { .. } => agent_report(s),
-        _ => None,
-    };
-    let observed = Observed {
-        generation: s.metadata.generation,
-        binding,
-        agent,
-        deleting: false,
-    };
-    let mut new = status::compute(s.status.as_ref(), &observed, now);
-    let unsealed = match &observed.binding {
+    let (agent, sealing, lease_expires) = match &binding {
         Binding::Bound { node, .. } => {
-            seal_secrets(s, ctx, node, &nodes, &observed, &mut new, now).await?
+            let agent = agent_report(s);
+            let info = nodes.iter().find(|n| &n.name == node);
+            let done = agent.as_ref().is_some_and(|a| plan::finished(a.state));
+            let started = agent
+                .as_ref()
+                .is_some_and(|a| a.state != SandboxState::Creating);
+            let key = info.and_then(|n| n.sealing_key.as_deref());
+            let sealing = sealing::ensure(s, ctx, node, key, started, done)
+                .await
+                .map_err(|e| Error::step(Step::ReadSecrets, e))?;
+            (agent, Some(sealing), info.and_then(|n| n.expires_at()))
         }
-        _ => false,
+        _ => (None, None, None),
     };
-    update_status(api, s, &new).await?;
-
-    // lifetime.ttlAfterFinished: delete the object once it has been finished that long.
-    if let Some(wait) = ttl_remaining(s, &new, now) {
-        if wait.is_zero() {
-            tracing::info!(sandbox = %key(s), "ttlAfterFinished reached; deleting");
-            publish(
-                ctx,
-                s,
-                EventType::Normal,
-                Reason::TtlExpired,
-                EventAction::Delete,
-                "lifetime.ttlAfterFinished reached".into(),
-            )
-            .await;
-            api.delete(&s.name_any(), &Default::default()).await?;
-            return Ok(Action::await_change());
-        }
-        return Ok(Action::requeue(wait.min(ctx.resync)));
+    // Decide.
+    let plan = plan::plan(Facts {
+        sandbox: s,
+        now: facts_now,
+        resync: ctx.resync,
+        binding,
+        newly_bound,
+        agent,
+        sealing,
+        lease_expires,
+    });
+    // Execute.
+    for e in plan.events {
+        publish(ctx, s, e.type_, e.reason, e.action, e.note).await;
     }
-
-    // When to look again: soon enough to notice an expired node lease within its duration.
-    let next = match &observed.binding {
-        _ if unsealed => UNSCHEDULABLE_RETRY,
-        Binding::Unschedulable(_) => UNSCHEDULABLE_RETRY,
-        Binding::Bound { node, .. }
-            if !observed.agent.as_ref().is_some_and(|a| finished(a.state)) =>
-        {
-            nodes
-                .iter()
-                .find(|n| &n.name == node)
-                .and_then(|n| n.expires_at())
-                .map(|t| t.duration_since(now))
-                .and_then(|d| Duration::try_from(d).ok())
-                .map_or(ctx.resync, |d| (d + Duration::from_secs(1)).min(ctx.resync))
-        }
-        Binding::Bound { .. } => ctx.resync,
-        Binding::Invalid(_) => return Ok(Action::await_change()),
-    };
-    Ok(Action::requeue(next))
-}
-
-/// Fill `status.sealedSecrets` and the `SecretsSealed` condition of a sandbox bound to `node`;
-/// true when its secrets cannot be sealed yet (retry soon).
-async fn seal_secrets(
-    s: &Sandbox,
-    ctx: &Context,
-    node: &str,
-    nodes: &[NodeInfo],
-    observed: &Observed,
-    new: &mut SandboxStatus,
-    now: Timestamp,
-) -> Result<bool> {
-    let node_key = nodes
-        .iter()
-        .find(|n| n.name == node)
-        .and_then(|n| n.sealing_key.as_deref());
-    let done = observed.agent.as_ref().is_some_and(|a| finished(a.state));
-    let started = observed
-        .agent
-        .as_ref()
-        .is_some_and(|a| a.state != SandboxState::Creating);
-    let previous_key = new.sealed_secrets.as_ref().map(|p| p.recipient.clone());
-    let (ok, reason, message) = match sealing::ensure(s, ctx, node, node_key, started, done).await?
-    {
-        Sealing::None => {
-            new.sealed_secrets = None;
-            return Ok(false);
-        }
-        Sealing::Sealed(p) => {
-            let fresh = new.sealed_secrets.as_ref() != Some(&p);
-            if fresh {
-                tracing::info!(sandbox = %key(s), node, "secrets sealed to the node's key");
-                if previous_key.is_some_and(|k| k != p.recipient) {
-                    let why = format!("node {node} announced a new sealing key before the sandbox started; sealed again");
-                    publish(
-                        ctx,
-                        s,
-                        EventType::Warning,
-                        Reason::SecretsResealed,
-                        EventAction::Seal,
-                        why,
-                    )
-                    .await;
-                }
-            }
-            new.sealed_secrets = Some(p);
-            (
-                true,
-                Reason::Sealed,
-                format!("sealed to the key of node {node}"),
-            )
-        }
-        Sealing::Unresolved(reason, message) => (false, reason, message),
-    };
-    let previous = new
-        .conditions
-        .iter()
-        .find(|c| c.type_ == ConditionType::SecretsSealed)
-        .map(|c| c.message.clone());
-    if !ok && previous.as_deref() != Some(message.as_str()) {
-        publish(
-            ctx,
-            s,
-            EventType::Warning,
-            reason,
-            EventAction::Seal,
-            message.clone(),
-        )
-        .await;
+    update_status(api, s, &plan.status)
+        .await
+        .map_err(|e| Error::step(Step::UpdateStatus, e))?;
+    if plan.delete {
+        tracing::info!(sandbox = %key(s), "ttlAfterFinished reached; deleting");
+        api.delete(&s.name_any(), &Default::default())
+            .await
+            .map_err(|e| Error::step(Step::Delete, e.into()))?;
     }
-    set_condition(
-        &mut new.conditions,
-        condition(
-            ConditionType::SecretsSealed,
-            ok,
-            reason,
-            message,
-            s.metadata.generation,
-            Time(now),
-        ),
-    );
-    Ok(!ok)
-}
-
-fn finished(state: SandboxState) -> bool {
-    matches!(state, SandboxState::Stopped | SandboxState::Failed)
+    Ok(match plan.next {
+        Next::Requeue(d) => Action::requeue(d),
+        Next::AwaitChange => Action::await_change(),
+    })
 }
 
 /// Idempotent: tolerates Apply never having run and being called again. The node-agent holds its
@@ -480,26 +327,6 @@ fn admit(s: &Sandbox, ctx: &Context) -> Result<(), scheduler::Unschedulable> {
             ),
         })
     }
-}
-
-/// Time left before a finished sandbox's object is deleted (`None`: no TTL or not finished).
-fn ttl_remaining(s: &Sandbox, new: &SandboxStatus, now: Timestamp) -> Option<Duration> {
-    let ttl = s.spec.lifetime.as_ref()?.ttl_after_finished.as_deref()?;
-    let ttl = microsandbox_crds::units::parse_duration(ttl)?;
-    if !matches!(
-        new.phase,
-        Some(SandboxPhase::Stopped | SandboxPhase::Failed)
-    ) {
-        return None;
-    }
-    let since = new
-        .conditions
-        .iter()
-        .find(|c| c.type_ == ConditionType::Ready)?
-        .last_transition_time
-        .0;
-    let elapsed = Duration::try_from(now.duration_since(since)).unwrap_or_default();
-    Some(Duration::from_secs(ttl).saturating_sub(elapsed))
 }
 
 /// Server-side apply of the status subresource, skipped when nothing changed.
