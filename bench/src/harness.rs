@@ -427,11 +427,9 @@ pub fn cgroup_memory(rel: &str) -> Option<u64> {
 
 /// CPU time (user + system) a process has used so far.
 pub fn process_cpu(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)`, which may contain spaces: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    use procfs_core::FromRead;
+    let stat = procfs_core::process::Stat::from_file(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = stat.utime + stat.stime;
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()

@@ -656,8 +656,19 @@ pub struct AgentInfo {
 
 /// Machine-readable error codes. Each has one HTTP status. `ErrorCode::VARIANTS` lists them all
 /// (the SDKs export it and test that each code has an exception class).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::VariantArray)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     Unauthorized,
     /// Authenticated, but not allowed (cluster mode: RBAC said no).
@@ -692,11 +703,8 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// The code as it is written on the wire (`"sandbox_not_found"`).
-    pub fn as_str(self) -> String {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::String(s)) => s,
-            _ => format!("{self:?}"),
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     /// HTTP status for this code.
@@ -831,9 +839,13 @@ mod tests {
     #[test]
     fn every_code_has_a_distinct_wire_name() {
         use strum::VariantArray;
-        let names: std::collections::BTreeSet<String> =
+        let names: std::collections::BTreeSet<&str> =
             ErrorCode::VARIANTS.iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), ErrorCode::VARIANTS.len());
+        for c in ErrorCode::VARIANTS {
+            // strum's name is serde's name.
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
         assert!(names.contains("command_not_found"), "{names:?}");
     }
 

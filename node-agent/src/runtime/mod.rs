@@ -10,6 +10,7 @@
 pub mod container;
 pub mod jail;
 pub mod microvm;
+pub mod procfs;
 
 use async_trait::async_trait;
 use microsandbox_wire::api::Isolation;

@@ -38,11 +38,10 @@ mod native {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         // Every error code the agent answers with (the package maps each to a class).
-        let codes: Vec<String> =
-            <microsandbox_wire::api::ErrorCode as strum::VariantArray>::VARIANTS
-                .iter()
-                .map(|c| c.as_str())
-                .collect();
+        let codes: Vec<&str> = <microsandbox_wire::api::ErrorCode as strum::VariantArray>::VARIANTS
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
         m.add("ERROR_CODES", codes)?;
         // Let completions still handing results to Python finish before the interpreter is
         // torn down (see `aio`).

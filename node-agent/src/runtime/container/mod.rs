@@ -131,14 +131,7 @@ pub async fn wait_for_socket(
 
 /// Whether `pid` runs (a zombie does not).
 fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // The state follows the parenthesised command name, which may contain spaces.
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next())
-        })
-        .is_some_and(|state| state != 'Z' && state != 'X')
+    crate::runtime::procfs::alive(pid)
 }
 
 /// Collect the exit status of a container init that was reparented to this agent (it is the

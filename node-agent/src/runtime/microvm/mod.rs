@@ -14,7 +14,6 @@ pub mod boot;
 pub mod config;
 pub mod ffi;
 pub mod plan;
-pub mod procfs;
 pub mod runtime;
 pub mod vmm;
 

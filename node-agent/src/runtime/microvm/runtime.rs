@@ -18,9 +18,9 @@ use tokio::io::AsyncReadExt;
 use super::boot::BootFailure;
 use super::config::{MicrovmSettings, VmConfig, CONSOLE_LOG};
 use super::plan::{KrunCall, VmPlan};
-use super::procfs;
 use crate::runtime::jail::cgroup::{self, CgroupLimits, CgroupMode, CgroupPaths, CGROUP_ROOT};
 use crate::runtime::jail::VmmJail;
+use crate::runtime::procfs;
 use crate::runtime::{
     HostUsage, LaunchMount, LaunchSpec, Launched, Liveness, Runtime, RuntimeError,
 };

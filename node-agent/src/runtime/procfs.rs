@@ -1,5 +1,8 @@
-//! What the host's `/proc` says about a VMM process: parsers (pure, tested) and thin readers.
+//! What the host's `/proc` says about a sandbox's process (a VMM, a container init): thin readers
+//! over `procfs-core`'s parsers, and how a VMM is recognised from its command line.
 
+use procfs_core::process::{Stat, Status};
+use procfs_core::FromRead;
 use std::path::Path;
 
 /// Fields of `/proc/<pid>/stat` we use.
@@ -11,30 +14,13 @@ pub struct ProcStat {
     pub cpu_ticks: u64,
 }
 
-/// Parse `/proc/<pid>/stat`. The command name (field 2) may contain spaces and parentheses,
-/// so fields are counted from the *last* `)`.
-pub fn parse_stat(text: &str) -> Option<ProcStat> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the comm: state(3) ppid(4) ... utime(14) stime(15) => indexes 0 and 11, 12.
-    let state = fields.first()?.chars().next()?;
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(ProcStat {
-        state,
-        cpu_ticks: utime + stime,
-    })
-}
-
-/// Resident set size in bytes from `/proc/<pid>/status` (`VmRSS:  1234 kB`).
-pub fn parse_status_rss(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line["VmRSS:".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+impl From<&Stat> for ProcStat {
+    fn from(s: &Stat) -> Self {
+        ProcStat {
+            state: s.state,
+            cpu_ticks: s.utime + s.stime,
+        }
+    }
 }
 
 /// `/proc/<pid>/cmdline` as arguments.
@@ -62,9 +48,16 @@ pub fn vmm_plan_arg<'a>(args: &'a [String], id: &str) -> Option<&'a Path> {
         .map(|w| Path::new(&w[2]))
 }
 
+/// Whether `pid` runs (a zombie or dead process does not).
+pub fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
 /// Read and parse `/proc/<pid>/stat`; `None` if the process is gone.
 pub fn stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    Stat::from_file(format!("/proc/{pid}/stat"))
+        .ok()
+        .map(|s| ProcStat::from(&s))
 }
 
 /// The process's arguments; empty if it is gone (or a zombie, whose cmdline is empty).
@@ -74,16 +67,20 @@ pub fn cmdline(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Resident memory of the process in bytes.
+/// Resident memory of the process in bytes (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
-    parse_status_rss(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    let status = Status::from_file(format!("/proc/{pid}/status")).ok()?;
+    status.vmrss.map(|kib| kib * 1024)
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), for converting `/proc` CPU times.
 pub fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no preconditions; it only reads a system constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
 }
 
 /// The last `max_lines` lines of a (log) file, for error messages; empty if unreadable.
@@ -103,27 +100,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_with_odd_command_names() {
-        let text = "4242 (VM: my (box) 1) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 5 0 999 123456 789 18446744073709551615";
+    fn stat_fields_of_odd_command_names() {
+        let stat = |text: &str| ProcStat::from(&Stat::from_read(text.as_bytes()).unwrap());
+        let text = "4242 (VM: my (box) 1) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 5 0 999 123456 789 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
         assert_eq!(
-            parse_stat(text),
-            Some(ProcStat {
+            stat(text),
+            ProcStat {
                 state: 'S',
                 cpu_ticks: 175
-            })
+            }
         );
-        let zombie = "7 (krun) Z 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 5 0 0";
-        assert_eq!(parse_stat(zombie).map(|s| s.state), Some('Z'));
-        assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(parse_stat("1 (x) S 1"), None);
-    }
-
-    #[test]
-    fn status_rss() {
-        let text =
-            "Name:\tmicrosandbox-ag\nVmPeak:\t  900000 kB\nVmRSS:\t  204800 kB\nThreads:\t7\n";
-        assert_eq!(parse_status_rss(text), Some(204_800 * 1024));
-        assert_eq!(parse_status_rss("Name:\tx\n"), None);
+        let zombie = "7 (krun) Z 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 5 0 0 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(stat(zombie).state, 'Z');
+        assert!(Stat::from_read("garbage".as_bytes()).is_err());
     }
 
     #[test]
@@ -155,6 +144,7 @@ mod tests {
     fn own_process_is_readable() {
         let me = std::process::id();
         assert!(stat(me).is_some());
+        assert!(alive(me));
         assert!(rss_bytes(me).unwrap() > 0);
         assert!(!cmdline(me).is_empty());
         assert!(clock_ticks_per_second() > 0);
