@@ -2,6 +2,7 @@
 //! [`runtime::Runtime`], talks to each sandbox's guest agent and serves the authenticated API.
 
 pub mod api;
+pub mod cleanup;
 pub mod cluster;
 pub mod config;
 pub mod doctor;

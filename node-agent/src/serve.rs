@@ -110,7 +110,7 @@ pub async fn serve(
             socket_path.display().to_string(),
         ));
     }
-    let _ = std::fs::remove_file(&socket_path);
+    crate::cleanup::remove_file(&socket_path);
     let manager =
         SandboxManager::new(config.clone(), images, runtimes, unavailable).map_err(state_err)?;
     for r in manager.recover().await {
@@ -191,7 +191,7 @@ pub async fn serve(
         while servers.join_next().await.is_some() {}
     })
     .await;
-    let _ = std::fs::remove_file(&socket_path);
+    crate::cleanup::remove_file(&socket_path);
     Ok(())
 }
 

@@ -211,7 +211,7 @@ impl ImageStore {
         // oci-client verifies the blob against its descriptor digest while streaming.
         let res = self.client.pull_blob(&r.source, desc, file).await;
         if let Err(e) = res {
-            let _ = std::fs::remove_file(&blob_path);
+            crate::cleanup::remove_file(&blob_path);
             return Err(map_oci_error(r, e));
         }
         let bytes = std::fs::metadata(&blob_path)?.len();
@@ -231,9 +231,9 @@ impl ImageStore {
             digest: desc.digest.clone(),
             detail: e.to_string(),
         })?;
-        let _ = std::fs::remove_file(&blob_path);
+        crate::cleanup::remove_file(&blob_path);
         if let Err(detail) = result {
-            let _ = std::fs::remove_dir_all(&staging);
+            crate::cleanup::remove_dir_all(&staging);
             return Err(ImageError::Extract {
                 digest: desc.digest.clone(),
                 detail,
@@ -241,7 +241,7 @@ impl ImageStore {
         }
         if let Err(e) = std::fs::rename(&staging, &dest) {
             // Another agent sharing this store extracted the same layer first: theirs is as good.
-            let _ = std::fs::remove_dir_all(&staging);
+            crate::cleanup::remove_dir_all(&staging);
             if !dest.is_dir() {
                 return Err(e.into());
             }

@@ -147,8 +147,8 @@ impl Uplink {
     /// the sandbox address inside, the host interface with the gateway address outside.
     pub async fn plug(&self, sandbox_ns: &str, a: &Addressing) -> io::Result<()> {
         // A namespace of that name can only be a leftover of this agent (names carry its
-        // prefix and the sandbox name it reserved).
-        let _ = run("ip", &["netns", "del", sandbox_ns], None).await;
+        // prefix and the sandbox name it reserved). Usually there is none and this fails.
+        let _no_leftover = run("ip", &["netns", "del", sandbox_ns], None).await;
         run("ip", &["netns", "add", sandbox_ns], None).await?;
         let peer = format!("msbg{:x}", a.index);
         let gw = format!("{}/30", a.gateway);

@@ -405,7 +405,8 @@ impl NetworkManager {
                 });
                 if ours && !known.contains(name.as_str()) {
                     tracing::info!(interface = %name, "removing a sandbox link no record claims");
-                    let _ = self.uplink.ip(&["link", "del", &name]).await;
+                    let removed = self.uplink.ip(&["link", "del", &name]).await;
+                    crate::cleanup::warn_on_err(format_args!("remove link {name}"), removed);
                 }
             }
         }
@@ -430,7 +431,7 @@ impl NetworkManager {
         }
         self.uplink.unplug(&att.netns, &att.addressing).await;
         if let Some(p) = &att.secrets_file {
-            let _ = std::fs::remove_file(p);
+            crate::cleanup::remove_file(p);
         }
         self.used.lock().await.remove(&att.addressing.index);
     }

@@ -104,6 +104,9 @@ pub enum RuntimeError {
     GuestTimeout(std::time::Duration, String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// The OCI runtime spec of a container could not be built (a value the spec refuses).
+    #[error("container spec: {0}")]
+    Spec(String),
 }
 
 /// Liveness of a launched sandbox.

@@ -8,7 +8,6 @@ use super::create::{blocking, root_of};
 use super::entry::SandboxEntry;
 use super::manager::SandboxManager;
 use super::record::{Phase, SandboxRecord};
-use super::stop::cleanup_io;
 use crate::guest::GuestClient;
 use crate::rootfs;
 use crate::runtime::Liveness;
@@ -40,8 +39,8 @@ impl SandboxManager {
                     let (socket_dir, n) = (self.socket_dir_of(&name), name.clone());
                     let reaped = blocking(move || {
                         cleanup(&n, "unmount", rootfs::unmount_root(&root_of(&dir)));
-                        cleanup_io(&dir);
-                        cleanup_io(&socket_dir);
+                        crate::cleanup::remove_dir_all(&dir);
+                        crate::cleanup::remove_dir_all(&socket_dir);
                         Ok(())
                     })
                     .await;

@@ -221,7 +221,7 @@ impl SandboxManager {
         let socket_dir = self.socket_dir_of(&entry.name);
         let dir = entry.dir.clone();
         blocking(move || {
-            cleanup_io(&socket_dir);
+            crate::cleanup::remove_dir_all(&socket_dir);
             match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at("remove", &dir),
                 _ => Ok(()),
@@ -242,7 +242,7 @@ impl SandboxManager {
     pub(super) async fn remove_files(&self, entry: &SandboxEntry) {
         let dirs = [entry.dir.clone(), self.socket_dir_of(&entry.name)];
         let done = blocking(move || {
-            dirs.iter().for_each(|d| cleanup_io(d));
+            dirs.iter().for_each(|d| crate::cleanup::remove_dir_all(d));
             Ok(())
         })
         .await;
@@ -254,14 +254,4 @@ impl SandboxManager {
 pub(super) async fn unmount_root(entry: &SandboxEntry) -> Result<(), AgentError> {
     let dir = entry.dir.clone();
     blocking(move || rootfs::unmount_root(&root_of(&dir)).at("unmount the root of", &dir)).await
-}
-
-/// Remove a directory tree that may be gone already; log any other failure.
-pub(super) fn cleanup_io(dir: &std::path::Path) {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove")
-        }
-        _ => {}
-    }
 }

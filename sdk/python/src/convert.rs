@@ -1,8 +1,9 @@
-//! Values crossing into Python: JSON documents as dicts/lists, byte buffers as `bytes`.
+//! Values crossing into Python: JSON documents as dicts/lists (by `pythonize`), byte buffers as
+//! `bytes`.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::PyBytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -25,44 +26,13 @@ pub fn parse_request<T: DeserializeOwned>(what: &str, json: &str) -> PyResult<T>
     serde_json::from_str(json).map_err(|e| PyValueError::new_err(format!("invalid {what}: {e}")))
 }
 
-fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match v {
-        Value::Null => py.None().into_bound(py),
-        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.into_pyobject(py)?.into_any()
-            } else if let Some(u) = n.as_u64() {
-                u.into_pyobject(py)?.into_any()
-            } else {
-                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
-            }
-        }
-        Value::String(s) => s.into_pyobject(py)?.into_any(),
-        Value::Array(items) => {
-            let list = PyList::empty(py);
-            for item in items {
-                list.append(value_to_py(py, item)?)?;
-            }
-            list.into_any()
-        }
-        Value::Object(map) => {
-            let dict = PyDict::new(py);
-            for (k, item) in map {
-                dict.set_item(k, value_to_py(py, item)?)?;
-            }
-            dict.into_any()
-        }
-    })
-}
-
 impl<'py> IntoPyObject<'py> for Json {
     type Target = PyAny;
     type Output = Bound<'py, PyAny>;
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-        value_to_py(py, &self.0)
+        Ok(pythonize::pythonize(py, &self.0)?)
     }
 }
 

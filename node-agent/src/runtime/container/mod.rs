@@ -168,13 +168,14 @@ impl Runtime for ContainerRuntime {
                     .unwrap_or(1024),
                 agent_oom_score_adj: None,
             },
-        );
+        )
+        .map_err(|e| RuntimeError::Spec(e.to_string()))?;
         std::fs::create_dir_all(&spec.runtime_dir)?;
         std::fs::create_dir_all(&spec.socket_dir)?;
         let socket = spec
             .socket_dir
             .join(microsandbox_wire::guest::GUEST_SOCKET_NAME);
-        let _ = std::fs::remove_file(&socket);
+        crate::cleanup::remove_file(&socket);
         // Bound here, on the host, and inherited by the guest agent: the directory is never
         // visible inside the sandbox, so no process there can plant or replace the socket.
         let listener = std::os::unix::net::UnixListener::bind(&socket)?;
@@ -189,9 +190,13 @@ impl Runtime for ContainerRuntime {
         // A leftover container of the same id (crash between runs) would make `run` fail.
         // Checking crun's state directory first saves a crun process on every normal create.
         if self.state_root.join(&spec.id).exists() {
-            let _ = self
+            let deleted = self
                 .crun_ok("delete", &["delete", "--force", &spec.id])
                 .await;
+            crate::cleanup::warn_on_err(
+                format_args!("delete leftover container {}", spec.id),
+                deleted,
+            );
         }
         // The container inherits crun's stdio, so both go to files: a pipe would stay open for
         // the sandbox's whole life.
@@ -261,7 +266,10 @@ impl Runtime for ContainerRuntime {
                     guest_socket: socket.clone(),
                     cgroup: Some(cgroup.clone()),
                 };
-                let _ = self.cleanup(&orphan).await;
+                crate::cleanup::warn_on_err(
+                    "clean up the failed container",
+                    self.cleanup(&orphan).await,
+                );
                 return Err(RuntimeError::Command {
                     what: "crun run".into(),
                     detail: format!("bad pid file: {e}"),
@@ -284,7 +292,10 @@ impl Runtime for ContainerRuntime {
         if let Err(e) = wait_for_socket(&socket, Duration::from_secs(10), || pid_alive(pid)).await {
             let log =
                 std::fs::read_to_string(spec.runtime_dir.join("guest.log")).unwrap_or_default();
-            let _ = self.cleanup(&launched).await;
+            crate::cleanup::warn_on_err(
+                "clean up the failed container",
+                self.cleanup(&launched).await,
+            );
             return Err(RuntimeError::Command {
                 what: "guest agent start".into(),
                 detail: format!("{e}; guest log: {}", log.trim()),
@@ -313,7 +324,9 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn cleanup(&self, launched: &Launched) -> Result<(), RuntimeError> {
-        let _ = self
+        // Fails when nothing runs any more (the usual case after a graceful stop): `delete`
+        // below is what must succeed.
+        let _already_dead = self
             .crun_ok("kill", &["kill", "--all", &launched.id, "KILL"])
             .await;
         if let Err(e) = self
@@ -330,7 +343,7 @@ impl Runtime for ContainerRuntime {
         if let Some(cg) = &launched.cgroup {
             CgroupPaths::new(self.cgroups, cg).remove();
         }
-        let _ = std::fs::remove_file(&launched.guest_socket);
+        crate::cleanup::remove_file(&launched.guest_socket);
         Ok(())
     }
 

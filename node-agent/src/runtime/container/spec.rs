@@ -1,6 +1,14 @@
 //! The OCI runtime spec (`config.json`) of a container sandbox. Pure: unit-tested without crun.
 
-use serde_json::{json, Value};
+use oci_spec::runtime::{
+    Capabilities, Capability, Linux, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+use oci_spec::OciSpecError;
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 use crate::runtime::{LaunchMount, LaunchSpec};
 use microsandbox_wire::guest::GUEST_AGENT_PATH;
@@ -24,24 +32,87 @@ pub const DEFAULT_PIDS_LIMIT: u32 = 1024;
 
 /// Capabilities kept by the guest agent (Docker's default set minus NET_RAW and MKNOD): enough to
 /// switch users and manage its own processes, nothing that reaches the host.
-const CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-    "CAP_SETFCAP",
+const CAPS: [Capability; 12] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+    Capability::Setfcap,
 ];
 
-/// Build the spec.
+/// A mount of the spec.
+fn mount(
+    dest: &str,
+    typ: &str,
+    source: impl Into<PathBuf>,
+    options: &[&str],
+) -> Result<Mount, OciSpecError> {
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()
+}
+
+/// The mounts every sandbox gets: the kernel file systems and the guest agent, read-only.
+fn base_mounts(spec: &LaunchSpec) -> Result<Vec<Mount>, OciSpecError> {
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            GUEST_AGENT_PATH,
+            "bind",
+            &spec.guest_agent,
+            &["bind", "ro", "nosuid", "nodev"],
+        )?,
+    ])
+}
+
 /// The OCI mounts of a sandbox's extra file systems.
-fn extra_mounts(spec: &LaunchSpec) -> Vec<Value> {
+fn extra_mounts(spec: &LaunchSpec) -> Result<Vec<Mount>, OciSpecError> {
     spec.mounts
         .iter()
         .map(|m| match m {
@@ -49,19 +120,29 @@ fn extra_mounts(spec: &LaunchSpec) -> Vec<Value> {
                 source,
                 dest,
                 readonly,
-            } => json!({
-                "destination": dest, "type": "bind", "source": source,
-                "options": ["rbind", if *readonly { "ro" } else { "rw" }, "nosuid", "nodev"]
-            }),
-            LaunchMount::Tmpfs { dest, size_mib } => json!({
-                "destination": dest, "type": "tmpfs", "source": "tmpfs",
-                "options": ["nosuid", "nodev", "mode=1777", format!("size={size_mib}m")]
-            }),
+            } => mount(
+                dest,
+                "bind",
+                source,
+                &[
+                    "rbind",
+                    if *readonly { "ro" } else { "rw" },
+                    "nosuid",
+                    "nodev",
+                ],
+            ),
+            LaunchMount::Tmpfs { dest, size_mib } => mount(
+                dest,
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "mode=1777", &format!("size={size_mib}m")],
+            ),
         })
         .collect()
 }
 
-pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
+/// The guest agent's process: PID 1 of the sandbox.
+fn process(spec: &LaunchSpec, opts: &SpecOptions) -> Result<Process, OciSpecError> {
     let mut env: Vec<String> = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         "HOME=/root".into(),
@@ -73,86 +154,158 @@ pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
     if let Some(w) = &spec.workdir {
         env.push(format!("MSB_WORKDIR={w}"));
     }
-    let memory = u64::from(spec.memory_mib) * 1024 * 1024;
-    let period: u64 = 100_000;
-    let quota = i64::from(spec.cpus.max(1)) * period as i64;
-    let mut memory_limits = json!({ "limit": memory, "swap": memory });
-    if !opts.cgroup_v2 {
-        // v1 only: keep the kernel from swapping sandbox memory when swap accounting is off.
-        memory_limits["swappiness"] = json!(0);
-    }
-    let mut spec_json = json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": { "uid": 0, "gid": 0 },
-            // The listening socket is bound on the host and handed over as fd 3 (crun
-            // --preserve-fds): nothing inside the sandbox can replace or impersonate it.
-            "args": [GUEST_AGENT_PATH, "--listen", GUEST_LISTEN_FD],
-            "env": env,
-            "cwd": "/",
-            "capabilities": {
-                "bounding": CAPS, "effective": CAPS, "permitted": CAPS
-            },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": opts.nofile, "soft": opts.nofile }],
-            "noNewPrivileges": true
-        },
-        "root": { "path": spec.rootfs, "readonly": false },
-        "hostname": spec.hostname,
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
-            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] },
-            { "destination": GUEST_AGENT_PATH, "type": "bind", "source": spec.guest_agent, "options": ["bind", "ro", "nosuid", "nodev"] }
-        ],
-        "linux": {
-            "namespaces": [
-                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
-                { "type": "network" }, { "type": "cgroup" }
-            ],
-            "cgroupsPath": opts.cgroups_path,
-            "resources": {
-                "memory": memory_limits,
-                "cpu": { "quota": quota, "period": period },
-                "pids": { "limit": spec.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT) },
-                "devices": [{ "allow": false, "access": "rwm" }]
-            },
-            "seccomp": crate::runtime::jail::seccomp::oci_profile(),
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi", "/sys/fs/cgroup"
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ]
-        }
-    });
-    if let Some(netns) = &spec.netns {
-        // The agent wired this namespace (veth, address, route) and polices it from outside.
-        spec_json["linux"]["namespaces"][4] = json!({ "type": "network", "path": netns });
-        // Unprivileged ICMP echo sockets (ping without NET_RAW), this namespace only.
-        spec_json["linux"]["sysctl"] = json!({ "net.ipv4.ping_group_range": "0 2147483647" });
-    }
-    if let Some(mounts) = spec_json["mounts"].as_array_mut() {
-        mounts.extend(extra_mounts(spec));
-    }
+    let caps: Capabilities = CAPS.into_iter().collect();
+    let mut capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()?;
+    // Nothing inheritable or ambient: a program the agent runs gains no capability by exec.
+    capabilities.set_inheritable(None).set_ambient(None);
+    let mut process = ProcessBuilder::default()
+        .terminal(false)
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+        // The listening socket is bound on the host and handed over as fd 3 (crun
+        // --preserve-fds): nothing inside the sandbox can replace or impersonate it.
+        .args(vec![
+            GUEST_AGENT_PATH.to_string(),
+            "--listen".into(),
+            GUEST_LISTEN_FD.into(),
+        ])
+        .env(env)
+        .cwd("/")
+        .capabilities(capabilities)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(opts.nofile)
+            .soft(opts.nofile)
+            .build()?])
+        .no_new_privileges(true)
+        .build()?;
     // Shield the guest agent from the memory cgroup's OOM killer (its children raise their own
     // score back to 0) so that a memory bomb, not the agent, is killed. Only possible where the
     // host lets us lower scores (CAP_SYS_RESOURCE); elsewhere the bomb's larger RSS decides.
-    if let Some(adj) = opts.agent_oom_score_adj {
-        spec_json["process"]["oomScoreAdj"] = json!(adj);
+    process.set_oom_score_adj(opts.agent_oom_score_adj);
+    Ok(process)
+}
+
+/// Namespaces, cgroup limits, seccomp and masked paths.
+fn linux(spec: &LaunchSpec, opts: &SpecOptions) -> Result<Linux, OciSpecError> {
+    let memory = i64::from(spec.memory_mib) * 1024 * 1024;
+    let period: u64 = 100_000;
+    let quota = i64::from(spec.cpus.max(1)) * period as i64;
+    let mut memory_limits = LinuxMemoryBuilder::default().limit(memory).swap(memory);
+    if !opts.cgroup_v2 {
+        // v1 only: keep the kernel from swapping sandbox memory when swap accounting is off.
+        memory_limits = memory_limits.swappiness(0u64);
     }
-    spec_json
+    let namespace = |typ| LinuxNamespaceBuilder::default().typ(typ).build();
+    // The agent wired this namespace (veth, address, route) and polices it from outside.
+    let network = match &spec.netns {
+        Some(path) => LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(path)
+            .build()?,
+        None => namespace(LinuxNamespaceType::Network)?,
+    };
+    let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut linux = LinuxBuilder::default()
+        .namespaces(vec![
+            namespace(LinuxNamespaceType::Pid)?,
+            namespace(LinuxNamespaceType::Ipc)?,
+            namespace(LinuxNamespaceType::Uts)?,
+            namespace(LinuxNamespaceType::Mount)?,
+            network,
+            namespace(LinuxNamespaceType::Cgroup)?,
+        ])
+        .cgroups_path(PathBuf::from(&opts.cgroups_path))
+        .resources(
+            LinuxResourcesBuilder::default()
+                .memory(memory_limits.build()?)
+                .cpu(
+                    LinuxCpuBuilder::default()
+                        .quota(quota)
+                        .period(period)
+                        .build()?,
+                )
+                .pids(
+                    LinuxPidsBuilder::default()
+                        .limit(i64::from(spec.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT)))
+                        .build()?,
+                )
+                .devices(vec![LinuxDeviceCgroupBuilder::default()
+                    .allow(false)
+                    .access("rwm")
+                    .build()?])
+                .build()?,
+        )
+        .seccomp(crate::runtime::jail::seccomp::oci_profile()?)
+        .masked_paths(paths(&[
+            "/proc/acpi",
+            "/proc/asound",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/sys/firmware",
+            "/proc/scsi",
+            "/sys/fs/cgroup",
+        ]))
+        .readonly_paths(paths(&[
+            "/proc/bus",
+            "/proc/fs",
+            "/proc/irq",
+            "/proc/sys",
+            "/proc/sysrq-trigger",
+        ]))
+        .build()?;
+    linux.set_sysctl(spec.netns.as_ref().map(|_| {
+        // Unprivileged ICMP echo sockets (ping without NET_RAW), this namespace only.
+        HashMap::from([(
+            "net.ipv4.ping_group_range".to_string(),
+            "0 2147483647".to_string(),
+        )])
+    }));
+    // Fields the builder fills from its defaults that this spec leaves unset.
+    linux
+        .set_uid_mappings(None)
+        .set_gid_mappings(None)
+        .set_devices(None);
+    Ok(linux)
+}
+
+/// Build the spec.
+pub fn oci_spec(spec: &LaunchSpec, opts: &SpecOptions) -> Result<Spec, OciSpecError> {
+    let mut mounts = base_mounts(spec)?;
+    mounts.extend(extra_mounts(spec)?);
+    let mut oci = SpecBuilder::default()
+        .version("1.0.2")
+        .process(process(spec, opts)?)
+        .root(
+            RootBuilder::default()
+                .path(&spec.rootfs)
+                .readonly(false)
+                .build()?,
+        )
+        .hostname(spec.hostname.clone())
+        .mounts(mounts)
+        .linux(linux(spec, opts)?)
+        .build()?;
+    oci.set_annotations(None);
+    Ok(oci)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use serde_json::{json, Value};
+
+    /// The spec as crun reads it.
+    fn oci_json(spec: &LaunchSpec, opts: &SpecOptions) -> Value {
+        serde_json::to_value(oci_spec(spec, opts).unwrap()).unwrap()
+    }
 
     fn launch() -> LaunchSpec {
         LaunchSpec {
@@ -174,7 +327,7 @@ mod tests {
 
     #[test]
     fn limits_and_hardening() {
-        let s = oci_spec(
+        let s = oci_json(
             &launch(),
             &SpecOptions {
                 cgroups_path: "/microsandbox/msb-a".into(),
@@ -216,14 +369,14 @@ mod tests {
             nofile: 1024,
             agent_oom_score_adj: None,
         };
-        let empty = oci_spec(&launch(), &opts);
+        let empty = oci_json(&launch(), &opts);
         assert_eq!(empty["linux"]["namespaces"][4], json!({"type": "network"}));
         assert!(empty["linux"]["sysctl"].is_null());
         let wired = LaunchSpec {
             netns: Some("/run/netns/msb-x".into()),
             ..launch()
         };
-        let s = oci_spec(&wired, &opts);
+        let s = oci_json(&wired, &opts);
         assert_eq!(
             s["linux"]["namespaces"][4],
             json!({"type": "network", "path": "/run/netns/msb-x"})
@@ -236,7 +389,7 @@ mod tests {
 
     #[test]
     fn agent_is_pid1_and_mounted_readonly() {
-        let s = oci_spec(
+        let s = oci_json(
             &launch(),
             &SpecOptions {
                 cgroups_path: "/x".into(),
@@ -260,7 +413,7 @@ mod tests {
 
     #[test]
     fn env_overrides_and_workdir() {
-        let s = oci_spec(
+        let s = oci_json(
             &launch(),
             &SpecOptions {
                 cgroups_path: "/x".into(),

@@ -227,12 +227,12 @@ impl CgroupPaths {
     pub fn remove(&self) {
         match self.mode {
             CgroupMode::Unified => {
-                let _ = std::fs::remove_dir(self.root.join(&self.rel));
+                crate::cleanup::remove_dir(&self.root.join(&self.rel));
             }
             CgroupMode::Legacy => {
                 if let Ok(entries) = std::fs::read_dir(&self.root) {
                     for e in entries.flatten() {
-                        let _ = std::fs::remove_dir(e.path().join(&self.rel));
+                        crate::cleanup::remove_dir(&e.path().join(&self.rel));
                     }
                 }
             }

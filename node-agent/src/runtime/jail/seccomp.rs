@@ -10,8 +10,11 @@
 
 use std::collections::BTreeMap;
 
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder,
+};
+use oci_spec::OciSpecError;
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
-use serde_json::{json, Value};
 
 /// Syscalls refused with EPERM.
 pub const DENIED: &[&str] = &[
@@ -70,17 +73,22 @@ pub const DENIED: &[&str] = &[
     "vm86old",
 ];
 
-/// The `linux.seccomp` section of an OCI runtime spec.
-pub fn oci_profile() -> Value {
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64"],
-        "syscalls": [{
-            "names": DENIED,
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": 1
-        }]
-    })
+/// The `linux.seccomp` section of an OCI runtime spec: allow by default, EPERM for [`DENIED`].
+pub fn oci_profile() -> Result<LinuxSeccomp, OciSpecError> {
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+            Arch::ScmpArchAarch64,
+        ])
+        .syscalls(vec![LinuxSyscallBuilder::default()
+            .names(DENIED.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(1u32)
+            .build()?])
+        .build()
 }
 
 /// The x86_64 number of a syscall of [`DENIED`]; `None` for those this architecture lacks or

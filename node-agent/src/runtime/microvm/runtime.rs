@@ -277,7 +277,7 @@ impl Runtime for MicrovmRuntime {
             .insert(spec.id.clone(), child);
         if let Err(e) = self.wait_ready(spec, &socket).await {
             self.kill_and_reap(&spec.id).await;
-            let _ = std::fs::remove_file(&socket);
+            crate::cleanup::remove_file(&socket);
             cgroup.remove();
             return Err(e);
         }
@@ -393,7 +393,7 @@ pub fn install_guest_agent(agent: &Path, rootfs: &Path) -> Result<(), RuntimeErr
         }
     }
     let tmp = dir.join(format!(".agent.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
+    crate::cleanup::remove_file(&tmp);
     let mut src = std::fs::File::open(agent)
         .map_err(|e| command_error("guest agent", format!("{}: {e}", agent.display())))?;
     let mut dst = std::fs::OpenOptions::new()
