@@ -11,6 +11,7 @@ from microsandbox import (
     CommandNotFoundError,
     ExecFailedError,
     ExecOutput,
+    ExecTimeoutError,
     FilesystemPathNotFoundError,
     InvalidConfigError,
     Rlimit,
@@ -53,11 +54,17 @@ async def test_options(busybox: Sandbox) -> None:
     assert (await busybox.exec("wc", ["-c"], stdin="héllo")).stdout().strip() == "6"
 
 
-async def test_timeout_is_reported_not_raised(busybox: Sandbox) -> None:
-    out = await busybox.exec("sleep", ["30"], timeout=0.3)
-    assert out.timed_out and out.signal == 9 and not out.success
+async def test_timeout_raises_with_the_partial_output(busybox: Sandbox) -> None:
+    with pytest.raises(ExecTimeoutError, match="timed out") as caught:
+        await busybox.shell("echo partial; sleep 30", timeout=0.5)
+    out = caught.value.output
+    assert out is not None and out.timed_out and out.signal == 9 and not out.success
+    assert out.stdout() == "partial\n"
+    assert isinstance(caught.value, TimeoutError)
     with pytest.raises(CommandFailedError, match="timed out"):
         out.check()
+    # The sandbox goes on serving.
+    assert (await busybox.exec("echo", ["after"])).stdout() == "after\n"
 
 
 async def test_missing_command_and_cwd(busybox: Sandbox) -> None:

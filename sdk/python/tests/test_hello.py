@@ -44,7 +44,9 @@ async def test_seed_example(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert capsys.readouterr().out == "Hello!\n\n"
     assert output.exit_code == 0 and output.success
-    # An attached sandbox is gone once stopped: the name is free again.
+    # Stopped, it stays listed until removed (the PyPI package's stop-then-remove works).
+    assert (await Sandbox.get("my-sandbox")).info.state == "stopped"
+    await Sandbox.remove("my-sandbox")
     with pytest.raises(SandboxNotFoundError):
         await Sandbox.get("my-sandbox")
 

@@ -248,7 +248,10 @@ async def test_stop_kill_drain(name: str) -> None:
     attached = await Sandbox.create(name, image="busybox")
     info = await attached.kill()
     assert info.state in ("stopped", "failed")
-    assert await gone(name, 1)  # an attached sandbox is removed once stopped
+    # Listed until removed, attached or not.
+    assert (await Sandbox.get(name)).info.state == info.state
+    await Sandbox.remove(name)
+    assert await gone(name, 1)
 
     attached = await Sandbox.create(name, image="busybox")
     handle = await attached.exec_stream("sh", ["-c", "sleep 0.5; echo done"])
@@ -256,6 +259,7 @@ async def test_stop_kill_drain(name: str) -> None:
     assert info.state == "stopped"
     out = await handle.wait(timeout=10)
     assert out.stdout() == "done\n"  # the running command was allowed to finish
+    await attached.destroy()
     assert await gone(name, 1)
 
 

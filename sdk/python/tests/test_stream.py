@@ -152,8 +152,9 @@ async def test_wait_timeout_raises_and_context_manager_kills(busybox: Sandbox) -
 
 async def test_exec_timeout_in_stream(busybox: Sandbox) -> None:
     handle = await busybox.exec_stream("sleep", ["30"], timeout=0.3)
-    out = await handle.wait(timeout=10)
-    assert out.timed_out
+    with pytest.raises(ExecTimeoutError) as caught:
+        await handle.wait(timeout=10)
+    assert caught.value.output is not None and caught.value.output.timed_out
 
 
 async def test_large_stream(busybox: Sandbox) -> None:

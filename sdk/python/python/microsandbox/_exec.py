@@ -130,7 +130,8 @@ class ExecHandle:
     async def wait(self, timeout: float | None = None) -> ExecOutput:
         """Waits for the process to exit; returns its exit status and the output not already
         read through :meth:`events`. Raises :class:`ExecTimeoutError` after ``timeout`` seconds
-        (the process keeps running; :meth:`kill` it if needed)."""
+        (the process keeps running; :meth:`kill` it if needed), and when the process was killed
+        at the exec's own timeout (the error's ``output`` then holds what it wrote)."""
         out: builtins.list[bytes] = []
         err: builtins.list[bytes] = []
 
@@ -153,13 +154,16 @@ class ExecHandle:
         ex = self.exit
         if ex is None:
             raise ExecTimeoutError("the exec stream ended without an exit status")
-        return ExecOutput(
+        output = ExecOutput(
             exit_code=ex.code,
             stdout_bytes=b"".join(out),
             stderr_bytes=b"".join(err),
             signal=ex.signal,
             timed_out=ex.timed_out,
         )
+        if output.timed_out:
+            raise ExecTimeoutError.killed(output, None)
+        return output
 
     async def __aenter__(self) -> ExecHandle:
         return self

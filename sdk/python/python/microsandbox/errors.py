@@ -210,8 +210,24 @@ class CommandNotFoundError(ExecFailedError, FilesystemPathNotFoundError):
 
 
 class ExecTimeoutError(MicrosandboxError, TimeoutError):
-    """A call gave up waiting (a command's own ``timeout=`` is reported as
-    ``ExecOutput.timed_out`` instead)."""
+    """A command ran past its ``timeout=`` and was killed, or a call gave up waiting.
+
+    Attributes:
+        output: For a command killed at its timeout, what it wrote until then
+            (``output.timed_out`` is true); ``None`` when only the wait gave up.
+    """
+
+    output: ExecOutput | None
+
+    def __init__(self, message: str, output: ExecOutput | None = None) -> None:
+        super().__init__(message)
+        self.output = output
+
+    @classmethod
+    def killed(cls, output: ExecOutput, timeout: float | None) -> ExecTimeoutError:
+        """The error for a command killed at its own ``timeout``."""
+        after = f" after {timeout}s" if timeout is not None else ""
+        return cls(f"the command timed out and was killed{after}", output)
 
 
 class CommandFailedError(MicrosandboxError):

@@ -30,7 +30,12 @@ from ._requests import (
 )
 from .cluster import Cluster, ModeArg
 from .config import NetworkPolicy, Patch, Secret, Volume, _check_not_enforced
-from .errors import SandboxNotFoundError, SandboxNotRunningError, UnsupportedFeatureError
+from .errors import (
+    ExecTimeoutError,
+    SandboxNotFoundError,
+    SandboxNotRunningError,
+    UnsupportedFeatureError,
+)
 from .models import ExecOutput, Isolation, Metrics, PullPolicy, SandboxInfo, SecretViolation
 
 __all__ = ["Sandbox", "SandboxFs", "ExecHandle", "all_sandbox_metrics", "pull_image"]
@@ -387,33 +392,31 @@ class Sandbox:
 
     async def stop(self, timeout: float | None = None) -> SandboxInfo:
         """Stops the sandbox: SIGTERM, then SIGKILL after ``timeout`` seconds (default 10).
-        An attached sandbox is then removed (nothing can restart it). In cluster mode the
-        Sandbox object is deleted (lifecycle belongs to the object)."""
+        It stays listed as ``stopped`` until removed (:meth:`remove`, :meth:`destroy`, the end
+        of ``async with``); an attached sandbox is also removed when this process ends. In
+        cluster mode the Sandbox object is deleted (lifecycle belongs to the object)."""
         if self._cluster is not None:
             return await self._delete_object()
         self._info = SandboxInfo._from_dict(
             await self._client.stop(self._target, _timeout_ms(timeout))
         )
-        await self._release()
         return self._info
 
     async def kill(self) -> SandboxInfo:
-        """Kills the sandbox now (SIGKILL). An attached sandbox is then removed."""
+        """Kills the sandbox now (SIGKILL). It stays listed until removed, as after :meth:`stop`."""
         if self._cluster is not None:
             return await self._delete_object()
         self._info = SandboxInfo._from_dict(await self._client.kill(self._target))
-        await self._release()
         return self._info
 
     async def drain(self, timeout: float | None = None) -> SandboxInfo:
         """Refuses new commands, waits for running ones (at most ``timeout`` seconds), then
-        stops. An attached sandbox is then removed."""
+        stops. It stays listed until removed, as after :meth:`stop`."""
         if self._cluster is not None:
             return await self._delete_object()
         self._info = SandboxInfo._from_dict(
             await self._client.drain(self._target, _timeout_ms(timeout))
         )
-        await self._release()
         return self._info
 
     async def destroy(self) -> None:
@@ -474,7 +477,8 @@ class Sandbox:
             args: Its arguments.
             cwd: Working directory (default: the sandbox's ``workdir``).
             env: Extra environment variables.
-            timeout: Seconds before the command is killed (then ``output.timed_out``).
+            timeout: Seconds before the command is killed; then :class:`ExecTimeoutError` is
+                raised, its ``output`` holding what the command wrote until then.
             rlimits: Resource limits, e.g. ``{"nofile": 256}``.
             user: User to run as (name or uid).
             stdin: Bytes fed to stdin (then closed).
@@ -491,7 +495,10 @@ class Sandbox:
             user=user,
             stdin_data=stdin,
         )
-        return _output(await self._client.exec(self._target, req))
+        out = _output(await self._client.exec(self._target, req))
+        if out.timed_out:
+            raise ExecTimeoutError.killed(out, timeout)
+        return out
 
     async def shell(
         self,
