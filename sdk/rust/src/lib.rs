@@ -1,0 +1,49 @@
+//! # microsandbox
+//!
+//! Run untrusted code — AI-generated code above all — in hardware-isolated microVMs on your own
+//! machine. This crate talks to the node agent of this machine (local mode), starting one when
+//! none runs, with the same settings as the other SDKs (see [`agent`]).
+//!
+//! ```no_run
+//! use microsandbox::{Mount, NetworkPolicy, Sandbox};
+//!
+//! # async fn demo() -> microsandbox::Result<()> {
+//! let sb = Sandbox::builder("my-sandbox")
+//!     .image("python")
+//!     .memory(512)
+//!     .cpus(2)
+//!     .env("PYTHONDONTWRITEBYTECODE", "1")
+//!     .workdir("/app")
+//!     .volume("/app/src", Mount::bind("./src").readonly())
+//!     .network(NetworkPolicy::public_only())
+//!     .create()
+//!     .await?;
+//! let output = sb.exec("python", ["-c", "print('Hello!')"]).await?;
+//! print!("{}", output.stdout());
+//! sb.remove().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Errors are [`Error`] variants, one per kind of failure the agent reports
+//! ([`Error::code`] gives its wire code); a command that runs past its timeout is
+//! [`Error::ExecTimeout`] with the output it wrote until then.
+
+pub mod agent;
+mod config;
+mod error;
+mod exec;
+mod fs;
+mod sandbox;
+mod volume;
+
+pub use config::{Mount, NetworkPolicy, Patch, Secret};
+pub use error::{Error, Result};
+pub use exec::{Command, ExecEvent, ExecOutput, ExecStream};
+pub use fs::Fs;
+pub use microsandbox_client::api::{
+    FileKind, FileStat, Isolation, Metrics, PullPolicy, SandboxInfo, SandboxState, StopReason,
+    VolumeInfo,
+};
+pub use microsandbox_client::{ErrorCode, ExecInput};
+pub use sandbox::{Sandbox, SandboxBuilder};
+pub use volume::Volume;

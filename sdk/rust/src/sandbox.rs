@@ -1,0 +1,284 @@
+//! A sandbox: created with [`Sandbox::builder`], then commands, files, metrics and its end.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use microsandbox_client::api::{
+    CreateSandbox, Isolation, Metrics, PullPolicy, SandboxInfo, StopSandbox,
+};
+use microsandbox_client::{AgentClient, Lease};
+
+use crate::agent;
+use crate::config::{Mount, NetworkPolicy, Patch, Secret};
+use crate::error::Result;
+use crate::exec::{Command, ExecOutput};
+use crate::fs::Fs;
+
+/// A sandbox of this machine's agent.
+///
+/// An *attached* sandbox ([`SandboxBuilder::create`]) lives as long as this process holds it:
+/// it is removed when the process ends, or by [`Sandbox::remove`]; [`Sandbox::stop`] leaves it
+/// listed as stopped. A *detached* one ([`SandboxBuilder::detached`]) lives until removed.
+#[derive(Debug)]
+pub struct Sandbox {
+    client: AgentClient,
+    info: SandboxInfo,
+    /// Held for an attached sandbox: dropping it lets the agent remove the sandbox.
+    lease: Option<Lease>,
+}
+
+/// Options of a new sandbox; [`SandboxBuilder::create`] boots it.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until create()"]
+pub struct SandboxBuilder {
+    req: CreateSandbox,
+}
+
+impl SandboxBuilder {
+    /// OCI image (`python`, `docker.io/library/alpine:3.20`, ...).
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        self.req.image = image.into();
+        self
+    }
+
+    /// Memory in MiB (default 512).
+    pub fn memory(mut self, mib: u32) -> Self {
+        self.req.memory_mib = mib;
+        self
+    }
+
+    /// Virtual CPUs (default 1).
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.req.cpus = cpus;
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.req.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Working directory of commands.
+    pub fn workdir(mut self, dir: impl Into<String>) -> Self {
+        self.req.workdir = Some(dir.into());
+        self
+    }
+
+    /// Mount `mount` at `path` in the sandbox.
+    pub fn volume(mut self, path: impl Into<String>, mount: Mount) -> Self {
+        self.req.mounts.push(mount.spec(path.into()));
+        self
+    }
+
+    pub fn network(mut self, policy: NetworkPolicy) -> Self {
+        self.req.network = policy.0;
+        self
+    }
+
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.req.secrets.push(secret.0);
+        self
+    }
+
+    pub fn patch(mut self, patch: Patch) -> Self {
+        self.req.patches.push(patch.0);
+        self
+    }
+
+    /// Exactly this isolation (default: the node's strongest, a microVM where it can boot one).
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.req.isolation = Some(isolation);
+        self
+    }
+
+    pub fn pull_policy(mut self, policy: PullPolicy) -> Self {
+        self.req.pull_policy = policy;
+        self
+    }
+
+    /// Disk quota of the sandbox's writable layer, in MiB.
+    pub fn disk(mut self, mib: u64) -> Self {
+        self.req.disk_mib = Some(mib);
+        self
+    }
+
+    /// Most processes at once (default 1024).
+    pub fn pids_limit(mut self, limit: u32) -> Self {
+        self.req.pids_limit = Some(limit);
+        self
+    }
+
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.req.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Survive this process (until removed).
+    pub fn detached(mut self) -> Self {
+        self.req.detached = true;
+        self
+    }
+
+    /// Pull the image if needed and boot the sandbox; starts the local agent if none runs.
+    pub async fn create(self) -> Result<Sandbox> {
+        let client = agent::connect().await?;
+        let name = self.req.name.clone();
+        let detached = self.req.detached;
+        let info = client.create(self.req).await?;
+        let lease = if detached {
+            None
+        } else {
+            match client.hold_lease(&name).await {
+                Ok(lease) => Some(lease),
+                Err(e) => {
+                    // Without a lease the agent would remove it after a grace period anyway.
+                    if let Err(r) = client.remove(&name).await {
+                        return Err(r.into());
+                    }
+                    return Err(e.into());
+                }
+            }
+        };
+        Ok(Sandbox {
+            client,
+            info,
+            lease,
+        })
+    }
+}
+
+impl Sandbox {
+    /// A new sandbox named `name` (lowercase letters, digits and `-`), image `python` unless
+    /// [`SandboxBuilder::image`] says otherwise.
+    pub fn builder(name: impl Into<String>) -> SandboxBuilder {
+        SandboxBuilder {
+            req: CreateSandbox {
+                name: name.into(),
+                image: "python".into(),
+                memory_mib: 512,
+                cpus: 1,
+                env: BTreeMap::new(),
+                workdir: None,
+                isolation: None,
+                pull_policy: PullPolicy::default(),
+                detached: false,
+                pids_limit: None,
+                labels: BTreeMap::new(),
+                patches: Vec::new(),
+                mounts: Vec::new(),
+                disk_mib: None,
+                network: Default::default(),
+                secrets: Vec::new(),
+            },
+        }
+    }
+
+    /// A handle on an existing sandbox (it does not hold the sandbox's lease).
+    pub async fn get(name: &str) -> Result<Sandbox> {
+        let client = agent::connect().await?;
+        let info = client.get(name).await?;
+        Ok(Sandbox {
+            client,
+            info,
+            lease: None,
+        })
+    }
+
+    /// Every sandbox of the agent.
+    pub async fn list() -> Result<Vec<SandboxInfo>> {
+        Ok(agent::connect().await?.list().await?)
+    }
+
+    /// Remove sandbox `name` (killed first if running) and everything it stored.
+    pub async fn remove_named(name: &str) -> Result<()> {
+        Ok(agent::connect().await?.remove(name).await?)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// What the agent said about it last (see [`Sandbox::refresh`]).
+    pub fn info(&self) -> &SandboxInfo {
+        &self.info
+    }
+
+    /// Ask the agent for its current state.
+    pub async fn refresh(&mut self) -> Result<&SandboxInfo> {
+        self.info = self.client.get(self.name()).await?;
+        Ok(&self.info)
+    }
+
+    /// A command to run: `sb.command("ls").arg("/").run().await`.
+    pub fn command(&self, program: &str) -> Command {
+        Command::new(self.client.clone(), self.info.name.clone(), program)
+    }
+
+    /// Run `program` with `args` and collect its output.
+    pub async fn exec<I, S>(&self, program: &str, args: I) -> Result<ExecOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.command(program).args(args).run().await
+    }
+
+    /// Run a shell script (`/bin/sh -c script`).
+    pub async fn shell(&self, script: &str) -> Result<ExecOutput> {
+        self.command("/bin/sh").args(["-c", script]).run().await
+    }
+
+    /// Its files.
+    pub fn fs(&self) -> Fs {
+        Fs {
+            client: self.client.clone(),
+            sandbox: self.info.name.clone(),
+        }
+    }
+
+    /// CPU, memory, disk and network use.
+    pub async fn metrics(&self) -> Result<Metrics> {
+        Ok(self.client.metrics(self.name()).await?)
+    }
+
+    /// SIGTERM, then SIGKILL after `grace` (default 10 s). It stays listed as stopped until
+    /// removed.
+    pub async fn stop(&mut self, grace: Option<Duration>) -> Result<&SandboxInfo> {
+        let req = StopSandbox {
+            timeout_ms: grace.map(|g| g.as_millis().try_into().unwrap_or(u64::MAX)),
+        };
+        self.info = self.client.stop(&self.info.name, req).await?;
+        Ok(&self.info)
+    }
+
+    /// SIGKILL now. It stays listed until removed.
+    pub async fn kill(&mut self) -> Result<&SandboxInfo> {
+        self.info = self.client.kill(&self.info.name).await?;
+        Ok(&self.info)
+    }
+
+    /// Refuse new commands, wait (at most `timeout`) for running ones, then stop.
+    pub async fn drain(&mut self, timeout: Option<Duration>) -> Result<&SandboxInfo> {
+        let req = StopSandbox {
+            timeout_ms: timeout.map(|g| g.as_millis().try_into().unwrap_or(u64::MAX)),
+        };
+        self.info = self.client.drain(&self.info.name, req).await?;
+        Ok(&self.info)
+    }
+
+    /// Remove it (killed first if running) and everything it stored.
+    pub async fn remove(mut self) -> Result<()> {
+        match self.lease.take() {
+            // Closing the lease makes the agent remove an attached sandbox; remove explicitly
+            // too so that the call returns once it is gone.
+            Some(lease) => {
+                lease.release().await;
+                match self.client.remove(&self.info.name).await {
+                    Err(e) if e.is(microsandbox_client::ErrorCode::SandboxNotFound) => Ok(()),
+                    other => Ok(other?),
+                }
+            }
+            None => Ok(self.client.remove(&self.info.name).await?),
+        }
+    }
+}

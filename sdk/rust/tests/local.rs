@@ -1,0 +1,237 @@
+//! The SDK against a real node agent that the SDK itself starts (local mode), running busybox
+//! sandboxes in containers (this machine's KVM cannot boot a guest; the microVM path has its own
+//! suite in node-agent). Needs root, crun, the local registry with the test images
+//! (`make setup`), the static guest agent (`make guest`) and an agent binary (`MSB_AGENT_BIN`,
+//! else the debug build beside this test).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use microsandbox::{
+    agent, Error, ExecEvent, Isolation, Mount, Patch, Sandbox, SandboxState, Volume,
+};
+
+fn agent_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MSB_AGENT_BIN") {
+        return bin.into();
+    }
+    // target/debug/deps/local-<hash> -> target/debug/microsandbox-agent
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("microsandbox-agent")
+}
+
+fn guest_agent() -> PathBuf {
+    std::env::var_os("MSB_GUEST_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().unwrap();
+            let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+            target.join("x86_64-unknown-linux-gnu/release/microsandbox-guest")
+        })
+}
+
+/// One test: the process environment is set once, for an agent of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_end_to_end() {
+    let state = tempfile::tempdir().unwrap();
+    let (bin, guest) = (agent_binary(), guest_agent());
+    assert!(bin.is_file(), "no agent binary at {}", bin.display());
+    assert!(
+        guest.is_file(),
+        "no static guest agent at {}: run `make guest`",
+        guest.display()
+    );
+    // Edition 2021: set_var is safe; nothing else runs in this test binary.
+    std::env::set_var(agent::ENV_STATE_DIR, state.path());
+    std::env::set_var(agent::ENV_AGENT_BIN, &bin);
+    std::env::set_var("MSB_GUEST_AGENT", &guest);
+    std::env::set_var(
+        "MSB_MIRRORS",
+        std::env::var("MSB_TEST_MIRROR").unwrap_or_else(|_| "docker.io=127.0.0.1:5000".into()),
+    );
+    std::env::remove_var(agent::ENV_SOCKET);
+    std::env::set_var("MSB_HOST_ROOTS", state.path());
+
+    // The first call starts the agent; it is ours to stop at the end.
+    let pid = agent::start(state.path())
+        .await
+        .unwrap()
+        .expect("a new agent");
+    let result =
+        tokio::time::timeout(Duration::from_secs(300), scenario(state.path().into())).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    result.expect("the scenario finished in time");
+}
+
+async fn scenario(state: PathBuf) {
+    let name = format!("rs-sdk-{}", std::process::id());
+    let host_dir = state.join("shared");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("in.txt"), "from the host\n").unwrap();
+    let vol = format!("rs-vol-{}", std::process::id());
+    Volume::create(&vol, 16).await.unwrap();
+
+    let mut sb = Sandbox::builder(&name)
+        .image("busybox")
+        .memory(128)
+        .isolation(Isolation::Container)
+        .env("GREETING", "hello")
+        .workdir("/tmp")
+        .volume("/host", Mount::bind(&host_dir).readonly())
+        .volume("/data", Mount::named(&vol))
+        .volume("/scratch", Mount::tmpfs(8))
+        .patch(Patch::text("/etc/motd", "patched\n"))
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(sb.info().state, SandboxState::Running);
+
+    // Collected execs, the environment, the mounts and the patch.
+    let out = sb
+        .exec(
+            "sh",
+            ["-c", "echo $GREETING; pwd; cat /host/in.txt /etc/motd"],
+        )
+        .await
+        .unwrap();
+    assert!(out.success());
+    assert_eq!(out.stdout(), "hello\n/tmp\nfrom the host\npatched\n");
+    let failed = sb.shell("echo oops >&2; exit 3").await.unwrap();
+    assert_eq!((failed.exit_code, failed.stderr().as_str()), (3, "oops\n"));
+    assert!(!failed.success());
+    assert!(
+        sb.shell("touch /host/x").await.unwrap().exit_code != 0,
+        "read-only bind"
+    );
+    assert!(sb
+        .shell("echo keep > /data/f && cat /data/f")
+        .await
+        .unwrap()
+        .success());
+
+    // Typed errors.
+    let missing = sb
+        .exec("no-such-program", Vec::<String>::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, Error::CommandNotFound { .. }),
+        "{missing:?}"
+    );
+    let timed = sb
+        .command("sh")
+        .args(["-c", "echo partial; sleep 30"])
+        .timeout(Duration::from_millis(500))
+        .run()
+        .await
+        .unwrap_err();
+    let Error::ExecTimeout { output } = timed else {
+        panic!("expected a timeout, got {timed:?}")
+    };
+    assert!(output.timed_out && output.stdout() == "partial\n");
+    let dup = Sandbox::builder(&name)
+        .image("busybox")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, Error::AlreadyExists { .. }), "{dup:?}");
+
+    // Stdin, and a streamed exec with typed events.
+    let cat = sb
+        .command("cat")
+        .stdin(b"\x00bytes".to_vec())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(cat.stdout, b"\x00bytes");
+    let mut events = sb
+        .command("sh")
+        .args(["-c", "for i in 1 2 3; do echo $i; done; exit 4"])
+        .stream()
+        .await
+        .unwrap();
+    let (mut stdout, mut exit) = (Vec::new(), None);
+    while let Some(ev) = events.next().await {
+        match ev.unwrap() {
+            ExecEvent::Started { pid } => assert!(pid > 0),
+            ExecEvent::Stdout(data) => stdout.extend_from_slice(&data),
+            ExecEvent::Stderr(_) => {}
+            ExecEvent::Exited { exit_code, .. } => exit = Some(exit_code),
+        }
+    }
+    assert_eq!(
+        (stdout.as_slice(), exit),
+        (b"1\n2\n3\n".as_slice(), Some(4))
+    );
+    let interactive = sb.command("cat").stream().await.unwrap();
+    let input = interactive.input();
+    input.write_stdin(b"typed\n".to_vec()).await.unwrap();
+    input.close_stdin().await.unwrap();
+    assert_eq!(interactive.wait().await.unwrap().stdout(), "typed\n");
+
+    // Files.
+    let fs = sb.fs();
+    fs.mkdir("/tmp/d/e").await.unwrap();
+    fs.write("/tmp/d/e/f.txt", "content").await.unwrap();
+    assert_eq!(
+        fs.read_to_string("/tmp/d/e/f.txt").await.unwrap(),
+        "content"
+    );
+    assert_eq!(fs.stat("/tmp/d/e/f.txt").await.unwrap().size, 7);
+    fs.copy("/tmp/d/e/f.txt", "/tmp/d/g.txt").await.unwrap();
+    let names: Vec<String> = fs
+        .list("/tmp/d")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert!(
+        names.iter().any(|p| p.ends_with("/e")) && names.iter().any(|p| p.ends_with("/g.txt")),
+        "{names:?}"
+    );
+    fs.remove("/tmp/d").await.unwrap();
+    assert!(matches!(
+        fs.stat("/tmp/d").await.unwrap_err(),
+        Error::NotFound { .. }
+    ));
+
+    // Metrics, listing, stop (still listed), remove.
+    sb.shell("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
+        .await
+        .unwrap();
+    let m = sb.metrics().await.unwrap();
+    assert!(m.cpu_usage_us > 0 && m.memory_bytes > 0);
+    assert!(Sandbox::list()
+        .await
+        .unwrap()
+        .iter()
+        .any(|i| i.name == name));
+    let stopped = sb.stop(Some(Duration::from_secs(2))).await.unwrap();
+    assert_eq!(stopped.state, SandboxState::Stopped);
+    assert_eq!(
+        Sandbox::get(&name).await.unwrap().info().state,
+        SandboxState::Stopped
+    );
+    let not_running = sb.shell("true").await.unwrap_err();
+    assert!(
+        matches!(not_running, Error::NotRunning { .. }),
+        "{not_running:?}"
+    );
+    sb.remove().await.unwrap();
+    assert!(matches!(
+        Sandbox::get(&name).await.unwrap_err(),
+        Error::NotFound { .. }
+    ));
+    Volume::remove(&vol).await.unwrap();
+    assert!(!Volume::list().await.unwrap().iter().any(|v| v.name == vol));
+}
