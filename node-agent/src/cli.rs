@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use microsandbox_agent::cluster::{proxy_path, ClusterConfig};
 use microsandbox_agent::config::{parse_mirror, AgentConfig};
+use microsandbox_agent::rootfs::host_access::HostAccess;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,9 +80,14 @@ pub struct ServeArgs {
     /// Seconds an attached sandbox waits for its creator's lease connection.
     #[arg(long, default_value_t = 10)]
     pub lease_grace_secs: u64,
-    /// Host directory that copy patches may read (repeatable; default none).
+    /// Host directory that bind mounts and copy patches may read (repeatable; default none).
     #[arg(long = "host-root", env = "MSB_HOST_ROOTS", value_delimiter = ',')]
     pub host_roots: Vec<PathBuf>,
+    /// This agent serves the one user who runs it, on their machine (the SDKs start it so):
+    /// binds and copies may read any path that user can read, except /proc, /sys, /dev and the
+    /// agent's state directory. Not with --host-root or --cluster.
+    #[arg(long, conflicts_with_all = ["host_roots", "cluster"])]
+    pub local: bool,
     #[command(flatten)]
     pub net: NetArgs,
     #[command(flatten)]
@@ -252,6 +258,19 @@ fn config_from(a: Box<ServeArgs>) -> Result<AgentConfig, String> {
     let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
     let mut network = net_from(&a.net)?;
     network.netns_prefix = microsandbox_agent::network::netns_prefix(&state_dir);
+    let host_access = if a.local {
+        HostAccess::Owner {
+            private: vec![state_dir.clone()],
+        }
+    } else {
+        HostAccess::Roots(
+            a.host_roots
+                .iter()
+                .filter(|p| !p.as_os_str().is_empty())
+                .cloned()
+                .collect(),
+        )
+    };
     Ok(AgentConfig {
         network,
         state_dir,
@@ -268,11 +287,7 @@ fn config_from(a: Box<ServeArgs>) -> Result<AgentConfig, String> {
         }),
         kernel: a.kernel,
         lease_grace: std::time::Duration::from_secs(a.lease_grace_secs),
-        host_roots: a
-            .host_roots
-            .into_iter()
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect(),
+        host_access,
     })
 }
 

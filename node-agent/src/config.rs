@@ -25,8 +25,8 @@ pub struct AgentConfig {
     pub kernel: Option<PathBuf>,
     /// Grace period for attached sandboxes to get their lease connection.
     pub lease_grace: std::time::Duration,
-    /// Host directories that copy patches (and bind mounts) may read; nothing else on the host.
-    pub host_roots: Vec<PathBuf>,
+    /// Which host paths copy patches and bind mounts may read.
+    pub host_access: crate::rootfs::host_access::HostAccess,
     /// Sandbox networks.
     pub network: crate::network::NetConfig,
 }

@@ -1,6 +1,7 @@
 //! Per-sandbox copy-on-write root: overlayfs with the image's cached layers as read-only lowers and
 //! a private upper directory. Layers are shared by every sandbox of the image; writes never reach them.
 
+pub mod host_access;
 pub mod patch;
 
 use std::path::{Path, PathBuf};

@@ -17,7 +17,9 @@ use nix::sys::stat::{fchmod, fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{symlinkat, unlinkat, UnlinkatFlags};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::host_access::HostAccess;
 
 /// A patch that could not be applied; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,7 +33,7 @@ pub struct PatchError {
 }
 
 /// Apply `patches` in order to the root filesystem mounted at `root`.
-pub fn apply(root: &Path, patches: &[RootPatch], host_roots: &[PathBuf]) -> Result<(), PatchError> {
+pub fn apply(root: &Path, patches: &[RootPatch], host: &HostAccess) -> Result<(), PatchError> {
     if patches.is_empty() {
         return Ok(());
     }
@@ -42,7 +44,7 @@ pub fn apply(root: &Path, patches: &[RootPatch], host_roots: &[PathBuf]) -> Resu
         reason: e.to_string(),
     })?;
     for (index, p) in patches.iter().enumerate() {
-        r.apply_one(p, host_roots).map_err(|reason| PatchError {
+        r.apply_one(p, host).map_err(|reason| PatchError {
             index,
             op: p.op(),
             path: p.path().to_string(),
@@ -216,9 +218,9 @@ impl Root {
         src: &str,
         path: &str,
         perm: Option<u32>,
-        host_roots: &[PathBuf],
+        host: &HostAccess,
     ) -> Result<(), String> {
-        let src = confined(Path::new(src), host_roots)?;
+        let src = host.resolve(Path::new(src))?;
         let meta = std::fs::metadata(&src).map_err(|e| format!("{}: {e}", src.display()))?;
         if meta.is_file() {
             let data = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
@@ -267,7 +269,7 @@ impl Root {
         Ok(())
     }
 
-    fn apply_one(&self, p: &RootPatch, host_roots: &[PathBuf]) -> Result<(), String> {
+    fn apply_one(&self, p: &RootPatch, host: &HostAccess) -> Result<(), String> {
         match p {
             RootPatch::Text {
                 path,
@@ -285,7 +287,7 @@ impl Root {
             RootPatch::Mkdir { path, mode } => self.mkdir(path, *mode),
             RootPatch::Symlink { path, target } => self.symlink(path, target),
             RootPatch::Remove { path } => self.remove(path),
-            RootPatch::Copy { src, path, mode } => self.copy(src, path, *mode, host_roots),
+            RootPatch::Copy { src, path, mode } => self.copy(src, path, *mode, host),
         }
     }
 }
@@ -327,34 +329,6 @@ fn remove_at(dir: &OwnedFd, name: &str) -> Result<(), String> {
         remove_at(&child, &n)?;
     }
     unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir).map_err(|e| e.to_string())
-}
-
-/// `src` with symlinks resolved, if it lies under one of `roots` (also resolved).
-pub fn confined(src: &Path, roots: &[PathBuf]) -> Result<PathBuf, String> {
-    if !src.is_absolute() {
-        return Err(format!("host path {} must be absolute", src.display()));
-    }
-    let real = src
-        .canonicalize()
-        .map_err(|e| format!("host path {}: {e}", src.display()))?;
-    let allowed = roots
-        .iter()
-        .filter_map(|r| r.canonicalize().ok())
-        .any(|r| real.starts_with(&r));
-    if allowed {
-        Ok(real)
-    } else if roots.is_empty() {
-        Err(format!(
-            "host path {} is not allowed: this agent has no --host-root",
-            src.display()
-        ))
-    } else {
-        Err(format!(
-            "host path {} (resolved: {}) is outside the agent's --host-root list",
-            src.display(),
-            real.display()
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -410,7 +384,12 @@ mod tests {
                 mode: Some(0o600),
             },
         ];
-        apply(root.path(), &patches, &[host.path().to_path_buf()]).unwrap();
+        apply(
+            root.path(),
+            &patches,
+            &HostAccess::Roots(vec![host.path().to_path_buf()]),
+        )
+        .unwrap();
         let r = root.path();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -468,7 +447,7 @@ mod tests {
         ];
         // Each either fails (a link that leads nowhere inside the root) or lands inside.
         for p in &patches {
-            let _ = apply(root.path(), std::slice::from_ref(p), &[]);
+            let _ = apply(root.path(), std::slice::from_ref(p), &HostAccess::default());
         }
         // Nothing outside changed.
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host data");
@@ -511,7 +490,7 @@ mod tests {
             let err = apply(
                 root.path(),
                 &[text("/ok", "1"), patch],
-                &[host.path().to_path_buf()],
+                &HostAccess::Roots(vec![host.path().to_path_buf()]),
             )
             .unwrap_err();
             assert_eq!(err.index, 1);
@@ -521,7 +500,7 @@ mod tests {
         let no_roots = apply(
             root.path(),
             &[copy(secret.path().display().to_string())],
-            &[],
+            &HostAccess::default(),
         )
         .unwrap_err();
         assert!(no_roots.reason.contains("no --host-root"), "{no_roots}");

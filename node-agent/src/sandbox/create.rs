@@ -131,7 +131,7 @@ impl SandboxManager {
             .collect();
         let empty = self.images.root().join("empty");
         let (disk_mib, patches) = (req.disk_mib, req.patches.clone());
-        let host_roots = self.config.host_roots.clone();
+        let host = self.config.host_access.clone();
         blocking(move || {
             std::fs::create_dir_all(&dir).at("create", &dir)?;
             let root = SandboxRoot::under(&dir);
@@ -139,7 +139,7 @@ impl SandboxManager {
                 root.limit_disk(mib).at("set the disk quota of", &dir)?;
             }
             rootfs::mount(&lowers, &root, &empty).at("mount the root of", &root.merged)?;
-            rootfs::patch::apply(&root.merged, &patches, &host_roots)?;
+            rootfs::patch::apply(&root.merged, &patches, &host)?;
             Ok(root)
         })
         .await
@@ -157,11 +157,10 @@ impl SandboxManager {
                     readonly,
                     ..
                 } => {
-                    let (host_path, roots) =
-                        (PathBuf::from(host_path), self.config.host_roots.clone());
+                    let (host_path, host) =
+                        (PathBuf::from(host_path), self.config.host_access.clone());
                     let source = blocking(move || {
-                        rootfs::patch::confined(&host_path, &roots)
-                            .map_err(AgentError::InvalidRequest)
+                        host.resolve(&host_path).map_err(AgentError::InvalidRequest)
                     })
                     .await
                     .map_err(|e| AgentError::InvalidRequest(format!("mount at {dest:?}: {e}")))?;
@@ -202,13 +201,13 @@ async fn configure_guest_network(
             ),
             mode: Some(0o644),
         };
-        rootfs::patch::apply(&merged, &[resolv], &[])?;
+        rootfs::patch::apply(&merged, &[resolv], &Default::default())?;
         let mut env = Vec::new();
         if let Some(guest) = NetworkManager::guest_secrets(&att)? {
             // Placeholders only; the proxy's CA joins the guest's trust store.
             env.extend(guest.env);
             let (patches, vars) = crate::network::secrets::trust_store_patches(&guest.ca_pem);
-            rootfs::patch::apply(&merged, &patches, &[])?;
+            rootfs::patch::apply(&merged, &patches, &Default::default())?;
             env.extend(vars);
         }
         Ok(env)

@@ -35,10 +35,10 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     _agent.reset_client()
 
 
-def run_python(code: str, env: dict[str, str]) -> dict[str, object]:
+def run_python(code: str, env: dict[str, str], cwd: Path | None = None) -> dict[str, object]:
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True, text=True, timeout=120, env=env, cwd=cwd,
     )
     assert proc.returncode == 0, proc.stderr
     result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -69,6 +69,22 @@ def test_starts_an_agent_when_none_runs_and_reuses_it(agent: AgentProcess) -> No
         assert os.getsid(pid) == pid
         second = run_python(code, child_env)
         assert second == {"out": "hi\n", "pid": None}
+        # The seed's Volume.bind("./src") from another directory than the one the agent was
+        # started from: the agent the SDK starts is the user's own (--local).
+        project = Path(tempfile.mkdtemp(prefix="msbpy-project-", dir="/tmp"))
+        (project / "src").mkdir()
+        (project / "src" / "app.py").write_text("print(1)\n")
+        bind = """
+            import asyncio, json
+            from microsandbox import Sandbox, Volume
+            async def main():
+                src = {"/app/src": Volume.bind("./src", readonly=True)}
+                async with await Sandbox.create(image="busybox", volumes=src) as sb:
+                    out = await sb.exec("cat", ["/app/src/app.py"])
+                print(json.dumps({"out": out.stdout()}))
+            asyncio.run(main())
+        """
+        assert run_python(bind, child_env, cwd=project) == {"out": "print(1)\n"}
     finally:
         try:
             os.kill(pid, signal.SIGTERM)

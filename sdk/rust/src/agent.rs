@@ -206,17 +206,9 @@ fn start_blocking(sd: &Path) -> Result<Option<u32>> {
     let mut cmd = std::process::Command::new(&binary);
     cmd.arg("serve").arg("--state-dir").arg(sd);
     if std::env::var_os("MSB_HOST_ROOTS").is_none() {
-        // Host directories patches may copy from: the user's home and this directory.
-        let mut roots: Vec<PathBuf> = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .into_iter()
-            .collect();
-        roots.extend(std::env::current_dir().ok());
-        roots.sort();
-        roots.dedup();
-        for r in roots {
-            cmd.arg("--host-root").arg(r);
-        }
+        // This user's agent on this user's machine: binds and copies may read what the user
+        // can (never the agent's own state, /proc, /sys or /dev).
+        cmd.arg("--local");
     }
     {
         use std::os::unix::process::CommandExt;

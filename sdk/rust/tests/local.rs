@@ -55,7 +55,8 @@ async fn local_mode_end_to_end() {
         std::env::var("MSB_TEST_MIRROR").unwrap_or_else(|_| "docker.io=127.0.0.1:5000".into()),
     );
     std::env::remove_var(agent::ENV_SOCKET);
-    std::env::set_var("MSB_HOST_ROOTS", state.path());
+    // The agent the SDK starts is the user's own (--local): binds of any readable directory.
+    std::env::remove_var("MSB_HOST_ROOTS");
 
     // The first call starts the agent; it is ours to stop at the end.
     let pid = agent::start(state.path())
@@ -74,7 +75,9 @@ async fn local_mode_end_to_end() {
 
 async fn scenario(state: PathBuf) {
     let name = format!("rs-sdk-{}", std::process::id());
-    let host_dir = state.join("shared");
+    // A directory that is neither the agent's nor this process's working directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let host_dir = elsewhere.path().join("shared");
     std::fs::create_dir_all(&host_dir).unwrap();
     std::fs::write(host_dir.join("in.txt"), "from the host\n").unwrap();
     let vol = format!("rs-vol-{}", std::process::id());

@@ -137,13 +137,13 @@ def healthy(endpoint: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _host_roots() -> list[str]:
-    """Host directories a started agent lets copy patches read: ``MSB_HOST_ROOTS`` when set
-    (the agent reads it), else the user's home and the current directory."""
+def _host_access() -> list[str]:
+    """How a started agent lets binds and copy patches read the host: ``MSB_HOST_ROOTS`` when set
+    (the agent reads it), else ``--local``: this user's agent on this user's machine may give a
+    sandbox any path the user can read (never the agent's own state, /proc, /sys or /dev)."""
     if os.environ.get("MSB_HOST_ROOTS"):
         return []
-    roots = {str(Path.home()), os.getcwd()}
-    return [arg for root in sorted(roots) for arg in ("--host-root", root)]
+    return ["--local"]
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -203,7 +203,7 @@ def start_agent(sd: Path, timeout: float | None = None) -> int | None:
         log_path = sd / "agent.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [binary, "serve", "--state-dir", str(sd), *_host_roots()],
+                [binary, "serve", "--state-dir", str(sd), *_host_access()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,

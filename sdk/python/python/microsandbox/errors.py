@@ -283,7 +283,8 @@ class VolumeInUseError(MicrosandboxError):
 
 class PatchFailedError(InvalidConfigError):
     """A root filesystem patch could not be applied; the message names it (``patch 2 (mkdir
-    /app): ...``). Host paths of copies must lie under the agent's ``--host-root``."""
+    /app): ...``). Host paths of copies must be readable by you (agents the SDK starts) or
+    lie under the agent's ``--host-root``."""
 
 
 class ClusterError(MicrosandboxError):

@@ -129,7 +129,8 @@ class Sandbox:
             isolation: ``"microvm"``, ``"container"``, or None for the node's strongest.
             pull_policy: ``"if-not-present"``, ``"always"`` or ``"never"``.
             patches: Root filesystem changes applied before the sandbox boots
-                (:class:`Patch`); host paths of copies must be under the agent's
+                (:class:`Patch`). Host paths of copies and binds: any path you can read
+                with the agent the SDK starts (``--local``), else under the agent's
                 ``--host-root`` (``MSB_HOST_ROOTS``).
             volumes: ``{guest path: Volume}``: named volumes (:meth:`Volume.create`), binds
                 of host directories under the agent's ``--host-root``, tmpfs (microVMs share
