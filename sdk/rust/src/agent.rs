@@ -126,6 +126,11 @@ pub async fn connect() -> Result<AgentClient> {
     Ok(loc.client())
 }
 
+/// What the agent says about itself (version, node, isolation levels, sandbox count).
+pub async fn info() -> Result<microsandbox_client::api::AgentInfo> {
+    Ok(connect().await?.info().await?)
+}
+
 /// The `microsandbox-agent` binary this SDK would start.
 pub fn find_binary() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os(ENV_AGENT_BIN).filter(|b| !b.is_empty()) {

@@ -33,6 +33,7 @@ mod config;
 mod error;
 mod exec;
 mod fs;
+mod image;
 mod sandbox;
 mod volume;
 
@@ -40,9 +41,10 @@ pub use config::{Mount, NetworkPolicy, Patch, Secret};
 pub use error::{Error, Result};
 pub use exec::{Command, ExecEvent, ExecOutput, ExecStream};
 pub use fs::Fs;
+pub use image::{pull, pull_wait};
 pub use microsandbox_client::api::{
-    FileKind, FileStat, Isolation, Metrics, PullPolicy, SandboxInfo, SandboxState, StopReason,
-    VolumeInfo,
+    FileKind, FileStat, Isolation, Metrics, PullEvent, PullPolicy, SandboxInfo, SandboxState,
+    StopReason, VolumeInfo,
 };
 pub use microsandbox_client::{ErrorCode, ExecInput};
 pub use sandbox::{Sandbox, SandboxBuilder};

@@ -189,6 +189,11 @@ impl Sandbox {
         Ok(agent::connect().await?.list().await?)
     }
 
+    /// Metrics of every running sandbox of the agent.
+    pub async fn all_metrics() -> Result<Vec<Metrics>> {
+        Ok(agent::connect().await?.all_metrics().await?)
+    }
+
     /// Remove sandbox `name` (killed first if running) and everything it stored.
     pub async fn remove_named(name: &str) -> Result<()> {
         Ok(agent::connect().await?.remove(name).await?)

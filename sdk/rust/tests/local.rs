@@ -147,6 +147,18 @@ async fn scenario(state: PathBuf) {
         .await
         .unwrap_err();
     assert!(matches!(dup, Error::AlreadyExists { .. }), "{dup:?}");
+    // The agent's own state (its token) is never given to a sandbox.
+    let private = Sandbox::builder(format!("{name}-x"))
+        .image("busybox")
+        .isolation(Isolation::Container)
+        .volume("/s", Mount::bind(&state))
+        .create()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&private, Error::InvalidRequest { message, .. } if message.contains("never given")),
+        "{private:?}"
+    );
 
     // Stdin, and a streamed exec with typed events.
     let cat = sb
