@@ -7,6 +7,7 @@ GUEST := $(TARGET)/$(HOST_TRIPLE)/release/microsandbox-guest
 AGENT := $(TARGET)/release/microsandbox-agent
 export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
+export MSB_CLI_BIN ?= $(TARGET)/debug/msb
 
 .PHONY: help setup build guest agent demo demo-curl test test-python test-crds test-microvm test-helm crds lint unit integration bench bench-python
 
@@ -51,7 +52,7 @@ test: setup lint guest ## Everything CI runs: setup, lint, unit + integration te
 	$(MAKE) -s test-microvm
 	bash crds/tests/apiserver.sh
 	bash tests/e2e/run.sh
-	cargo build -p microsandbox-agent
+	cargo build -p microsandbox-agent -p microsandbox-cli
 	bash sdk/python/scripts/test.sh
 	bash tests/e2e/helm/run.sh
 
@@ -73,7 +74,7 @@ crds: ## Regenerate crds/microsandbox.dev_crds.yaml and the chart's copy.
 	cp crds/microsandbox.dev_crds.yaml charts/microsandbox/crds/microsandbox.dev_crds.yaml
 
 test-python: guest ## Python SDK tests only (ruff, mypy, stubtest, pytest against a real agent).
-	cargo build -p microsandbox-agent
+	cargo build -p microsandbox-agent -p microsandbox-cli
 	bash sdk/python/scripts/test.sh
 
 bench: setup agent ## Benchmarks (prints a table of ratios against baselines).

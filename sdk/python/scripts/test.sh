@@ -20,6 +20,11 @@ if [[ -z ${MSB_AGENT_BIN:-} && ! -x $REPO/target/release/microsandbox-agent \
   (cd "$REPO" && cargo build -p microsandbox-agent)
 fi
 
+if [[ -z ${MSB_CLI_BIN:-} && ! -x $REPO/target/debug/msb ]]; then
+  echo "[sdk/python] no msb binary (tests/test_mcp.py drives \`msb mcp\`): building microsandbox-cli"
+  (cd "$REPO" && cargo build -p microsandbox-cli)
+fi
+
 echo "[sdk/python] ruff"
 (cd "$SDK" && "$VENV/bin/ruff" check --quiet python tests tests_cluster examples)
 echo "[sdk/python] mypy"

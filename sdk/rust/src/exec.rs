@@ -148,6 +148,13 @@ impl Command {
         self
     }
 
+    /// Run on a pseudo-terminal of `rows` x `cols` ([`Command::stream`] only; stdout then carries
+    /// the terminal's output).
+    pub fn tty(mut self, rows: u16, cols: u16) -> Self {
+        self.req.tty = Some(microsandbox_client::api::TtySize { rows, cols });
+        self
+    }
+
     /// Bytes fed to stdin (then closed), for [`Command::run`].
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(data.into());

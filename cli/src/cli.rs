@@ -1,0 +1,186 @@
+//! The command line, as clap parses it. `msx` and `msr` are `msb exe` and `msb run` under
+//! their own names.
+
+use clap::{Args, Parser, Subcommand};
+
+/// msb — run untrusted code in microVM sandboxes on this machine.
+///
+/// Differences from the upstream microsandbox CLI: the server is the node agent
+/// (`microsandbox-agent`), started for you by every command when none runs; `msb run`/`msr`
+/// sandboxes are removed when the script ends (bind a `volumes:` entry of the Sandboxfile to keep
+/// files); `msb install`/`msi` launchers are not there yet.
+#[derive(Debug, Parser)]
+#[command(name = "msb", version, propagate_version = true)]
+pub struct Cli {
+    /// Machine-readable output (JSON) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The local node agent (the server every other command talks to).
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Pull an image into the local cache.
+    Pull {
+        /// e.g. `python`, `docker.io/library/alpine:3.20`.
+        image: String,
+    },
+    /// Run a command in a temporary sandbox, removed when it ends (also `msx`).
+    #[command(visible_alias = "x")]
+    Exe(ExeArgs),
+    /// List sandboxes.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Stop sandboxes (they stay listed until removed).
+    Stop {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Seconds between SIGTERM and SIGKILL (default 10).
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Remove sandboxes (killed first if running) and everything they stored.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// CPU, memory, disk and network use of one sandbox, or of every running one.
+    Metrics { name: Option<String> },
+    /// Create a Sandboxfile in the current directory.
+    Init,
+    /// Add (or replace) a sandbox of the Sandboxfile.
+    Add(AddArgs),
+    /// Run a script of a Sandboxfile sandbox (also `msr NAME[~SCRIPT]`).
+    Run(RunArgs),
+    /// Serve the MCP (Model Context Protocol) tools over stdio, for AI tools.
+    Mcp(McpArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Start the agent: in the foreground, or `--detach`ed (as the SDKs do).
+    Start {
+        /// Development mode: also listen on TCP 127.0.0.1:5555 (token auth still applies) and
+        /// log at debug level.
+        #[arg(long)]
+        dev: bool,
+        /// Start it in the background and return once it serves.
+        #[arg(long, short)]
+        detach: bool,
+    },
+    /// Whether the agent runs, and what it offers.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct ExeArgs {
+    /// The image (or give it as the first positional argument).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory: u32,
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// none | public_only | allow_all.
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// HOST:GUEST[:ro] (repeatable).
+    #[arg(long = "volume", short = 'v')]
+    pub volumes: Vec<String>,
+    /// Kill the command after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// [IMAGE] [PROGRAM] [ARGS...]: with no program, a shell; when the first argument is an
+    /// option (`-c ...`), the program is named after the image (`msx python -c 'print(1)'`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    pub name: String,
+    #[arg(long)]
+    pub image: String,
+    #[arg(long)]
+    pub memory: Option<u32>,
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// HOST:GUEST[:ro] (repeatable).
+    #[arg(long = "volume", short = 'v')]
+    pub volumes: Vec<String>,
+    /// The `start` script.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// NAME=COMMAND (repeatable).
+    #[arg(long = "script")]
+    pub scripts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The sandbox (`NAME` or `NAME~SCRIPT`).
+    #[arg(long, short)]
+    pub sandbox: String,
+    /// The script (default `start`, or the part after `~`).
+    #[arg(long)]
+    pub script: Option<String>,
+    /// Arguments appended to the script.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Keep the sandboxes an MCP session created when the session ends (default: removed).
+    #[arg(long)]
+    pub keep_sandboxes: bool,
+}
+
+/// `KEY=VALUE` pairs.
+pub fn pairs(items: &[String], what: &str) -> Result<Vec<(String, String)>, String> {
+    items
+        .iter()
+        .map(|i| {
+            i.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("{what} {i:?} must be KEY=VALUE"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msx_style_arguments() {
+        let cli = Cli::try_parse_from(["msb", "exe", "python", "-c", "print(1)"]).unwrap();
+        let Command::Exe(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.args, ["python", "-c", "print(1)"]);
+        let cli = Cli::try_parse_from(["msb", "--json", "ls"]).unwrap();
+        assert!(cli.json && matches!(cli.command, Command::Ls));
+        assert!(pairs(&["A=1".into()], "env").is_ok());
+        assert!(pairs(&["A".into()], "env")
+            .unwrap_err()
+            .contains("KEY=VALUE"));
+    }
+}

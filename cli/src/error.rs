@@ -1,0 +1,28 @@
+//! What a command can fail with, and the exit status each failure gives.
+
+use crate::sandboxfile::SandboxfileError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Sdk(#[from] microsandbox::Error),
+    #[error(transparent)]
+    Sandboxfile(#[from] SandboxfileError),
+    /// The arguments do not make sense together.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// 2 for usage errors (as clap), 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub type Result<T, E = CliError> = std::result::Result<T, E>;
