@@ -9,13 +9,14 @@
 #                                          /opt/opaque-dir opaque (.wh..wh..opq)
 #                                          and adds /opt/opaque-dir/new-file
 #   127.0.0.1:5000/library/python:latest   Debian bookworm minbase + python3 (+ python -> python3)
+#   127.0.0.1:5000/library/node:latest     Debian bookworm minbase + nodejs (node)
 #
 # Every image has root, nobody (65534) and sandbox (1000, home /home/sandbox).
 #
 # Cached under ${MSB_CACHE:-$HOME/.cache/microsandbox}/images: an image is
 # rebuilt only if the registry does not serve the digest recorded in its stamp
 # file or the recipe (the functions of this script + tool versions) changed.
-# The debootstrapped python rootfs is cached as a tarball keyed by its recipe.
+# The debootstrapped python and node rootfs are cached as tarballs keyed by their recipes.
 # Set MSB_REBUILD_IMAGES=1 to force a rebuild/push (the rootfs tarball is kept).
 #
 # Must run as root (umoci unpack/repack, debootstrap, chown).
@@ -27,6 +28,7 @@ IMGCACHE=$CACHE/images
 REGISTRY=127.0.0.1:5000
 DEBIAN_SUITE=bookworm
 PY_INCLUDE=python3,python-is-python3
+NODE_INCLUDE=nodejs
 PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { printf '[images] %s\n' "$*"; }
@@ -127,13 +129,15 @@ debian_mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-# debootstrap a minimal Debian with python3 into $1 and shrink it.
-make_python_rootfs() {
-  local root=$1 mirror=$2
-  debootstrap --variant=minbase --include="$PY_INCLUDE" "$DEBIAN_SUITE" "$root" "$mirror"
+# debootstrap a minimal Debian with packages $3 (comma-separated) into $1 from mirror $2, check
+# it with the command $4..., and shrink it.
+make_debian_rootfs() {
+  local root=$1 mirror=$2 include=$3
+  shift 3
+  debootstrap --variant=minbase --include="$include" "$DEBIAN_SUITE" "$root" "$mirror"
   chroot "$root" groupadd -g 1000 sandbox
   chroot "$root" useradd -m -u 1000 -g 1000 -s /bin/bash sandbox
-  chroot "$root" python3 -c 'import sys; print("python", sys.version.split()[0])'
+  chroot "$root" "$@"
   # Shrink: caches, docs, locales, logs; device nodes come from the runtime.
   rm -rf "${root:?}"/var/cache/apt/* "${root:?}"/var/lib/apt/lists/* \
     "${root:?}"/usr/share/doc/* "${root:?}"/usr/share/man/* "${root:?}"/usr/share/info/* \
@@ -319,37 +323,47 @@ build_layered() {
   push "$d/oci" opaque library/layered
 }
 
-python_rootfs_key() {
-  { declare -f make_python_rootfs; echo "$DEBIAN_SUITE $PY_INCLUDE"
-    pkgver debootstrap; } | sha | cut -c1-16
+# debian_image NAME INCLUDE CMD CHECK...: a Debian minbase image with INCLUDE, pushed as
+# library/NAME:latest with config command CMD; its rootfs is cached as a tarball keyed by its
+# recipe (CHECK runs in the new rootfs).
+debian_rootfs_key() { # INCLUDE CHECK...
+  { declare -f make_debian_rootfs; echo "$DEBIAN_SUITE $*"; pkgver debootstrap; } | sha | cut -c1-16
 }
-recipe_python() { echo "python $(python_rootfs_key) $(common_recipe)" | sha; }
-build_python() {
-  local d=$1 key tarball mirror start
-  key=$(python_rootfs_key)
-  tarball=$IMGCACHE/python-rootfs-$DEBIAN_SUITE-$key.tar.gz
+build_debian_image() {
+  local d=$1 name=$2 include=$3 cmd=$4 key tarball mirror start
+  shift 4
+  key=$(debian_rootfs_key "$include" "$@")
+  tarball=$IMGCACHE/$name-rootfs-$DEBIAN_SUITE-$key.tar.gz
   if [[ -f $tarball ]]; then
-    log "python: using cached rootfs $tarball"
+    log "$name: using cached rootfs $tarball"
   else
     mirror=$(debian_mirror)
     start=$SECONDS
-    log "python: debootstrap $DEBIAN_SUITE (+$PY_INCLUDE) from $mirror; this takes a few minutes"
-    make_python_rootfs "$d/debootstrap" "$mirror" >"$d/debootstrap.log" 2>&1 || {
+    log "$name: debootstrap $DEBIAN_SUITE (+$include) from $mirror; this takes a few minutes"
+    make_debian_rootfs "$d/debootstrap" "$mirror" "$include" "$@" >"$d/debootstrap.log" 2>&1 || {
       tail -n 30 "$d/debootstrap.log" >&2
       die "debootstrap failed (log above)"
     }
     tar --numeric-owner -C "$d/debootstrap" -czf "$tarball.tmp" .
     mv "$tarball.tmp" "$tarball"
-    find "$IMGCACHE" -maxdepth 1 -name "python-rootfs-*.tar.gz" ! -path "$tarball" -delete
+    find "$IMGCACHE" -maxdepth 1 -name "$name-rootfs-*.tar.gz" ! -path "$tarball" -delete
     remove_tree "$d/debootstrap"
-    log "python: rootfs built in $((SECONDS - start))s, cached as $tarball ($(du -h "$tarball" | cut -f1))"
+    log "$name: rootfs built in $((SECONDS - start))s, cached as $tarball ($(du -h "$tarball" | cut -f1))"
   fi
   new_image "$d/oci" "$d/bundle"
   tar --numeric-owner -xpzf "$tarball" -C "$d/bundle/rootfs"
-  umoci repack --image "$d/oci:latest" --history.comment "debian $DEBIAN_SUITE minbase + $PY_INCLUDE" "$d/bundle"
-  set_config "$d/oci:latest" python3
-  push "$d/oci" latest library/python
+  umoci repack --image "$d/oci:latest" --history.comment "debian $DEBIAN_SUITE minbase + $include" "$d/bundle"
+  set_config "$d/oci:latest" "$cmd"
+  push "$d/oci" latest "library/$name"
 }
+
+PY_CHECK=(python3 -c 'import sys; print("python", sys.version.split()[0])')
+recipe_python() { echo "python $(debian_rootfs_key "$PY_INCLUDE" "${PY_CHECK[@]}") $(common_recipe)" | sha; }
+build_python() { build_debian_image "$1" python "$PY_INCLUDE" python3 "${PY_CHECK[@]}"; }
+
+NODE_CHECK=(node -e 'console.log("node", process.version)')
+recipe_node() { echo "node $(debian_rootfs_key "$NODE_INCLUDE" "${NODE_CHECK[@]}") $(common_recipe)" | sha; }
+build_node() { build_debian_image "$1" node "$NODE_INCLUDE" node "${NODE_CHECK[@]}"; }
 
 # ------------------------------------------------------------------------------
 
@@ -359,7 +373,7 @@ if ! curl -fsS --noproxy '*' -m 2 -o /dev/null "http://$REGISTRY/v2/"; then
 fi
 
 start_all=$SECONDS
-for image in busybox layered python; do
+for image in busybox layered python node; do
   build "$image"
 done
 

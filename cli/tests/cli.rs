@@ -129,6 +129,8 @@ fn temporary_sandboxes_exit_codes_stdin_and_listing() {
     // `msx python -c ...` runs the image's python.
     let py = env.run("msx", &["python", "-c", "print(6*7)"]);
     assert_eq!(text(&py.stdout), "42\n", "{}", text(&py.stderr));
+    let js = env.run("msx", &["node", "-e", "console.log(6*7)"]);
+    assert_eq!(text(&js.stdout), "42\n", "{}", text(&js.stderr));
     // stdin reaches the command; with no command the image's own program reads it.
     let mut child = env
         .cmd("msx")

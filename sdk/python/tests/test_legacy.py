@@ -69,3 +69,24 @@ async def test_concurrent_runs_are_serialised() -> None:
     async with PythonSandbox.create(name="t-legacy-conc") as sb:
         results = await asyncio.gather(*(sb.run(f"print({i})") for i in range(10)))
         assert [await r.output() for r in results] == [f"{i}\n" for i in range(10)]
+
+
+async def test_node_sandbox_keeps_state_like_the_seed_example() -> None:
+    """The seed README's JavaScript example, through the earlier API's NodeSandbox on the test
+    registry's node image (Debian's nodejs)."""
+    from microsandbox import NodeSandbox
+
+    async with NodeSandbox.create(name="t-legacy-node") as sb:
+        ex = await sb.run("var name = 'JavaScript'")
+        ex = await sb.run("console.log(`Hello ${name}!`)")
+        assert await ex.output() == "Hello JavaScript!\n" and ex.language == "nodejs"
+        ex = await sb.run("[1, 2, 3].map(x => x * 2)")  # a value is echoed, as in a REPL
+        assert await ex.output() == "[ 2, 4, 6 ]\n"
+        ex = await sb.run("await new Promise(r => setTimeout(() => r(7), 10))")
+        assert await ex.output() == "7\n"
+        ex = await sb.run("throw new Error('bad value')")
+        assert ex.has_error() and "Error: bad value" in await ex.error()
+        assert await (await sb.run("name")).output() == "'JavaScript'\n"
+        with pytest.raises(ExecTimeoutError):
+            await sb.run("while (true) {}", timeout=0.5)
+        assert await (await sb.run("name.length")).output() == "10\n"

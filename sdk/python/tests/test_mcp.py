@@ -97,6 +97,16 @@ async def test_tools_over_stdio(name: str) -> None:
     assert name not in {i.name for i in await Sandbox.list()}
 
 
+async def test_javascript_on_the_node_image(name: str) -> None:
+    async with session() as s:
+        started = await s.call_tool("sandbox_start", {"sandbox": name, "image": "node"})
+        assert not started.is_error, text(started)
+        ran = await s.call_tool("sandbox_run_code", {"sandbox": name, "language": "javascript",
+                                                     "code": "console.log([1,2].map(x => x * 21))"})
+        assert not ran.is_error and ran.structured_content is not None
+        assert ran.structured_content["stdout"] == "[ 21, 42 ]\n"
+
+
 async def test_remove_and_keep(name: str) -> None:
     async with session() as s:
         await s.call_tool("sandbox_start", {"sandbox": name, "image": "busybox"})

@@ -98,7 +98,20 @@ const rl = readline.createInterface({ input: process.stdin, terminal: false });
     try {
       const opts = { filename: '<sandbox>' };
       if (req.timeout_ms) opts.timeout = req.timeout_ms;
-      let r = vm.runInThisContext(req.code, opts);
+      let r;
+      try {
+        r = vm.runInThisContext(req.code, opts);
+      } catch (e) {
+        // Top-level await (as the node REPL allows): run it in an async function, as an
+        // expression when it is one, else as statements.
+        if (!(e instanceof SyntaxError) || !/await/.test(req.code)) throw e;
+        try {
+          r = vm.runInThisContext('(async () => (' + req.code + '\n))()', opts);
+        } catch (e2) {
+          if (!(e2 instanceof SyntaxError)) throw e2;
+          r = vm.runInThisContext('(async () => {' + req.code + '\n})()', opts);
+        }
+      }
       if (r && typeof r.then === 'function') r = await r;
       if (r !== undefined) console.log(util.inspect(r));
     } catch (e) {
@@ -449,6 +462,14 @@ class BaseSandbox:
     def _request(self, rid: int, code: str, timeout: float | None) -> dict[str, Any]:
         return {"id": rid, "code": code}
 
+    def _wait_timeout(self, timeout: float | None) -> float | None:
+        """How long a run is waited for before it is interrupted from outside."""
+        return timeout
+
+    def _timed_out_in_interpreter(self, stderr: bytes) -> bool:
+        """Whether the interpreter stopped the run at its timeout itself (state kept)."""
+        return False
+
     async def _start_repl(self) -> _Repl:
         token = f"__msb_{secrets.token_hex(12)}__"
         cmd, args = self._driver(token)
@@ -473,11 +494,15 @@ class BaseSandbox:
             line = json.dumps(self._request(rid, code, timeout)) + "\n"
             await repl.handle.write_stdin(line.encode())
             try:
-                status = await asyncio.wait_for(repl.read_until_done(marker), timeout)
+                status = await asyncio.wait_for(
+                    repl.read_until_done(marker), self._wait_timeout(timeout)
+                )
             except asyncio.TimeoutError:
                 await self._interrupt(repl, marker)
                 raise ExecTimeoutError(f"code did not finish within {timeout}s") from None
             out, err = repl.take(marker)
+            if status == "error" and self._timed_out_in_interpreter(err):
+                raise ExecTimeoutError(f"code did not finish within {timeout}s")
             if status is None:
                 self._repl = None
                 note = b"\nthe interpreter exited; its state is lost\n"
@@ -535,3 +560,11 @@ class NodeSandbox(BaseSandbox):
         if timeout is not None:
             req["timeout_ms"] = max(1, math.ceil(timeout * 1000))
         return req
+
+    def _wait_timeout(self, timeout: float | None) -> float | None:
+        # node stops synchronous code at timeout_ms itself, keeping its context; the outside
+        # interrupt (which restarts node) is for what it cannot stop (pending promises).
+        return None if timeout is None else timeout + 2.0
+
+    def _timed_out_in_interpreter(self, stderr: bytes) -> bool:
+        return b"Script execution timed out" in stderr
