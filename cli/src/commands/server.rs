@@ -32,7 +32,7 @@ pub async fn start(dev: bool, detach: bool) -> Result<i32> {
     let mut cmd = std::process::Command::new(&binary);
     cmd.arg("serve").arg("--state-dir").arg(&state_dir);
     if std::env::var_os("MSB_HOST_ROOTS").is_none() {
-        cmd.arg("--local");
+        cmd.arg("--local").env_remove("MSB_HOST_ROOTS");
     }
     if dev {
         cmd.arg("--listen").arg(DEV_LISTEN);

@@ -213,7 +213,7 @@ fn start_blocking(sd: &Path) -> Result<Option<u32>> {
     if std::env::var_os("MSB_HOST_ROOTS").is_none() {
         // This user's agent on this user's machine: binds and copies may read what the user
         // can (never the agent's own state, /proc, /sys or /dev).
-        cmd.arg("--local");
+        cmd.arg("--local").env_remove("MSB_HOST_ROOTS");
     }
     {
         use std::os::unix::process::CommandExt;

@@ -204,6 +204,8 @@ def start_agent(sd: Path, timeout: float | None = None) -> int | None:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 [binary, "serve", "--state-dir", str(sd), *_host_access()],
+                # An empty MSB_HOST_ROOTS would read as a --host-root beside --local.
+                env={k: v for k, v in os.environ.items() if k != "MSB_HOST_ROOTS" or v},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,

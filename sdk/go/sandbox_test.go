@@ -1,0 +1,188 @@
+package microsandbox_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	microsandbox "github.com/microsandbox/microsandbox/sdk/go"
+)
+
+// TestLocalMode runs the SDK against a real agent it starts itself (container sandboxes of the
+// test registry's busybox; `make setup`, `make guest`, and MSB_AGENT_BIN / MSB_GUEST_AGENT as the
+// Makefile exports them).
+func TestLocalMode(t *testing.T) {
+	bin := os.Getenv("MSB_AGENT_BIN")
+	if bin == "" {
+		bin = filepath.Join("..", "..", "target", "debug", "microsandbox-agent")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("no agent binary at %s (set MSB_AGENT_BIN): %v", bin, err)
+	}
+	state := t.TempDir()
+	t.Setenv(microsandbox.EnvStateDir, state)
+	t.Setenv(microsandbox.EnvAgentBin, bin)
+	t.Setenv(microsandbox.EnvSocket, "")
+	// The agent the SDK starts is the user's own (--local): binds of any readable directory.
+	t.Setenv("MSB_HOST_ROOTS", "")
+	if os.Getenv("MSB_MIRRORS") == "" {
+		mirror := os.Getenv("MSB_TEST_MIRROR")
+		if mirror == "" {
+			mirror = "docker.io=127.0.0.1:5000"
+		}
+		t.Setenv("MSB_MIRRORS", mirror)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	pid, err := microsandbox.StartAgent(ctx, state)
+	if err != nil || pid == 0 {
+		t.Fatalf("start agent: pid %d, %v", pid, err)
+	}
+	defer syscall.Kill(pid, syscall.SIGTERM) //nolint:errcheck
+
+	c, err := microsandbox.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := t.TempDir()
+	if err := os.WriteFile(filepath.Join(host, "in.txt"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateVolume(ctx, "go-vol", 16); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.Create(ctx, "go-sdk",
+		microsandbox.Image("busybox"), microsandbox.Memory(128), microsandbox.Isolation("container"),
+		microsandbox.Env("GREETING", "hello"), microsandbox.Workdir("/tmp"),
+		microsandbox.Bind(host, "/host", true), microsandbox.NamedVolume("go-vol", "/data", false),
+		microsandbox.Tmpfs("/scratch", 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.Info().State != "running" {
+		t.Fatalf("state %q", sb.Info().State)
+	}
+	if _, err := c.Create(ctx, "go-sdk", microsandbox.Image("busybox")); !errors.Is(err, microsandbox.ErrSandboxAlreadyExists) {
+		t.Fatalf("duplicate: %v", err)
+	}
+
+	// Output, environment, working directory, mounts.
+	out, err := sb.Command("sh", "-c", "echo $GREETING $EXTRA; pwd; cat /host/in.txt").Output(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := sb.Command("sh", "-c", "echo $EXTRA; pwd")
+	cmd.Env, cmd.Dir = []string{"EXTRA=x"}, "/scratch"
+	if got, err := cmd.Output(ctx); err != nil || string(got) != "x\n/scratch\n" {
+		t.Fatalf("env/dir: %q %v", got, err)
+	}
+	if string(out) != "hello\n/tmp\nfrom the host\n" {
+		t.Fatalf("output %q", out)
+	}
+	if err := sb.Command("touch", "/host/x").Run(ctx); err == nil {
+		t.Fatal("a read-only bind was written")
+	}
+
+	// Typed errors.
+	_, err = sb.Command("sh", "-c", "echo oops >&2; exit 3").Output(ctx)
+	var exitErr *microsandbox.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode != 3 || string(exitErr.Stderr) != "oops\n" {
+		t.Fatalf("exit error: %v", err)
+	}
+	if err := sb.Command("no-such-program").Run(ctx); !errors.Is(err, microsandbox.ErrCommandNotFound) {
+		t.Fatalf("missing program: %v", err)
+	}
+	slow := sb.Command("sh", "-c", "echo partial; sleep 30")
+	slow.Timeout = 500 * time.Millisecond
+	_, err = slow.Output(ctx)
+	var timeout *microsandbox.TimeoutError
+	if !errors.As(err, &timeout) || string(timeout.Stdout) != "partial\n" {
+		t.Fatalf("timeout: %v", err)
+	}
+
+	// Stdin from an io.Reader and through a pipe; stdout to an io.Writer as it comes.
+	cat := sb.Command("cat")
+	cat.Stdin = strings.NewReader("\x00bytes")
+	if got, err := cat.Output(ctx); err != nil || string(got) != "\x00bytes" {
+		t.Fatalf("stdin: %q %v", got, err)
+	}
+	piped := sb.Command("sh", "-c", "read line; echo got $line")
+	w, _ := piped.StdinPipe()
+	var buf bytes.Buffer
+	piped.Stdout = &buf
+	if err := piped.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if piped.Pid() <= 0 {
+		t.Fatal("no pid")
+	}
+	io.WriteString(w, "typed\n") //nolint:errcheck
+	w.Close()
+	if err := piped.Wait(ctx); err != nil || buf.String() != "got typed\n" {
+		t.Fatalf("pipe: %q %v", buf.String(), err)
+	}
+
+	// Files.
+	if err := sb.MkdirAll(ctx, "/tmp/d/e"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := sb.WriteFile(ctx, "/tmp/d/e/f.txt", strings.NewReader("content")); err != nil || n != 7 {
+		t.Fatalf("write: %d %v", n, err)
+	}
+	if got, err := sb.ReadFile(ctx, "/tmp/d/e/f.txt"); err != nil || string(got) != "content" {
+		t.Fatalf("read: %q %v", got, err)
+	}
+	if st, err := sb.Stat(ctx, "/tmp/d/e/f.txt"); err != nil || st.Size != 7 {
+		t.Fatalf("stat: %+v %v", st, err)
+	}
+	if err := sb.Copy(ctx, "/tmp/d/e/f.txt", "/tmp/d/g.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Rename(ctx, "/tmp/d/g.txt", "/tmp/d/h.txt"); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := sb.ReadDir(ctx, "/tmp/d")
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("list: %+v %v", entries, err)
+	}
+	if err := sb.RemoveAll(ctx, "/tmp/d"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.Stat(ctx, "/tmp/d"); !errors.Is(err, microsandbox.ErrPathNotFound) {
+		t.Fatalf("stat after remove: %v", err)
+	}
+
+	// Metrics, listing, stop (still listed), remove.
+	if m, err := sb.Metrics(ctx); err != nil || m.MemoryBytes == 0 {
+		t.Fatalf("metrics: %+v %v", m, err)
+	}
+	list, err := c.List(ctx)
+	if err != nil || len(list) != 1 || list[0].Name != "go-sdk" {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	if info, err := sb.Stop(ctx, time.Second); err != nil || info.State != "stopped" {
+		t.Fatalf("stop: %+v %v", info, err)
+	}
+	if again, err := c.Get(ctx, "go-sdk"); err != nil || again.Info().State != "stopped" {
+		t.Fatalf("get after stop: %v", err)
+	}
+	if err := sb.Command("true").Run(ctx); !errors.Is(err, microsandbox.ErrSandboxNotRunning) {
+		t.Fatalf("exec after stop: %v", err)
+	}
+	if err := sb.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, "go-sdk"); !errors.Is(err, microsandbox.ErrSandboxNotFound) {
+		t.Fatalf("get after remove: %v", err)
+	}
+	if err := c.RemoveVolume(ctx, "go-vol"); err != nil {
+		t.Fatal(err)
+	}
+}
