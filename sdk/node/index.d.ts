@@ -1,0 +1,166 @@
+// Types of the microsandbox Node.js SDK (index.js over the native core).
+
+/// <reference types="node" />
+
+export interface VolumeMount {
+  /** Where in the sandbox. */
+  path: string;
+  kind: 'bind' | 'named' | 'tmpfs';
+  /** The host directory (bind) or the volume's name (named). */
+  source?: string;
+  readonly?: boolean;
+  sizeMib?: number;
+}
+
+export interface CreateOptions {
+  /** OCI image (default "python"). */
+  image?: string;
+  /** MiB (default 512). */
+  memory?: number;
+  cpus?: number;
+  env?: Record<string, string>;
+  workdir?: string;
+  isolation?: 'microvm' | 'container';
+  /** Survive this process (until removed). */
+  detached?: boolean;
+  network?: 'none' | 'public_only' | 'allow_all';
+  volumes?: VolumeMount[];
+}
+
+export interface ExecOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+  user?: string;
+  /** Seconds before the command is killed (then ExecTimeoutError). */
+  timeout?: number;
+  /** Fed to stdin (then closed); collected exec only. */
+  stdin?: string | Uint8Array;
+}
+
+export type SandboxState = 'creating' | 'running' | 'draining' | 'stopped' | 'failed';
+
+export interface SandboxInfo {
+  name: string;
+  image: string;
+  imageDigest: string;
+  isolation: 'microvm' | 'container';
+  state: SandboxState;
+  memoryMib: number;
+  cpus: number;
+  detached: boolean;
+  createdAt: number;
+  reason?: string | null;
+  labels?: Record<string, string>;
+}
+
+export interface Metrics {
+  name: string;
+  cpuUsageUs: number;
+  memoryBytes: number;
+  memoryLimitBytes: number | null;
+  diskReadBytes: number;
+  diskWriteBytes: number;
+  netRxBytes: number;
+  netTxBytes: number;
+  processes: number;
+}
+
+export interface FileStat {
+  path: string;
+  kind: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  mtime: number;
+}
+
+export type ExecEvent =
+  | { type: 'started'; pid: number }
+  | { type: 'stdout'; data: Buffer }
+  | { type: 'stderr'; data: Buffer }
+  | { type: 'exited'; exitCode: number; signal: number | null; timedOut: boolean };
+
+export declare class ExecOutput {
+  readonly exitCode: number;
+  readonly signal: number | null;
+  readonly timedOut: boolean;
+  readonly stdoutBytes: Buffer;
+  readonly stderrBytes: Buffer;
+  get stdout(): string;
+  get stderr(): string;
+  get success(): boolean;
+}
+
+export declare class ExecHandle implements AsyncIterable<ExecEvent> {
+  pid: number | null;
+  exit: Extract<ExecEvent, { type: 'exited' }> | null;
+  next(): Promise<ExecEvent | null>;
+  [Symbol.asyncIterator](): AsyncIterator<ExecEvent>;
+  writeStdin(data: string | Uint8Array): Promise<void>;
+  closeStdin(): Promise<void>;
+  signal(signal: number): Promise<void>;
+  /** The rest of the output; throws ExecTimeoutError if it was killed at its timeout. */
+  wait(): Promise<ExecOutput>;
+}
+
+export declare class SandboxFs {
+  read(path: string): Promise<Buffer>;
+  readText(path: string): Promise<string>;
+  write(path: string, data: string | Uint8Array): Promise<number>;
+  list(path: string): Promise<FileStat[]>;
+  stat(path: string): Promise<FileStat>;
+  mkdir(path: string): Promise<void>;
+  remove(path: string): Promise<void>;
+}
+
+export declare class Sandbox {
+  /** Pulls the image if needed and boots a sandbox; starts the local agent when none runs. */
+  static create(name: string, options?: CreateOptions): Promise<Sandbox>;
+  static get(name: string): Promise<Sandbox>;
+  static list(): Promise<SandboxInfo[]>;
+  static remove(name: string): Promise<void>;
+  readonly name: string;
+  readonly fs: SandboxFs;
+  info(): Promise<SandboxInfo>;
+  exec(command: string, args?: string[], options?: ExecOptions): Promise<ExecOutput>;
+  shell(script: string, options?: ExecOptions): Promise<ExecOutput>;
+  execStream(command: string, args?: string[], options?: Omit<ExecOptions, 'stdin'>): Promise<ExecHandle>;
+  metrics(): Promise<Metrics>;
+  /** SIGTERM, SIGKILL after graceSeconds; it stays listed as stopped until removed. */
+  stop(graceSeconds?: number): Promise<SandboxInfo>;
+  kill(): Promise<SandboxInfo>;
+  remove(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export declare class Execution {
+  readonly status: 'success' | 'error';
+  readonly language: string;
+  output(): Promise<string>;
+  error(): Promise<string>;
+  hasError(): boolean;
+}
+
+/** The earlier SDK's API: a persistent Node.js context per sandbox (image "node"). */
+export declare class NodeSandbox {
+  static create(options?: { name?: string; image?: string; memory?: number; cpus?: number }): Promise<NodeSandbox>;
+  run(code: string): Promise<Execution>;
+  stop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export declare class MicrosandboxError extends Error {
+  /** The agent's error code, e.g. "sandbox_not_found". */
+  readonly code: string;
+}
+export declare class InvalidRequestError extends MicrosandboxError {}
+export declare class SandboxNotFoundError extends MicrosandboxError {}
+export declare class SandboxAlreadyExistsError extends MicrosandboxError {}
+export declare class SandboxNotRunningError extends MicrosandboxError {}
+export declare class CommandNotFoundError extends MicrosandboxError {}
+export declare class PathNotFoundError extends MicrosandboxError {}
+export declare class ImageNotFoundError extends MicrosandboxError {}
+export declare class AgentUnreachableError extends MicrosandboxError {}
+export declare class ExecTimeoutError extends MicrosandboxError {
+  /** What the command wrote until it was killed. */
+  readonly output: ExecOutput;
+}
