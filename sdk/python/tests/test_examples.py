@@ -60,3 +60,9 @@ def test_repl() -> None:
 def test_every_example_is_covered(script: str) -> None:
     assert f"def test_{script.removesuffix('.py')}" in Path(__file__).read_text() or \
         script == "hello.py"  # tests/test_hello.py
+
+
+def test_bench_exec() -> None:
+    name, p50, p99, create_ms, mib_s = run("bench_exec.py", "20").split()
+    assert name == "python"
+    assert 0 < float(p50) <= float(p99) and float(create_ms) > 0 and float(mib_s) > 0
