@@ -113,6 +113,67 @@ async fn stdin_collected_and_streamed() {
     c.remove("stdin").await.unwrap();
 }
 
+/// Closing stdin right away, as a client with nothing to send does, never costs output: the
+/// agent used to end the relay when the guest stopped taking input (say, after a quick process
+/// exited), dropping its last output and exit status.
+#[tokio::test]
+async fn stdin_closed_at_once_loses_no_output() {
+    let agent = TestAgent::start("exec-stdin-close");
+    let c = agent.client();
+    create(&c, "quick", "busybox").await;
+    let streamed = |args: &'static [&'static str]| {
+        let c = c.clone();
+        async move {
+            let s = c
+                .exec_stream(
+                    "quick",
+                    ExecRequest {
+                        stdin: true,
+                        ..cmd("sh", args)
+                    },
+                )
+                .await
+                .unwrap();
+            // Close stdin after the process is likely done, as a client that is slower to get
+            // to it does: the guest takes no more input then.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let _maybe_gone = s.input().close_stdin().await;
+            s.wait_output().await.unwrap()
+        }
+    };
+    for _ in 0..10 {
+        let out = streamed(&["-c", "echo hi; exit 3"]).await;
+        assert_eq!((out.stdout_str().as_ref(), out.exit_code), ("hi\n", 3));
+    }
+    // A reader slower than the guest writes (as a Go client copying into its own buffers).
+    for _ in 0..3 {
+        let mut s = c
+            .exec_stream(
+                "quick",
+                ExecRequest {
+                    stdin: true,
+                    ..cmd("head", &["-c", "16777216", "/dev/zero"])
+                },
+            )
+            .await
+            .unwrap();
+        s.input().close_stdin().await.unwrap();
+        let (mut bytes, mut exited) = (0, false);
+        while let Some(ev) = s.next().await {
+            match ev.unwrap() {
+                ExecEvent::Stdout(d) => {
+                    bytes += d.len();
+                    tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                }
+                ExecEvent::Exited { exit_code, .. } => exited = exit_code == 0,
+                _ => {}
+            }
+        }
+        assert_eq!((bytes, exited), (16 << 20, true));
+    }
+    c.remove("quick").await.unwrap();
+}
+
 #[tokio::test]
 async fn tty_and_resize() {
     let agent = TestAgent::start("exec-tty");

@@ -111,6 +111,15 @@ func (c *Cmd) Start(ctx context.Context) error {
 	conn.SetReadLimit(64 << 20)
 	data, _ := json.Marshal(req)
 	if err := conn.Write(ctx, websocket.MessageText, data); err != nil {
+		// The agent may have refused the exec (sandbox not running) and closed before reading
+		// the request: its error message is the answer.
+		var refused control
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if rerr := readControl(rctx, conn, &refused); rerr != nil && errors.As(rerr, new(*Error)) {
+			conn.CloseNow()
+			return rerr
+		}
 		conn.CloseNow()
 		return err
 	}

@@ -90,6 +90,14 @@ func TestLocalMode(t *testing.T) {
 		t.Fatal("a read-only bind was written")
 	}
 
+	// Many quick commands in a row: each one's status arrives (the agent once ended the relay
+	// when the guest stopped taking input, before the exit status got through).
+	for i := 0; i < 100; i++ {
+		if err := sb.Command("true").Run(ctx); err != nil {
+			t.Fatalf("quick command %d: %v", i, err)
+		}
+	}
+
 	// Typed errors.
 	_, err = sb.Command("sh", "-c", "echo oops >&2; exit 3").Output(ctx)
 	var exitErr *microsandbox.ExitError

@@ -162,7 +162,8 @@ async fn stream_exec(
     let conn = client.open(Request::Exec(greq)).await?;
     let (mut gsink, mut gstream) = conn.split();
     let (mut wsink, mut wstream) = socket.split();
-    // Client -> guest.
+    // Client -> guest. Ends when the client goes away, or when the guest stops taking input
+    // (its process may have exited already: what it wrote is still to be relayed).
     let inbound = async {
         while let Some(Ok(m)) = wstream.next().await {
             let frame = if m.is_binary() {
@@ -180,10 +181,11 @@ async fn stream_exec(
                 continue;
             };
             if gsink.send(frame).await.is_err() {
-                break;
+                return InboundEnd::GuestClosed;
             }
         }
         // Client went away: the guest kills the process group when its connection drops.
+        InboundEnd::ClientGone
     };
     // Guest -> client.
     let outbound = async {
@@ -220,13 +222,24 @@ async fn stream_exec(
             }
         }
     };
-    tokio::select! {
-        r = outbound => r,
-        _ = inbound => {
-            // Inbound ended (client closed). Nothing more to relay.
-            Ok(())
-        }
+    tokio::pin!(outbound);
+    let ended = tokio::select! {
+        r = &mut outbound => return r,
+        ended = inbound => ended,
+    };
+    match ended {
+        // Nobody to relay to.
+        InboundEnd::ClientGone => Ok(()),
+        // The guest took no more input (say, stdin closed after the process exited): its output
+        // and exit status still reach the client.
+        InboundEnd::GuestClosed => outbound.await,
     }
+}
+
+/// Why the client -> guest half of a streaming exec ended.
+enum InboundEnd {
+    ClientGone,
+    GuestClosed,
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@ use microsandbox::{Isolation, Sandbox};
 
 #[tokio::main]
 async fn main() -> microsandbox::Result<()> {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200);
     let t = Instant::now();
     let sb = Sandbox::builder(format!("bench-rust-{}", std::process::id()))
         .image("busybox")
@@ -43,6 +46,12 @@ async fn main() -> microsandbox::Result<()> {
     }
     assert_eq!(bytes, 64 << 20);
     let mib_s = 64.0 / t.elapsed().as_secs_f64();
-    println!("rust {:.3} {:.3} {:.1} {:.0}", p(0.5), p(0.99), create_ms, mib_s);
+    println!(
+        "rust {:.3} {:.3} {:.1} {:.0}",
+        p(0.5),
+        p(0.99),
+        create_ms,
+        mib_s
+    );
     sb.remove().await
 }
