@@ -59,6 +59,8 @@ pub enum Command {
     Run(RunArgs),
     /// Serve the MCP (Model Context Protocol) tools over stdio, for AI tools.
     Mcp(McpArgs),
+    /// Print a shell completion script (`msb completions bash > /etc/bash_completion.d/msb`).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]

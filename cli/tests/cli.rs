@@ -175,6 +175,8 @@ fn temporary_sandboxes_exit_codes_stdin_and_listing() {
         "{}",
         text(&pulled.stdout)
     );
+    let completions = env.run("msb", &["completions", "bash"]);
+    assert!(text(&completions.stdout).contains("msb") && completions.status.success());
     // Usage errors exit 2, as clap's.
     assert_eq!(env.run("msb", &["exe"]).status.code(), Some(2));
     assert_eq!(env.run("msb", &["stop"]).status.code(), Some(2));

@@ -25,5 +25,14 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Add(a) => project::add(a),
         Command::Run(a) => project::run(a).await,
         Command::Mcp(a) => crate::mcp::serve_stdio(a.keep_sandboxes).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "msb", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _closed_pipe = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(0)
+        }
     }
 }
