@@ -57,8 +57,9 @@ impl SandboxManager {
             Err(e) => {
                 tracing::warn!(sandbox = %name, error = %e, "create failed; cleaning up");
                 cleanup(&name, "tear down", self.teardown(&entry).await);
-                self.forget(&entry).await;
+                // Files first: the name stays reserved until nothing of it is left.
                 self.remove_files(&entry).await;
+                self.forget(&entry).await;
                 Err(e)
             }
         }

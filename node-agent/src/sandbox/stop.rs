@@ -217,17 +217,20 @@ impl SandboxManager {
             return Err(AgentError::StillCreating(entry.name.clone()));
         }
         self.teardown(entry).await?;
-        self.forget(entry).await;
         let socket_dir = self.socket_dir_of(&entry.name);
         let dir = entry.dir.clone();
-        blocking(move || {
+        let removed = blocking(move || {
             crate::cleanup::remove_dir_all(&socket_dir);
             match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at("remove", &dir),
                 _ => Ok(()),
             }
         })
-        .await
+        .await;
+        // Only now is the name free: a new sandbox of the same name must not find the old
+        // directory half removed.
+        self.forget(entry).await;
+        removed
     }
 
     /// Drop `entry` from the map if it is still the sandbox of its name.
