@@ -104,8 +104,8 @@ fn ran(out: &ExecOutput) -> CallToolResult {
     let value = serde_json::json!({
         "exit_code": out.exit_code,
         "signal": out.signal,
-        "stdout": out.stdout(),
-        "stderr": out.stderr(),
+        "stdout": out.stdout_str(),
+        "stderr": out.stderr_str(),
         "success": out.success(),
     });
     if out.success() {

@@ -22,7 +22,7 @@ async fn main() -> microsandbox::Result<()> {
         .create()
         .await?;
     let first = sb.exec("echo", ["hi"]).await?;
-    assert_eq!(first.stdout(), "hi\n");
+    assert_eq!(first.stdout_str(), "hi\n");
     let create_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {

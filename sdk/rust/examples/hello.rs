@@ -17,6 +17,6 @@ async fn main() -> microsandbox::Result<()> {
         .create()
         .await?;
     let output = sb.exec("python3", ["-c", "print('Hello!')"]).await?;
-    print!("{}", output.stdout());
+    print!("{}", output.stdout_str());
     sb.remove().await
 }

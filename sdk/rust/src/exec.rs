@@ -7,65 +7,25 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use microsandbox_client::api::{ExecRequest, Rlimit, SecretViolation};
-use microsandbox_client::{encode_stdin, AgentClient, ExecInput, Output};
+use microsandbox_client::api::{ExecRequest, Rlimit};
+use microsandbox_client::{encode_stdin, AgentClient, ExecInput};
 
 pub use microsandbox_client::ExecEvent;
 
 use crate::error::{Error, Result};
 
-/// What a command wrote and how it ended.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecOutput {
-    pub exit_code: i32,
-    /// The signal that killed it, if one did.
-    pub signal: Option<i32>,
-    /// It ran past its timeout and was killed.
-    pub timed_out: bool,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    /// Uses of secret placeholders the egress proxy blocked while it ran.
-    pub secret_violations: Vec<SecretViolation>,
-}
+/// What a command wrote and how it ended (the client's decoded output: `exit_code`, `signal`,
+/// `timed_out`, `stdout`/`stderr` bytes, `stdout_str()`/`stderr_str()`, `success()`).
+pub use microsandbox_client::Output as ExecOutput;
 
-impl ExecOutput {
-    /// Exit status 0, not killed, not timed out.
-    pub fn success(&self) -> bool {
-        self.exit_code == 0 && self.signal.is_none() && !self.timed_out
-    }
-
-    /// stdout as text (invalid UTF-8 replaced).
-    pub fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    /// stderr as text (invalid UTF-8 replaced).
-    pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
-    }
-
-    /// `Err(ExecTimeout)` for a command killed at its timeout, else the output.
-    fn or_timeout(self) -> Result<Self> {
-        if self.timed_out {
-            Err(Error::ExecTimeout {
-                output: Box::new(self),
-            })
-        } else {
-            Ok(self)
-        }
-    }
-}
-
-impl From<Output> for ExecOutput {
-    fn from(o: Output) -> Self {
-        ExecOutput {
-            exit_code: o.exit_code,
-            signal: o.signal,
-            timed_out: o.timed_out,
-            stdout: o.stdout,
-            stderr: o.stderr,
-            secret_violations: o.secret_violations,
-        }
+/// `Err(ExecTimeout)` for a command killed at its timeout, else the output.
+fn or_timeout(out: ExecOutput) -> Result<ExecOutput> {
+    if out.timed_out {
+        Err(Error::ExecTimeout {
+            output: Box::new(out),
+        })
+    } else {
+        Ok(out)
     }
 }
 
@@ -164,8 +124,7 @@ impl Command {
     /// Run to completion and collect the output.
     pub async fn run(mut self) -> Result<ExecOutput> {
         self.req.stdin_b64 = self.stdin.take().map(encode_stdin);
-        let out: ExecOutput = self.client.exec(&self.sandbox, self.req).await?.into();
-        out.or_timeout()
+        or_timeout(self.client.exec(&self.sandbox, self.req).await?)
     }
 
     /// Start it and stream its events; stdin stays open for [`ExecStream::input`].
@@ -210,8 +169,7 @@ impl ExecStream {
 
     /// Collect the rest until it exits; [`Error::ExecTimeout`] if it was killed at its timeout.
     pub async fn wait(self) -> Result<ExecOutput> {
-        let out: ExecOutput = self.inner.wait_output().await?.into();
-        out.or_timeout()
+        or_timeout(self.inner.wait_output().await?)
     }
 }
 

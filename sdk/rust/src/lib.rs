@@ -19,7 +19,7 @@
 //!     .create()
 //!     .await?;
 //! let output = sb.exec("python", ["-c", "print('Hello!')"]).await?;
-//! print!("{}", output.stdout());
+//! print!("{}", output.stdout_str());
 //! sb.remove().await?;
 //! # Ok(()) }
 //! ```

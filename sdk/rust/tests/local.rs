@@ -107,9 +107,12 @@ async fn scenario(state: PathBuf) {
         .await
         .unwrap();
     assert!(out.success());
-    assert_eq!(out.stdout(), "hello\n/tmp\nfrom the host\npatched\n");
+    assert_eq!(out.stdout_str(), "hello\n/tmp\nfrom the host\npatched\n");
     let failed = sb.shell("echo oops >&2; exit 3").await.unwrap();
-    assert_eq!((failed.exit_code, failed.stderr().as_str()), (3, "oops\n"));
+    assert_eq!(
+        (failed.exit_code, failed.stderr_str().as_ref()),
+        (3, "oops\n")
+    );
     assert!(!failed.success());
     assert!(
         sb.shell("touch /host/x").await.unwrap().exit_code != 0,
@@ -140,7 +143,7 @@ async fn scenario(state: PathBuf) {
     let Error::ExecTimeout { output } = timed else {
         panic!("expected a timeout, got {timed:?}")
     };
-    assert!(output.timed_out && output.stdout() == "partial\n");
+    assert!(output.timed_out && output.stdout_str() == "partial\n");
     let dup = Sandbox::builder(&name)
         .image("busybox")
         .create()
@@ -191,7 +194,7 @@ async fn scenario(state: PathBuf) {
     let input = interactive.input();
     input.write_stdin(b"typed\n".to_vec()).await.unwrap();
     input.close_stdin().await.unwrap();
-    assert_eq!(interactive.wait().await.unwrap().stdout(), "typed\n");
+    assert_eq!(interactive.wait().await.unwrap().stdout_str(), "typed\n");
 
     // Files.
     let fs = sb.fs();
