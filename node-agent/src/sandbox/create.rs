@@ -131,7 +131,14 @@ impl SandboxManager {
             .map(|l| self.images.layer_dir(l))
             .collect();
         let empty = self.images.root().join("empty");
-        let (disk_mib, patches) = (req.disk_mib, req.patches.clone());
+        let (disk_mib, mut patches) = (req.disk_mib, req.patches.clone());
+        if let Some(dir) = req.workdir.as_ref().filter(|d| d.starts_with('/')) {
+            // Like an image's WORKDIR: created when the image lacks it (commands start in it).
+            patches.push(RootPatch::Mkdir {
+                path: dir.clone(),
+                mode: None,
+            });
+        }
         let host = self.config.host_access.clone();
         blocking(move || {
             std::fs::create_dir_all(&dir).at("create", &dir)?;
