@@ -10,6 +10,7 @@
 #                                          and adds /opt/opaque-dir/new-file
 #   127.0.0.1:5000/library/python:latest   Debian bookworm minbase + python3 (+ python -> python3)
 #   127.0.0.1:5000/library/node:latest     Debian bookworm minbase + nodejs (node)
+#   127.0.0.1:5000/microsandbox/{python,node}:latest  the same two, under upstream's names
 #
 # Every image has root, nobody (65534) and sandbox (1000, home /home/sandbox).
 #
@@ -355,14 +356,17 @@ build_debian_image() {
   umoci repack --image "$d/oci:latest" --history.comment "debian $DEBIAN_SUITE minbase + $include" "$d/bundle"
   set_config "$d/oci:latest" "$cmd"
   push "$d/oci" latest "library/$name"
+  # The upstream microsandbox names (its docs and MCP examples use microsandbox/python and
+  # microsandbox/node): the same image.
+  push "$d/oci" latest "microsandbox/$name"
 }
 
 PY_CHECK=(python3 -c 'import sys; print("python", sys.version.split()[0])')
-recipe_python() { echo "python $(debian_rootfs_key "$PY_INCLUDE" "${PY_CHECK[@]}") $(common_recipe)" | sha; }
+recipe_python() { echo "python+alias $(debian_rootfs_key "$PY_INCLUDE" "${PY_CHECK[@]}") $(common_recipe)" | sha; }
 build_python() { build_debian_image "$1" python "$PY_INCLUDE" python3 "${PY_CHECK[@]}"; }
 
 NODE_CHECK=(node -e 'console.log("node", process.version)')
-recipe_node() { echo "node $(debian_rootfs_key "$NODE_INCLUDE" "${NODE_CHECK[@]}") $(common_recipe)" | sha; }
+recipe_node() { echo "node+alias $(debian_rootfs_key "$NODE_INCLUDE" "${NODE_CHECK[@]}") $(common_recipe)" | sha; }
 build_node() { build_debian_image "$1" node "$NODE_INCLUDE" node "${NODE_CHECK[@]}"; }
 
 # ------------------------------------------------------------------------------

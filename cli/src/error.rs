@@ -13,6 +13,8 @@ pub enum CliError {
     Usage(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Mcp(#[from] microsandbox_mcp::ServeError),
 }
 
 impl CliError {

@@ -4,7 +4,6 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
-pub mod mcp;
 pub mod output;
 pub mod sandboxfile;
 

@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// agent's state directory. Not with --host-root or --cluster.
     #[arg(long, conflicts_with_all = ["host_roots", "cluster"])]
     pub local: bool,
+    /// Serve the MCP endpoint `/mcp` without the bearer token (`msb server start --dev`, as
+    /// the upstream server's dev mode). Only with a loopback --listen; not with --cluster.
+    #[arg(long, conflicts_with = "cluster")]
+    pub mcp_without_token: bool,
     #[command(flatten)]
     pub net: NetArgs,
     #[command(flatten)]
@@ -256,6 +260,12 @@ fn config_from(a: Box<ServeArgs>) -> Result<AgentConfig, String> {
         })
         .collect::<Result<_, String>>()?;
     let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    if a.mcp_without_token && a.listen.is_some_and(|l| !l.ip().is_loopback()) {
+        return Err(format!(
+            "--mcp-without-token serves /mcp to anyone who connects: --listen {} must be a loopback address",
+            a.listen.map(|l| l.to_string()).unwrap_or_default()
+        ));
+    }
     let mut network = net_from(&a.net)?;
     network.netns_prefix = microsandbox_agent::network::netns_prefix(&state_dir);
     let host_access = if a.local {
@@ -288,6 +298,7 @@ fn config_from(a: Box<ServeArgs>) -> Result<AgentConfig, String> {
         kernel: a.kernel,
         lease_grace: std::time::Duration::from_secs(a.lease_grace_secs),
         host_access,
+        mcp_without_token: a.mcp_without_token,
     })
 }
 

@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub host_access: crate::rootfs::host_access::HostAccess,
     /// Sandbox networks.
     pub network: crate::network::NetConfig,
+    /// `/mcp` without the bearer token (dev mode, loopback only).
+    pub mcp_without_token: bool,
 }
 
 impl AgentConfig {

@@ -146,6 +146,11 @@ pub async fn serve(
         std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
             .map_err(state_err)?;
     }
+    let mcp = match cluster_task {
+        // A cluster node's sandboxes are Sandbox objects; MCP clients use `msb mcp --cluster`.
+        Some(_) => None,
+        None => Some(mcp_endpoint(&config, &socket_path, &token)),
+    };
     let routes = api::routes(
         manager.clone(),
         api::Auth {
@@ -153,6 +158,7 @@ pub async fn serve(
             cluster: cluster_auth,
             manager: manager.clone(),
         },
+        mcp,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = move || {
@@ -193,6 +199,26 @@ pub async fn serve(
     .await;
     crate::cleanup::remove_file(&socket_path);
     Ok(())
+}
+
+/// The MCP endpoint: its tools create sandboxes through this agent's own socket.
+fn mcp_endpoint(
+    config: &AgentConfig,
+    socket: &std::path::Path,
+    token: &api::Token,
+) -> (microsandbox_mcp::http::HttpEndpoint, api::McpAccess) {
+    let agent = microsandbox::Agent::at(
+        microsandbox::Endpoint::Unix(socket.to_path_buf()),
+        Some(token.expose().to_string()),
+    );
+    let hosts = config.listen.map(|l| l.ip().to_string());
+    let endpoint = microsandbox_mcp::http::HttpEndpoint::new(agent, hosts);
+    let access = if config.mcp_without_token {
+        api::McpAccess::Open
+    } else {
+        api::McpAccess::Token(token.clone())
+    };
+    (endpoint, access)
 }
 
 async fn wait_for_signal() {

@@ -24,7 +24,10 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Init => project::init(),
         Command::Add(a) => project::add(a),
         Command::Run(a) => project::run(a).await,
-        Command::Mcp(a) => crate::mcp::serve_stdio(a.keep_sandboxes).await,
+        Command::Mcp(a) => microsandbox_mcp::serve_stdio(a.keep_sandboxes)
+            .await
+            .map(|()| 0)
+            .map_err(Into::into),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

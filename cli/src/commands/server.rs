@@ -35,7 +35,11 @@ pub async fn start(dev: bool, detach: bool) -> Result<i32> {
         cmd.arg("--local").env_remove("MSB_HOST_ROOTS");
     }
     if dev {
-        cmd.arg("--listen").arg(DEV_LISTEN);
+        // As the upstream server's dev mode: MCP at http://127.0.0.1:5555/mcp without a token
+        // (loopback only; the rest of the API still needs it).
+        cmd.arg("--listen")
+            .arg(DEV_LISTEN)
+            .arg("--mcp-without-token");
         if std::env::var_os("MSB_LOG").is_none() {
             cmd.env("MSB_LOG", "debug");
         }

@@ -19,6 +19,11 @@ impl Token {
         Token(Arc::new(s))
     }
 
+    /// The token itself (for this agent's own in-process clients).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Constant-time comparison with a presented token.
     pub fn matches(&self, presented: &str) -> bool {
         let (a, b) = (self.0.as_bytes(), presented.as_bytes());

@@ -4,11 +4,13 @@ mod auth;
 mod exec;
 mod fs;
 mod images;
+mod mcp;
 mod reply;
 mod sandboxes;
 mod volumes;
 
 pub use auth::{load_or_create_token, Auth, Token};
+pub use mcp::McpAccess;
 
 use std::sync::Arc;
 use warp::Filter;
@@ -22,9 +24,11 @@ pub struct Ctx {
 }
 
 /// Every route, authenticated, with errors rendered as JSON.
+/// `mcp`: the MCP endpoint and who may use it (none in cluster mode).
 pub fn routes(
     manager: Arc<SandboxManager>,
     auth: Auth,
+    mcp: Option<(microsandbox_mcp::http::HttpEndpoint, McpAccess)>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let ctx = Ctx { manager };
     let health = warp::path!("healthz")
@@ -41,5 +45,17 @@ pub fn routes(
             .or(volumes::routes(ctx))
             .unify(),
     );
-    health.or(v1).unify().recover(reply::recover).unify()
+    let mcp = match mcp {
+        Some((endpoint, access)) => mcp::route(endpoint, access).boxed(),
+        None => warp::path!("mcp")
+            .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+            .boxed(),
+    };
+    health
+        .or(mcp)
+        .unify()
+        .or(v1)
+        .unify()
+        .recover(reply::recover)
+        .unify()
 }

@@ -101,7 +101,10 @@ def closed_netns() -> str:
     return name
 
 
-def spawn_agent(state: Path, binary: Path, guest: Path) -> AgentProcess:
+def spawn_agent(
+    state: Path, binary: Path, guest: Path, extra: tuple[str, ...] = ()
+) -> AgentProcess:
+    """An agent on ``state``; ``extra`` arguments go to ``serve``."""
     log = open(state / "agent.log", "ab")
     proc = subprocess.Popen(
         [
@@ -123,6 +126,7 @@ def spawn_agent(state: Path, binary: Path, guest: Path) -> AgentProcess:
             closed_netns(),
             "--dns-upstream",
             "127.0.0.1:53",
+            *extra,
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

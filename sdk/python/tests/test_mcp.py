@@ -1,22 +1,40 @@
-"""The MCP server (`msb mcp`) driven by the official MCP Python client over stdio, as an AI tool
-would: initialize, list tools, call each, errors as tool errors, sandboxes gone with the session.
+"""The MCP server driven by the official MCP Python client over stdio (`msb mcp`) and over
+streamable HTTP (the agent's `/mcp`), as an AI tool would: initialize, list tools, call each,
+errors as tool errors, sandboxes gone with the session.
 
 The ``msb`` binary is ``MSB_CLI_BIN`` (the Makefile sets it), else the debug build."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import ClientSession, StdioServerParameters
+from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
-from microsandbox import Sandbox
+from microsandbox import Sandbox, _native
+
+from .conftest import (
+    AgentProcess,
+    agent_binary,
+    cleanup_agent,
+    guest_binary,
+    new_state_dir,
+    spawn_agent,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -115,3 +133,126 @@ async def test_remove_and_keep(name: str) -> None:
         assert name not in {i.name for i in await Sandbox.list()}
         again = await s.call_tool("sandbox_remove", {"sandbox": name})
         assert again.is_error
+
+
+# --- MCP over streamable HTTP: the agent's /mcp, as the upstream server serves it -------------
+
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def listening_agent(*extra: str) -> Iterator[tuple[AgentProcess, str]]:
+    """A second agent listening on a loopback port; yields it and its /mcp URL."""
+    port = free_port()
+    state = new_state_dir(Path(tempfile.mkdtemp(prefix="msbmcp-", dir="/tmp")))
+    a = spawn_agent(state, agent_binary(), guest_binary(),
+                    ("--listen", f"127.0.0.1:{port}", *extra))
+    try:
+        yield a, f"http://127.0.0.1:{port}/mcp"
+    finally:
+        cleanup_agent(a)
+
+
+@pytest.fixture(scope="module")
+def token_agent() -> Iterator[tuple[AgentProcess, str]]:
+    with listening_agent() as a:
+        yield a
+
+
+@pytest.fixture(scope="module")
+def dev_agent() -> Iterator[tuple[AgentProcess, str]]:
+    with listening_agent("--mcp-without-token") as a:
+        yield a
+
+
+def post(url: str, headers: dict[str, str]) -> int:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+    req = urllib.request.Request(url, data=body, method="POST", headers={
+        "content-type": "application/json", "accept": "application/json, text/event-stream",
+        **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_http_needs_the_agent_token(token_agent: tuple[AgentProcess, str]) -> None:
+    agent, url = token_agent
+    assert post(url, {}) == 401
+    assert post(url, {"authorization": "Bearer wrong"}) == 401
+    # A page of another site cannot reach it through DNS rebinding: foreign Host names refused.
+    token = (agent.state / "agent.token").read_text().strip()
+    assert post(url, {"authorization": f"Bearer {token}", "host": "evil.example"}) == 403
+
+
+async def test_tools_over_http_upstream_shape(token_agent: tuple[AgentProcess, str],
+                                              name: str) -> None:
+    agent, url = token_agent
+    token = (agent.state / "agent.token").read_text().strip()
+    client = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+    async with streamable_http_client(url, http_client=client) as (r, w, *_):
+        async with ClientSession(r, w) as s:
+            await s.initialize()
+            names = {t.name for t in (await s.list_tools()).tools}
+            assert {"sandbox_start", "sandbox_stop", "sandbox_run_code",
+                    "sandbox_run_command", "sandbox_get_metrics"} <= names
+            # The upstream server's argument shape: namespace + config with "K=V" envs.
+            started = await s.call_tool("sandbox_start", {
+                "sandbox": name, "namespace": "default",
+                "config": {"image": "microsandbox/python", "memory": 256, "envs": ["GREETING=hi"]}})
+            assert not started.is_error, text(started)
+            ran = await s.call_tool("sandbox_run_code", {
+                "sandbox": name, "namespace": "default", "language": "python",
+                "code": "import os; print(os.environ['GREETING'], 6*7)"})
+            assert ran.structured_content is not None, text(ran)
+            assert ran.structured_content["stdout"] == "hi 42\n"
+            bad = await s.call_tool("sandbox_start", {
+                "sandbox": "x", "namespace": "default", "config": {"envs": ["NOEQUALS"]}})
+            assert bad.is_error and "NOEQUALS" in text(bad)
+            # Stop frees the name, as upstream: start it again afresh.
+            stopped = await s.call_tool("sandbox_stop", {"sandbox": name, "namespace": "default"})
+            assert not stopped.is_error, text(stopped)
+            again = await s.call_tool("sandbox_start", {
+                "sandbox": name, "namespace": "default", "config": {"image": "busybox"}})
+            assert not again.is_error, text(again)
+            gone = await s.call_tool("sandbox_run_command", {
+                "sandbox": name, "command": "cat", "args": ["/usr/bin/python3"]})
+            assert gone.is_error  # a fresh busybox sandbox, nothing of the python one
+            removed = await s.call_tool("sandbox_remove", {"sandbox": name})
+            assert not removed.is_error, text(removed)
+    c = _native.Client.from_state_dir(agent.state)
+    assert name not in {x["name"] for x in await c.list()}
+
+
+def test_dev_mode_needs_a_loopback_listener() -> None:
+    out = subprocess.run(
+        [str(agent_binary()), "serve", "--state-dir", tempfile.mkdtemp(prefix="msbdev-"),
+         "--listen", "0.0.0.0:0", "--mcp-without-token"],
+        capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "loopback" in out.stderr
+
+
+async def test_dev_mode_stateless_requests_share_sandboxes(
+    dev_agent: tuple[AgentProcess, str], name: str
+) -> None:
+    """`msb server start --dev` (the agent's --mcp-without-token): no token, and a client of
+    the session-less 2026-07-28 protocol finds in one request what it started in another."""
+    _, url = dev_agent
+    async with Client(url) as c:
+        started = await c.call_tool("sandbox_start", {
+            "sandbox": name, "namespace": "default", "config": {"image": "busybox"}})
+        assert not started.is_error, text(started)
+        ran = await c.call_tool("sandbox_run_command", {
+            "sandbox": name, "namespace": "default", "command": "echo", "args": ["ok"]})
+        assert ran.structured_content is not None and ran.structured_content["stdout"] == "ok\n"
+        metrics = await c.call_tool("sandbox_get_metrics", {"namespace": "default"})
+        assert not metrics.is_error and metrics.structured_content is not None
+        assert metrics.structured_content["name"] == name
+        removed = await c.call_tool("sandbox_remove", {"sandbox": name})
+        assert not removed.is_error, text(removed)

@@ -328,3 +328,52 @@ mod tests {
         assert_eq!(sd.state_dir.as_deref(), Some(Path::new("/s")));
     }
 }
+
+/// A node agent to talk to: this machine's ([`Agent::local`], started when none runs) or one at
+/// a known endpoint ([`Agent::at`]). Cheap to clone; clones share connections.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub(crate) client: AgentClient,
+}
+
+impl Agent {
+    /// This machine's agent, located (and started when none runs) as the module doc says.
+    pub async fn local() -> Result<Agent> {
+        Ok(Agent {
+            client: connect().await?,
+        })
+    }
+
+    /// The agent at `endpoint`, authenticated with `token`; nothing is started.
+    pub fn at(endpoint: Endpoint, token: Option<String>) -> Agent {
+        Agent {
+            client: AgentClient::new(endpoint, token),
+        }
+    }
+
+    /// The low-level API client.
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+
+    /// A handle on its sandbox `name` (it does not hold the sandbox's lease).
+    pub async fn get(&self, name: &str) -> Result<crate::Sandbox> {
+        let info = self.client.get(name).await?;
+        Ok(crate::Sandbox::adopt(self.client.clone(), info))
+    }
+
+    /// Every sandbox of the agent.
+    pub async fn list(&self) -> Result<Vec<microsandbox_client::api::SandboxInfo>> {
+        Ok(self.client.list().await?)
+    }
+
+    /// Metrics of every running sandbox of the agent.
+    pub async fn all_metrics(&self) -> Result<Vec<microsandbox_client::api::Metrics>> {
+        Ok(self.client.all_metrics().await?)
+    }
+
+    /// Remove its sandbox `name` (killed first if running) and everything it stored.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        Ok(self.client.remove(name).await?)
+    }
+}

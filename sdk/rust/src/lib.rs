@@ -37,6 +37,7 @@ mod image;
 mod sandbox;
 mod volume;
 
+pub use agent::Agent;
 pub use config::{Mount, NetworkPolicy, Patch, Secret};
 pub use error::{Error, Result};
 pub use exec::{Command, ExecEvent, ExecOutput, ExecStream};
@@ -46,6 +47,6 @@ pub use microsandbox_client::api::{
     FileKind, FileStat, Isolation, Metrics, PullEvent, PullPolicy, SandboxInfo, SandboxState,
     StopReason, VolumeInfo,
 };
-pub use microsandbox_client::{ErrorCode, ExecInput};
+pub use microsandbox_client::{Endpoint, ErrorCode, ExecInput};
 pub use sandbox::{Sandbox, SandboxBuilder};
 pub use volume::Volume;

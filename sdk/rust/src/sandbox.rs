@@ -8,7 +8,7 @@ use microsandbox_client::api::{
 };
 use microsandbox_client::{AgentClient, Lease};
 
-use crate::agent;
+use crate::agent::Agent;
 use crate::config::{Mount, NetworkPolicy, Patch, Secret};
 use crate::error::Result;
 use crate::exec::{Command, ExecOutput};
@@ -32,6 +32,8 @@ pub struct Sandbox {
 #[must_use = "a builder does nothing until create()"]
 pub struct SandboxBuilder {
     req: CreateSandbox,
+    /// The agent to create it on; `None`: this machine's ([`Agent::local`]).
+    agent: Option<Agent>,
 }
 
 impl SandboxBuilder {
@@ -119,9 +121,18 @@ impl SandboxBuilder {
         self
     }
 
+    /// Create it on `agent` instead of this machine's.
+    pub fn agent(mut self, agent: &Agent) -> Self {
+        self.agent = Some(agent.clone());
+        self
+    }
+
     /// Pull the image if needed and boot the sandbox; starts the local agent if none runs.
     pub async fn create(self) -> Result<Sandbox> {
-        let client = agent::connect().await?;
+        let client = match self.agent {
+            Some(a) => a.client,
+            None => Agent::local().await?.client,
+        };
         let name = self.req.name.clone();
         let detached = self.req.detached;
         let info = client.create(self.req).await?;
@@ -148,6 +159,15 @@ impl SandboxBuilder {
 }
 
 impl Sandbox {
+    /// A handle without a lease on sandbox `info` of `client`'s agent.
+    pub(crate) fn adopt(client: AgentClient, info: SandboxInfo) -> Sandbox {
+        Sandbox {
+            client,
+            info,
+            lease: None,
+        }
+    }
+
     /// A new sandbox named `name` (lowercase letters, digits and `-`), image `python` unless
     /// [`SandboxBuilder::image`] says otherwise.
     pub fn builder(name: impl Into<String>) -> SandboxBuilder {
@@ -170,33 +190,30 @@ impl Sandbox {
                 network: Default::default(),
                 secrets: Vec::new(),
             },
+            agent: None,
         }
     }
 
-    /// A handle on an existing sandbox (it does not hold the sandbox's lease).
+    /// A handle on an existing sandbox of this machine's agent (it does not hold the sandbox's
+    /// lease); [`Agent::get`] for another agent.
     pub async fn get(name: &str) -> Result<Sandbox> {
-        let client = agent::connect().await?;
-        let info = client.get(name).await?;
-        Ok(Sandbox {
-            client,
-            info,
-            lease: None,
-        })
+        Agent::local().await?.get(name).await
     }
 
-    /// Every sandbox of the agent.
+    /// Every sandbox of this machine's agent.
     pub async fn list() -> Result<Vec<SandboxInfo>> {
-        Ok(agent::connect().await?.list().await?)
+        Agent::local().await?.list().await
     }
 
-    /// Metrics of every running sandbox of the agent.
+    /// Metrics of every running sandbox of this machine's agent.
     pub async fn all_metrics() -> Result<Vec<Metrics>> {
-        Ok(agent::connect().await?.all_metrics().await?)
+        Agent::local().await?.all_metrics().await
     }
 
-    /// Remove sandbox `name` (killed first if running) and everything it stored.
+    /// Remove sandbox `name` of this machine's agent (killed first if running) and everything
+    /// it stored.
     pub async fn remove_named(name: &str) -> Result<()> {
-        Ok(agent::connect().await?.remove(name).await?)
+        Agent::local().await?.remove(name).await
     }
 
     pub fn name(&self) -> &str {
