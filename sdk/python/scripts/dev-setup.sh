@@ -42,6 +42,7 @@ if [[ -z $lib || ! -f $profile_stamp || $(cat "$profile_stamp") != "$PROFILE" ]]
   needs_build=1
 elif [[ -n $(find "$SDK/src" "$SDK/build.rs" "$SDK/Cargo.toml" "$SDK/pyproject.toml" "$REPO/client/src" \
                "$REPO/client/Cargo.toml" "$REPO/wire/src" "$REPO/crds/src" "$REPO/Cargo.lock" \
+               "$REPO/sdk/rust/src" "$REPO/sdk/rust/Cargo.toml" \
                -newer "$lib" -print -quit) ]]; then
   needs_build=1
 elif ! "$VENV/bin/python" -c "import microsandbox" 2>/dev/null; then

@@ -39,10 +39,47 @@ impl From<&ClientError> for ErrorParts {
     }
 }
 
+impl From<&microsandbox::Error> for ErrorParts {
+    fn from(e: &microsandbox::Error) -> Self {
+        use microsandbox::Error;
+        let (kind, code) = match e {
+            Error::Cluster(c) => ("cluster", Some(c.kind.as_str().to_string())),
+            Error::Transport(t) => return ErrorParts::from(t),
+            Error::AgentUnreachable(_) | Error::AgentNotInstalled(_) => ("unreachable", None),
+            Error::Io(_) => ("io", None),
+            other => match other.code() {
+                Some(code) => ("api", Some(code.as_str().to_string())),
+                None => ("other", None),
+            },
+        };
+        ErrorParts {
+            kind,
+            code,
+            message: match e {
+                Error::Cluster(c) => c.message.clone(),
+                other => other.to_string(),
+            },
+        }
+    }
+}
+
 /// Converts a client error into the matching `microsandbox.errors` exception. Takes the GIL, so
 /// it can be called from inside the futures this module hands to Python.
 pub fn to_pyerr(e: ClientError) -> PyErr {
-    let parts = ErrorParts::from(&e);
+    raise(ErrorParts::from(&e))
+}
+
+/// The same for an error of the `microsandbox` crate (cluster mode's included).
+pub fn sdk_to_pyerr(e: microsandbox::Error) -> PyErr {
+    raise(ErrorParts::from(&e))
+}
+
+/// The same for a cluster-mode error.
+pub fn cluster_to_pyerr(e: microsandbox::ClusterError) -> PyErr {
+    sdk_to_pyerr(e.into())
+}
+
+fn raise(parts: ErrorParts) -> PyErr {
     Python::attach(|py| {
         let made = py
             .import("microsandbox.errors")

@@ -1,6 +1,7 @@
 //! Native core of the `microsandbox` Python package: the module `microsandbox._native`.
 //!
-//! It wraps [`microsandbox_client::AgentClient`] and nothing more: every method returns a Python
+//! It wraps [`microsandbox_client::AgentClient`] and the `microsandbox` crate's cluster mode
+//! and nothing more: every method returns a Python
 //! awaitable (driven by a tokio runtime through `pyo3-async-runtimes`, completed by [`aio`]), requests come in as JSON
 //! text and answers go out as plain Python values (dicts, lists, tuples, bytes). The typed,
 //! documented API (dataclasses, exceptions, agent discovery) lives in the pure-Python package on
@@ -16,7 +17,6 @@ mod cluster;
 mod convert;
 mod error;
 mod exec;
-mod relay;
 
 use pyo3::prelude::*;
 
@@ -29,6 +29,8 @@ mod native {
     use crate::client::Lease;
     #[pymodule_export]
     use crate::cluster::Cluster;
+    #[pymodule_export]
+    use crate::cluster::{sandbox_object, volume_object};
     #[pymodule_export]
     use crate::exec::ExecStream;
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,25 +161,25 @@ def test_every_cluster_error_code_maps_to_a_typed_subclass() -> None:
                       errors.PermissionDeniedError)
 
 
-def test_cluster_secret_objects_carry_no_value() -> None:
-    import json
+def _object(name: str = "s", **kw: Any) -> dict[str, Any]:
+    """The Sandbox object cluster mode posts for ``Sandbox.create(name, **kw)`` (the Rust core's
+    translation, shared by every SDK)."""
+    args: dict[str, Any] = dict(image="busybox", memory=64, cpus=1, env=None, workdir=None,
+                                isolation=None, pull_policy="if-not-present", detached=False,
+                                pids_limit=None)
+    args.update(kw)
+    return _native.sandbox_object("ns", _create_request(name, **args))
 
-    from microsandbox import cluster
+
+def test_cluster_secret_objects_carry_no_value() -> None:
+    from microsandbox import Secret
 
     secrets = [
-        {"env": "API_KEY", "value": "val-one-9f", "allow_hosts": ["a.example.com"]},
-        {"env": "api_key", "value": "val-two-9f", "allow_hosts": ["a.example.com"]},
-        {"env": "__", "value": "val-three-9f", "allow_hosts": ["a.example.com"]},
+        Secret.env("API_KEY", value="val-one-9f", allow_hosts=["a.example.com"]),
+        Secret.env("api_key", value="val-two-9f", allow_hosts=["a.example.com"]),
     ]
-    assert cluster.secret_names("job", secrets) == ["job-api-key", "job-api-key-1", "job-secret"]
-    obj = json.loads(
-        cluster.sandbox_object(
-            "job", "ns", image="busybox", memory=64, cpus=1, env={}, workdir=None,
-            isolation=None, pull_policy="if-not-present", pids_limit=None,
-            network={"policy": "public_only"}, secrets=secrets,
-        )
-    )
-    assert [s["name"] for s in obj["spec"]["secrets"]] == cluster.secret_names("job", secrets)
+    obj = _object("job", network=microsandbox.NetworkPolicy.public_only(), secrets=secrets)
+    assert [s["name"] for s in obj["spec"]["secrets"]] == ["job-api-key", "job-api-key-1"]
     assert "-9f" not in json.dumps(obj)
 
 
@@ -206,40 +207,11 @@ def test_cluster_mode_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
         Cluster(ready_timeout=0)
 
 
-def test_agent_access(monkeypatch: pytest.MonkeyPatch) -> None:
-    from microsandbox import Cluster, ClusterConfigError, InvalidConfigError, cluster
+def test_agent_access_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How the agent is reached is decided in the Rust core (its tests cover the routes); the
+    Python options are checked up front."""
+    from microsandbox import Cluster, InvalidConfigError, cluster
 
-    class Conn:
-        token: str | None = "tok"
-
-        def relayed_client(self, proxy: str, token: str | None) -> str:
-            return f"relayed {proxy} {token}"
-
-    conn: Any = Conn()
-    proxy = "/api/v1/namespaces/ms/pods/agent-a:7070/proxy"
-    obj = {
-        "metadata": {"name": "s"},
-        "status": {"agentEndpoint": "http://10.0.0.7:7070", "agentProxy": proxy},
-    }
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    # Outside a pod, auto takes the API server's proxy; inside one, the node network.
-    relayed: Any = cluster.agent_client(Cluster(), conn, obj)
-    assert relayed == f"relayed {proxy} tok"
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
-    assert cluster.agent_client(Cluster(), conn, obj).endpoint == "http://10.0.0.7:7070"
-    relayed = cluster.agent_client(Cluster(agent_access="proxy"), conn, obj)
-    assert relayed.startswith("relayed")
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
-    direct = cluster.agent_client(Cluster(agent_access="direct"), conn, obj)
-    assert direct.endpoint == "http://10.0.0.7:7070"
-    # An agent without a proxy path: auto falls back to direct; proxy says why not.
-    no_proxy = {"metadata": {"name": "s"}, "status": {"agentEndpoint": "http://10.0.0.7:7070"}}
-    assert cluster.agent_client(Cluster(), conn, no_proxy).endpoint == "http://10.0.0.7:7070"
-    with pytest.raises(ClusterConfigError, match="agentProxy"):
-        cluster.agent_client(Cluster(agent_access="proxy"), conn, no_proxy)
-    conn.token = None
-    with pytest.raises(ClusterConfigError, match="bearer token"):
-        cluster.agent_client(Cluster(), conn, obj)
     with pytest.raises(InvalidConfigError):
         Cluster(agent_access="tunnel")  # type: ignore[arg-type]
     monkeypatch.setenv("MICROSANDBOX_MODE", "cluster")
@@ -259,11 +231,11 @@ def test_volume_objects() -> None:
     assert cluster.quantity_bytes("1536") == 1536
     with pytest.raises(ValueError):
         cluster.quantity_bytes("12parsecs")
-    obj = json.loads(cluster.volume_object("data", "ns", 256, "n1"))
+    obj = _native.volume_object("ns", "data", 256, "n1")
     assert obj["kind"] == "Volume" and obj["metadata"]["namespace"] == "ns"
-    assert obj["spec"] == {"size": "256Mi", "placement": {"node": "n1"}}
-    assert "placement" not in json.loads(cluster.volume_object("d", "ns", 1, None))["spec"]
-    sel = json.loads(cluster.volume_object("d", "ns", 1, None, {"zone": "a"}))["spec"]
+    assert obj["spec"]["size"] == "256Mi" and obj["spec"]["placement"] == {"node": "n1"}
+    assert "placement" not in _native.volume_object("ns", "d", 1)["spec"]
+    sel = _native.volume_object("ns", "d", 1, None, {"zone": "a"})["spec"]
     assert sel["placement"] == {"nodeSelector": {"zone": "a"}}
     obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
     obj["status"] = {"phase": "Ready", "node": "n1", "used": "2Mi"}
@@ -273,46 +245,29 @@ def test_volume_objects() -> None:
 
 
 def test_sandbox_object() -> None:
-    import json
-
-    from microsandbox import cluster
-
-    obj = json.loads(cluster.sandbox_object(
-        "s", "ns", image="python", memory=256, cpus=2, env={"A": "1"}, workdir="/app",
-        isolation="container", pull_policy="always", pids_limit=64))
+    obj = _object(image="python", memory=256, cpus=2, env={"A": "1"}, workdir="/app",
+                  isolation="container", pull_policy="always", pids_limit=64)
     assert obj["metadata"] == {"name": "s", "namespace": "ns",
-                               "labels": {"app.kubernetes.io/created-by": "microsandbox-python"}}
-    assert obj["spec"] == {"image": "python", "imagePullPolicy": "Always",
-                           "resources": {"memory": "256Mi", "cpus": 2, "pids": 64},
-                           "isolation": "container", "env": [{"name": "A", "value": "1"}],
-                           "workdir": "/app", "network": {"policy": "none"}}
-    wired = json.loads(cluster.sandbox_object(
-        "s", "ns", image="python", memory=256, cpus=2, env={}, workdir=None,
-        isolation=None, pull_policy="always", pids_limit=None,
-        network={"policy": "public_only", "allow": ["api.example.com"], "publish": []}))
+                               "labels": {"app.kubernetes.io/created-by": "microsandbox-sdk"}}
+    spec = obj["spec"]
+    assert spec["image"] == "python" and spec["imagePullPolicy"] == "Always"
+    assert spec["resources"] == {"memory": "256Mi", "cpus": 2, "pids": 64}
+    assert spec["isolation"] == "container" and spec["workdir"] == "/app"
+    assert spec["env"] == [{"name": "A", "value": "1"}]
+    assert spec["network"] == {"policy": "none"}
+    wired = _object(network=microsandbox.NetworkPolicy.public_only(allow=["api.example.com"]))
     assert wired["spec"]["network"] == {"policy": "public_only", "allow": ["api.example.com"]}
     with pytest.raises(microsandbox.UnsupportedFeatureError, match="Service"):
-        cluster.sandbox_object(
-            "s", "ns", image="python", memory=256, cpus=2, env={}, workdir=None,
-            isolation=None, pull_policy="always", pids_limit=None,
-            network={"policy": "none", "publish": [{"host_port": 1, "guest_port": 2}]})
+        _object(network=microsandbox.NetworkPolicy.none(publish={2: 1}))
 
 
-def test_sandbox_object_volumes() -> None:
-    import json
+def test_sandbox_object_volumes(tmp_path: Path) -> None:
+    from microsandbox import UnsupportedFeatureError, Volume
 
-    from microsandbox import UnsupportedFeatureError, cluster
-
-    common: dict[str, object] = dict(
-        image="busybox", memory=64, cpus=1, env={}, workdir=None, isolation=None,
-        pull_policy="if-not-present", pids_limit=None)
-    obj = json.loads(cluster.sandbox_object(
-        "s", "ns", mounts=[{"kind": "named", "name": "data", "path": "/d", "readonly": True},
-                           {"kind": "tmpfs", "path": "/t", "size_mib": 16}], **common))  # type: ignore[arg-type]
+    obj = _object(volumes={"/d": Volume.named("data", readonly=True), "/t": Volume.tmpfs(16)})
     assert obj["spec"]["volumes"] == [
         {"path": "/d", "readOnly": True, "named": {"name": "data"}},
         {"path": "/t", "tmpfs": {"size": "16Mi"}},
     ]
     with pytest.raises(UnsupportedFeatureError):
-        cluster.sandbox_object("s", "ns", mounts=[
-            {"kind": "bind", "host_path": "/x", "path": "/d", "readonly": False}], **common)  # type: ignore[arg-type]
+        _object(volumes={"/d": Volume.bind(str(tmp_path))})

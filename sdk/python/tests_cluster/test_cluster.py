@@ -32,7 +32,7 @@ IMAGE = "busybox"
 
 async def _objects(c: Cluster) -> list[str]:
     conn = await _native.Cluster.connect(c.kubeconfig, c.context, c.namespace)
-    return [o["metadata"]["name"] for o in await conn.list()]
+    return [o["metadata"]["name"] for o in await conn.objects()]
 
 
 @pytest.mark.parametrize("access", ["direct", "proxy"])
@@ -230,7 +230,7 @@ async def test_secret_is_only_a_placeholder_in_the_sandbox(dev: Cluster) -> None
         assert seen == [("API_KEY", "203.0.113.9")]
         assert [(v.secret, v.host) for v in out.secret_violations] == seen
         conn = await _native.Cluster.connect(dev.kubeconfig, dev.context, dev.namespace)
-        obj = await conn.get("py-secret")
+        obj = await conn.object("py-secret")
         assert obj["spec"]["secrets"] == [{"name": "py-secret-api-key", "env": "API_KEY"}]
         assert obj["status"]["sealedSecrets"]["recipient"]
         assert value not in str(obj)

@@ -43,6 +43,10 @@ pub enum Error {
     /// A local file could not be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Cluster mode: the Kubernetes API, the operator or a node refused or failed (match on
+    /// its [`ClusterErrorKind`](crate::cluster::ClusterErrorKind)).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl Error {

@@ -1,8 +1,10 @@
 //! # microsandbox
 //!
 //! Run untrusted code — AI-generated code above all — in hardware-isolated microVMs on your own
-//! machine. This crate talks to the node agent of this machine (local mode), starting one when
-//! none runs, with the same settings as the other SDKs (see [`agent`]).
+//! machines. This crate talks to the node agent of this machine (local mode), starting one when
+//! none runs, with the same settings as the other SDKs (see [`agent`]), or creates Sandbox
+//! objects in a Kubernetes cluster running the microsandbox operator (cluster mode, see
+//! [`cluster`]). The Python and Node.js SDKs are thin layers over this crate.
 //!
 //! ```no_run
 //! use microsandbox::{Mount, NetworkPolicy, Sandbox};
@@ -29,6 +31,7 @@
 //! [`Error::ExecTimeout`] with the output it wrote until then.
 
 pub mod agent;
+pub mod cluster;
 mod config;
 mod error;
 mod exec;
@@ -38,6 +41,7 @@ mod sandbox;
 mod volume;
 
 pub use agent::Agent;
+pub use cluster::{AgentAccess, Cluster, ClusterConnection, ClusterError, ClusterErrorKind};
 pub use config::{Mount, NetworkPolicy, Patch, Secret};
 pub use error::{Error, Result};
 pub use exec::{Command, ExecEvent, ExecOutput, ExecStream};

@@ -9,12 +9,16 @@ use microsandbox_client::api::{
 use microsandbox_client::{AgentClient, Lease};
 
 use crate::agent::Agent;
+use crate::cluster::ClusterConnection;
 use crate::config::{Mount, NetworkPolicy, Patch, Secret};
 use crate::error::Result;
 use crate::exec::{Command, ExecOutput};
 use crate::fs::Fs;
 
-/// A sandbox of this machine's agent.
+/// How long removing a cluster sandbox waits for its node-agent.
+const OBJECT_DELETE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A sandbox of a node agent (local mode) or of a Kubernetes cluster (cluster mode).
 ///
 /// An *attached* sandbox ([`SandboxBuilder::create`]) lives as long as this process holds it:
 /// it is removed when the process ends, or by [`Sandbox::remove`]; [`Sandbox::stop`] leaves it
@@ -22,9 +26,12 @@ use crate::fs::Fs;
 #[derive(Debug)]
 pub struct Sandbox {
     client: AgentClient,
+    /// As its agent reports it (`info.name` is its name in that agent's API).
     info: SandboxInfo,
     /// Held for an attached sandbox: dropping it lets the agent remove the sandbox.
     lease: Option<Lease>,
+    /// Cluster mode: the connection and the Sandbox object's name.
+    object: Option<(ClusterConnection, String)>,
 }
 
 /// Options of a new sandbox; [`SandboxBuilder::create`] boots it.
@@ -34,6 +41,8 @@ pub struct SandboxBuilder {
     req: CreateSandbox,
     /// The agent to create it on; `None`: this machine's ([`Agent::local`]).
     agent: Option<Agent>,
+    /// Cluster mode: create a Sandbox object there instead.
+    cluster: Option<ClusterConnection>,
 }
 
 impl SandboxBuilder {
@@ -121,14 +130,37 @@ impl SandboxBuilder {
         self
     }
 
+    /// The agent's create request this builder makes.
+    pub fn into_request(self) -> CreateSandbox {
+        self.req
+    }
+
     /// Create it on `agent` instead of this machine's.
     pub fn agent(mut self, agent: &Agent) -> Self {
         self.agent = Some(agent.clone());
         self
     }
 
+    /// Create it as a Sandbox object of this cluster (see [`crate::cluster`]); its lifecycle
+    /// is the object's, and `detached` does not apply.
+    pub fn cluster(mut self, cluster: &ClusterConnection) -> Self {
+        self.cluster = Some(cluster.clone());
+        self
+    }
+
     /// Pull the image if needed and boot the sandbox; starts the local agent if none runs.
+    /// In cluster mode: post the Sandbox object and wait until it is Ready.
     pub async fn create(self) -> Result<Sandbox> {
+        if let Some(conn) = self.cluster {
+            let (object, client, info) = conn.create_sandbox(&self.req).await?;
+            let name = object.metadata.name.unwrap_or_default();
+            return Ok(Sandbox {
+                client,
+                info,
+                lease: None,
+                object: Some((conn, name)),
+            });
+        }
         let client = match self.agent {
             Some(a) => a.client,
             None => Agent::local().await?.client,
@@ -154,6 +186,7 @@ impl SandboxBuilder {
             client,
             info,
             lease,
+            object: None,
         })
     }
 }
@@ -165,7 +198,57 @@ impl Sandbox {
             client,
             info,
             lease: None,
+            object: None,
         }
+    }
+
+    /// A handle on Sandbox object `name` of `cluster` (it must be running on a node).
+    pub async fn get_in(cluster: &ClusterConnection, name: &str) -> Result<Sandbox> {
+        let object = cluster.sandbox_object(name).await?;
+        let (client, target) = cluster.agent_of(&object)?;
+        let info = client.get(&target).await?;
+        Ok(Sandbox {
+            client,
+            info,
+            lease: None,
+            object: Some((cluster.clone(), name.to_string())),
+        })
+    }
+
+    /// The sandboxes of `cluster`'s namespace that run on a node, as their agents report them
+    /// (`name` is the agent's; [`Sandbox::get_in`] takes the object's).
+    pub async fn list_in(cluster: &ClusterConnection) -> Result<Vec<SandboxInfo>> {
+        let mut out = Vec::new();
+        for object in cluster.sandbox_objects().await? {
+            let Ok((client, target)) = cluster.agent_of(&object) else {
+                continue;
+            };
+            match client.get(&target).await {
+                Ok(info) => out.push(info),
+                Err(e) if e.is(microsandbox_client::ErrorCode::SandboxNotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete Sandbox object `name` of `cluster` and wait (at most a minute) until its
+    /// node-agent removed the sandbox.
+    pub async fn remove_in(cluster: &ClusterConnection, name: &str) -> Result<()> {
+        Ok(cluster
+            .delete_sandbox(name, true, OBJECT_DELETE_TIMEOUT)
+            .await?)
+    }
+
+    /// Cluster mode: delete the object (its lifecycle is the object's) and wait for it.
+    async fn delete_object(&mut self) -> Result<Option<&SandboxInfo>> {
+        let Some((conn, name)) = &self.object else {
+            return Ok(None);
+        };
+        conn.delete_sandbox(name, true, OBJECT_DELETE_TIMEOUT)
+            .await?;
+        self.info.state = microsandbox_client::api::SandboxState::Stopped;
+        Ok(Some(&self.info))
     }
 
     /// A new sandbox named `name` (lowercase letters, digits and `-`), image `python` unless
@@ -191,6 +274,7 @@ impl Sandbox {
                 secrets: Vec::new(),
             },
             agent: None,
+            cluster: None,
         }
     }
 
@@ -216,8 +300,12 @@ impl Sandbox {
         Agent::local().await?.remove(name).await
     }
 
+    /// Its name (in cluster mode, the Sandbox object's).
     pub fn name(&self) -> &str {
-        &self.info.name
+        match &self.object {
+            Some((_, object)) => object,
+            None => &self.info.name,
+        }
     }
 
     /// What the agent said about it last (see [`Sandbox::refresh`]).
@@ -227,7 +315,7 @@ impl Sandbox {
 
     /// Ask the agent for its current state.
     pub async fn refresh(&mut self) -> Result<&SandboxInfo> {
-        self.info = self.client.get(self.name()).await?;
+        self.info = self.client.get(&self.info.name).await?;
         Ok(&self.info)
     }
 
@@ -260,12 +348,17 @@ impl Sandbox {
 
     /// CPU, memory, disk and network use.
     pub async fn metrics(&self) -> Result<Metrics> {
-        Ok(self.client.metrics(self.name()).await?)
+        Ok(self.client.metrics(&self.info.name).await?)
     }
 
     /// SIGTERM, then SIGKILL after `grace` (default 10 s). It stays listed as stopped until
     /// removed.
+    /// In cluster mode the Sandbox object is deleted (its lifecycle is the object's).
     pub async fn stop(&mut self, grace: Option<Duration>) -> Result<&SandboxInfo> {
+        if self.object.is_some() {
+            self.delete_object().await?;
+            return Ok(&self.info);
+        }
         let req = StopSandbox {
             timeout_ms: grace.map(|g| g.as_millis().try_into().unwrap_or(u64::MAX)),
         };
@@ -275,12 +368,20 @@ impl Sandbox {
 
     /// SIGKILL now. It stays listed until removed.
     pub async fn kill(&mut self) -> Result<&SandboxInfo> {
+        if self.object.is_some() {
+            self.delete_object().await?;
+            return Ok(&self.info);
+        }
         self.info = self.client.kill(&self.info.name).await?;
         Ok(&self.info)
     }
 
     /// Refuse new commands, wait (at most `timeout`) for running ones, then stop.
     pub async fn drain(&mut self, timeout: Option<Duration>) -> Result<&SandboxInfo> {
+        if self.object.is_some() {
+            self.delete_object().await?;
+            return Ok(&self.info);
+        }
         let req = StopSandbox {
             timeout_ms: timeout.map(|g| g.as_millis().try_into().unwrap_or(u64::MAX)),
         };
@@ -290,6 +391,10 @@ impl Sandbox {
 
     /// Remove it (killed first if running) and everything it stored.
     pub async fn remove(mut self) -> Result<()> {
+        if self.object.is_some() {
+            self.delete_object().await?;
+            return Ok(());
+        }
         match self.lease.take() {
             // Closing the lease makes the agent remove an attached sandbox; remove explicitly
             // too so that the call returns once it is gone.

@@ -1,4 +1,6 @@
-"""Cluster mode: the same API, with sandboxes as Kubernetes ``Sandbox`` objects.
+"""Cluster mode: the same API, with sandboxes as Kubernetes ``Sandbox`` objects. The work (the
+objects, watches, cleanup and the route to node-agents) is the ``microsandbox`` Rust crate's,
+shared with the Rust and Node.js SDKs; this module holds the Python-side options.
 
 ::
 
@@ -42,12 +44,7 @@ You need ``create`` on ``secrets`` in both API groups.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
-import json
 import os
-import re
 from datetime import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,7 +52,7 @@ from typing import Any, Literal, cast
 
 from . import _native
 from .config import VolumeInfo
-from .errors import ClusterConfigError, InvalidConfigError, UnsupportedFeatureError
+from .errors import InvalidConfigError
 
 __all__ = ["AgentAccess", "Cluster", "set_mode"]
 
@@ -126,36 +123,6 @@ class Cluster:
 ModeArg = Cluster | Literal["local"] | None
 
 
-def agent_client(c: Cluster, conn: _native.Cluster, obj: Mapping[str, Any]) -> _native.Client:
-    """A client of the node-agent running Sandbox ``obj``, reached as ``c.agent_access`` says."""
-    status = obj.get("status") or {}
-    name = obj["metadata"]["name"]
-    endpoint = status.get("agentEndpoint")
-    proxy = status.get("agentProxy")
-    token = conn.token
-    if token is None:
-        raise ClusterConfigError(
-            "this kubeconfig authenticates without a bearer token (client certificates?), "
-            "which node-agents cannot check; use a token, e.g. `kubectl create token <sa>`"
-        )
-    access = c.agent_access
-    if access == "auto":
-        in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-        access = "direct" if (in_pod and endpoint) or not proxy else "proxy"
-    if access == "proxy":
-        if not proxy:
-            raise ClusterConfigError(
-                f"the node-agent of Sandbox {name} announces no API server proxy path "
-                "(status.agentProxy); it needs POD_NAME and --listen"
-            )
-        return conn.relayed_client(proxy, token)
-    if not endpoint:
-        raise ClusterConfigError(
-            f"the node-agent of Sandbox {name} announces no endpoint (status.agentEndpoint)"
-        )
-    return _native.Client(endpoint, token)
-
-
 _UNSET = object()
 _mode: object = _UNSET
 _connections: dict[Cluster, _native.Cluster] = {}
@@ -186,12 +153,12 @@ async def connect(c: Cluster) -> _native.Cluster:
     """The (shared) connection for ``c``."""
     conn = _connections.get(c)
     if conn is None:
-        conn = await _native.Cluster.connect(c.kubeconfig, c.context, c.namespace)
+        conn = await _native.Cluster.connect(
+            c.kubeconfig, c.context, c.namespace, float(c.ready_timeout), c.agent_access
+        )
         _connections[c] = conn
     return conn
 
-
-_PULL = {"always": "Always", "if-not-present": "IfNotPresent", "never": "Never"}
 
 _UNITS = {
     "": 1,
@@ -218,33 +185,6 @@ def quantity_bytes(q: str) -> int:
     return int(float(digits) * _UNITS[unit])
 
 
-def volume_object(
-    name: str,
-    namespace: str,
-    quota_mib: int,
-    node: str | None,
-    node_selector: Mapping[str, str] | None = None,
-) -> str:
-    """The ``Volume`` object (JSON) for ``Volume.create``."""
-    spec: dict[str, Any] = {"size": f"{quota_mib}Mi"}
-    if node is not None:
-        spec["placement"] = {"node": node}
-    elif node_selector:
-        spec["placement"] = {"nodeSelector": dict(node_selector)}
-    return json.dumps(
-        {
-            "apiVersion": "microsandbox.dev/v1alpha1",
-            "kind": "Volume",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {"app.kubernetes.io/created-by": "microsandbox-python"},
-            },
-            "spec": spec,
-        }
-    )
-
-
 def volume_info(obj: Mapping[str, Any]) -> VolumeInfo:
     """What ``Volume.get`` says about a Volume object."""
     status = obj.get("status") or {}
@@ -267,155 +207,10 @@ async def create_volume(
     node: str | None,
     node_selector: Mapping[str, str] | None,
 ) -> VolumeInfo:
-    """Creates Volume ``name`` and waits until it is provisioned; deletes it again if that
-    fails, times out or is cancelled (never an object someone else created)."""
+    """Creates Volume ``name`` and waits until it is provisioned; the object is deleted again if
+    that fails, times out or is cancelled (never an object someone else created)."""
     conn = await connect(c)
-    await conn.volume_create(volume_object(name, conn.namespace, quota_mib, node, node_selector))
-    try:
-        return volume_info(await conn.volume_wait_ready(name, c.ready_timeout))
-    except BaseException:
-        # Shielded: a cancelled create still deletes the object it made.
-        await asyncio.shield(_delete_volume_quietly(conn, name))
-        raise
-
-
-async def _delete_volume_quietly(conn: _native.Cluster, name: str) -> None:
-    with contextlib.suppress(Exception):
-        await conn.volume_delete(name, False, 0.0)
-
-
-def _crd_volume(m: dict[str, Any]) -> dict[str, Any]:
-    """A mount in the Sandbox object's form (``spec.volumes[]``)."""
-    if m["kind"] == "named":
-        # A Volume object of the namespace (kubectl apply it; the operator places it).
-        return {"path": m["path"], "readOnly": m["readonly"], "named": {"name": m["name"]}}
-    if m["kind"] == "tmpfs":
-        return {"path": m["path"], "tmpfs": {"size": f"{m['size_mib']}Mi"}}
-    raise UnsupportedFeatureError(
-        "bind mounts name a directory of the node that runs the sandbox, not this machine's; "
-        "in cluster mode use a named Volume or copy files in with sb.fs after creating it"
+    obj = await conn.volume_create(
+        name, quota_mib, node, dict(node_selector) if node_selector else None
     )
-
-
-def _crd_patch(p: dict[str, Any]) -> dict[str, Any]:
-    """A patch in the Sandbox object's form (``spec.patches[]``)."""
-    op = p["op"]
-
-    def text() -> str:
-        try:
-            return base64.b64decode(p["content_b64"]).decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidConfigError(
-                f"patch {op} {p['path']}: a Sandbox object holds text only; write binary "
-                "files with sb.fs after creating the sandbox"
-            ) from None
-
-    def octal(mode: int | None) -> dict[str, str]:
-        return {} if mode is None else {"mode": f"{mode:04o}"}
-
-    if op == "text":
-        return {"text": {"path": p["path"], "content": text(), **octal(p["mode"])}}
-    if op == "append":
-        return {"append": {"path": p["path"], "content": text()}}
-    if op == "mkdir":
-        return {"mkdir": {"path": p["path"], **octal(p["mode"])}}
-    if op == "symlink":
-        return {"symlink": {"path": p["path"], "target": p["target"]}}
-    if op == "remove":
-        return {"remove": {"path": p["path"]}}
-    raise UnsupportedFeatureError(
-        "copy patches read the disk of the node that runs the sandbox, not this machine's; in "
-        "cluster mode copy files in with sb.fs.copy_from_host() after creating the sandbox"
-    )
-
-
-def secret_names(sandbox: str, secrets: list[dict[str, Any]]) -> list[str]:
-    """Names of the Secret objects (core and microsandbox.dev, one pair per ``Secret.env``) the
-    SDK creates for Sandbox ``sandbox``: ``<sandbox>-<variable, lowercased, '_' -> '-'>``."""
-    names: list[str] = []
-    for i, s in enumerate(secrets):
-        slug = re.sub(r"-+", "-", s["env"].lower().replace("_", "-")).strip("-") or "secret"
-        candidate = f"{sandbox}-{slug}"[:240].rstrip("-.")
-        if candidate in names:
-            candidate = f"{candidate}-{i}"
-        names.append(candidate)
-    return names
-
-
-async def create_secrets(
-    conn: _native.Cluster, sandbox: dict[str, Any], secrets: list[dict[str, Any]]
-) -> None:
-    """Creates the Secret objects ``sandbox_object`` named, owned by the created Sandbox
-    ``sandbox`` (so Kubernetes' garbage collector deletes them with it)."""
-    name = sandbox["metadata"]["name"]
-    items = [
-        {**s, "name": object_name}
-        for object_name, s in zip(secret_names(name, secrets), secrets, strict=True)
-    ]
-    await conn.secrets_create(name, sandbox["metadata"]["uid"], json.dumps(items))
-
-
-def sandbox_object(
-    name: str,
-    namespace: str,
-    *,
-    image: str,
-    memory: int,
-    cpus: int,
-    env: Mapping[str, str],
-    workdir: str | None,
-    isolation: str | None,
-    pull_policy: str,
-    pids_limit: int | None,
-    patches: list[dict[str, Any]] | None = None,
-    mounts: list[dict[str, Any]] | None = None,
-    network: dict[str, Any] | None = None,
-    secrets: list[dict[str, Any]] | None = None,
-) -> str:
-    """The ``Sandbox`` object (JSON) for the arguments of ``Sandbox.create``, already checked;
-    ``patches`` in the node agent's form (``config._patch_wire``)."""
-    spec: dict[str, Any] = {
-        "image": image,
-        "imagePullPolicy": _PULL[pull_policy],
-        "resources": {"memory": f"{memory}Mi", "cpus": cpus},
-    }
-    if isolation is not None:
-        spec["isolation"] = isolation
-    if pids_limit is not None:
-        spec["resources"]["pids"] = pids_limit
-    if env:
-        spec["env"] = [{"name": k, "value": v} for k, v in env.items()]
-    if workdir:
-        spec["workdir"] = workdir
-    if patches:
-        spec["patches"] = [_crd_patch(p) for p in patches]
-    if mounts:
-        spec["volumes"] = [_crd_volume(m) for m in mounts]
-    if secrets:
-        spec["secrets"] = [
-            {"name": object_name, "env": s["env"]}
-            for object_name, s in zip(secret_names(name, secrets), secrets, strict=True)
-        ]
-    # Always explicit: the SDK's default (no network) is not the CRD's (public_only).
-    net = network or {"policy": "none"}
-    if net.get("publish"):
-        raise UnsupportedFeatureError(
-            "published ports are on the node's loopback, not this machine's; in cluster mode "
-            "reach the sandbox with exec and files, or expose it with a Kubernetes Service"
-        )
-    spec["network"] = {
-        "policy": net["policy"],
-        **({"allow": net["allow"]} if net.get("allow") else {}),
-    }
-    return json.dumps(
-        {
-            "apiVersion": "microsandbox.dev/v1alpha1",
-            "kind": "Sandbox",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {"app.kubernetes.io/created-by": "microsandbox-python"},
-            },
-            "spec": spec,
-        }
-    )
+    return volume_info(obj)

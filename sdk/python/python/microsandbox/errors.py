@@ -330,6 +330,8 @@ _CLUSTER_CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     "already_exists": (SandboxAlreadyExistsError, "pick another name or Sandbox.get(name)"),
     "not_found": (SandboxNotFoundError, None),
     "invalid": (InvalidConfigError, None),
+    "unsupported": (UnsupportedFeatureError, None),
+    "not_running": (SandboxNotRunningError, "kubectl describe sandbox <name> shows its state"),
     "unschedulable": (SchedulingError, "kubectl describe sandbox <name> shows the events"),
     "timeout": (SandboxStartTimeoutError, "raise ready_timeout= or check the node-agents"),
     "failed": (SandboxFailedError, "kubectl describe sandbox <name> shows the events"),
@@ -410,8 +412,8 @@ def _from_native(kind: str, code: str | None, message: str) -> MicrosandboxError
     """Builds the exception for an error of the native client (called from Rust).
 
     ``kind`` is ``api`` (the agent answered with ``code``), ``cluster`` (cluster mode, with a
-    code of ``sdk/python/src/cluster.rs``), ``unreachable``, ``protocol``, ``io`` or
-    ``websocket``.
+    ``ClusterErrorKind`` of ``sdk/rust/src/cluster``), ``unreachable``, ``protocol``, ``io``
+    or ``websocket``.
     """
     if kind == "api" and code is not None:
         cls, hint = _CODES.get(code, (MicrosandboxError, None))

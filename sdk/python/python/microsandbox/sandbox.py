@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import dataclasses
-import json
 import secrets as _secrets
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -33,7 +31,6 @@ from .config import NetworkPolicy, Patch, Secret, Volume, _check_not_enforced
 from .errors import (
     ExecTimeoutError,
     SandboxNotFoundError,
-    SandboxNotRunningError,
     UnsupportedFeatureError,
 )
 from .models import ExecOutput, Isolation, Metrics, PullPolicy, SandboxInfo, SecretViolation
@@ -249,7 +246,7 @@ class Sandbox:
             secrets=secrets,
         )
         if mode is not None:
-            return await cls._create_in_cluster(mode, json.loads(request))
+            return await cls._create_in_cluster(mode, request)
         if client is None:
             client = await _agent.get_client()
         info = SandboxInfo._from_dict(await client.create(request))
@@ -257,10 +254,6 @@ class Sandbox:
         try:
             if not detached:
                 lease = await client.hold_lease(name)
-            if workdir:
-                # Like an image's WORKDIR, the directory is created if the image lacks it (the
-                # agent does not create it, and every command would fail to start in it).
-                await client.fs_mkdir(name, workdir, True)
         except BaseException:
             # An attached sandbox without a lease is removed after the agent's grace time
             # anyway; remove it now, and a half-made detached one too.
@@ -275,55 +268,21 @@ class Sandbox:
         return cls(client, info, lease=lease)
 
     @classmethod
-    async def _create_in_cluster(cls, mode: Cluster, req: dict[str, Any]) -> Sandbox:
-        """Posts the Sandbox object, waits for Ready, deletes it again if anything fails."""
+    async def _create_in_cluster(cls, mode: Cluster, request: str) -> Sandbox:
+        """Posts the Sandbox object and waits for Ready; the Rust core deletes it again if
+        anything fails or this is cancelled."""
         conn = await _cluster.connect(mode)
-        name = req["name"]
-        obj = _cluster.sandbox_object(
-            name,
-            conn.namespace,
-            image=req["image"],
-            memory=req["memory_mib"],
-            cpus=req["cpus"],
-            env=req["env"],
-            workdir=req["workdir"],
-            isolation=req["isolation"],
-            pull_policy=req["pull_policy"],
-            pids_limit=req["pids_limit"],
-            patches=req["patches"],
-            mounts=req["mounts"],
-            network=req["network"],
-            secrets=req["secrets"],
-        )
-        # A name taken by someone else fails here, before this call owns anything.
-        created = await conn.create(obj)
-        try:
-            if req["secrets"]:
-                await _cluster.create_secrets(conn, created, req["secrets"])
-            ready = await conn.wait_ready(name, mode.ready_timeout)
-            sb = await cls._from_cluster_object(mode, conn, ready)
-            if req["workdir"]:
-                await sb._client.fs_mkdir(sb._target, req["workdir"], True)
-        except BaseException:
-            # Shielded: a cancelled create still deletes the object it made.
-            await asyncio.shield(_delete_object_quietly(conn, name))
-            raise
-        return sb
+        obj, client, info = await conn.create_sandbox(request)
+        return cls._in_cluster(conn, obj, client, info)
 
     @classmethod
-    async def _from_cluster_object(
-        cls, mode: _cluster.Cluster, conn: _native.Cluster, obj: dict[str, Any]
+    def _in_cluster(
+        cls, conn: _native.Cluster, obj: dict[str, Any], client: _native.Client, info: Any
     ) -> Sandbox:
-        """A handle on a Ready Sandbox object: its node-agent, with the user's token."""
-        status = obj.get("status") or {}
-        name = obj["metadata"]["name"]
-        target = (status.get("agent") or {}).get("sandbox")
-        if not target or not (status.get("agentEndpoint") or status.get("agentProxy")):
-            raise SandboxNotRunningError(f"Sandbox {name} has no running sandbox on a node yet")
-        client = _cluster.agent_client(mode, conn, obj)
-        sb = cls(client, SandboxInfo._from_dict(await client.get(target)))
+        """A handle on a running Sandbox object."""
+        sb = cls(client, SandboxInfo._from_dict(info))
         sb._cluster = conn
-        sb._object = name
+        sb._object = obj["metadata"]["name"]
         return sb
 
     @classmethod
@@ -332,7 +291,7 @@ class Sandbox:
         mode = _cluster.resolve(cluster)
         if mode is not None:
             conn = await _cluster.connect(mode)
-            return await cls._from_cluster_object(mode, conn, await conn.get(name))
+            return cls._in_cluster(conn, *await conn.sandbox(name))
         client = await _agent.get_client()
         return cls(client, SandboxInfo._from_dict(await client.get(name)))
 
@@ -342,15 +301,7 @@ class Sandbox:
         mode = _cluster.resolve(cluster)
         if mode is not None:
             conn = await _cluster.connect(mode)
-            out = []
-            for obj in await conn.list():
-                status = obj.get("status") or {}
-                if (status.get("agent") or {}).get("sandbox"):
-                    try:
-                        out.append((await cls._from_cluster_object(mode, conn, obj)).info)
-                    except (SandboxNotFoundError, SandboxNotRunningError):
-                        continue
-            return out
+            return [SandboxInfo._from_dict(d) for d in await conn.list_sandboxes()]
         client = await _agent.get_client()
         return [SandboxInfo._from_dict(d) for d in await client.list()]
 
@@ -585,13 +536,6 @@ class Sandbox:
             SecretViolation._from_dict(d)
             for d in await self._client.secret_violations(self._target)
         ]
-
-
-async def _delete_object_quietly(conn: _native.Cluster, name: str) -> None:
-    """Deletes a Sandbox object this call created, without waiting; errors are swallowed (the
-    caller is already failing)."""
-    with contextlib.suppress(Exception):
-        await conn.delete(name, False, 0.0)
 
 
 async def _remove_quietly(client: _native.Client, name: str) -> None:
