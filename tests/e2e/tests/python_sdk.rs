@@ -1,5 +1,6 @@
-//! The Python SDK in cluster mode: this sets up the cluster side (operator, node-agent, two
-//! users with their own RBAC) and runs `sdk/python/tests_cluster` with pytest against it.
+//! The SDKs in cluster mode: this sets up the cluster side (operator, node-agent, two users
+//! with their own RBAC), runs `sdk/python/tests_cluster` with pytest against it, then the Rust
+//! crate's cluster mode (which the Python and Node.js SDKs wrap) as a Rust user would call it.
 
 use microsandbox_e2e::{chart_fullname, token_kubeconfig, workspace, Cluster, PodAddress};
 use std::process::Command;
@@ -59,7 +60,58 @@ async fn python_sdk_cluster_mode() {
     );
     println!("{text}");
     assert!(out.status.success(), "pytest failed:\n{text}");
+
+    rust_crate(&dev, ns).await;
     // Every test cleaned up after itself.
     let left = c.sandboxes().list(&Default::default()).await.unwrap().items;
     assert!(left.is_empty(), "{} Sandboxes left", left.len());
+}
+
+/// The `microsandbox` crate in cluster mode, through both routes to the agent.
+async fn rust_crate(kubeconfig: &std::path::Path, ns: &str) {
+    use microsandbox::{AgentAccess, Cluster, ClusterErrorKind, Error, Isolation, Mount, Sandbox};
+    for access in [AgentAccess::Direct, AgentAccess::Proxy] {
+        let conn = Cluster::new()
+            .kubeconfig(kubeconfig)
+            .namespace(ns)
+            .agent_access(access)
+            .connect()
+            .await
+            .expect("connect");
+        let name = format!("rs-{}", format!("{access:?}").to_lowercase());
+        let sb = Sandbox::builder(&name)
+            .image("busybox")
+            .memory(64)
+            .isolation(Isolation::Container)
+            .env("GREETING", "hi")
+            .workdir("/work")
+            .cluster(&conn)
+            .create()
+            .await
+            .expect("create in cluster");
+        assert_eq!(sb.name(), name, "the object's name");
+        let out = sb.shell("echo $GREETING from $(pwd)").await.expect("exec");
+        assert_eq!(out.stdout_str(), "hi from /work\n");
+        let listed = Sandbox::list_in(&conn).await.expect("list");
+        assert!(listed.iter().any(|i| i.name == sb.info().name), "{listed:?}");
+        let again = Sandbox::get_in(&conn, &name).await.expect("get");
+        assert_eq!(again.info().name, sb.info().name);
+        sb.remove().await.expect("remove");
+        let gone = Sandbox::get_in(&conn, &name).await.unwrap_err();
+        assert!(
+            matches!(&gone, Error::Cluster(e) if e.kind == ClusterErrorKind::NotFound),
+            "{gone:?}"
+        );
+        // What cluster mode cannot do is refused before any object exists.
+        let bind = Sandbox::builder("rs-bind")
+            .volume("/x", Mount::bind("/tmp"))
+            .cluster(&conn)
+            .create()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&bind, Error::Cluster(e) if e.kind == ClusterErrorKind::Unsupported),
+            "{bind:?}"
+        );
+    }
 }
