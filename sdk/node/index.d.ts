@@ -25,6 +25,25 @@ export interface CreateOptions {
   detached?: boolean;
   network?: 'none' | 'public_only' | 'allow_all';
   volumes?: VolumeMount[];
+  /** Cluster mode: create a Sandbox object of this cluster instead (detached does not apply). */
+  cluster?: ClusterOptions;
+}
+
+/** Cluster mode: where Sandbox objects live (kubeconfig as kubectl finds it by default). */
+export interface ClusterOptions {
+  kubeconfig?: string;
+  context?: string;
+  /** Namespace of the objects; default the context's. */
+  namespace?: string;
+  /** How long create waits for Ready (default 120000). */
+  readyTimeoutMs?: number;
+  /** How exec and files reach the node-agent (default "auto"). */
+  agentAccess?: 'auto' | 'direct' | 'proxy';
+}
+
+/** Which sandboxes a static call means: the local agent's, or a cluster's. */
+export interface ModeOptions {
+  cluster?: ClusterOptions;
 }
 
 export interface ExecOptions {
@@ -115,9 +134,9 @@ export declare class SandboxFs {
 export declare class Sandbox {
   /** Pulls the image if needed and boots a sandbox; starts the local agent when none runs. */
   static create(name: string, options?: CreateOptions): Promise<Sandbox>;
-  static get(name: string): Promise<Sandbox>;
-  static list(): Promise<SandboxInfo[]>;
-  static remove(name: string): Promise<void>;
+  static get(name: string, options?: ModeOptions): Promise<Sandbox>;
+  static list(options?: ModeOptions): Promise<SandboxInfo[]>;
+  static remove(name: string, options?: ModeOptions): Promise<void>;
   readonly name: string;
   readonly fs: SandboxFs;
   info(): Promise<SandboxInfo>;
@@ -160,6 +179,9 @@ export declare class CommandNotFoundError extends MicrosandboxError {}
 export declare class PathNotFoundError extends MicrosandboxError {}
 export declare class ImageNotFoundError extends MicrosandboxError {}
 export declare class AgentUnreachableError extends MicrosandboxError {}
+/** Cluster mode failures; `code` is `cluster_<kind>` (config, forbidden, unschedulable, ...). */
+export declare class ClusterError extends MicrosandboxError {}
+export declare class UnsupportedFeatureError extends MicrosandboxError {}
 export declare class ExecTimeoutError extends MicrosandboxError {
   /** What the command wrote until it was killed. */
   readonly output: ExecOutput;

@@ -24,6 +24,10 @@ class CommandNotFoundError extends MicrosandboxError {}
 class PathNotFoundError extends MicrosandboxError {}
 class ImageNotFoundError extends MicrosandboxError {}
 class AgentUnreachableError extends MicrosandboxError {}
+/** Cluster mode: the Kubernetes API, the operator or a node refused or failed (`code` is
+ * `cluster_<kind>`: config, forbidden, unschedulable, timeout, failed, api, ...). */
+class ClusterError extends MicrosandboxError {}
+class UnsupportedFeatureError extends MicrosandboxError {}
 class ExecTimeoutError extends MicrosandboxError {
   constructor(message, output) {
     super('exec_timeout', message);
@@ -43,13 +47,18 @@ const CLASSES = {
   image_not_found: ImageNotFoundError,
   agent_unreachable: AgentUnreachableError,
   agent_not_installed: AgentUnreachableError,
+  cluster_not_found: SandboxNotFoundError,
+  cluster_already_exists: SandboxAlreadyExistsError,
+  cluster_not_running: SandboxNotRunningError,
+  cluster_invalid: InvalidRequestError,
+  cluster_unsupported: UnsupportedFeatureError,
 };
 
 /** The native error `code: message` as its class. */
 function typed(e) {
   const m = /^([a-z_]+): ([\s\S]*)$/.exec(e && e.message ? e.message : '');
   if (!m) return e;
-  const Cls = CLASSES[m[1]] || MicrosandboxError;
+  const Cls = CLASSES[m[1]] || (m[1].startsWith('cluster_') ? ClusterError : MicrosandboxError);
   const err = Cls === MicrosandboxError ? new MicrosandboxError(m[1], m[2]) : new Cls(m[1], m[2]);
   err.cause = e;
   return err;
@@ -180,9 +189,12 @@ class Sandbox {
   static async create(name, options = {}) {
     return new Sandbox(await call(() => native.NativeSandbox.create(name, options)));
   }
-  static async get(name) { return new Sandbox(await call(() => native.NativeSandbox.get(name))); }
-  static async list() { return camel(await call(() => native.listSandboxes())); }
-  static remove(name) { return call(() => native.removeSandbox(name)); }
+  /** `options.cluster`: a Sandbox object of that cluster instead of the local agent's. */
+  static async get(name, options = {}) {
+    return new Sandbox(await call(() => native.NativeSandbox.get(name, options.cluster)));
+  }
+  static async list(options = {}) { return camel(await call(() => native.listSandboxes(options.cluster))); }
+  static remove(name, options = {}) { return call(() => native.removeSandbox(name, options.cluster)); }
   get name() { return this._n.name; }
   async info() { return camel(await call(() => this._n.info())); }
   /** Runs to completion; throws ExecTimeoutError (with the output) past `timeout` seconds. */
@@ -311,5 +323,5 @@ module.exports = {
   Sandbox, ExecHandle, ExecOutput, SandboxFs, NodeSandbox, Execution,
   MicrosandboxError, InvalidRequestError, SandboxNotFoundError, SandboxAlreadyExistsError,
   SandboxNotRunningError, CommandNotFoundError, PathNotFoundError, ImageNotFoundError,
-  AgentUnreachableError, ExecTimeoutError,
+  AgentUnreachableError, ExecTimeoutError, ClusterError, UnsupportedFeatureError,
 };

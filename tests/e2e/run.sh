@@ -15,8 +15,10 @@ export MSB_GUEST_AGENT="${MSB_GUEST_AGENT:-${CARGO_TARGET_DIR:-$ROOT/target}/x86
 
 cargo build -q -p microsandbox-agent -p microsandbox-operator
 make -s guest >/dev/null
-# The Python SDK's cluster-mode tests run from here too (tests/python_sdk.rs).
+# The Python and Node.js SDKs' cluster-mode tests run from here too (tests/python_sdk.rs).
 bash sdk/python/scripts/dev-setup.sh
+cargo build -q -p microsandbox-node
+cp "${CARGO_TARGET_DIR:-$ROOT/target}/debug/libmicrosandbox_node.so" sdk/node/microsandbox.node
 
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/msb-e2e.XXXXXX")"
 cleanup() {

@@ -16,6 +16,9 @@ use napi_derive::napi;
 use tokio::sync::Mutex;
 
 fn js_error(e: Error) -> napi::Error {
+    if let Error::Cluster(c) = &e {
+        return napi::Error::from_reason(format!("cluster_{}: {}", c.kind.as_str(), c.message));
+    }
     let code = match &e {
         Error::AgentUnreachable(_) => "agent_unreachable",
         Error::AgentNotInstalled(_) => "agent_not_installed",
@@ -47,6 +50,53 @@ pub struct VolumeMount {
     pub size_mib: Option<u32>,
 }
 
+/// Cluster mode: where the Sandbox objects live (see the `microsandbox` crate's `cluster`).
+#[napi(object)]
+#[derive(Clone, Default)]
+pub struct ClusterOptions {
+    /// Path of a kubeconfig; default as kubectl.
+    pub kubeconfig: Option<String>,
+    pub context: Option<String>,
+    /// Namespace of the objects; default the context's.
+    pub namespace: Option<String>,
+    /// How long create waits for Ready (default 120000).
+    pub ready_timeout_ms: Option<f64>,
+    /// "auto" (default), "direct" or "proxy".
+    pub agent_access: Option<String>,
+}
+
+/// The (shared) connection for these options.
+async fn connect(o: &ClusterOptions) -> napi::Result<microsandbox::ClusterConnection> {
+    static OPEN: std::sync::OnceLock<
+        Mutex<HashMap<microsandbox::Cluster, microsandbox::ClusterConnection>>,
+    > = std::sync::OnceLock::new();
+    let mut c = microsandbox::Cluster::new();
+    c.kubeconfig = o.kubeconfig.clone().map(Into::into);
+    c.context = o.context.clone();
+    c.namespace = o.namespace.clone();
+    if let Some(ms) = o.ready_timeout_ms {
+        if !(ms.is_finite() && ms > 0.0) {
+            return Err(invalid(format!(
+                "readyTimeoutMs must be positive, not {ms}"
+            )));
+        }
+        c.ready_timeout = std::time::Duration::from_secs_f64(ms / 1000.0);
+    }
+    c.agent_access = o
+        .agent_access
+        .as_deref()
+        .unwrap_or("auto")
+        .parse()
+        .map_err(|e: microsandbox::ClusterError| js_error(e.into()))?;
+    let mut open = OPEN.get_or_init(Default::default).lock().await;
+    if let Some(conn) = open.get(&c) {
+        return Ok(conn.clone());
+    }
+    let conn = c.connect().await.map_err(|e| js_error(e.into()))?;
+    open.insert(c, conn.clone());
+    Ok(conn)
+}
+
 #[napi(object)]
 pub struct CreateOptions {
     pub image: Option<String>,
@@ -60,6 +110,8 @@ pub struct CreateOptions {
     /// "none", "public_only" or "allow_all".
     pub network: Option<String>,
     pub volumes: Option<Vec<VolumeMount>>,
+    /// Create it as a Sandbox object of this cluster instead of on the local agent.
+    pub cluster: Option<ClusterOptions>,
 }
 
 #[napi(object)]
@@ -238,15 +290,28 @@ impl NativeSandbox {
             detached: None,
             network: None,
             volumes: None,
+            cluster: None,
         });
-        let sb = builder(&name, o)?.create().await.map_err(js_error)?;
+        let cluster = match &o.cluster {
+            Some(c) => Some(connect(c).await?),
+            None => None,
+        };
+        let mut b = builder(&name, o)?;
+        if let Some(conn) = &cluster {
+            b = b.cluster(conn);
+        }
+        let sb = b.create().await.map_err(js_error)?;
         Ok(NativeSandbox::wrap(sb))
     }
 
     /// A handle on an existing sandbox.
     #[napi(factory)]
-    pub async fn get(name: String) -> napi::Result<NativeSandbox> {
-        let sb = microsandbox::Sandbox::get(&name).await.map_err(js_error)?;
+    pub async fn get(name: String, cluster: Option<ClusterOptions>) -> napi::Result<NativeSandbox> {
+        let sb = match cluster {
+            Some(c) => microsandbox::Sandbox::get_in(&connect(&c).await?, &name).await,
+            None => microsandbox::Sandbox::get(&name).await,
+        }
+        .map_err(js_error)?;
         Ok(NativeSandbox::wrap(sb))
     }
 
@@ -446,19 +511,23 @@ impl NativeExecStream {
     }
 }
 
-/// Every sandbox of the local agent.
+/// Every sandbox of the local agent (or of the cluster's namespace).
 #[napi]
-pub async fn list_sandboxes() -> napi::Result<serde_json::Value> {
-    microsandbox::Sandbox::list()
-        .await
-        .map(|l| json(&l))
-        .map_err(js_error)
+pub async fn list_sandboxes(cluster: Option<ClusterOptions>) -> napi::Result<serde_json::Value> {
+    match cluster {
+        Some(c) => microsandbox::Sandbox::list_in(&connect(&c).await?).await,
+        None => microsandbox::Sandbox::list().await,
+    }
+    .map(|l| json(&l))
+    .map_err(js_error)
 }
 
-/// Remove sandbox `name` (killed first if running).
+/// Remove sandbox `name` (killed first if running); in cluster mode delete its object.
 #[napi]
-pub async fn remove_sandbox(name: String) -> napi::Result<()> {
-    microsandbox::Sandbox::remove_named(&name)
-        .await
-        .map_err(js_error)
+pub async fn remove_sandbox(name: String, cluster: Option<ClusterOptions>) -> napi::Result<()> {
+    match cluster {
+        Some(c) => microsandbox::Sandbox::remove_in(&connect(&c).await?, &name).await,
+        None => microsandbox::Sandbox::remove_named(&name).await,
+    }
+    .map_err(js_error)
 }

@@ -62,9 +62,33 @@ async fn python_sdk_cluster_mode() {
     assert!(out.status.success(), "pytest failed:\n{text}");
 
     rust_crate(&dev, ns).await;
+    node_sdk(&dev, ns);
     // Every test cleaned up after itself.
     let left = c.sandboxes().list(&Default::default()).await.unwrap().items;
     assert!(left.is_empty(), "{} Sandboxes left", left.len());
+}
+
+/// `sdk/node/tests_cluster` with node's test runner (the addon tests/e2e/run.sh built).
+fn node_sdk(kubeconfig: &std::path::Path, ns: &str) {
+    let sdk = workspace().join("sdk/node");
+    let out = Command::new("node")
+        .args(["--test", "tests_cluster/"])
+        .current_dir(&sdk)
+        .env("MSB_TEST_KUBECONFIG_DEV", kubeconfig)
+        .env("MSB_TEST_NAMESPACE", ns)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "node --test tests_cluster failed:\n{text}"
+    );
 }
 
 /// The `microsandbox` crate in cluster mode, through both routes to the agent.
@@ -93,7 +117,10 @@ async fn rust_crate(kubeconfig: &std::path::Path, ns: &str) {
         let out = sb.shell("echo $GREETING from $(pwd)").await.expect("exec");
         assert_eq!(out.stdout_str(), "hi from /work\n");
         let listed = Sandbox::list_in(&conn).await.expect("list");
-        assert!(listed.iter().any(|i| i.name == sb.info().name), "{listed:?}");
+        assert!(
+            listed.iter().any(|i| i.name == sb.info().name),
+            "{listed:?}"
+        );
         let again = Sandbox::get_in(&conn, &name).await.expect("get");
         assert_eq!(again.info().name, sb.info().name);
         sb.remove().await.expect("remove");
