@@ -117,6 +117,13 @@ impl AgentClient {
             .await
     }
 
+    /// `POST /v1/sandboxes/{name}/start`: starts a stopped or failed sandbox again (its files as
+    /// the stop left them).
+    pub async fn start(&self, name: &str) -> Result<SandboxInfo> {
+        self.call_json(Method::POST, &sandbox_path(name, "/start"), Payload::Empty)
+            .await
+    }
+
     /// `POST /v1/sandboxes/{name}/drain`: refuses new execs, waits for running ones, then stops.
     pub async fn drain(&self, name: &str, req: StopSandbox) -> Result<SandboxInfo> {
         self.call_json(

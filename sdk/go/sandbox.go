@@ -213,6 +213,17 @@ func (s *Sandbox) Kill(ctx context.Context) (SandboxInfo, error) {
 	return s.set(info), nil
 }
 
+// Start starts a stopped (or failed) sandbox again: the same settings, its files as the stop
+// left them. A running one is returned as it is; one created with secrets cannot be started
+// again (their values are not kept).
+func (s *Sandbox) Start(ctx context.Context) (SandboxInfo, error) {
+	var info SandboxInfo
+	if err := s.c.call(ctx, http.MethodPost, sandboxPath(s.Name(), "/start"), struct{}{}, &info); err != nil {
+		return SandboxInfo{}, err
+	}
+	return s.set(info), nil
+}
+
 // Drain refuses new commands, waits (at most timeout; 0: the agent's default) for running
 // ones, then stops it.
 func (s *Sandbox) Drain(ctx context.Context, timeout time.Duration) (SandboxInfo, error) {

@@ -167,7 +167,10 @@ func TestLocalMode(t *testing.T) {
 		t.Fatalf("stat after remove: %v", err)
 	}
 
-	// Metrics, listing, stop (still listed), remove.
+	// Metrics, listing, stop (still listed), start again, remove.
+	if _, err := sb.WriteFile(ctx, "/tmp/kept", strings.NewReader("before the stop")); err != nil {
+		t.Fatal(err)
+	}
 	if m, err := sb.Metrics(ctx); err != nil || m.MemoryBytes == 0 {
 		t.Fatalf("metrics: %+v %v", m, err)
 	}
@@ -183,6 +186,13 @@ func TestLocalMode(t *testing.T) {
 	}
 	if err := sb.Command("true").Run(ctx); !errors.Is(err, microsandbox.ErrSandboxNotRunning) {
 		t.Fatalf("exec after stop: %v", err)
+	}
+	// Started again: its files as the stop left them.
+	if info, err := sb.Start(ctx); err != nil || info.State != "running" {
+		t.Fatalf("start again: %+v %v", info, err)
+	}
+	if kept, err := sb.ReadFile(ctx, "/tmp/kept"); err != nil || string(kept) != "before the stop" {
+		t.Fatalf("file after start: %q %v", kept, err)
 	}
 	if err := sb.Remove(ctx); err != nil {
 		t.Fatal(err)

@@ -147,6 +147,8 @@ export declare class Sandbox {
   /** SIGTERM, SIGKILL after graceSeconds; it stays listed as stopped until removed. */
   stop(graceSeconds?: number): Promise<SandboxInfo>;
   kill(): Promise<SandboxInfo>;
+  /** Starts a stopped sandbox again, its files as the stop left them. */
+  start(): Promise<SandboxInfo>;
   remove(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }

@@ -208,6 +208,8 @@ class Sandbox {
     return new ExecHandle(await call(() => this._n.execStream(command, execOptions(args, options))));
   }
   async metrics() { return camel(await call(() => this._n.metrics())); }
+  /** Starts it again after a stop: its files as the stop left them. */
+  async start() { return camel(await call(() => this._n.start())); }
   async stop(graceSeconds) {
     return camel(await call(() => this._n.stop(graceSeconds === undefined ? undefined : graceSeconds * 1000)));
   }

@@ -114,6 +114,17 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
                 .unwrap_or_else(|e| Err(AgentError::Internal(e.to_string())));
             reply::result(done)
         });
+    let start = warp::path!("sandboxes" / String / "start")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .then(|name: String, c: Ctx| async move {
+            // Like create: a client that goes away must not leave it half-started.
+            let m = c.manager.clone();
+            let done = tokio::spawn(async move { m.start_again(&name).await })
+                .await
+                .unwrap_or_else(|e| Err(AgentError::Internal(e.to_string())));
+            reply::result(done)
+        });
     let metrics = warp::path!("sandboxes" / String / "metrics")
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
@@ -168,6 +179,9 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .unify()
         .boxed()
         .or(drain)
+        .unify()
+        .boxed()
+        .or(start)
         .unify()
         .boxed()
         .or(metrics)

@@ -18,6 +18,13 @@ use crate::network::{Attachment, NetworkManager};
 use crate::rootfs::{self, SandboxRoot};
 use crate::runtime::{LaunchMount, LaunchSpec};
 
+/// Whether a start builds the sandbox's root or finds it as a stop left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Boot {
+    Fresh,
+    Again,
+}
+
 impl SandboxManager {
     /// Create and start a sandbox. On any failure nothing of it is left behind.
     pub async fn create(
@@ -34,11 +41,9 @@ impl SandboxManager {
         let name = req.name.clone();
         let detached = req.detached;
         let dir = self.dir_of(&name);
-        let entry = SandboxEntry::new(
-            name.clone(),
-            dir.clone(),
-            SandboxRecord::creating(req, isolation),
-        );
+        let mut record = SandboxRecord::creating(req, isolation);
+        record.secret_envs = secrets.iter().map(|s| s.env.clone()).collect();
+        let entry = SandboxEntry::new(name.clone(), dir.clone(), record);
         {
             // Reserve the name before any slow work so duplicates fail fast.
             let mut map = self.sandboxes.lock().await;
@@ -47,7 +52,7 @@ impl SandboxManager {
             }
             map.insert(name.clone(), entry.clone());
         }
-        match self.start(&entry, isolation, &secrets).await {
+        match self.start(&entry, isolation, &secrets, Boot::Fresh).await {
             Ok(info) => {
                 if !detached {
                     self.watch_lease(entry.clone());
@@ -65,11 +70,49 @@ impl SandboxManager {
         }
     }
 
+    /// Start a stopped (or failed) sandbox again: the same request, its root file system as it
+    /// was left (the create's patches are not applied again), a fresh network. A sandbox with
+    /// secrets cannot (their values are not kept); one that runs is returned as it is.
+    pub async fn start_again(self: &Arc<Self>, name: &str) -> Result<SandboxInfo, AgentError> {
+        let entry = self.entry(name).await?;
+        let isolation = {
+            let mut rec = entry.record.lock().await;
+            match &rec.phase {
+                Phase::Stopped(_) | Phase::Failed(_) => {}
+                Phase::Creating => return Err(AgentError::StillCreating(name.to_string())),
+                Phase::Running(_) => return Ok(rec.info()),
+                other => return Err(AgentError::not_running(name, other.state())),
+            }
+            if !rec.secret_envs.is_empty() {
+                return Err(AgentError::InvalidRequest(format!(
+                    "sandbox {name} had secrets ({}), whose values are not kept once it stops; \
+                     create it again with them",
+                    rec.secret_envs.join(", ")
+                )));
+            }
+            rec.phase = Phase::Creating;
+            rec.isolation
+        };
+        // An attached sandbox still has its creator's lease (else it would have been removed).
+        match self.start(&entry, isolation, &[], Boot::Again).await {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                tracing::warn!(sandbox = %name, error = %e, "start failed; it stays failed");
+                cleanup(name, "tear down", self.teardown(&entry).await);
+                let mut rec = entry.record.lock().await;
+                rec.phase = Phase::Failed(microsandbox_wire::api::StopReason::Other(e.to_string()));
+                cleanup(name, "save the state", rec.save(&entry.dir));
+                Err(e)
+            }
+        }
+    }
+
     async fn start(
         &self,
         entry: &Arc<SandboxEntry>,
         isolation: Isolation,
         secrets: &[SecretSpec],
+        boot: Boot,
     ) -> Result<SandboxInfo, AgentError> {
         let req = entry.record.lock().await.request.clone();
         let image = self
@@ -78,7 +121,7 @@ impl SandboxManager {
                 tracing::debug!(?ev, "pull progress")
             })
             .await?;
-        let root = self.assemble_root(entry, &image, &req).await?;
+        let root = self.assemble_root(entry, &image, &req, boot).await?;
         let mounts = self.resolve_mounts(&req.mounts).await?;
         let network = self
             .network
@@ -123,6 +166,7 @@ impl SandboxManager {
         entry: &SandboxEntry,
         image: &ImageRecord,
         req: &CreateSandbox,
+        boot: Boot,
     ) -> Result<SandboxRoot, AgentError> {
         let dir = entry.dir.clone();
         let lowers: Vec<PathBuf> = image
@@ -131,7 +175,11 @@ impl SandboxManager {
             .map(|l| self.images.layer_dir(l))
             .collect();
         let empty = self.images.root().join("empty");
-        let (disk_mib, mut patches) = (req.disk_mib, req.patches.clone());
+        let (disk_mib, mut patches) = match boot {
+            Boot::Fresh => (req.disk_mib, req.patches.clone()),
+            // The quota and the patches are already in its writable layer.
+            Boot::Again => (None, Vec::new()),
+        };
         if let Some(dir) = req.workdir.as_ref().filter(|d| d.starts_with('/')) {
             // Like an image's WORKDIR: created when the image lacks it (commands start in it).
             patches.push(RootPatch::Mkdir {

@@ -71,6 +71,9 @@ pub struct SandboxRecord {
     /// The sandbox's network on the host, from its attach during create until it is released
     /// (at stop, or at removal of a failed sandbox).
     pub network: Option<Attachment>,
+    /// Variables of its secrets (never the values, which are gone once it stops: a sandbox
+    /// with secrets cannot be started again).
+    pub secret_envs: Vec<String>,
 }
 
 /// The on-disk form of a record (the layout older agents wrote and read).
@@ -85,6 +88,8 @@ struct RecordFile {
     reason: Option<StopReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     network: Option<Attachment>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    secret_envs: Vec<String>,
 }
 
 impl TryFrom<RecordFile> for SandboxRecord {
@@ -109,6 +114,7 @@ impl TryFrom<RecordFile> for SandboxRecord {
             created_at: f.created_at,
             phase,
             network: f.network,
+            secret_envs: f.secret_envs,
         })
     }
 }
@@ -124,6 +130,7 @@ impl From<SandboxRecord> for RecordFile {
             image_digest: r.image_digest,
             created_at: r.created_at,
             network: r.network,
+            secret_envs: r.secret_envs,
         }
     }
 }
@@ -138,6 +145,7 @@ impl SandboxRecord {
             created_at: now(),
             phase: Phase::Creating,
             network: None,
+            secret_envs: Vec::new(),
         }
     }
 
@@ -205,6 +213,7 @@ mod tests {
                     .unwrap(),
                 secrets_file: Some("/state/sandboxes/a/secrets.json".into()),
             }),
+            secret_envs: vec!["API_KEY".into()],
         };
         rec.save(dir.path()).unwrap();
         assert_eq!(SandboxRecord::load(dir.path()).unwrap(), rec);

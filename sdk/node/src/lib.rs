@@ -419,6 +419,12 @@ impl NativeSandbox {
         self.with(async |sb| sb.stop(grace).await.map(json)).await
     }
 
+    /// Start it again after a stop: its files as the stop left them.
+    #[napi]
+    pub async fn start(&self) -> napi::Result<serde_json::Value> {
+        self.with(async |sb| sb.start().await.map(json)).await
+    }
+
     #[napi]
     pub async fn kill(&self) -> napi::Result<serde_json::Value> {
         self.with(async |sb| sb.kill().await.map(json)).await

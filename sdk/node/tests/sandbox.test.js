@@ -61,9 +61,13 @@ test('create, exec, stream, files, errors, stop and remove', async () => {
     assert.equal(metrics.name, 'node-sdk');
     assert.ok(metrics.memoryBytes > 0);
     assert.ok((await m.Sandbox.list()).some((i) => i.name === 'node-sdk'));
+    await sb.fs.write('/tmp/kept', 'before the stop');
     assert.equal((await sb.stop(1)).state, 'stopped');
     assert.equal((await (await m.Sandbox.get('node-sdk')).info()).state, 'stopped');
     await assert.rejects(sb.exec('true'), m.SandboxNotRunningError);
+    // Started again: its files as the stop left them.
+    assert.equal((await sb.start()).state, 'running');
+    assert.equal(await sb.fs.readText('/tmp/kept'), 'before the stop');
   } finally {
     await sb.remove();
   }

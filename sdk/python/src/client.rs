@@ -194,6 +194,12 @@ impl Client {
         future_into_py(py, async move { Json::of(&c.kill(&name).await.py_err()?) })
     }
 
+    /// `POST /v1/sandboxes/{name}/start`: SandboxInfo dict.
+    fn start<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move { Json::of(&c.start(&name).await.py_err()?) })
+    }
+
     /// `POST /v1/sandboxes/{name}/drain`: SandboxInfo dict.
     #[pyo3(signature = (name, timeout_ms=None))]
     fn drain<'py>(

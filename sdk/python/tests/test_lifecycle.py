@@ -241,7 +241,7 @@ async def test_stop_kill_drain(name: str) -> None:
     detached = await Sandbox.create_detached(name, image="busybox")
     info = await detached.stop(timeout=2)
     assert info.state == "stopped"
-    with pytest.raises(SandboxNotRunningError, match="create a new one"):
+    with pytest.raises(SandboxNotRunningError, match="start"):
         await detached.exec("true")
     await Sandbox.remove(name)
 
@@ -261,6 +261,35 @@ async def test_stop_kill_drain(name: str) -> None:
     assert out.stdout() == "done\n"  # the running command was allowed to finish
     await attached.destroy()
     assert await gone(name, 1)
+
+
+async def test_start_again_keeps_files_not_patches(name: str) -> None:
+    sb = await Sandbox.create(name, image="busybox", workdir="/app",
+                              patches=[Patch.text("/etc/motd", "from the patch\n")])
+    async with sb:
+        await sb.shell("echo edited > /etc/motd; echo kept > /app/data")
+        await sb.stop(timeout=1)
+        with pytest.raises(SandboxNotRunningError):
+            await sb.exec("true")
+        info = await sb.start()
+        assert info.state == "running" and sb.info.state == "running"
+        out = await sb.shell("cat /etc/motd /app/data; pwd")
+        # The writable layer as the stop left it; the create's patches not applied again.
+        assert out.stdout() == "edited\nkept\n/app\n"
+        assert (await sb.start()).state == "running"  # running: left as it is
+        await sb.kill()
+        assert (await sb.start()).state == "running"
+
+
+async def test_start_again_refused_with_secrets(name: str) -> None:
+    sb = await Sandbox.create(
+        name, image="busybox", network=NetworkPolicy.public_only(),
+        secrets=[Secret.env("API_KEY", value="v-123", allow_hosts=["api.example.com"])],
+    )
+    async with sb:
+        await sb.stop(timeout=1)
+        with pytest.raises(InvalidConfigError, match="API_KEY"):
+            await sb.start()
 
 
 async def test_metrics(busybox: Sandbox) -> None:

@@ -376,6 +376,22 @@ impl Sandbox {
         Ok(&self.info)
     }
 
+    /// Start it again after a stop (or a failure): the same settings, its files as the stop
+    /// left them (the create's patches are not applied again); a running one is left as it is.
+    /// A sandbox created with secrets cannot (their values are not kept), nor a cluster one
+    /// (its stop deleted the object).
+    pub async fn start(&mut self) -> Result<&SandboxInfo> {
+        if self.object.is_some() {
+            return Err(crate::cluster::ClusterError::new(
+                crate::cluster::ClusterErrorKind::Unsupported,
+                "in cluster mode stop() deletes the Sandbox object; create it again",
+            )
+            .into());
+        }
+        self.info = self.client.start(&self.info.name).await?;
+        Ok(&self.info)
+    }
+
     /// Refuse new commands, wait (at most `timeout`) for running ones, then stop.
     pub async fn drain(&mut self, timeout: Option<Duration>) -> Result<&SandboxInfo> {
         if self.object.is_some() {

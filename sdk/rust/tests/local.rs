@@ -223,7 +223,11 @@ async fn scenario(state: PathBuf) {
         Error::NotFound { .. }
     ));
 
-    // Metrics, listing, stop (still listed), remove.
+    // Metrics, listing, stop (still listed), start again, remove.
+    sb.fs()
+        .write("/tmp/kept", b"before the stop".to_vec())
+        .await
+        .unwrap();
     sb.shell("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
         .await
         .unwrap();
@@ -244,6 +248,12 @@ async fn scenario(state: PathBuf) {
     assert!(
         matches!(not_running, Error::NotRunning { .. }),
         "{not_running:?}"
+    );
+    // Started again: its files as the stop left them.
+    assert_eq!(sb.start().await.unwrap().state, SandboxState::Running);
+    assert_eq!(
+        sb.fs().read_to_string("/tmp/kept").await.unwrap(),
+        "before the stop"
     );
     sb.remove().await.unwrap();
     assert!(matches!(

@@ -374,7 +374,7 @@ _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     ),
     "sandbox_not_running": (
         SandboxNotRunningError,
-        "a stopped sandbox cannot run commands; create a new one",
+        "a stopped sandbox cannot run commands; start() it again or create a new one",
     ),
     "sandbox_draining": (
         SandboxDrainingError,

@@ -361,6 +361,19 @@ class Sandbox:
         self._info = SandboxInfo._from_dict(await self._client.kill(self._target))
         return self._info
 
+    async def start(self) -> SandboxInfo:
+        """Starts a stopped (or failed) sandbox again: the same image, resources and settings,
+        its files as the stop left them (the create's patches are not applied again). A running
+        one is left as it is. A sandbox created with secrets cannot be started again (their
+        values are not kept once it stops): :class:`InvalidConfigError`. In cluster mode a
+        stopped sandbox is gone with its object: :class:`UnsupportedFeatureError`."""
+        if self._cluster is not None:
+            raise UnsupportedFeatureError(
+                "in cluster mode stop() deletes the Sandbox object; create it again"
+            )
+        self._info = SandboxInfo._from_dict(await self._client.start(self._target))
+        return self._info
+
     async def drain(self, timeout: float | None = None) -> SandboxInfo:
         """Refuses new commands, waits for running ones (at most ``timeout`` seconds), then
         stops. It stays listed until removed, as after :meth:`stop`."""
