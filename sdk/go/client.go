@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -16,15 +17,37 @@ type Client struct {
 	loc   Location
 	http  *http.Client
 	token string
-	base  string
+	// tokenHeader carries the token: Authorization, or RelayedAuthorization through an API
+	// server (which consumes Authorization itself).
+	tokenHeader string
+	base        string
 }
+
+// RelayedAuthorization is the header that carries the agent token through the Kubernetes API
+// server's pod proxy.
+const RelayedAuthorization = "X-Microsandbox-Authorization"
 
 func newClient(loc Location) *Client {
 	base := "http://localhost"
 	if !loc.Unix {
 		base = "http://" + loc.Endpoint
 	}
-	return &Client{loc: loc, http: &http.Client{Transport: loc.transport()}, token: loc.token(), base: base}
+	return &Client{loc: loc, http: &http.Client{Transport: loc.transport()}, token: loc.token(),
+		tokenHeader: "Authorization", base: base}
+}
+
+// NewRemoteClient is a client of the agent at baseURL — "http://host:port", or an API server
+// pod-proxy URL ("https://apiserver/api/v1/namespaces/NS/pods/POD:PORT/proxy") — over
+// httpClient. The token goes in Authorization, or with relayed in RelayedAuthorization (the
+// API server takes Authorization for its own credentials). Cluster mode uses it.
+func NewRemoteClient(baseURL, token string, httpClient *http.Client, relayed bool) *Client {
+	header := "Authorization"
+	if relayed {
+		header = RelayedAuthorization
+	}
+	base := strings.TrimSuffix(baseURL, "/")
+	return &Client{loc: Location{Endpoint: base}, http: httpClient, token: token,
+		tokenHeader: header, base: base}
 }
 
 // Endpoint is where this client connects (a socket path or host:port).
@@ -69,7 +92,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 		req.Header.Set("Content-Type", contentType)
 	}
 	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+		req.Header.Set(c.tokenHeader, "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -317,12 +317,11 @@ func (s *syncBuffer) Bytes() []byte {
 func (c *Client) dialWS(ctx context.Context, path string) (*websocket.Conn, error) {
 	header := http.Header{}
 	if c.token != "" {
-		header.Set("Authorization", "Bearer "+c.token)
+		header.Set(c.tokenHeader, "Bearer "+c.token)
 	}
-	url := "ws://localhost" + path
-	if !c.loc.Unix {
-		url = "ws://" + c.loc.Endpoint + path
-	}
+	// http://localhost (unix socket), http://host:port, https://apiserver/...: the same
+	// scheme over WebSocket.
+	url := "ws" + strings.TrimPrefix(c.base, "http") + path
 	conn, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: header})
 	if err != nil {
 		if resp != nil && resp.Body != nil {

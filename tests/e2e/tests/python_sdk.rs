@@ -1,6 +1,7 @@
 //! The SDKs in cluster mode: this sets up the cluster side (operator, node-agent, two users
 //! with their own RBAC), runs `sdk/python/tests_cluster` with pytest against it, then the Rust
-//! crate's cluster mode (which the Python and Node.js SDKs wrap) as a Rust user would call it.
+//! crate's cluster mode (which the Python and Node.js SDKs wrap) as a Rust user would call it,
+//! the Node.js SDK's `tests_cluster` and the Go SDK's cluster package (client-go).
 
 use microsandbox_e2e::{chart_fullname, token_kubeconfig, workspace, Cluster, PodAddress};
 use std::process::Command;
@@ -63,6 +64,7 @@ async fn python_sdk_cluster_mode() {
 
     rust_crate(&dev, ns).await;
     node_sdk(&dev, ns);
+    go_sdk(&dev, ns);
     // Every test cleaned up after itself.
     let left = c.sandboxes().list(&Default::default()).await.unwrap().items;
     assert!(left.is_empty(), "{} Sandboxes left", left.len());
@@ -89,6 +91,33 @@ fn node_sdk(kubeconfig: &std::path::Path, ns: &str) {
         out.status.success(),
         "node --test tests_cluster failed:\n{text}"
     );
+}
+
+/// The Go SDK's cluster package (client-go), `go test` with the same cluster.
+fn go_sdk(kubeconfig: &std::path::Path, ns: &str) {
+    let out = Command::new("go")
+        .args([
+            "test",
+            "-count=1",
+            "-run",
+            "TestLiveCluster",
+            "-v",
+            "./cluster",
+        ])
+        .current_dir(workspace().join("sdk/go"))
+        .env("MSB_TEST_KUBECONFIG_DEV", kubeconfig)
+        .env("MSB_TEST_NAMESPACE", ns)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("go");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "go test ./cluster failed:\n{text}");
+    assert!(!text.contains("SKIP"), "the live test did not run:\n{text}");
 }
 
 /// The `microsandbox` crate in cluster mode, through both routes to the agent.
