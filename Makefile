@@ -9,7 +9,7 @@ export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 export MSB_CLI_BIN ?= $(TARGET)/debug/msb
 
-.PHONY: help setup build guest agent demo demo-curl test test-python test-go test-node test-crds test-microvm test-helm crds lint unit integration bench bench-python
+.PHONY: help setup build guest agent demo demo-curl test test-python test-go test-node test-crds test-microvm test-helm crds lint unit integration bench bench-python bench-sdks bench-msx
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -92,3 +92,9 @@ bench: setup agent ## Benchmarks (prints a table of ratios against baselines).
 
 bench-python: setup agent ## Python SDK exec overhead vs the Rust client (same run).
 	bash sdk/python/bench/run.sh
+
+bench-sdks: setup guest ## Every SDK's exec p50/p99, create -> first output, 64 MiB stream vs the Rust crate (same run).
+	bash bench/sdks.sh
+
+bench-msx: setup guest ## `msx python -c 'print(1)'` wall time vs `crun run` of the same rootfs (same run).
+	bash bench/msx.sh

@@ -8,15 +8,36 @@ use clap::{Args, Parser, Subcommand};
 /// Differences from the upstream microsandbox CLI: the server is the node agent
 /// (`microsandbox-agent`), started for you by every command when none runs; `msb run`/`msr`
 /// sandboxes are removed when the script ends (bind a `volumes:` entry of the Sandboxfile to keep
-/// files); `msb install`/`msi` launchers are not there yet.
+/// files); `--cluster` runs the sandbox verbs on Kubernetes Sandbox objects (also as the kubectl
+/// plugin `kubectl sandbox`).
 #[derive(Debug, Parser)]
 #[command(name = "msb", version, propagate_version = true)]
 pub struct Cli {
     /// Machine-readable output (JSON) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where sandboxes are: this machine's agent, or (`--cluster`) Sandbox objects of a cluster.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterArgs {
+    /// Sandboxes are Sandbox objects of the Kubernetes cluster of the kubeconfig (ls, get,
+    /// stop, rm, metrics, logs, exec, shell, cp, exe).
+    #[arg(long, global = true)]
+    pub cluster: bool,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, the pod's ServiceAccount).
+    #[arg(long, global = true, env = "KUBECONFIG", hide_env_values = true)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Namespace of the Sandbox objects (default: the context's).
+    #[arg(long, short = 'n', global = true)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +72,48 @@ pub enum Command {
     },
     /// CPU, memory, disk and network use of one sandbox, or of every running one.
     Metrics { name: Option<String> },
+    /// Start stopped sandboxes again (their files as the stop left them).
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Run a command in a sandbox: `msb exec NAME -- CMD ARGS...`; stdin and the terminal pass
+    /// through, the exit code is the command's.
+    Exec {
+        name: String,
+        /// Kill the command after this many seconds (exit code 124).
+        #[arg(long)]
+        timeout: Option<f64>,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// An interactive shell in a sandbox (a terminal that follows this window's size).
+    Shell {
+        name: String,
+        /// The shell to run.
+        #[arg(long, default_value = "/bin/sh")]
+        shell: String,
+    },
+    /// The sandbox's own output (a microVM's console, a container's init log).
+    #[command(visible_alias = "log")]
+    Logs {
+        name: String,
+        /// Only the last BYTES bytes.
+        #[arg(long)]
+        tail: Option<u64>,
+    },
+    /// Copy a file between this machine and a sandbox: `msb cp ./a NAME:/tmp/a` or
+    /// `msb cp NAME:/tmp/a ./a`.
+    Cp { src: String, dst: String },
+    /// Install a launcher: a command in ~/.local/bin (or --dir) that runs IMAGE's program in a
+    /// temporary sandbox with the arguments passed through (also `msi`).
+    Install(InstallArgs),
+    /// Remove a launcher made by `msb install`.
+    Uninstall {
+        name: String,
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Create a Sandboxfile in the current directory.
     Init,
     /// Add (or replace) a sandbox of the Sandboxfile.
@@ -67,8 +130,8 @@ pub enum Command {
 pub enum ServerCommand {
     /// Start the agent: in the foreground, or `--detach`ed (as the SDKs do).
     Start {
-        /// Development mode: also listen on TCP 127.0.0.1:5555 (token auth still applies) and
-        /// log at debug level.
+        /// Development mode: also listen on TCP 127.0.0.1:5555, serve MCP there at /mcp without
+        /// a token (the API itself still needs it), and log at debug level.
         #[arg(long)]
         dev: bool,
         /// Start it in the background and return once it serves.
@@ -145,6 +208,33 @@ pub struct RunArgs {
     /// Arguments appended to the script.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The image (e.g. `python`).
+    pub image: String,
+    /// The launcher's name (default: named after the image, `python`).
+    pub name: Option<String>,
+    /// The program run in the sandbox (default: the launcher's name).
+    #[arg(long)]
+    pub program: Option<String>,
+    /// Memory in MiB.
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// none | public_only | allow_all.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Mount the directory the launcher runs in at /work and start there, so that
+    /// `python script.py` finds `script.py`.
+    #[arg(long)]
+    pub mount_cwd: bool,
+    /// Where to put it (default ~/.local/bin).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+    /// Replace an existing file of that name (only launchers made by msb are replaced).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

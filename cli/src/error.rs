@@ -17,6 +17,12 @@ pub enum CliError {
     Mcp(#[from] microsandbox_mcp::ServeError),
 }
 
+impl From<microsandbox::ClusterError> for CliError {
+    fn from(e: microsandbox::ClusterError) -> Self {
+        CliError::Sdk(e.into())
+    }
+}
+
 impl CliError {
     /// 2 for usage errors (as clap), 1 for everything else.
     pub fn exit_code(&self) -> i32 {

@@ -1,11 +1,13 @@
 //! `msb`, the microsandbox command line, and its MCP server. `main` only picks the name it was
-//! called by (`msb`, `msx` = `msb exe`, `msr` = `msb run --sandbox`).
+//! called by (`msb`, `msx` = `msb exe`, `msr` = `msb run --sandbox`, `msi` = `msb install`,
+//! `kubectl-sandbox` = `msb --cluster`).
 
 pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod output;
 pub mod sandboxfile;
+pub mod target;
 
 use clap::Parser;
 
@@ -29,12 +31,16 @@ pub async fn main_as(name: &str, args: Vec<String>) -> i32 {
     }
 }
 
-/// `msx ARGS` is `msb exe ARGS`; `msr TARGET ARGS` is `msb run --sandbox TARGET ARGS`.
+/// `msx ARGS` is `msb exe ARGS`; `msr TARGET ARGS` is `msb run --sandbox TARGET ARGS`; `msi
+/// ARGS` is `msb install ARGS`; `kubectl-sandbox ARGS` (the kubectl plugin `kubectl sandbox`) is
+/// `msb --cluster ARGS`.
 pub fn rewrite(name: &str, args: Vec<String>) -> Vec<String> {
     let rest = args.into_iter().skip(1);
     let mut out = vec!["msb".to_string()];
     match name {
         "msx" => out.push("exe".into()),
+        "msi" => out.push("install".into()),
+        "kubectl-sandbox" | "kubectl-msb" => out.push("--cluster".into()),
         "msr" => {
             let mut rest = rest.peekable();
             out.push("run".into());
@@ -67,5 +73,16 @@ mod tests {
             v(&["msb", "run", "--sandbox", "app~test", "a"])
         );
         assert_eq!(rewrite("msb", v(&["msb", "ls"])), v(&["msb", "ls"]));
+        assert_eq!(
+            rewrite("msi", v(&["msi", "python"])),
+            v(&["msb", "install", "python"])
+        );
+        assert_eq!(
+            rewrite(
+                "kubectl-sandbox",
+                v(&["kubectl-sandbox", "exec", "s", "--", "ls"])
+            ),
+            v(&["msb", "--cluster", "exec", "s", "--", "ls"])
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! `msb`, `msx` and `msr` as a user runs them, against a real agent that the CLI itself starts
-//! (container sandboxes of the test images; `make setup`, `make guest` first). Interactive
-//! terminal sessions are not covered here.
+//! `msb`, `msx`, `msr` and `msi` as a user runs them, against a real agent that the CLI itself
+//! starts (container sandboxes of the test images; `make setup`, `make guest` first).
+//! Interactive sessions run on a pseudo-terminal made here.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -21,9 +21,16 @@ impl Env {
             "msb" => env!("CARGO_BIN_EXE_msb"),
             "msx" => env!("CARGO_BIN_EXE_msx"),
             "msr" => env!("CARGO_BIN_EXE_msr"),
+            "msi" => env!("CARGO_BIN_EXE_msi"),
             other => panic!("no binary {other}"),
         };
-        let mut c = Command::new(exe);
+        self.cmd_at(Path::new(exe))
+    }
+
+    /// `program` with this test's agent settings.
+    fn cmd_at(&self, program: &Path) -> Command {
+        let exe = env!("CARGO_BIN_EXE_msb");
+        let mut c = Command::new(program);
         let target = Path::new(exe).parent().unwrap().to_path_buf();
         let agent = std::env::var_os("MSB_AGENT_BIN")
             .map(PathBuf::from)
@@ -292,6 +299,45 @@ fn stop_metrics_and_remove_named_sandboxes() {
         text(&stopped.stderr)
     );
     assert!(text(&env.run("msb", &["ls"]).stdout).contains("stopped"));
+    // Started again, files as the stop left them; exec with the command's exit code; cp both
+    // ways; logs.
+    let again = env.run("msb", &["start", "cli-named"]);
+    assert_eq!(
+        text(&again.stdout),
+        "cli-named running\n",
+        "{}",
+        text(&again.stderr)
+    );
+    let ran = env.run(
+        "msb",
+        &["exec", "cli-named", "--", "sh", "-c", "echo hi; exit 3"],
+    );
+    assert_eq!(
+        (ran.status.code(), text(&ran.stdout).as_str()),
+        (Some(3), "hi\n")
+    );
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in.txt"), "to the sandbox\n").unwrap();
+    let up = host.path().join("in.txt").display().to_string();
+    assert!(env
+        .run("msb", &["cp", &up, "cli-named:/tmp/in.txt"])
+        .status
+        .success());
+    let cat = env.run("msb", &["exec", "cli-named", "--", "cat", "/tmp/in.txt"]);
+    assert_eq!(text(&cat.stdout), "to the sandbox\n");
+    let down = host.path().join("out.txt").display().to_string();
+    assert!(env
+        .run("msb", &["cp", "cli-named:/tmp/in.txt", &down])
+        .status
+        .success());
+    assert_eq!(std::fs::read_to_string(&down).unwrap(), "to the sandbox\n");
+    assert_eq!(env.run("msb", &["cp", "./a", "./b"]).status.code(), Some(2));
+    let logs = env.run("msb", &["logs", "cli-named"]);
+    assert!(logs.status.success(), "{}", text(&logs.stderr));
+    assert!(env
+        .run("msb", &["logs", "cli-named", "--tail", "0"])
+        .stdout
+        .is_empty());
     assert!(env.run("msb", &["rm", "cli-named"]).status.success());
     let gone = env.run("msb", &["rm", "cli-named"]);
     assert_eq!(gone.status.code(), Some(1));
@@ -300,4 +346,174 @@ fn stop_metrics_and_remove_named_sandboxes() {
         "{}",
         text(&gone.stderr)
     );
+}
+
+#[test]
+fn launchers_install_run_and_uninstall() {
+    let env = Env::new();
+    let bin = tempfile::tempdir().unwrap();
+    let dir = bin.path().display().to_string();
+    let made = env.run(
+        "msi",
+        &["busybox", "bb-echo", "--program", "echo", "--dir", &dir],
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let launcher = bin.path().join("bb-echo");
+    let out = env
+        .cmd_at(&launcher)
+        .args(["passed", "through"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "passed through\n",
+        "{}",
+        text(&out.stderr)
+    );
+    // With --mount-cwd the launcher sees the directory it runs in.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("note.txt"), "here\n").unwrap();
+    let cat = env.run(
+        "msb",
+        &[
+            "install",
+            "busybox",
+            "bb-cat",
+            "--program",
+            "cat",
+            "--mount-cwd",
+            "--dir",
+            &dir,
+        ],
+    );
+    assert!(cat.status.success(), "{}", text(&cat.stderr));
+    let out = env
+        .cmd_at(&bin.path().join("bb-cat"))
+        .arg("note.txt")
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "here\n", "{}", text(&out.stderr));
+    // Existing files are not replaced unless they are launchers and --force says so.
+    std::fs::write(bin.path().join("mine"), "#!/bin/sh\n").unwrap();
+    assert_eq!(
+        env.run("msi", &["busybox", "mine", "--dir", &dir, "--force"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        env.run("msi", &["busybox", "bb-echo", "--dir", &dir])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert!(env
+        .run("msi", &["busybox", "bb-echo", "--dir", &dir, "--force"])
+        .status
+        .success());
+    assert!(env
+        .run("msb", &["uninstall", "bb-echo", "--dir", &dir])
+        .status
+        .success());
+    assert!(!launcher.exists());
+    assert_eq!(
+        env.run("msb", &["uninstall", "mine", "--dir", &dir])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert!(bin.path().join("mine").exists());
+}
+
+/// `msb shell` on a pseudo-terminal: an interactive shell of the terminal's size, which follows
+/// a resize of the window.
+#[test]
+fn interactive_shell_through_a_pty() {
+    use nix::pty::{openpty, Winsize};
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, OwnedFd};
+
+    let env = Env::new();
+    let state = env.state.path().to_path_buf();
+    assert!(env
+        .run("msb", &["server", "start", "--detach"])
+        .status
+        .success());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        std::env::set_var("MSB_STATE_DIR", &state);
+        microsandbox::Sandbox::builder("cli-pty")
+            .image("busybox")
+            .memory(64)
+            .detached()
+            .create()
+            .await
+            .unwrap();
+    });
+    let size = |rows, cols| Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = openpty(Some(&size(30, 100)), None).unwrap();
+    let slave: OwnedFd = pty.slave;
+    let mut cmd = env.cmd("msb");
+    cmd.args(["shell", "cli-pty"])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: runs in the forked child before exec; setsid and ioctl(TIOCSCTTY) are
+    // async-signal-safe and only make the pty (fd 0) the child's controlling terminal, so that
+    // resizing it sends the child SIGWINCH.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    let master = std::fs::File::from(pty.master);
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !seen.contains(want) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("no {want:?} in the terminal; it shows:\n{seen}"),
+            }
+        }
+    };
+    let mut w = master.try_clone().unwrap();
+    w.write_all(b"stty size; echo sum=$((6*7))\n").unwrap();
+    wait_for("30 100");
+    wait_for("sum=42");
+    // Resize the window: the session follows.
+    // SAFETY: TIOCSWINSZ on the pty master with a valid winsize; the fd is open.
+    let r = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size(40, 120)) };
+    assert_eq!(r, 0);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    w.write_all(b"stty size\n").unwrap();
+    wait_for("40 120");
+    w.write_all(b"exit 5\n").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "the shell's exit code:\n{seen}");
+    assert!(env.run("msb", &["rm", "cli-pty"]).status.success());
 }

@@ -117,6 +117,20 @@ impl AgentClient {
             .await
     }
 
+    /// `GET /v1/sandboxes/{name}/logs`: the sandbox's own output (microVM console, container
+    /// init log), at most the last `tail_bytes`.
+    pub async fn logs(&self, name: &str, tail_bytes: Option<u64>) -> Result<Vec<u8>> {
+        let path = match tail_bytes {
+            Some(n) => format!("{}?tail_bytes={n}", sandbox_path(name, "/logs")),
+            None => sandbox_path(name, "/logs"),
+        };
+        let resp = self.send(Method::GET, &path, Payload::Empty).await?;
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(crate::http::body_error)?;
+        Ok(body.to_bytes().to_vec())
+    }
+
     /// `POST /v1/sandboxes/{name}/start`: starts a stopped or failed sandbox again (its files as
     /// the stop left them).
     pub async fn start(&self, name: &str) -> Result<SandboxInfo> {

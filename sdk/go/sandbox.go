@@ -3,6 +3,8 @@ package microsandbox
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -211,6 +213,21 @@ func (s *Sandbox) Kill(ctx context.Context) (SandboxInfo, error) {
 		return SandboxInfo{}, err
 	}
 	return s.set(info), nil
+}
+
+// Logs returns the sandbox's own output (a microVM's console, a container's init log); with
+// tailBytes > 0 at most its last tailBytes bytes.
+func (s *Sandbox) Logs(ctx context.Context, tailBytes int64) ([]byte, error) {
+	path := sandboxPath(s.Name(), "/logs")
+	if tailBytes > 0 {
+		path += fmt.Sprintf("?tail_bytes=%d", tailBytes)
+	}
+	resp, err := s.c.do(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
 }
 
 // Start starts a stopped (or failed) sandbox again: the same settings, its files as the stop

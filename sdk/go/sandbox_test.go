@@ -194,6 +194,9 @@ func TestLocalMode(t *testing.T) {
 	if kept, err := sb.ReadFile(ctx, "/tmp/kept"); err != nil || string(kept) != "before the stop" {
 		t.Fatalf("file after start: %q %v", kept, err)
 	}
+	if _, err := sb.Logs(ctx, 0); err != nil {
+		t.Fatalf("logs: %v", err)
+	}
 	if err := sb.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +204,18 @@ func TestLocalMode(t *testing.T) {
 		t.Fatalf("get after remove: %v", err)
 	}
 	if err := c.RemoveVolume(ctx, "go-vol"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Code run: a Python program on the python image.
+	py, err := c.Create(ctx, "go-sdk-py", microsandbox.Image("python"), microsandbox.Isolation("container"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := py.Command("python3", "-c", "import sys; print(6 * 7, sys.version_info[0])").Output(ctx); err != nil || string(out) != "42 3\n" {
+		t.Fatalf("python: %q %v", out, err)
+	}
+	if err := py.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
 }

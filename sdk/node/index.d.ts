@@ -147,6 +147,8 @@ export declare class Sandbox {
   /** SIGTERM, SIGKILL after graceSeconds; it stays listed as stopped until removed. */
   stop(graceSeconds?: number): Promise<SandboxInfo>;
   kill(): Promise<SandboxInfo>;
+  /** Its own output (a microVM's console, a container's init log); at most tailBytes. */
+  logs(tailBytes?: number): Promise<string>;
   /** Starts a stopped sandbox again, its files as the stop left them. */
   start(): Promise<SandboxInfo>;
   remove(): Promise<void>;

@@ -208,6 +208,8 @@ class Sandbox {
     return new ExecHandle(await call(() => this._n.execStream(command, execOptions(args, options))));
   }
   async metrics() { return camel(await call(() => this._n.metrics())); }
+  /** Its own output (a microVM's console, a container's init log), as text. */
+  async logs(tailBytes) { return (await call(() => this._n.logs(tailBytes))).toString('utf8'); }
   /** Starts it again after a stop: its files as the stop left them. */
   async start() { return camel(await call(() => this._n.start())); }
   async stop(graceSeconds) {

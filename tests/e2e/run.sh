@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 export MSB_GUEST_AGENT="${MSB_GUEST_AGENT:-${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/release/microsandbox-guest}"
 
-cargo build -q -p microsandbox-agent -p microsandbox-operator
+cargo build -q -p microsandbox-agent -p microsandbox-operator -p microsandbox-cli
 make -s guest >/dev/null
 # The Python and Node.js SDKs' cluster-mode tests run from here too (tests/python_sdk.rs).
 bash sdk/python/scripts/dev-setup.sh

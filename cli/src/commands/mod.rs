@@ -1,5 +1,6 @@
 //! One module per group of verbs; [`dispatch`] runs the parsed command line.
 
+mod install;
 mod project;
 mod pull;
 mod sandboxes;
@@ -8,19 +9,36 @@ pub mod session;
 
 use crate::cli::{Cli, Command, ServerCommand};
 use crate::error::Result;
+use crate::target::Target;
 
 /// Run `cli`; the exit status to leave with.
 pub async fn dispatch(cli: Cli) -> Result<i32> {
     let json = cli.json;
+    let target = || Target::of(&cli.cluster);
     match cli.command {
         Command::Server(ServerCommand::Start { dev, detach }) => server::start(dev, detach).await,
         Command::Server(ServerCommand::Status) => server::status(json).await,
         Command::Pull { image } => pull::pull(&image, json).await,
-        Command::Exe(a) => sandboxes::exe(a).await,
-        Command::Ls => sandboxes::ls(json).await,
-        Command::Stop { names, timeout } => sandboxes::stop(&names, timeout, json).await,
-        Command::Rm { names } => sandboxes::rm(&names).await,
-        Command::Metrics { name } => sandboxes::metrics(name.as_deref(), json).await,
+        Command::Exe(a) => sandboxes::exe(a, &target().await?).await,
+        Command::Ls => sandboxes::ls(&target().await?, json).await,
+        Command::Stop { names, timeout } => {
+            sandboxes::stop(&target().await?, &names, timeout, json).await
+        }
+        Command::Start { names } => sandboxes::start(&target().await?, &names, json).await,
+        Command::Rm { names } => sandboxes::rm(&target().await?, &names).await,
+        Command::Metrics { name } => {
+            sandboxes::metrics(&target().await?, name.as_deref(), json).await
+        }
+        Command::Exec {
+            name,
+            timeout,
+            command,
+        } => sandboxes::exec(&target().await?, &name, &command, timeout).await,
+        Command::Shell { name, shell } => sandboxes::shell(&target().await?, &name, &shell).await,
+        Command::Logs { name, tail } => sandboxes::logs(&target().await?, &name, tail).await,
+        Command::Cp { src, dst } => sandboxes::cp(&target().await?, &src, &dst).await,
+        Command::Install(a) => install::install(a),
+        Command::Uninstall { name, dir } => install::uninstall(&name, dir),
         Command::Init => project::init(),
         Command::Add(a) => project::add(a),
         Command::Run(a) => project::run(a).await,

@@ -1,4 +1,5 @@
-//! `exe`/`msx`, `ls`, `stop`, `rm`, `metrics`.
+//! `exe`/`msx`, `ls`, `stop`, `start`, `rm`, `metrics`, `exec`, `shell`, `logs`, `cp`, on the
+//! local agent or (`--cluster`) a cluster's Sandbox objects.
 
 use std::time::Duration;
 
@@ -9,9 +10,10 @@ use crate::cli::{pairs, ExeArgs};
 use crate::error::{CliError, Result};
 use crate::output;
 use crate::sandboxfile::VolumeDef;
+use crate::target::Target;
 
 /// A temporary sandbox for one command, removed when it ends.
-pub async fn exe(a: ExeArgs) -> Result<i32> {
+pub async fn exe(a: ExeArgs, target: &Target) -> Result<i32> {
     let mut args = a.args;
     let image = match a.image {
         Some(i) => i,
@@ -36,7 +38,7 @@ pub async fn exe(a: ExeArgs) -> Result<i32> {
         b = b.workdir(w);
     }
     b = with_volumes(b, &a.volumes, std::path::Path::new("."))?;
-    let sb = b.create().await?;
+    let sb = target.builder(b).create().await?;
     if args.is_empty() {
         // No command: the image's own program when it has one named after it (`msx python`
         // is a Python prompt), else a shell.
@@ -70,7 +72,7 @@ pub fn command_line(image: &str, args: &[String]) -> (String, Vec<String>) {
 }
 
 /// `docker.io/library/python:3.12` -> `python`.
-fn program_of(image: &str) -> String {
+pub fn program_of(image: &str) -> String {
     let last = image.rsplit('/').next().unwrap_or(image);
     let no_digest = last.split('@').next().unwrap_or(last);
     no_digest.split(':').next().unwrap_or(no_digest).to_string()
@@ -117,8 +119,8 @@ pub fn with_volumes(
     Ok(b)
 }
 
-pub async fn ls(json: bool) -> Result<i32> {
-    let list = Sandbox::list().await?;
+pub async fn ls(target: &Target, json: bool) -> Result<i32> {
+    let list = target.list().await?;
     if json {
         output::json(&list);
         return Ok(0);
@@ -158,34 +160,131 @@ pub async fn ls(json: bool) -> Result<i32> {
     Ok(0)
 }
 
-pub async fn stop(names: &[String], timeout: Option<f64>, json: bool) -> Result<i32> {
+pub async fn stop(
+    target: &Target,
+    names: &[String],
+    timeout: Option<f64>,
+    json: bool,
+) -> Result<i32> {
     let mut infos = Vec::new();
     for n in names {
-        let mut sb = Sandbox::get(n).await?;
+        let mut sb = target.get(n).await?;
         infos.push(sb.stop(timeout.map(Duration::from_secs_f64)).await?.clone());
     }
-    if json {
-        output::json(&infos);
-    } else {
-        for i in &infos {
-            println!("{} {}", i.name, i.state);
-        }
-    }
+    print_states(&infos, json);
     Ok(0)
 }
 
-pub async fn rm(names: &[String]) -> Result<i32> {
+pub async fn start(target: &Target, names: &[String], json: bool) -> Result<i32> {
+    let mut infos = Vec::new();
     for n in names {
-        Sandbox::remove_named(n).await?;
+        let mut sb = target.get(n).await?;
+        infos.push(sb.start().await?.clone());
+    }
+    print_states(&infos, json);
+    Ok(0)
+}
+
+fn print_states(infos: &[microsandbox::SandboxInfo], json: bool) {
+    if json {
+        output::json(&infos);
+    } else {
+        for i in infos {
+            println!("{} {}", i.name, i.state);
+        }
+    }
+}
+
+pub async fn rm(target: &Target, names: &[String]) -> Result<i32> {
+    for n in names {
+        target.remove(n).await?;
         println!("{n}");
     }
     Ok(0)
 }
 
-pub async fn metrics(name: Option<&str>, json: bool) -> Result<i32> {
+/// `msb exec NAME -- CMD ARGS`: this terminal's stdio; the command's exit code.
+pub async fn exec(
+    target: &Target,
+    name: &str,
+    command: &[String],
+    timeout: Option<f64>,
+) -> Result<i32> {
+    let sb = target.get(name).await?;
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| CliError::Usage("msb exec NAME -- COMMAND [ARGS...]".into()))?;
+    session::run(&sb, program, args, timeout.map(Duration::from_secs_f64)).await
+}
+
+/// `msb shell NAME`: an interactive shell.
+pub async fn shell(target: &Target, name: &str, shell: &str) -> Result<i32> {
+    let sb = target.get(name).await?;
+    session::run(&sb, shell, &[], None).await
+}
+
+pub async fn logs(target: &Target, name: &str, tail: Option<u64>) -> Result<i32> {
+    let sb = target.get(name).await?;
+    let data = sb.logs(tail).await?;
+    // A closed pipe (`| head`) is the reader's choice, not an error.
+    let _closed_pipe = std::io::Write::write_all(&mut std::io::stdout(), &data);
+    Ok(0)
+}
+
+/// One side of `msb cp`: a sandbox path (`NAME:/path`) or a path of this machine.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CpEnd {
+    Sandbox { name: String, path: String },
+    Host(std::path::PathBuf),
+}
+
+impl CpEnd {
+    /// `NAME:/abs/path` names a sandbox file (as `kubectl cp`); anything else is local (write
+    /// `./a:b` for a local name with a colon).
+    pub fn parse(s: &str) -> CpEnd {
+        match s.split_once(':') {
+            Some((name, path))
+                if !name.is_empty()
+                    && !name.contains('/')
+                    && path.starts_with('/')
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                CpEnd::Sandbox {
+                    name: name.into(),
+                    path: path.into(),
+                }
+            }
+            _ => CpEnd::Host(s.into()),
+        }
+    }
+}
+
+pub async fn cp(target: &Target, src: &str, dst: &str) -> Result<i32> {
+    let bytes = match (CpEnd::parse(src), CpEnd::parse(dst)) {
+        (CpEnd::Host(from), CpEnd::Sandbox { name, path }) => {
+            target.get(&name).await?.fs().upload(&from, &path).await?
+        }
+        (CpEnd::Sandbox { name, path }, CpEnd::Host(to)) => {
+            target.get(&name).await?.fs().download(&path, &to).await?
+        }
+        _ => {
+            return Err(CliError::Usage(
+                "msb cp copies between this machine and a sandbox: msb cp ./a NAME:/tmp/a, or \
+                 msb cp NAME:/tmp/a ./a"
+                    .into(),
+            ))
+        }
+    };
+    eprintln!("{bytes} bytes");
+    Ok(0)
+}
+
+pub async fn metrics(target: &Target, name: Option<&str>, json: bool) -> Result<i32> {
     let all = match name {
-        Some(n) => vec![Sandbox::get(n).await?.metrics().await?],
-        None => Sandbox::all_metrics().await?,
+        Some(n) => vec![target.get(n).await?.metrics().await?],
+        None => target.all_metrics().await?,
     };
     if json {
         match name {
@@ -244,5 +343,19 @@ mod tests {
             ("echo".into(), s(&["hi"]))
         );
         assert!(network("public_only").is_ok() && network("open").is_err());
+    }
+
+    #[test]
+    fn cp_ends() {
+        assert_eq!(
+            CpEnd::parse("job-1:/tmp/a"),
+            CpEnd::Sandbox {
+                name: "job-1".into(),
+                path: "/tmp/a".into()
+            }
+        );
+        for local in ["./a", "a", "dir/x:/y", "C:relative", "Job:/x", "/abs"] {
+            assert_eq!(CpEnd::parse(local), CpEnd::Host(local.into()), "{local}");
+        }
     }
 }

@@ -93,6 +93,9 @@ async fn collected(c: Ctx, name: String, req: api::ExecRequest) -> Result<ExecOu
     })
 }
 
+/// How long a finished streaming exec waits for the client's side of the closing handshake.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let collect = warp::path!("sandboxes" / String / "exec")
         .and(warp::post())
@@ -121,7 +124,14 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
                             let msg = ExecControl::Error { error: e.to_api() };
                             let _ = socket.send(control(&msg)).await;
                         }
-                        let _ = socket.close().await;
+                        let _ = socket.send(Message::close()).await;
+                        // The closing handshake: read until the client's Close (or EOF). A
+                        // socket closed with unread input is reset, and through a proxy (the
+                        // API server's) a reset can overtake the last frames on their way.
+                        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                            while let Some(Ok(_)) = socket.next().await {}
+                        })
+                        .await;
                     })
                     .into_response(),
             }

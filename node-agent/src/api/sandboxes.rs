@@ -25,6 +25,12 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned + Send>(
 }
 
 /// Optional JSON body: empty bodies mean the default.
+/// `GET /v1/sandboxes/{name}/logs?tail_bytes=N`.
+#[derive(Debug, serde::Deserialize)]
+struct LogsQuery {
+    tail_bytes: Option<u64>,
+}
+
 fn optional_stop() -> impl Filter<Extract = (StopSandbox,), Error = warp::Rejection> + Clone {
     warp::body::content_length_limit(JSON_LIMIT)
         .and(warp::body::bytes())
@@ -125,6 +131,20 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
                 .unwrap_or_else(|e| Err(AgentError::Internal(e.to_string())));
             reply::result(done)
         });
+    let logs = warp::path!("sandboxes" / String / "logs")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(warp::query::<LogsQuery>())
+        .then(|name: String, c: Ctx, q: LogsQuery| async move {
+            use warp::Reply;
+            match c.manager.logs(&name, q.tail_bytes).await {
+                Ok(data) => {
+                    warp::reply::with_header(data, "content-type", "text/plain; charset=utf-8")
+                        .into_response()
+                }
+                Err(e) => reply::error(&e),
+            }
+        });
     let metrics = warp::path!("sandboxes" / String / "metrics")
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
@@ -182,6 +202,9 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .unify()
         .boxed()
         .or(start)
+        .unify()
+        .boxed()
+        .or(logs)
         .unify()
         .boxed()
         .or(metrics)

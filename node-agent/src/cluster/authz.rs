@@ -36,6 +36,7 @@ pub fn sandbox_scope<'a>(method: &str, path: &'a str) -> Option<&'a str> {
     let ok = match (method, sub) {
         ("GET", "")
         | ("GET", "metrics")
+        | ("GET", "logs")
         | ("GET", "secrets/violations")
         | ("POST", "exec")
         | ("GET", "exec/ws") => true,
@@ -49,7 +50,7 @@ pub fn sandbox_scope<'a>(method: &str, path: &'a str) -> Option<&'a str> {
 pub enum Denied {
     #[error("the bearer token is neither this agent's nor a valid Kubernetes token")]
     Unauthenticated,
-    #[error("Kubernetes users may only exec, use files and read metrics of a sandbox; manage it through its Sandbox object")]
+    #[error("Kubernetes users may only exec, use files and read metrics and logs of a sandbox; manage it through its Sandbox object")]
     RouteNotAllowed,
     #[error("sandbox {0:?} does not belong to a Sandbox object")]
     NotAClusterSandbox(String),

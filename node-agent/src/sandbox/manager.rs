@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use super::entry::SandboxEntry;
 use crate::config::AgentConfig;
-use crate::error::AgentError;
+use crate::error::{AgentError, IoContext};
 use crate::image::ImageStore;
 use crate::network::NetworkManager;
 use crate::runtime::{Runtime, RuntimeError};
@@ -189,6 +189,26 @@ impl SandboxManager {
     }
 
     /// Resource usage: the guest's view, with the host cgroup's memory where there is one.
+    /// The sandbox's own output: the console of a microVM (kernel and init), the log of a
+    /// container's init (the guest agent); at most its last `tail` bytes. Kept across a stop
+    /// until the next start or the removal.
+    pub async fn logs(&self, name: &str, tail: Option<u64>) -> Result<Vec<u8>, AgentError> {
+        let entry = self.entry(name).await?;
+        let dir = entry.dir.join("runtime");
+        super::create::blocking(move || {
+            for file in [crate::runtime::microvm::config::CONSOLE_LOG, "guest.log"] {
+                let path = dir.join(file);
+                match std::fs::read(&path) {
+                    Ok(data) => return Ok(tail_of(data, tail)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e).at("read the log", &path),
+                }
+            }
+            Ok(Vec::new())
+        })
+        .await
+    }
+
     pub async fn metrics(&self, name: &str) -> Result<Metrics, AgentError> {
         let entry = self.entry(name).await?;
         let (_guard, guest) = entry.begin_exec().await?;
@@ -235,5 +255,42 @@ impl SandboxManager {
 
     pub fn config(&self) -> &AgentConfig {
         &self.config
+    }
+}
+
+/// The last `tail` bytes of `data` (all of it without a limit), starting at a line when the
+/// cut falls inside one. Pure.
+pub fn tail_of(mut data: Vec<u8>, tail: Option<u64>) -> Vec<u8> {
+    let Some(limit) = tail.and_then(|t| usize::try_from(t).ok()) else {
+        return data;
+    };
+    if data.len() <= limit {
+        return data;
+    }
+    let mut start = data.len() - limit;
+    if start > 0 && data[start - 1] != b'\n' {
+        if let Some(nl) = data[start..].iter().position(|&b| b == b'\n') {
+            start += nl + 1;
+        }
+    }
+    data.drain(..start);
+    data
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::tail_of;
+
+    #[test]
+    fn tails_start_at_a_line() {
+        let data = b"one\ntwo\nthree\n".to_vec();
+        assert_eq!(tail_of(data.clone(), None), data);
+        assert_eq!(tail_of(data.clone(), Some(100)), data);
+        assert_eq!(tail_of(data.clone(), Some(6)), b"three\n");
+        assert_eq!(tail_of(data.clone(), Some(10)), b"two\nthree\n");
+        // A cut inside a line starts at the next one.
+        assert_eq!(tail_of(data.clone(), Some(13)), b"two\nthree\n");
+        assert_eq!(tail_of(data.clone(), Some(7)), b"three\n");
+        assert_eq!(tail_of(data, Some(0)), b"");
     }
 }

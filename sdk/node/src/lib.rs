@@ -419,6 +419,15 @@ impl NativeSandbox {
         self.with(async |sb| sb.stop(grace).await.map(json)).await
     }
 
+    /// Its own output (a microVM's console, a container's init log), at most the last
+    /// `tail_bytes`.
+    #[napi]
+    pub async fn logs(&self, tail_bytes: Option<f64>) -> napi::Result<Buffer> {
+        let tail = tail_bytes.map(|t| t.max(0.0) as u64);
+        self.with(async |sb| sb.logs(tail).await.map(Buffer::from))
+            .await
+    }
+
     /// Start it again after a stop: its files as the stop left them.
     #[napi]
     pub async fn start(&self) -> napi::Result<serde_json::Value> {

@@ -68,6 +68,7 @@ test('create, exec, stream, files, errors, stop and remove', async () => {
     // Started again: its files as the stop left them.
     assert.equal((await sb.start()).state, 'running');
     assert.equal(await sb.fs.readText('/tmp/kept'), 'before the stop');
+    assert.equal(typeof (await sb.logs()), 'string');
   } finally {
     await sb.remove();
   }

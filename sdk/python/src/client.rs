@@ -194,6 +194,20 @@ impl Client {
         future_into_py(py, async move { Json::of(&c.kill(&name).await.py_err()?) })
     }
 
+    /// `GET /v1/sandboxes/{name}/logs`: bytes.
+    #[pyo3(signature = (name, tail_bytes=None))]
+    fn logs<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        tail_bytes: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move {
+            Ok(OutBytes(c.logs(&name, tail_bytes).await.py_err()?))
+        })
+    }
+
     /// `POST /v1/sandboxes/{name}/start`: SandboxInfo dict.
     fn start<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();

@@ -279,6 +279,8 @@ async def test_start_again_keeps_files_not_patches(name: str) -> None:
         assert (await sb.start()).state == "running"  # running: left as it is
         await sb.kill()
         assert (await sb.start()).state == "running"
+        assert isinstance(await sb.logs(), str)
+        assert await sb.logs(tail_bytes=0) == ""
 
 
 async def test_start_again_refused_with_secrets(name: str) -> None:

@@ -346,6 +346,12 @@ impl Sandbox {
         }
     }
 
+    /// Its own output (a microVM's console, a container's init log), at most the last
+    /// `tail_bytes`; kept across a stop until the next start or the removal.
+    pub async fn logs(&self, tail_bytes: Option<u64>) -> Result<Vec<u8>> {
+        Ok(self.client.logs(&self.info.name, tail_bytes).await?)
+    }
+
     /// CPU, memory, disk and network use.
     pub async fn metrics(&self) -> Result<Metrics> {
         Ok(self.client.metrics(&self.info.name).await?)

@@ -262,4 +262,21 @@ async fn scenario(state: PathBuf) {
     ));
     Volume::remove(&vol).await.unwrap();
     assert!(!Volume::list().await.unwrap().iter().any(|v| v.name == vol));
+
+    // Code run: a Python program on the python image.
+    let py = Sandbox::builder(format!("{name}-py"))
+        .image("python")
+        .isolation(Isolation::Container)
+        .create()
+        .await
+        .unwrap();
+    let out = py
+        .exec(
+            "python3",
+            ["-c", "import sys; print(6 * 7, sys.version_info[0])"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "42 3\n");
+    py.remove().await.unwrap();
 }

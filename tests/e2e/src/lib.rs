@@ -40,7 +40,7 @@ pub fn bin_dir() -> PathBuf {
     dir.to_path_buf()
 }
 
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
         p.is_file(),

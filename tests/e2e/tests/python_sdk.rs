@@ -3,7 +3,7 @@
 //! crate's cluster mode (which the Python and Node.js SDKs wrap) as a Rust user would call it,
 //! the Node.js SDK's `tests_cluster` and the Go SDK's cluster package (client-go).
 
-use microsandbox_e2e::{chart_fullname, token_kubeconfig, workspace, Cluster, PodAddress};
+use microsandbox_e2e::{binary, chart_fullname, token_kubeconfig, workspace, Cluster, PodAddress};
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,6 +63,7 @@ async fn python_sdk_cluster_mode() {
     assert!(out.status.success(), "pytest failed:\n{text}");
 
     rust_crate(&dev, ns).await;
+    kubectl_plugin(&dev, ns).await;
     node_sdk(&dev, ns);
     go_sdk(&dev, ns);
     // Every test cleaned up after itself.
@@ -118,6 +119,57 @@ fn go_sdk(kubeconfig: &std::path::Path, ns: &str) {
     println!("{text}");
     assert!(out.status.success(), "go test ./cluster failed:\n{text}");
     assert!(!text.contains("SKIP"), "the live test did not run:\n{text}");
+}
+
+/// `kubectl sandbox` (the `kubectl-sandbox` binary, as kubectl runs a plugin: the user's
+/// kubeconfig in KUBECONFIG, `-n` after the plugin name) on a Sandbox the user made.
+async fn kubectl_plugin(kubeconfig: &std::path::Path, ns: &str) {
+    use microsandbox::{Cluster, Isolation, Sandbox};
+    let conn = Cluster::new()
+        .kubeconfig(kubeconfig)
+        .namespace(ns)
+        .connect()
+        .await
+        .expect("connect");
+    Sandbox::builder("kp")
+        .image("busybox")
+        .memory(64)
+        .isolation(Isolation::Container)
+        .cluster(&conn)
+        .create()
+        .await
+        .expect("create");
+    let plugin = |args: &[&str]| {
+        let out = Command::new(binary("kubectl-sandbox"))
+            .args(["-n", ns])
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("kubectl-sandbox");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) = plugin(&["exec", "kp", "--", "sh", "-c", "echo hi; exit 3"]);
+    assert_eq!((code, out.as_str()), (Some(3), "hi\n"), "{err}");
+    let (code, out, err) = plugin(&["ls"]);
+    assert!(code == Some(0) && out.contains("running"), "{out}{err}");
+    let host = std::env::temp_dir().join(format!("kp-{}", std::process::id()));
+    std::fs::write(&host, "through the plugin\n").unwrap();
+    let (code, _, err) = plugin(&["cp", &host.display().to_string(), "kp:/tmp/f"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, out, _) = plugin(&["exec", "kp", "--", "cat", "/tmp/f"]);
+    assert_eq!(out, "through the plugin\n");
+    let _removed = std::fs::remove_file(&host);
+    let (code, _, err) = plugin(&["logs", "kp"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = plugin(&["--json", "metrics", "kp"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("memory_bytes"), "{out}");
+    let (code, _, err) = plugin(&["rm", "kp"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = plugin(&["exec", "kp", "--", "true"]);
+    assert!(code == Some(1) && err.contains("not found"), "{err}");
 }
 
 /// The `microsandbox` crate in cluster mode, through both routes to the agent.

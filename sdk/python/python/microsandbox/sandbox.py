@@ -30,6 +30,7 @@ from .cluster import Cluster, ModeArg
 from .config import NetworkPolicy, Patch, Secret, Volume, _check_not_enforced
 from .errors import (
     ExecTimeoutError,
+    InvalidConfigError,
     SandboxNotFoundError,
     UnsupportedFeatureError,
 )
@@ -537,6 +538,14 @@ class Sandbox:
         return await attach_terminal(self, command, args, env=env, cwd=cwd)
 
     # -- metrics --------------------------------------------------------------------------------
+
+    async def logs(self, tail_bytes: int | None = None) -> str:
+        """The sandbox's own output: a microVM's console (kernel and init), a container's init
+        log; at most the last ``tail_bytes`` bytes. Kept across a stop until the next start."""
+        if tail_bytes is not None and (isinstance(tail_bytes, bool) or tail_bytes < 0):
+            raise InvalidConfigError(f"tail_bytes must be >= 0, not {tail_bytes!r}")
+        data = await self._client.logs(self._target, tail_bytes)
+        return data.decode("utf-8", errors="replace")
 
     async def metrics(self) -> Metrics:
         """Current resource usage."""

@@ -1,0 +1,7 @@
+//! `msi`: see `microsandbox_cli`.
+
+#[tokio::main]
+async fn main() {
+    let code = microsandbox_cli::main_as("msi", std::env::args().collect()).await;
+    std::process::exit(code);
+}
