@@ -93,8 +93,17 @@ pub fn mount(lowers: &[PathBuf], root: &SandboxRoot, empty_lower: &Path) -> std:
 pub fn unmount(merged: &Path) -> std::io::Result<()> {
     use nix::mount::{umount2, MntFlags};
     while is_mounted(merged) {
-        umount2(merged, MntFlags::MNT_DETACH)
-            .map_err(|e| std::io::Error::other(format!("unmount {}: {e}", merged.display())))?;
+        match umount2(merged, MntFlags::MNT_DETACH) {
+            Ok(()) => {}
+            // Unmounted meanwhile (by someone else): what was asked for holds.
+            Err(nix::errno::Errno::EINVAL) if !is_mounted(merged) => {}
+            Err(e) => {
+                return Err(std::io::Error::other(format!(
+                    "unmount {}: {e}",
+                    merged.display()
+                )))
+            }
+        }
     }
     Ok(())
 }

@@ -18,6 +18,9 @@ pub struct SandboxEntry {
     execs_done: Notify,
     leases: AtomicUsize,
     pub lease_seen: std::sync::atomic::AtomicBool,
+    /// Held by a removal: a second one (the creator's lease closing while it also asks for the
+    /// removal) waits for the first and then finds nothing left to do.
+    pub removal: Mutex<()>,
 }
 
 /// Held while an exec (or file transfer) runs; drain waits for all of them.
@@ -57,6 +60,7 @@ impl SandboxEntry {
             execs_done: Notify::new(),
             leases: AtomicUsize::new(0),
             lease_seen: Default::default(),
+            removal: Mutex::new(()),
         })
     }
 

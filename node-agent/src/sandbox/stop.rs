@@ -202,6 +202,7 @@ impl SandboxManager {
     }
 
     pub(super) async fn remove_entry(&self, entry: &Arc<SandboxEntry>) -> Result<(), AgentError> {
+        let _one_at_a_time = entry.removal.lock().await;
         // A deferred removal (lease closed, grace expired) must not touch a newer sandbox that
         // reuses the name: only the current entry of that name is removed.
         let current = self
