@@ -64,6 +64,25 @@ impl Env {
             .unwrap()
     }
 
+    /// Start the agent with `msb server start` and a detached busybox sandbox `name` on it (a
+    /// long-lived sandbox made through the SDK's crate would need this process to hold its
+    /// lease; msb's verbs act on any sandbox).
+    fn detached_sandbox(&self, name: &str) {
+        let started = self.run("msb", &["server", "start", "--detach"]);
+        assert!(started.status.success(), "{}", text(&started.stderr));
+        let state = self.state.path().to_path_buf();
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            std::env::set_var("MSB_STATE_DIR", &state);
+            microsandbox::Sandbox::builder(name)
+                .image("busybox")
+                .memory(64)
+                .detached()
+                .create()
+                .await
+                .unwrap();
+        });
+    }
+
     fn run_in(&self, dir: &Path, bin: &str, args: &[&str]) -> Output {
         self.cmd(bin)
             .args(args)
@@ -265,22 +284,7 @@ fn sandboxfile_projects() {
 #[test]
 fn stop_metrics_and_remove_named_sandboxes() {
     let env = Env::new();
-    // A long-lived sandbox started through the SDK's crate would need this process to hold its
-    // lease; msb's own verbs act on any sandbox, so create one detached through the CLI's agent.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let state = env.state.path().to_path_buf();
-    let started = env.run("msb", &["server", "start", "--detach"]);
-    assert!(started.status.success(), "{}", text(&started.stderr));
-    rt.block_on(async {
-        std::env::set_var("MSB_STATE_DIR", &state);
-        microsandbox::Sandbox::builder("cli-named")
-            .image("busybox")
-            .memory(64)
-            .detached()
-            .create()
-            .await
-            .unwrap();
-    });
+    env.detached_sandbox("cli-named");
     let ls = text(&env.run("msb", &["ls"]).stdout);
     assert!(
         ls.starts_with("NAME") && ls.contains("cli-named") && ls.contains("running"),
@@ -437,21 +441,7 @@ fn interactive_shell_through_a_pty() {
     use std::os::fd::{AsRawFd, OwnedFd};
 
     let env = Env::new();
-    let state = env.state.path().to_path_buf();
-    assert!(env
-        .run("msb", &["server", "start", "--detach"])
-        .status
-        .success());
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        std::env::set_var("MSB_STATE_DIR", &state);
-        microsandbox::Sandbox::builder("cli-pty")
-            .image("busybox")
-            .memory(64)
-            .detached()
-            .create()
-            .await
-            .unwrap();
-    });
+    env.detached_sandbox("cli-pty");
     let size = |rows, cols| Winsize {
         ws_row: rows,
         ws_col: cols,

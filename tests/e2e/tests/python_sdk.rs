@@ -71,53 +71,46 @@ async fn python_sdk_cluster_mode() {
     assert!(left.is_empty(), "{} Sandboxes left", left.len());
 }
 
-/// `sdk/node/tests_cluster` with node's test runner (the addon tests/e2e/run.sh built).
-fn node_sdk(kubeconfig: &std::path::Path, ns: &str) {
-    let sdk = workspace().join("sdk/node");
-    let out = Command::new("node")
-        .args(["--test", "tests_cluster/"])
-        .current_dir(&sdk)
+/// Run a test suite of another SDK with the dev user's kubeconfig and namespace; fails with its
+/// output unless it passes.
+fn sdk_suite(what: &str, mut cmd: Command, kubeconfig: &std::path::Path, ns: &str) -> String {
+    let out = cmd
         .env("MSB_TEST_KUBECONFIG_DEV", kubeconfig)
         .env("MSB_TEST_NAMESPACE", ns)
         .env_remove("KUBECONFIG")
         .output()
-        .expect("node");
+        .expect(what);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{text}");
-    assert!(
-        out.status.success(),
-        "node --test tests_cluster failed:\n{text}"
-    );
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+/// `sdk/node/tests_cluster` with node's test runner (the addon tests/e2e/run.sh built).
+fn node_sdk(kubeconfig: &std::path::Path, ns: &str) {
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", "tests_cluster/"])
+        .current_dir(workspace().join("sdk/node"));
+    sdk_suite("node --test tests_cluster", cmd, kubeconfig, ns);
 }
 
 /// The Go SDK's cluster package (client-go), `go test` with the same cluster.
 fn go_sdk(kubeconfig: &std::path::Path, ns: &str) {
-    let out = Command::new("go")
-        .args([
-            "test",
-            "-count=1",
-            "-run",
-            "TestLiveCluster",
-            "-v",
-            "./cluster",
-        ])
-        .current_dir(workspace().join("sdk/go"))
-        .env("MSB_TEST_KUBECONFIG_DEV", kubeconfig)
-        .env("MSB_TEST_NAMESPACE", ns)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("go");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{text}");
-    assert!(out.status.success(), "go test ./cluster failed:\n{text}");
+    let mut cmd = Command::new("go");
+    cmd.args([
+        "test",
+        "-count=1",
+        "-run",
+        "TestLiveCluster",
+        "-v",
+        "./cluster",
+    ])
+    .current_dir(workspace().join("sdk/go"));
+    let text = sdk_suite("go test ./cluster", cmd, kubeconfig, ns);
     assert!(!text.contains("SKIP"), "the live test did not run:\n{text}");
 }
 
