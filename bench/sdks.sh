@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SDK benchmark (issue 14): the same program in every SDK against one agent in the same run —
-# exec("true") p50/p99 in one sandbox, create -> first output, and 64 MiB of stdout streamed —
+# exec("true") p50/p99 in one sandbox, create -> first output (median of 7), and 64 MiB of stdout streamed —
 # printed with each SDK's ratio to the Rust crate's numbers. Container isolation (this machine's
 # KVM cannot boot a guest). Needs `make setup`, `make guest`; builds what it runs.
 # Usage: bench/sdks.sh [N execs, default 200]
