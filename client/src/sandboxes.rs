@@ -138,6 +138,18 @@ impl AgentClient {
             .await
     }
 
+    /// `POST /v1/sandboxes/{name}/pause`: freezes the sandbox's processes until a resume.
+    pub async fn pause(&self, name: &str) -> Result<SandboxInfo> {
+        self.call_json(Method::POST, &sandbox_path(name, "/pause"), Payload::Empty)
+            .await
+    }
+
+    /// `POST /v1/sandboxes/{name}/resume`: thaws a paused or idle-suspended sandbox.
+    pub async fn resume(&self, name: &str) -> Result<SandboxInfo> {
+        self.call_json(Method::POST, &sandbox_path(name, "/resume"), Payload::Empty)
+            .await
+    }
+
     /// `POST /v1/sandboxes/{name}/drain`: refuses new execs, waits for running ones, then stops.
     pub async fn drain(&self, name: &str, req: StopSandbox) -> Result<SandboxInfo> {
         self.call_json(

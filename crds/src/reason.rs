@@ -55,6 +55,12 @@ pub enum Reason {
     Creating,
     /// Ready=True.
     Running,
+    /// `spec.paused`: its processes are frozen until it is set back to false.
+    Paused,
+    /// Frozen after `lifetime.idleTimeout`; Ready=True (the next exec resumes it).
+    Suspended,
+    /// Thawed (after `spec.paused` went back to false).
+    Resumed,
     /// The sandbox is draining or the object is being deleted.
     Stopping,
     /// Shut down.
@@ -148,6 +154,8 @@ pub enum EventAction {
     Create,
     Observe,
     Stop,
+    Pause,
+    Resume,
     Delete,
     Egress,
     Provision,

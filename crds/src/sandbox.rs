@@ -195,9 +195,15 @@ pub struct SandboxSpec {
     #[schemars(length(max = 64))]
     pub patches: Vec<Patch>,
 
-    /// When the sandbox stops and when its object is deleted. The only field that may change.
+    /// When the sandbox stops, is suspended for being idle, and when its object is deleted.
+    /// May change at any time, as may `paused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime: Option<Lifetime>,
+
+    /// Freeze every process of the sandbox (phase Paused: memory kept, no CPU, execs refused)
+    /// while true; set it back to false to resume where it was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// Limits of a sandbox.
@@ -298,6 +304,14 @@ pub struct Lifetime {
     #[x_kube(validation = duration_rule("ttlAfterFinished"))]
     #[x_kube(validation = min_duration_rule("ttlAfterFinished"))]
     pub ttl_after_finished: Option<String>,
+    /// Suspend the sandbox (freeze its processes: phase Suspended, memory kept, no CPU) after
+    /// this long without an exec or file operation, e.g. `5m`; the next one resumes it
+    /// transparently. Unset: never suspended for being idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = duration_rule("idleTimeout"))]
+    #[x_kube(validation = min_duration_rule("idleTimeout"))]
+    pub idle_timeout: Option<String>,
 }
 
 /// Observed state of a sandbox, written by the operator.
@@ -387,6 +401,10 @@ pub enum SandboxPhase {
     Pending,
     Creating,
     Running,
+    /// Frozen because `spec.paused` is true.
+    Paused,
+    /// Frozen after `lifetime.idleTimeout`; the next exec resumes it.
+    Suspended,
     Stopping,
     Stopped,
     Failed,
@@ -398,6 +416,8 @@ impl From<microsandbox_wire::api::SandboxState> for SandboxPhase {
         match s {
             S::Creating => Self::Creating,
             S::Running => Self::Running,
+            S::Paused => Self::Paused,
+            S::Suspended => Self::Suspended,
             S::Draining => Self::Stopping,
             S::Stopped => Self::Stopped,
             S::Failed => Self::Failed,
@@ -528,6 +548,7 @@ impl SandboxSpec {
                 .map(bytes_to_mib),
             network: self.network.to_agent(),
             secrets: Vec::new(),
+            idle_timeout_secs: self.lifetime.as_ref().and_then(Lifetime::idle_timeout_secs),
         }
     }
 }
@@ -578,6 +599,14 @@ impl Lifetime {
         if let Some(d) = &self.ttl_after_finished {
             check_duration(c, d, "spec.lifetime.ttlAfterFinished", "ttlAfterFinished");
         }
+        if let Some(d) = &self.idle_timeout {
+            check_duration(c, d, "spec.lifetime.idleTimeout", "idleTimeout");
+        }
+    }
+
+    /// `idleTimeout` in seconds.
+    pub fn idle_timeout_secs(&self) -> Option<u64> {
+        self.idle_timeout.as_deref().and_then(parse_duration)
     }
 
     /// `shutdownAfter` in seconds.

@@ -116,6 +116,7 @@ pub async fn serve(
     for r in manager.recover().await {
         tracing::info!(?r, "recovered sandbox state");
     }
+    let _idle_suspender = manager.spawn_idle_suspender();
     let (cluster_task, cluster_auth) = match cluster {
         Some(cfg) => {
             let client = crate::cluster::connect().await?;

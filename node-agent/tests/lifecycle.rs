@@ -248,3 +248,125 @@ async fn the_guest_socket_cannot_be_reached_or_replaced_from_inside() {
     // The agent keeps serving through it.
     assert_eq!(sh(&c, "s1", "echo still").await.stdout_str(), "still\n");
 }
+
+/// CPU time of the sandbox's cgroup, as its metrics say (the host's view: also while frozen).
+async fn cpu_us(c: &microsandbox_client::AgentClient, name: &str) -> u64 {
+    c.metrics(name).await.unwrap().cpu_usage_us
+}
+
+#[tokio::test]
+async fn pause_freezes_resume_thaws_and_a_restart_keeps_it_paused() {
+    let mut agent = TestAgent::start("pause");
+    let c = agent.client();
+    create(&c, "frozen", "busybox").await;
+    // A busy loop in the background, so "frozen" is visible as CPU time that stops growing.
+    sh(
+        &c,
+        "frozen",
+        "nohup sh -c 'while :; do :; done' >/dev/null 2>&1 &",
+    )
+    .await;
+    let info = c.pause("frozen").await.unwrap();
+    assert_eq!(info.state, SandboxState::Paused);
+    assert_eq!(c.get("frozen").await.unwrap().state, SandboxState::Paused);
+    let crun_state = std::process::Command::new("crun")
+        .arg("--root")
+        .arg(agent.crun_root())
+        .args(["state", "msb-frozen"])
+        .output()
+        .unwrap();
+    let crun_state = String::from_utf8_lossy(&crun_state.stdout).to_string();
+    assert!(crun_state.contains("\"paused\""), "{crun_state}");
+    let before = cpu_us(&c, "frozen").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        cpu_us(&c, "frozen").await,
+        before,
+        "CPU time grew while paused"
+    );
+    // Paused by request: commands are refused, not a reason to thaw.
+    let err = c.exec("frozen", cmd("true", &[])).await.unwrap_err();
+    assert!(err.is(ErrorCode::SandboxNotRunning), "{err}");
+    assert!(err.to_string().contains("paused"), "{err}");
+    // Pausing twice is harmless.
+    assert_eq!(c.pause("frozen").await.unwrap().state, SandboxState::Paused);
+
+    // The freezer outlives the agent: a restarted agent finds it paused.
+    agent.kill9();
+    agent.restart();
+    let c = agent.client();
+    assert_eq!(c.get("frozen").await.unwrap().state, SandboxState::Paused);
+    let info = c.resume("frozen").await.unwrap();
+    assert_eq!(info.state, SandboxState::Running);
+    let before = cpu_us(&c, "frozen").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        cpu_us(&c, "frozen").await > before,
+        "CPU time still after resume"
+    );
+    assert_eq!(sh(&c, "frozen", "echo back").await.stdout_str(), "back\n");
+    // A resume of a running sandbox is harmless; a stopped one cannot be paused.
+    assert_eq!(
+        c.resume("frozen").await.unwrap().state,
+        SandboxState::Running
+    );
+
+    // Stopping a paused sandbox leaves nothing behind (the frozen processes are thawed to die).
+    c.pause("frozen").await.unwrap();
+    let info = c.stop("frozen", StopSandbox::default()).await.unwrap();
+    assert_eq!(info.state, SandboxState::Stopped);
+    let err = c.pause("frozen").await.unwrap_err();
+    assert!(err.is(ErrorCode::SandboxNotRunning), "{err}");
+    c.remove("frozen").await.unwrap();
+    let left = leftovers(&agent, "msb-frozen");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn an_idle_sandbox_is_suspended_and_the_next_exec_resumes_it() {
+    let agent = TestAgent::start("idle");
+    let c = agent.client();
+    let mut req = sandbox("sleepy", "busybox");
+    req.idle_timeout_secs = Some(1);
+    c.create(req).await.unwrap();
+    // A command that runs longer than the timeout keeps it awake.
+    let out = sh(&c, "sleepy", "sleep 2; echo awake").await;
+    assert_eq!(out.stdout_str(), "awake\n");
+    assert_eq!(c.get("sleepy").await.unwrap().state, SandboxState::Running);
+    // Then, idle: suspended within a few ticks of the timeout.
+    let mut state = SandboxState::Running;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = c.get("sleepy").await.unwrap().state;
+        if state == SandboxState::Suspended {
+            break;
+        }
+    }
+    assert_eq!(state, SandboxState::Suspended);
+    // Looking does not wake it.
+    c.metrics("sleepy").await.unwrap();
+    assert_eq!(
+        c.get("sleepy").await.unwrap().state,
+        SandboxState::Suspended
+    );
+    // The next command does, transparently.
+    assert_eq!(sh(&c, "sleepy", "echo hi").await.stdout_str(), "hi\n");
+    assert_eq!(c.get("sleepy").await.unwrap().state, SandboxState::Running);
+    // File operations count too.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(
+        c.get("sleepy").await.unwrap().state,
+        SandboxState::Suspended
+    );
+    c.fs_write_bytes("sleepy", "/tmp/f", None, &b"data"[..])
+        .await
+        .unwrap();
+    assert_eq!(c.get("sleepy").await.unwrap().state, SandboxState::Running);
+    // A requested pause is not undone by an exec.
+    c.pause("sleepy").await.unwrap();
+    let err = c.exec("sleepy", cmd("true", &[])).await.unwrap_err();
+    assert!(err.is(ErrorCode::SandboxNotRunning), "{err}");
+    c.remove("sleepy").await.unwrap();
+    let left = leftovers(&agent, "msb-sleepy");
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -203,6 +203,19 @@ fn bound_phase(
             Reason::Running,
             format!("running on {node}"),
         ),
+        SandboxState::Paused => (
+            SandboxPhase::Paused,
+            false,
+            Reason::Paused,
+            format!("paused on {node} (spec.paused)"),
+        ),
+        // Still Ready: the next exec or file operation resumes it.
+        SandboxState::Suspended => (
+            SandboxPhase::Suspended,
+            true,
+            Reason::Suspended,
+            format!("suspended on {node} after lifetime.idleTimeout; the next exec resumes it"),
+        ),
         SandboxState::Draining => (
             SandboxPhase::Stopping,
             false,
@@ -488,5 +501,31 @@ mod tests {
             t0(),
         );
         assert_eq!(s.phase, Some(SandboxPhase::Stopping));
+    }
+
+    #[test]
+    fn paused_is_not_ready_and_suspended_is() {
+        let s = compute(
+            None,
+            &bound(Liveness::Alive, Some(SandboxState::Paused)),
+            t0(),
+        );
+        assert_eq!(s.phase, Some(SandboxPhase::Paused));
+        let ready = cond(&s, ConditionType::Ready);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Paused")
+        );
+        let s = compute(
+            None,
+            &bound(Liveness::Alive, Some(SandboxState::Suspended)),
+            t0(),
+        );
+        assert_eq!(s.phase, Some(SandboxPhase::Suspended));
+        let ready = cond(&s, ConditionType::Ready);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Suspended")
+        );
     }
 }

@@ -56,7 +56,14 @@ export interface ExecOptions {
   stdin?: string | Uint8Array;
 }
 
-export type SandboxState = 'creating' | 'running' | 'draining' | 'stopped' | 'failed';
+export type SandboxState =
+  | 'creating'
+  | 'running'
+  | 'paused'
+  | 'suspended'
+  | 'draining'
+  | 'stopped'
+  | 'failed';
 
 export interface SandboxInfo {
   name: string;

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Cluster benchmark: release builds of the operator and node-agent on a throw-away kube-apiserver
-# + etcd; prints create->Ready p50/p99, a burst of MSB_BENCH_BURST (1000) Sandboxes to all Ready,
-# and peak RSS, each against the node-agent API measured in the same run.
+# + etcd; prints create->Ready p50/p99, the scaling curve (bursts of MSB_BENCH_BURST Sandboxes to
+# all Ready and deleted) and peak RSS, each against the node-agent API measured in the same run.
 #
-# Usage: tests/e2e/bench.sh      Env: MSB_BENCH_SAMPLES (30), MSB_BENCH_BURST (1000)
+# Usage: tests/e2e/bench.sh      Env: MSB_BENCH_SAMPLES (30), MSB_BENCH_BURST (100,250,500,1000)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"

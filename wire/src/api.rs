@@ -81,6 +81,10 @@ pub struct CreateSandbox {
     /// to the secret's `allow_hosts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretSpec>,
+    /// Suspend the sandbox (freeze it, as [`SandboxState::Suspended`]) after this many seconds
+    /// without an exec or file operation; the next one resumes it transparently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// A secret exposed to the sandbox as environment variable `env` (a placeholder only).
@@ -372,6 +376,10 @@ fn default_cpus() -> u32 {
 pub enum SandboxState {
     Creating,
     Running,
+    /// Frozen by request (`pause`): execs are refused until `resume`.
+    Paused,
+    /// Frozen after its idle timeout: the next exec or file operation resumes it.
+    Suspended,
     Draining,
     Stopped,
     Failed,

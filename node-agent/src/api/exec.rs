@@ -76,7 +76,7 @@ async fn collected(c: Ctx, name: String, req: api::ExecRequest) -> Result<ExecOu
         None => None,
     };
     let entry = c.manager.entry(&name).await?;
-    let (_guard, guest) = entry.begin_exec().await?;
+    let (_guard, guest) = c.manager.begin_exec(&entry).await?;
     let (_, mark) = c.manager.secret_violations(&name, Some(u64::MAX)).await?;
     let out = guest.exec_collect(greq, stdin).await?;
     // The proxy records a violation before it answers the request, so whatever the command
@@ -116,7 +116,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
                     .on_upgrade(move |socket| async move {
                         let mut socket = socket;
                         let result = async {
-                            let (guard, client) = entry.begin_exec().await?;
+                            let (guard, client) = c.manager.begin_exec(&entry).await?;
                             stream_exec(&mut socket, client).await.map(|()| drop(guard))
                         }
                         .await;

@@ -48,7 +48,7 @@ fn check_path(p: &str) -> Result<(), AgentError> {
 
 async fn call(c: &Ctx, name: &str, req: Request) -> Result<GResponse, AgentError> {
     let entry = c.manager.entry(name).await?;
-    let (_guard, guest) = entry.begin_exec().await?;
+    let (_guard, guest) = c.manager.begin_exec(&entry).await?;
     guest.call(req).await
 }
 
@@ -114,7 +114,7 @@ async fn simple(c: Ctx, name: String, req: Request) -> Response {
 async fn read_file(c: Ctx, name: String, q: PathQuery) -> Result<Response, AgentError> {
     check_path(&q.path)?;
     let entry = c.manager.entry(&name).await?;
-    let (guard, guest) = entry.begin_exec().await?;
+    let (guard, guest) = c.manager.begin_exec(&entry).await?;
     let mut conn = guest.open(Request::ReadFile { path: q.path }).await?;
     // The first frame decides between an error status and a streamed body.
     let first = match conn.next().await {
@@ -174,7 +174,7 @@ where
 {
     check_path(&q.path)?;
     let entry = c.manager.entry(&name).await?;
-    let (_guard, guest) = entry.begin_exec().await?;
+    let (_guard, guest) = c.manager.begin_exec(&entry).await?;
     let mut conn = guest
         .open(Request::WriteFile {
             path: q.path,

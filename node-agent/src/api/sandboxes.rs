@@ -43,6 +43,16 @@ fn optional_stop() -> impl Filter<Extract = (StopSandbox,), Error = warp::Reject
         })
 }
 
+/// Runs a lifecycle operation to its end (or its cleanup) even if the client goes away: a
+/// create, start, drain or pause is never left half-done.
+async fn to_the_end<T: Send + 'static>(
+    op: impl std::future::Future<Output = Result<T, AgentError>> + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::spawn(op)
+        .await
+        .unwrap_or_else(|e| Err(AgentError::Internal(e.to_string())))
+}
+
 #[derive(Debug)]
 pub struct BadJson(pub String);
 impl warp::reject::Reject for BadJson {}
@@ -65,12 +75,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(with_ctx(ctx.clone()))
         .and(json_body::<CreateSandbox>())
         .then(|c: Ctx, req: CreateSandbox| async move {
-            // Run to completion (or cleanup) even if the client goes away mid-create.
-            let m = c.manager.clone();
-            let done = tokio::spawn(async move { m.create(req).await })
-                .await
-                .unwrap_or_else(|e| Err(AgentError::Internal(e.to_string())));
-            match done {
+            match to_the_end(async move { c.manager.create(req).await }).await {
                 Ok(info) => reply::json(StatusCode::CREATED, &info),
                 Err(e) => reply::error(&e),
             }
@@ -112,24 +117,26 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(with_ctx(ctx.clone()))
         .and(optional_stop())
         .then(|name: String, c: Ctx, s: StopSandbox| async move {
-            // Like create: a client that goes away must not leave the sandbox half-drained.
-            let m = c.manager.clone();
             let t = s.timeout_ms.map(Duration::from_millis);
-            let done = tokio::spawn(async move { m.drain(&name, t).await })
-                .await
-                .unwrap_or_else(|e| Err(AgentError::Internal(e.to_string())));
-            reply::result(done)
+            reply::result(to_the_end(async move { c.manager.drain(&name, t).await }).await)
         });
     let start = warp::path!("sandboxes" / String / "start")
         .and(warp::post())
         .and(with_ctx(ctx.clone()))
         .then(|name: String, c: Ctx| async move {
-            // Like create: a client that goes away must not leave it half-started.
-            let m = c.manager.clone();
-            let done = tokio::spawn(async move { m.start_again(&name).await })
-                .await
-                .unwrap_or_else(|e| Err(AgentError::Internal(e.to_string())));
-            reply::result(done)
+            reply::result(to_the_end(async move { c.manager.start_again(&name).await }).await)
+        });
+    let pause = warp::path!("sandboxes" / String / "pause")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .then(|name: String, c: Ctx| async move {
+            reply::result(to_the_end(async move { c.manager.pause(&name).await }).await)
+        });
+    let resume = warp::path!("sandboxes" / String / "resume")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .then(|name: String, c: Ctx| async move {
+            reply::result(to_the_end(async move { c.manager.resume(&name).await }).await)
         });
     let logs = warp::path!("sandboxes" / String / "logs")
         .and(warp::get())
@@ -202,6 +209,12 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .unify()
         .boxed()
         .or(start)
+        .unify()
+        .boxed()
+        .or(pause)
+        .unify()
+        .boxed()
+        .or(resume)
         .unify()
         .boxed()
         .or(logs)

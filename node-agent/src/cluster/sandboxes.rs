@@ -21,7 +21,7 @@ use microsandbox_crds::sealed::SealingKey;
 use microsandbox_crds::{
     AgentReport, EventAction, Reason, Sandbox, SandboxPhase, Volume, VolumePhase,
 };
-use microsandbox_wire::api::MountSpec;
+use microsandbox_wire::api::{MountSpec, SandboxInfo, SandboxState};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,7 +117,15 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                 .as_ref()
                 .and_then(|l| l.shutdown_after.as_deref())
                 .and_then(microsandbox_crds::units::parse_duration);
-            if info.state == microsandbox_wire::api::SandboxState::Running {
+            if let Some(changed) = pause_as_asked(s, ctx, &local, &info).await? {
+                info = changed;
+            }
+            let idle = s.spec.lifetime.as_ref().and_then(|l| l.idle_timeout_secs());
+            ctx.manager.set_idle_timeout(&local, idle).await?;
+            if matches!(
+                info.state,
+                SandboxState::Running | SandboxState::Paused | SandboxState::Suspended
+            ) {
                 let now = crate::sandbox::now();
                 if let Some(left) = report::lifetime_left(info.created_at, shutdown_after, now) {
                     if left.is_zero() {
@@ -214,6 +222,37 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Freeze or thaw the sandbox as `spec.paused` says (an idle-suspended one counts as running:
+/// a pause makes it paused by request); `Some` with its new state when it changed.
+async fn pause_as_asked(
+    s: &Sandbox,
+    ctx: &Context,
+    local: &str,
+    info: &SandboxInfo,
+) -> Result<Option<SandboxInfo>, ClusterError> {
+    let (action, reason, note) = match (info.state, s.spec.paused) {
+        (SandboxState::Running | SandboxState::Suspended, true) => (
+            EventAction::Pause,
+            Reason::Paused,
+            "spec.paused: processes frozen",
+        ),
+        (SandboxState::Paused, false) => (
+            EventAction::Resume,
+            Reason::Resumed,
+            "spec.paused is false: resumed",
+        ),
+        _ => return Ok(None),
+    };
+    let changed = if s.spec.paused {
+        ctx.manager.pause(local).await?
+    } else {
+        ctx.manager.resume(local).await?
+    };
+    tracing::info!(sandbox = %local, paused = s.spec.paused, "spec.paused applied");
+    publish(ctx, s, EventType::Normal, reason, action, note.into()).await;
+    Ok(Some(changed))
 }
 
 /// Why a Sandbox failed on this node, as an Event and a `Failed` report.

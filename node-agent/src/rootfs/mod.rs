@@ -108,8 +108,22 @@ pub fn unmount(merged: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether `path` is a mount point, from /proc/self/mountinfo.
+/// Whether `path` is a mount point: statx(2)'s mount-root attribute (one lookup, where the
+/// mount table grows with every sandbox), or /proc/self/mountinfo on kernels before 5.8.
 pub fn is_mounted(path: &Path) -> bool {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    let flags = AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW;
+    match statx(CWD, path, flags, StatxFlags::empty()) {
+        Ok(st) if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => false,
+        _ => listed_in_mountinfo(path),
+    }
+}
+
+/// Whether `path` is a mount point, from /proc/self/mountinfo.
+fn listed_in_mountinfo(path: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -128,6 +142,18 @@ pub fn mount_points(mountinfo: &str) -> impl Iterator<Item = String> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_by_statx_and_by_mountinfo_agree() {
+        for p in ["/", "/proc", "/sys"] {
+            assert!(is_mounted(Path::new(p)), "{p}");
+            assert!(listed_in_mountinfo(Path::new(p)), "{p}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mounted(dir.path()));
+        assert!(!listed_in_mountinfo(dir.path()));
+        assert!(!is_mounted(&dir.path().join("missing")));
+    }
 
     #[test]
     fn options_put_top_layer_first() {

@@ -137,6 +137,8 @@ pub trait Runtime: Send + Sync {
     async fn start(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError>;
     /// Send a signal to the sandbox's init (SIGTERM for graceful stop, SIGKILL to kill).
     async fn signal(&self, launched: &Launched, signal: i32) -> Result<(), RuntimeError>;
+    /// Freeze (`true`) or thaw every process of the sandbox: memory stays, CPU use stops.
+    async fn freeze(&self, launched: &Launched, frozen: bool) -> Result<(), RuntimeError>;
     /// Is it still running?
     async fn liveness(&self, launched: &Launched) -> Liveness;
     /// Remove every trace of the sandbox from the runtime (processes, cgroups, runtime state).

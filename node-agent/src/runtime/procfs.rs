@@ -2,7 +2,7 @@
 //! over `procfs-core`'s parsers, and how a VMM is recognised from its command line.
 
 use procfs_core::process::{Stat, Status};
-use procfs_core::FromRead;
+use procfs_core::{FromBufRead, FromRead, ProcessCGroups};
 use std::path::Path;
 
 /// Fields of `/proc/<pid>/stat` we use.
@@ -51,6 +51,29 @@ pub fn vmm_plan_arg<'a>(args: &'a [String], id: &str) -> Option<&'a Path> {
 /// Whether `pid` runs (a zombie or dead process does not).
 pub fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// Whether the text of a `/proc/<pid>/cgroup` puts the process in cgroup `path` (or below it),
+/// in any hierarchy.
+pub fn cgroup_holds(text: &str, path: &str) -> bool {
+    let Ok(groups) = ProcessCGroups::from_buf_read(text.as_bytes()) else {
+        return false;
+    };
+    let path = path.trim_end_matches('/');
+    groups.0.iter().any(|g| {
+        g.pathname
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// Whether `pid` runs and is in cgroup `path`: two small reads of `/proc`, where asking the
+/// runtime means starting a process. A recycled PID is in another cgroup, so `true` is
+/// definite; `false` is not (the caller asks the runtime then).
+pub fn runs_in_cgroup(pid: u32, path: &str) -> bool {
+    alive(pid)
+        && std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|text| cgroup_holds(&text, path))
 }
 
 /// Read and parse `/proc/<pid>/stat`; `None` if the process is gone.
@@ -113,6 +136,37 @@ mod tests {
         let zombie = "7 (krun) Z 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 5 0 0 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
         assert_eq!(stat(zombie).state, 'Z');
         assert!(Stat::from_read("garbage".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn cgroup_membership_v1_and_v2() {
+        let v2 = "0::/microsandbox/msb-a\n";
+        assert!(cgroup_holds(v2, "/microsandbox/msb-a"));
+        assert!(cgroup_holds(
+            "0::/microsandbox/msb-a/init\n",
+            "/microsandbox/msb-a"
+        ));
+        assert!(!cgroup_holds(v2, "/microsandbox/msb-ab"));
+        assert!(!cgroup_holds(
+            "0::/microsandbox/msb-ab\n",
+            "/microsandbox/msb-a"
+        ));
+        assert!(!cgroup_holds("0::/user.slice\n", "/microsandbox/msb-a"));
+        let v1 = "12:memory:/microsandbox/msb-a\n11:cpu,cpuacct:/microsandbox/msb-a\n1:name=systemd:/init.scope\n0::/\n";
+        assert!(cgroup_holds(v1, "/microsandbox/msb-a"));
+        assert!(!cgroup_holds("", "/microsandbox/msb-a"));
+        let me = std::process::id();
+        let mine = std::fs::read_to_string(format!("/proc/{me}/cgroup")).unwrap();
+        let path = mine
+            .lines()
+            .next()
+            .unwrap()
+            .splitn(3, ':')
+            .nth(2)
+            .unwrap()
+            .to_string();
+        assert!(runs_in_cgroup(me, &path));
+        assert!(!runs_in_cgroup(me, "/microsandbox/no-such-sandbox"));
     }
 
     #[test]

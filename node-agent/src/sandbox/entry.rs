@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{Mutex, Notify};
 
 use super::record::{Phase, SandboxRecord};
@@ -16,6 +17,8 @@ pub struct SandboxEntry {
     pub record: Mutex<SandboxRecord>,
     active_execs: AtomicUsize,
     execs_done: Notify,
+    /// When an exec or file operation last began or ended (the idle suspender's clock).
+    last_active: std::sync::Mutex<Instant>,
     leases: AtomicUsize,
     pub lease_seen: std::sync::atomic::AtomicBool,
     /// Held by a removal: a second one (the creator's lease closing while it also asks for the
@@ -24,12 +27,19 @@ pub struct SandboxEntry {
 }
 
 /// Held while an exec (or file transfer) runs; drain waits for all of them.
-pub struct ExecGuard(Arc<SandboxEntry>);
+pub struct ExecGuard {
+    entry: Arc<SandboxEntry>,
+    /// Its end counts as activity (the idle clock starts again); a metrics call's does not.
+    activity: bool,
+}
 
 impl Drop for ExecGuard {
     fn drop(&mut self) {
-        if self.0.active_execs.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.execs_done.notify_waiters();
+        if self.activity {
+            self.entry.touch();
+        }
+        if self.entry.active_execs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.entry.execs_done.notify_waiters();
         }
     }
 }
@@ -58,14 +68,35 @@ impl SandboxEntry {
             record: Mutex::new(record),
             active_execs: AtomicUsize::new(0),
             execs_done: Notify::new(),
+            last_active: std::sync::Mutex::new(Instant::now()),
             leases: AtomicUsize::new(0),
             lease_seen: Default::default(),
             removal: Mutex::new(()),
         })
     }
 
-    /// Admit a new exec if the sandbox is running and not draining.
-    pub async fn begin_exec(self: &Arc<Self>) -> Result<(ExecGuard, GuestClient), AgentError> {
+    /// Note activity now.
+    pub fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// No exec runs and none began or ended for `timeout`.
+    pub fn idle_for(&self, timeout: std::time::Duration) -> bool {
+        self.active_execs() == 0
+            && self
+                .last_active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                >= timeout
+    }
+
+    /// Admit a new exec if the sandbox is running and not draining (callers go through
+    /// `SandboxManager::begin_exec`, which thaws an idle-suspended sandbox first).
+    pub(super) async fn begin_exec(
+        self: &Arc<Self>,
+        activity: bool,
+    ) -> Result<(ExecGuard, GuestClient), AgentError> {
         let rec = self.record.lock().await;
         let socket = match &rec.phase {
             Phase::Running(launched) => launched.guest_socket.clone(),
@@ -75,7 +106,11 @@ impl SandboxEntry {
             other => return Err(AgentError::not_running(&self.name, other.state())),
         };
         self.active_execs.fetch_add(1, Ordering::AcqRel);
-        Ok((ExecGuard(self.clone()), GuestClient::new(socket)))
+        let guard = ExecGuard {
+            entry: self.clone(),
+            activity,
+        };
+        Ok((guard, GuestClient::new(socket)))
     }
 
     pub fn active_execs(&self) -> usize {

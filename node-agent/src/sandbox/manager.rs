@@ -209,13 +209,21 @@ impl SandboxManager {
         .await
     }
 
+    /// Metrics of a running sandbox; of a paused or suspended one only what the host sees
+    /// (asking its guest would need it thawed: looking is not activity).
     pub async fn metrics(&self, name: &str) -> Result<Metrics, AgentError> {
         let entry = self.entry(name).await?;
-        let (_guard, guest) = entry.begin_exec().await?;
-        let Response::Metrics(g) = guest.call(Request::Metrics).await? else {
-            return Err(AgentError::GuestChannel(
-                "unexpected answer to metrics".into(),
-            ));
+        let frozen = matches!(entry.record.lock().await.phase, super::Phase::Paused(..));
+        let g = if frozen {
+            Default::default()
+        } else {
+            let (_guard, guest) = entry.begin_exec(false).await?;
+            let Response::Metrics(g) = guest.call(Request::Metrics).await? else {
+                return Err(AgentError::GuestChannel(
+                    "unexpected answer to metrics".into(),
+                ));
+            };
+            g
         };
         let launched = entry.record.lock().await.phase.launched().cloned();
         let host = match launched.map(|l| (self.runtime_for(l.isolation), l)) {

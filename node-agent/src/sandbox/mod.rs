@@ -1,14 +1,15 @@
-//! Sandbox lifecycle: create, get, list, stop, kill, drain, remove; attached-sandbox leases; state
+//! Sandbox lifecycle: create, get, list, pause, resume, stop, kill, drain, remove; attached-sandbox leases; state
 //! persisted per sandbox so that a restarted agent re-adopts running sandboxes or reaps them.
 //!
 //! * [`record`]: what is known of one sandbox, its [`Phase`] carrying each phase's data.
 //! * [`validate`]: the pure checks of a create request.
-//! * `create`, `stop`, `lease`, [`recover`]: the manager's operations, one file each.
+//! * `create`, `stop`, `pause`, `lease`, [`recover`]: the manager's operations, one file each.
 
 mod create;
 mod entry;
 mod lease;
 mod manager;
+mod pause;
 mod record;
 pub mod recover;
 mod stop;
@@ -16,7 +17,7 @@ pub mod validate;
 
 pub use entry::{ExecGuard, LeaseGuard, SandboxEntry};
 pub use manager::SandboxManager;
-pub use record::{now, Phase, SandboxRecord};
+pub use record::{now, PauseCause, Phase, SandboxRecord};
 pub use stop::DEFAULT_STOP_TIMEOUT;
 
 /// A cleanup step whose failure must not stop the rest: say what failed, go on.

@@ -15,6 +15,9 @@ pub enum Phase {
     Creating,
     /// Its init runs; execs are admitted.
     Running(Launched),
+    /// Its processes are frozen (memory kept, no CPU); execs wait for a resume, which an idle
+    /// suspension gets from the next exec and a requested pause only from `resume`.
+    Paused(Launched, PauseCause),
     /// New execs are refused; running ones are waited for, then it is stopped.
     Draining(Launched),
     /// The agent is stopping it (signal, grace period, cleanup); execs are refused.
@@ -32,6 +35,8 @@ impl Phase {
         match self {
             Phase::Creating => SandboxState::Creating,
             Phase::Running(_) => SandboxState::Running,
+            Phase::Paused(_, PauseCause::Requested) => SandboxState::Paused,
+            Phase::Paused(_, PauseCause::Idle) => SandboxState::Suspended,
             Phase::Draining(_) | Phase::Stopping(_) => SandboxState::Draining,
             Phase::Stopped(_) => SandboxState::Stopped,
             Phase::Failed(_) => SandboxState::Failed,
@@ -41,7 +46,9 @@ impl Phase {
     /// What runs, while something does.
     pub fn launched(&self) -> Option<&Launched> {
         match self {
-            Phase::Running(l) | Phase::Draining(l) | Phase::Stopping(l) => Some(l),
+            Phase::Running(l) | Phase::Paused(l, _) | Phase::Draining(l) | Phase::Stopping(l) => {
+                Some(l)
+            }
             Phase::Creating | Phase::Stopped(_) | Phase::Failed(_) => None,
         }
     }
@@ -57,6 +64,15 @@ impl Phase {
     pub fn is_ended(&self) -> bool {
         matches!(self, Phase::Stopped(_) | Phase::Failed(_))
     }
+}
+
+/// Why a sandbox is frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseCause {
+    /// `pause` was asked for (a Sandbox's `spec.paused`).
+    Requested,
+    /// No exec or file operation for its idle timeout.
+    Idle,
 }
 
 /// Everything the agent keeps about one sandbox.
@@ -100,10 +116,16 @@ impl TryFrom<RecordFile> for SandboxRecord {
         let phase = match (f.state, f.launched) {
             (SandboxState::Creating, _) => Phase::Creating,
             (SandboxState::Running, Some(l)) => Phase::Running(l),
+            (SandboxState::Paused, Some(l)) => Phase::Paused(l, PauseCause::Requested),
+            (SandboxState::Suspended, Some(l)) => Phase::Paused(l, PauseCause::Idle),
             (SandboxState::Draining, Some(l)) => Phase::Draining(l),
-            (SandboxState::Running | SandboxState::Draining, None) => {
-                return Err(format!("{:?} record without a launched sandbox", f.state))
-            }
+            (
+                SandboxState::Running
+                | SandboxState::Paused
+                | SandboxState::Suspended
+                | SandboxState::Draining,
+                None,
+            ) => return Err(format!("{:?} record without a launched sandbox", f.state)),
             (SandboxState::Stopped, _) => Phase::Stopped(reason()),
             (SandboxState::Failed, _) => Phase::Failed(reason()),
         };
@@ -234,5 +256,32 @@ mod tests {
         let running = old.replace(r#""stopped""#, r#""running""#);
         std::fs::write(dir.path().join("state.json"), running).unwrap();
         assert!(SandboxRecord::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn paused_records_keep_their_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let launched = Launched {
+            id: "msb-a".into(),
+            isolation: Isolation::Container,
+            pid: Some(42),
+            guest_socket: "/run/a.sock".into(),
+            cgroup: Some("/microsandbox/msb-a".into()),
+        };
+        for (cause, state) in [
+            (PauseCause::Requested, SandboxState::Paused),
+            (PauseCause::Idle, SandboxState::Suspended),
+        ] {
+            let mut rec = SandboxRecord::creating(
+                serde_json::from_str(r#"{"name":"a","image":"busybox"}"#).unwrap(),
+                Isolation::Container,
+            );
+            rec.phase = Phase::Paused(launched.clone(), cause);
+            rec.save(dir.path()).unwrap();
+            let back = SandboxRecord::load(dir.path()).unwrap();
+            assert_eq!(back, rec);
+            assert_eq!(back.info().state, state);
+            assert_eq!(back.phase.launched(), Some(&launched));
+        }
     }
 }

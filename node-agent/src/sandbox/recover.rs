@@ -51,16 +51,20 @@ impl SandboxManager {
             };
             let alive = self.is_alive(&rec).await;
             let (entry, resume_drain) = match (&rec.phase, alive) {
-                (Phase::Running(_) | Phase::Draining(_) | Phase::Stopping(_), true) => {
+                (
+                    Phase::Running(_) | Phase::Paused(..) | Phase::Draining(_) | Phase::Stopping(_),
+                    true,
+                ) => {
                     if let Some(att) = &rec.network {
                         if let Err(e) = self.network.resume(att).await {
                             tracing::warn!(sandbox = %name, error = %e, "cannot resume the sandbox's network");
                         }
                     }
                     // A drain (or stop) cut short by the restart is finished below.
-                    let resume_drain = !matches!(rec.phase, Phase::Running(_));
+                    // A paused one stays frozen (the freezer outlives the agent).
+                    let resume_drain = matches!(rec.phase, Phase::Draining(_) | Phase::Stopping(_));
                     let mut rec = rec;
-                    if let Some(l) = rec.phase.launched().cloned() {
+                    if let (true, Some(l)) = (resume_drain, rec.phase.launched().cloned()) {
                         rec.phase = Phase::Running(l);
                     }
                     out.push(Recovered::Adopted(name.clone()));
@@ -146,10 +150,13 @@ impl SandboxManager {
         let Ok(rt) = self.runtime_for(launched.isolation) else {
             return false;
         };
+        // A frozen guest cannot answer a ping: its init being there is what can be known.
+        let frozen = matches!(rec.phase, Phase::Paused(..));
         rt.liveness(launched).await == Liveness::Running
-            && GuestClient::new(launched.guest_socket.clone())
-                .ping()
-                .await
-                .is_ok()
+            && (frozen
+                || GuestClient::new(launched.guest_socket.clone())
+                    .ping()
+                    .await
+                    .is_ok())
     }
 }

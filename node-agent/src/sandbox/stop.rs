@@ -56,10 +56,18 @@ impl SandboxManager {
         let entry = self.entry(name).await?;
         {
             let mut rec = entry.record.lock().await;
-            let Phase::Running(launched) = &rec.phase else {
-                return Err(AgentError::not_running(name, rec.phase.state()));
+            let launched = match &rec.phase {
+                Phase::Running(l) => l.clone(),
+                // Nothing of a frozen sandbox can be running a command to wait for.
+                Phase::Paused(..) => {
+                    drop(rec);
+                    return self
+                        .stop_entry(&entry, DEFAULT_STOP_TIMEOUT, StopReason::Drained)
+                        .await;
+                }
+                other => return Err(AgentError::not_running(name, other.state())),
             };
-            rec.phase = Phase::Draining(launched.clone());
+            rec.phase = Phase::Draining(launched);
             rec.save(&entry.dir).at("save the state of", &entry.dir)?;
         }
         let limit = timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT);
@@ -85,16 +93,32 @@ impl SandboxManager {
                 Phase::Stopped(_) | Phase::Failed(_) => return Ok(rec.info()),
                 Phase::Creating => return Err(AgentError::StillCreating(entry.name.clone())),
                 Phase::Running(l) | Phase::Draining(l) | Phase::Stopping(l) => l.clone(),
+                Phase::Paused(l, _) => l.clone(),
             };
             let before = std::mem::replace(&mut rec.phase, Phase::Stopping(launched.clone()));
             (before, launched)
         };
+        if matches!(before, Phase::Paused(..)) {
+            // Frozen processes handle no SIGTERM (and under cgroup v1 not even SIGKILL).
+            let thawed = match self.runtime_for(launched.isolation) {
+                Ok(rt) => rt.freeze(&launched, false).await,
+                Err(e) => Err(crate::runtime::RuntimeError::Command {
+                    what: "thaw".into(),
+                    detail: e.to_string(),
+                }),
+            };
+            cleanup(&entry.name, "thaw before stopping", thawed);
+        }
         let stopped = self.stop_launched(entry, &launched, grace, why).await;
         if stopped.is_err() {
             // The stop did not finish: the sandbox is still what it was.
             let mut rec = entry.record.lock().await;
             if matches!(rec.phase, Phase::Stopping(_)) {
-                rec.phase = before;
+                // A paused one was thawed above.
+                rec.phase = match before {
+                    Phase::Paused(l, _) => Phase::Running(l),
+                    other => other,
+                };
             }
         }
         stopped
@@ -128,7 +152,7 @@ impl SandboxManager {
     /// Notice a sandbox whose init died (e.g. killed from outside) and record why.
     pub(super) async fn refresh(&self, entry: &Arc<SandboxEntry>) {
         let launched = match &entry.record.lock().await.phase {
-            Phase::Running(l) | Phase::Draining(l) => l.clone(),
+            Phase::Running(l) | Phase::Paused(l, _) | Phase::Draining(l) => l.clone(),
             // Creating: not launched yet; Stopping: the stop owns the outcome; ended: nothing runs.
             _ => return,
         };
@@ -151,7 +175,10 @@ impl SandboxManager {
         {
             // A stop that began meanwhile owns the outcome.
             let rec = entry.record.lock().await;
-            if !matches!(rec.phase, Phase::Running(_) | Phase::Draining(_)) {
+            if !matches!(
+                rec.phase,
+                Phase::Running(_) | Phase::Paused(..) | Phase::Draining(_)
+            ) {
                 return;
             }
         }
@@ -162,7 +189,10 @@ impl SandboxManager {
         );
         cleanup(&entry.name, "unmount the root", unmount_root(entry).await);
         let mut rec = entry.record.lock().await;
-        if !matches!(rec.phase, Phase::Running(_) | Phase::Draining(_)) {
+        if !matches!(
+            rec.phase,
+            Phase::Running(_) | Phase::Paused(..) | Phase::Draining(_)
+        ) {
             return; // stopped by the agent in the meantime
         }
         rec.phase = Phase::Failed(if usage.oom_kills.unwrap_or(0) > 0 {

@@ -214,6 +214,21 @@ impl Client {
         future_into_py(py, async move { Json::of(&c.start(&name).await.py_err()?) })
     }
 
+    /// `POST /v1/sandboxes/{name}/pause`: SandboxInfo dict.
+    fn pause<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move { Json::of(&c.pause(&name).await.py_err()?) })
+    }
+
+    /// `POST /v1/sandboxes/{name}/resume`: SandboxInfo dict.
+    fn resume<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(
+            py,
+            async move { Json::of(&c.resume(&name).await.py_err()?) },
+        )
+    }
+
     /// `POST /v1/sandboxes/{name}/drain`: SandboxInfo dict.
     #[pyo3(signature = (name, timeout_ms=None))]
     fn drain<'py>(

@@ -113,6 +113,13 @@ impl SandboxBuilder {
         self
     }
 
+    /// Suspend the sandbox (freeze it: state `suspended`, memory kept, no CPU) after `timeout`
+    /// (whole seconds, at least one) without an exec or file operation; the next one resumes it.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.req.idle_timeout_secs = Some(timeout.as_secs().max(1));
+        self
+    }
+
     /// Most processes at once (default 1024).
     pub fn pids_limit(mut self, limit: u32) -> Self {
         self.req.pids_limit = Some(limit);
@@ -272,6 +279,7 @@ impl Sandbox {
                 disk_mib: None,
                 network: Default::default(),
                 secrets: Vec::new(),
+                idle_timeout_secs: None,
             },
             agent: None,
             cluster: None,
@@ -395,6 +403,32 @@ impl Sandbox {
             .into());
         }
         self.info = self.client.start(&self.info.name).await?;
+        Ok(&self.info)
+    }
+
+    /// Freeze every process (containers: the cgroup freezer; microVMs: the VMM with its vCPUs):
+    /// memory stays allocated, CPU use stops, commands are refused (state `paused`) until
+    /// [`Self::resume`]. Cluster mode: sets `spec.paused` and waits for the node-agent.
+    pub async fn pause(&mut self) -> Result<&SandboxInfo> {
+        self.set_paused(true).await
+    }
+
+    /// Thaw a paused (or idle-suspended) sandbox: its processes go on where they were.
+    pub async fn resume(&mut self) -> Result<&SandboxInfo> {
+        self.set_paused(false).await
+    }
+
+    async fn set_paused(&mut self, paused: bool) -> Result<&SandboxInfo> {
+        if let Some((conn, name)) = &self.object {
+            conn.set_sandbox_paused(name, paused).await?;
+            self.info = self.client.get(&self.info.name).await?;
+            return Ok(&self.info);
+        }
+        self.info = if paused {
+            self.client.pause(&self.info.name).await?
+        } else {
+            self.client.resume(&self.info.name).await?
+        };
         Ok(&self.info)
     }
 

@@ -436,11 +436,14 @@ impl Cluster {
         let api = self.sandboxes();
         let start = Instant::now();
         loop {
-            let left = api.list(&Default::default()).await.expect("list").items;
-            if left.is_empty() {
+            // One object is enough to know: a full list per poll costs the API server work
+            // proportional to the count (the scaling benchmark waits with this).
+            let one = kube::api::ListParams::default().limit(1);
+            if api.list(&one).await.expect("list").items.is_empty() {
                 return;
             }
             if start.elapsed() > timeout {
+                let left = api.list(&Default::default()).await.expect("list").items;
                 let names: Vec<_> = left
                     .iter()
                     .map(|s| {

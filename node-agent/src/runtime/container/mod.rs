@@ -310,7 +310,20 @@ impl Runtime for ContainerRuntime {
             .map(|_| ())
     }
 
+    async fn freeze(&self, launched: &Launched, frozen: bool) -> Result<(), RuntimeError> {
+        // crun uses the cgroup freezer (v1 or v2) and waits until the cgroup is frozen.
+        let verb = if frozen { "pause" } else { "resume" };
+        self.crun_ok(verb, &[verb, &launched.id]).await.map(|_| ())
+    }
+
     async fn liveness(&self, launched: &Launched) -> Liveness {
+        // Polled for every sandbox (cluster mode: each one every few seconds): the common answer
+        // comes from /proc, not from starting a crun process per sandbox.
+        if let (Some(pid), Some(cgroup)) = (launched.pid, &launched.cgroup) {
+            if crate::runtime::procfs::runs_in_cgroup(pid, cgroup) {
+                return Liveness::Running;
+            }
+        }
         match self.crun_ok("state", &["state", &launched.id]).await {
             Ok(json) => {
                 let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();

@@ -223,6 +223,32 @@ impl CgroupPaths {
         Ok(plan.procs)
     }
 
+    /// Freeze or thaw the cgroup through cgroup v2's `cgroup.freeze`, waiting (up to 5 s) until
+    /// `cgroup.events` says it is done. `Ok(false)`: no v2 freezer here (the caller stops the
+    /// processes another way).
+    pub fn freeze(&self, frozen: bool) -> std::io::Result<bool> {
+        if self.mode != CgroupMode::Unified {
+            return Ok(false);
+        }
+        std::fs::write(self.v2("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+        let want = if frozen { 1 } else { 0 };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let events = std::fs::read_to_string(self.v2("cgroup.events"))?;
+            if keyed(&events, "frozen") == Some(want) {
+                return Ok(true);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "cgroup {} not {} after 5 s",
+                    self.rel,
+                    if frozen { "frozen" } else { "thawed" }
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Remove the cgroup directories (they must be empty of processes).
     pub fn remove(&self) {
         match self.mode {

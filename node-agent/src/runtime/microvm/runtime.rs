@@ -300,6 +300,23 @@ impl Runtime for MicrovmRuntime {
             .map_err(|e| command_error(&format!("kill {pid}"), e))
     }
 
+    async fn freeze(&self, launched: &Launched, frozen: bool) -> Result<(), RuntimeError> {
+        // The VMM's cgroup (v2) freezes every thread, vCPUs included, without the VMM seeing a
+        // signal; elsewhere SIGSTOP/SIGCONT of the VMM process does the same.
+        if let Some(cg) = &launched.cgroup {
+            let paths = CgroupPaths::under(&self.cgroup_root, self.cgroups, cg);
+            let done = tokio::task::spawn_blocking(move || paths.freeze(frozen))
+                .await
+                .map_err(|e| command_error("freeze", e))?
+                .map_err(|e| command_error("freeze the VMM's cgroup", e))?;
+            if done {
+                return Ok(());
+            }
+        }
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        self.signal(launched, signal).await
+    }
+
     async fn liveness(&self, launched: &Launched) -> Liveness {
         {
             let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());

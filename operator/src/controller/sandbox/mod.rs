@@ -250,20 +250,24 @@ async fn schedule(
         return Ok(node.clone());
     }
     let ns = s.namespace().unwrap_or_default();
-    let all = store.state();
-    let bindings: Vec<(String, scheduler::Resources)> = all
-        .iter()
-        .filter(|o| key(o) != me)
-        .filter(|o| scheduler::holds_resources(o.status.as_ref().and_then(|st| st.phase)))
-        .filter_map(|o| {
-            let node = o
-                .status
-                .as_ref()
-                .and_then(|st| st.node.clone())
-                .or_else(|| assumed.get(&key(o)).cloned())?;
-            Some((node, Request::of(o).resources))
-        })
-        .collect();
+    // One pass over the cache (no nested scans: a burst of a thousand objects schedules each
+    // against all the others): what every other sandbox holds, and which assumptions the cache
+    // has caught up with.
+    let mut caught_up = std::collections::HashSet::new();
+    let mut bindings: Vec<(String, scheduler::Resources)> = Vec::new();
+    for o in store.state() {
+        let k = key(&o);
+        let node = o.status.as_ref().and_then(|st| st.node.clone());
+        if node.is_some() && assumed.contains_key(&k) {
+            caught_up.insert(k.clone());
+        }
+        if k == me || !scheduler::holds_resources(o.status.as_ref().and_then(|st| st.phase)) {
+            continue;
+        }
+        if let Some(node) = node.or_else(|| assumed.get(&k).cloned()) {
+            bindings.push((node, Request::of(&o).resources));
+        }
+    }
     scheduler::allocate(&mut nodes, bindings.iter().map(|(n, r)| (n.as_str(), *r)));
     let volumes: BTreeMap<String, VolumePlacement> = ctx
         .volumes
@@ -276,12 +280,8 @@ async fn schedule(
     match &result {
         Ok(node) => {
             ctx.metrics.scheduled("scheduled");
+            assumed.retain(|k, _| !caught_up.contains(k));
             assumed.insert(me, node.clone());
-            // Forget assumptions the cache has caught up with.
-            assumed.retain(|k, _| {
-                !all.iter()
-                    .any(|o| &key(o) == k && o.status.as_ref().is_some_and(|st| st.node.is_some()))
-            });
         }
         Err(u) => ctx.metrics.scheduled(u.reason.as_str()),
     }
@@ -298,6 +298,8 @@ fn agent_report(s: &Sandbox) -> Option<AgentReport> {
         state: match r.state {
             SandboxPhase::Pending | SandboxPhase::Creating => SandboxState::Creating,
             SandboxPhase::Running => SandboxState::Running,
+            SandboxPhase::Paused => SandboxState::Paused,
+            SandboxPhase::Suspended => SandboxState::Suspended,
             SandboxPhase::Stopping => SandboxState::Draining,
             SandboxPhase::Stopped => SandboxState::Stopped,
             SandboxPhase::Failed => SandboxState::Failed,

@@ -32,7 +32,9 @@ Isolation: TypeAlias = Literal["microvm", "container"]
 PullPolicy: TypeAlias = Literal["always", "if-not-present", "never"]
 """When the agent contacts the registry for a sandbox's image."""
 
-SandboxState: TypeAlias = Literal["creating", "running", "draining", "stopped", "failed"]
+SandboxState: TypeAlias = Literal[
+    "creating", "running", "paused", "suspended", "draining", "stopped", "failed"
+]
 
 
 @dataclass(frozen=True)

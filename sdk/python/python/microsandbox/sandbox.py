@@ -375,6 +375,28 @@ class Sandbox:
         self._info = SandboxInfo._from_dict(await self._client.start(self._target))
         return self._info
 
+    async def pause(self) -> SandboxInfo:
+        """Freezes every process of the sandbox (containers: the cgroup freezer; microVMs: the
+        VMM with its vCPUs). Its memory stays allocated, its CPU use drops to zero; commands and
+        file operations are refused (:class:`SandboxNotRunningError`, state ``paused``) until
+        :meth:`resume`. In cluster mode this sets ``spec.paused`` and waits for the node-agent."""
+        return await self._set_paused(True)
+
+    async def resume(self) -> SandboxInfo:
+        """Thaws a paused (or idle-suspended) sandbox: its processes go on where they were."""
+        return await self._set_paused(False)
+
+    async def _set_paused(self, paused: bool) -> SandboxInfo:
+        if self._cluster is not None:
+            assert self._object is not None
+            info = await self._cluster.set_paused(self._object, paused)
+        elif paused:
+            info = await self._client.pause(self._target)
+        else:
+            info = await self._client.resume(self._target)
+        self._info = SandboxInfo._from_dict(info)
+        return self._info
+
     async def drain(self, timeout: float | None = None) -> SandboxInfo:
         """Refuses new commands, waits for running ones (at most ``timeout`` seconds), then
         stops. It stays listed until removed, as after :meth:`stop`."""

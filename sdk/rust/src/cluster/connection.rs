@@ -526,6 +526,27 @@ impl ClusterConnection {
         self.list().await
     }
 
+    /// Set Sandbox `name`'s `spec.paused` and wait (up to the ready timeout) until its node-agent
+    /// froze it (phase Paused) or thawed it (Ready again).
+    pub async fn set_sandbox_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<SandboxObject, ClusterError> {
+        let api = self.api::<SandboxObject>();
+        let patch = serde_json::json!({"spec": {"paused": paused}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| api_error::<SandboxObject>(&format!("pause Sandbox {name}"), e))?;
+        let outcome = if paused {
+            object::paused_outcome
+        } else {
+            object::sandbox_outcome
+        };
+        self.wait(api, name, self.0.options.ready_timeout, outcome)
+            .await
+    }
+
     /// Delete Sandbox `name`; with `wait`, until its node-agent removed the sandbox.
     pub async fn delete_sandbox(
         &self,

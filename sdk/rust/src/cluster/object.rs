@@ -200,6 +200,9 @@ pub fn sandbox_object(namespace: &str, req: &CreateSandbox) -> Result<Sandbox, C
     if !req.network.allow.is_empty() {
         spec["network"]["allow"] = json!(req.network.allow);
     }
+    if let Some(secs) = req.idle_timeout_secs {
+        spec["lifetime"] = json!({"idleTimeout": format!("{secs}s")});
+    }
     let object = json!({
         "apiVersion": Sandbox::api_version(&()),
         "kind": Sandbox::kind(&()),
@@ -331,6 +334,15 @@ pub fn sandbox_outcome(s: &Sandbox) -> Outcome {
     )
 }
 
+/// Where waiting for a Sandbox to be paused ended: Ready once its phase is Paused.
+pub fn paused_outcome(s: &Sandbox) -> Outcome {
+    match s.status.as_ref().and_then(|st| st.phase) {
+        Some(SandboxPhase::Paused) => Outcome::Ready,
+        Some(SandboxPhase::Failed | SandboxPhase::Stopped) => sandbox_outcome(s),
+        _ => Outcome::Waiting(None),
+    }
+}
+
 /// Where waiting for a Volume ended: Ready once provisioned on its node; while Pending, the
 /// `Scheduled=False` reason (no node fits).
 pub fn volume_outcome(v: &Volume) -> Outcome {
@@ -376,6 +388,7 @@ mod tests {
             .network(Policy::public_only().allow(["pypi.org"]))
             .secret(Secret::env("API_KEY", "v-123", ["api.example.com"]))
             .secret(Secret::env("api__key", "v-456", ["api.example.com"]))
+            .idle_timeout(std::time::Duration::from_secs(300))
             .into_request()
     }
 
@@ -398,6 +411,8 @@ mod tests {
         assert_eq!(spec["patches"][1]["mkdir"]["path"], "/opt/x");
         assert_eq!(spec["network"]["policy"], "public_only");
         assert_eq!(spec["network"]["allow"][0], "pypi.org");
+        assert_eq!(spec["lifetime"]["idleTimeout"], "300s");
+        assert_eq!(obj.spec.agent_request("x").idle_timeout_secs, Some(300));
         assert_eq!(
             spec["secrets"][0],
             json!({"name": "job-api-key", "env": "API_KEY"})

@@ -1,14 +1,16 @@
 //! Cluster benchmark (run by `tests/e2e/bench.sh`, release builds, real apiserver + etcd):
 //! 1. Sandbox CR create -> Ready p50/p99 with a cached image, against the same sandbox created
 //!    directly through the node-agent API (the Kubernetes path's overhead as a ratio);
-//! 2. N Sandboxes (default 1000) created in a burst -> all Ready, against the same N created
-//!    directly; the operator's and the node-agent's peak RSS.
+//! 2. the scaling curve: bursts of 100, 250, 500 and 1000 Sandboxes (`MSB_BENCH_BURST`) created
+//!    -> all Ready and deleted -> all gone, each against the same count created and removed
+//!    directly, with the cost per sandbox; the operator's and the node-agent's peak RSS.
 //!
 //! Prints a table; no assertion (timings belong here, not in tests).
 
 use futures::{stream, StreamExt};
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
+use kube::runtime::{watcher, WatchStreamExt};
 use microsandbox_client::api::CreateSandbox;
 use microsandbox_crds::Sandbox;
 use microsandbox_e2e::{sandbox_yaml, Cluster};
@@ -45,6 +47,7 @@ fn direct_req(name: String) -> CreateSandbox {
         disk_mib: None,
         network: Default::default(),
         secrets: Vec::new(),
+        idle_timeout_secs: None,
     }
 }
 
@@ -66,26 +69,48 @@ fn rss_peak_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until `n` Sandboxes are Ready, from a watch (a list every few hundred ms would itself
+/// cost the API server work proportional to the count: the curve would measure the benchmark).
 async fn wait_all_ready(c: &Cluster, n: usize, timeout: Duration) -> Duration {
     let start = Instant::now();
-    loop {
-        let ready = c
-            .sandboxes()
-            .list(&Default::default())
+    let events = watcher::watcher(c.sandboxes(), watcher::Config::default()).applied_objects();
+    futures::pin_mut!(events);
+    let mut ready = std::collections::HashSet::new();
+    while ready.len() < n {
+        let left = timeout.saturating_sub(start.elapsed());
+        let s = tokio::time::timeout(left, events.next())
             .await
-            .expect("list")
-            .items
-            .iter()
-            .filter(|s| is_ready(Some(s)))
-            .count();
-        if ready >= n {
-            return start.elapsed();
+            .unwrap_or_else(|_| panic!("{}/{n} Ready after {timeout:?}", ready.len()))
+            .expect("watch ended")
+            .expect("watch");
+        let name = s.metadata.name.clone().unwrap_or_default();
+        if is_ready(Some(&s)) {
+            ready.insert(name);
+        } else {
+            ready.remove(&name);
         }
-        assert!(
-            start.elapsed() < timeout,
-            "{ready}/{n} Ready after {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    start.elapsed()
+}
+
+/// One burst of the scaling curve.
+struct Burst {
+    n: usize,
+    /// All objects posted.
+    created: Duration,
+    /// All objects Ready.
+    ready: Duration,
+    /// `delete_collection` -> all gone.
+    deleted: Duration,
+    /// The same count created through the node-agent API.
+    direct: Duration,
+    direct_removed: Duration,
+}
+
+impl Burst {
+    /// Milliseconds per sandbox of `d`.
+    fn per(&self, d: Duration) -> f64 {
+        ms(d) / self.n as f64
     }
 }
 
@@ -103,10 +128,17 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let burst: usize = std::env::var("MSB_BENCH_BURST")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    // The scaling curve's burst sizes, smallest first (MSB_BENCH_BURST=N runs just N).
+    let sizes: Vec<usize> = std::env::var("MSB_BENCH_BURST")
+        .unwrap_or_else(|_| "100,250,500,1000".into())
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .expect("MSB_BENCH_BURST: sizes like 100,250")
+        })
+        .collect();
+    let burst = sizes.iter().copied().max().expect("a burst size");
     let c = Cluster::new("bench").await;
     let op = c.operator(&[]);
     let agent = c.agent(
@@ -168,46 +200,59 @@ async fn main() {
     cr.sort();
     direct.sort();
 
-    // 2. Burst.
-    let t = Instant::now();
-    stream::iter(0..burst)
-        .for_each_concurrent(32, |i| {
-            let api = api.clone();
-            async move {
-                api.create(&PostParams::default(), &sandbox(&format!("b-{i}")))
-                    .await
-                    .expect("create");
-            }
-        })
-        .await;
-    let created = t.elapsed();
-    wait_all_ready(&c, burst, Duration::from_secs(900)).await;
-    let burst_ready = t.elapsed();
+    // 2. Bursts of growing size: the cost per sandbox should not grow with the count.
+    let mut curve = Vec::new();
+    for &n in &sizes {
+        let t = Instant::now();
+        stream::iter(0..n)
+            .for_each_concurrent(32, |i| {
+                let api = api.clone();
+                async move {
+                    api.create(&PostParams::default(), &sandbox(&format!("b{n}-{i}")))
+                        .await
+                        .expect("create");
+                }
+            })
+            .await;
+        let created = t.elapsed();
+        wait_all_ready(&c, n, Duration::from_secs(900)).await;
+        let ready = t.elapsed();
+        let t = Instant::now();
+        delete_all(&c).await;
+        let deleted = t.elapsed();
+
+        let t = Instant::now();
+        stream::iter(0..n)
+            .for_each_concurrent(32, |i| {
+                let client = client.clone();
+                async move {
+                    let req = direct_req(format!("d{n}-{i}"));
+                    client.create(req.clone()).await.expect("direct create");
+                }
+            })
+            .await;
+        let direct = t.elapsed();
+        let t = Instant::now();
+        stream::iter(0..n)
+            .for_each_concurrent(32, |i| {
+                let client = client.clone();
+                async move {
+                    client.remove(&format!("d{n}-{i}")).await.expect("remove");
+                }
+            })
+            .await;
+        let direct_removed = t.elapsed();
+        curve.push(Burst {
+            n,
+            created,
+            ready,
+            deleted,
+            direct,
+            direct_removed,
+        });
+    }
     let op_rss = op.pid().map_or(0, rss_peak_kib);
     let agent_rss = agent.proc.pid().map_or(0, rss_peak_kib);
-    let t = Instant::now();
-    delete_all(&c).await;
-    let burst_delete = t.elapsed();
-
-    let t = Instant::now();
-    stream::iter(0..burst)
-        .for_each_concurrent(32, |i| {
-            let client = client.clone();
-            async move {
-                let req = direct_req(format!("d-{i}"));
-                client.create(req.clone()).await.expect("direct create");
-            }
-        })
-        .await;
-    let direct_burst = t.elapsed();
-    stream::iter(0..burst)
-        .for_each_concurrent(32, |i| {
-            let client = client.clone();
-            async move {
-                let _ = client.remove(&format!("d-{i}")).await;
-            }
-        })
-        .await;
 
     println!("| benchmark | ours (Kubernetes path) | baseline (node-agent API directly) | ratio | target |");
     println!("|---|---|---|---|---|");
@@ -223,23 +268,62 @@ async fn main() {
         ms(pct(&direct, 0.99)),
         ms(pct(&cr, 0.99)) / ms(pct(&direct, 0.99))
     );
+    let last = curve.last().expect("at least one burst size");
     println!(
-        "| {burst} Sandboxes in a burst -> all Ready | {:.1} s (objects created in {:.1} s) | {:.1} s | {:.2}x | <= 60 s |",
-        burst_ready.as_secs_f64(),
-        created.as_secs_f64(),
-        direct_burst.as_secs_f64(),
-        burst_ready.as_secs_f64() / direct_burst.as_secs_f64()
+        "| {} Sandboxes in a burst -> all Ready | {:.1} s (objects created in {:.1} s) | {:.1} s | {:.2}x | <= 3x |",
+        last.n,
+        last.ready.as_secs_f64(),
+        last.created.as_secs_f64(),
+        last.direct.as_secs_f64(),
+        last.ready.as_secs_f64() / last.direct.as_secs_f64()
     );
     println!(
-        "| {burst} Sandboxes deleted -> all gone | {:.1} s | - | - | - |",
-        burst_delete.as_secs_f64()
+        "| {} Sandboxes deleted -> all gone | {:.1} s | {:.1} s | {:.2}x | - |",
+        last.n,
+        last.deleted.as_secs_f64(),
+        last.direct_removed.as_secs_f64(),
+        last.deleted.as_secs_f64() / last.direct_removed.as_secs_f64()
     );
     println!(
-        "| operator peak RSS (whole run) | {:.1} MiB | - | - | <= 64 MiB |",
+        "| operator peak RSS (whole run) | {:.1} MiB | - | - | <= 32 MiB |",
         op_rss as f64 / 1024.0
     );
     println!(
         "| node-agent peak RSS (whole run) | {:.1} MiB | - | - | - |",
         agent_rss as f64 / 1024.0
     );
+
+    println!();
+    println!("Scaling curve: cost per sandbox of a burst (target: within 1.5x from the smallest to the largest burst, both paths)");
+    println!();
+    println!("| burst | all Ready | per sandbox | agent API | per sandbox | ratio | deleted | per sandbox | agent API removed | per sandbox |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for b in &curve {
+        println!(
+            "| {} | {:.1} s | {:.1} ms | {:.1} s | {:.1} ms | {:.2}x | {:.1} s | {:.1} ms | {:.1} s | {:.1} ms |",
+            b.n,
+            b.ready.as_secs_f64(),
+            b.per(b.ready),
+            b.direct.as_secs_f64(),
+            b.per(b.direct),
+            b.ready.as_secs_f64() / b.direct.as_secs_f64(),
+            b.deleted.as_secs_f64(),
+            b.per(b.deleted),
+            b.direct_removed.as_secs_f64(),
+            b.per(b.direct_removed),
+        );
+    }
+    if let (Some(first), Some(last)) = (curve.first(), curve.last()) {
+        let growth = |f: fn(&Burst) -> Duration| last.per(f(last)) / first.per(f(first));
+        println!();
+        println!(
+            "Per-sandbox growth {} -> {}: Kubernetes create {:.2}x, agent API create {:.2}x, Kubernetes delete {:.2}x, agent API remove {:.2}x",
+            first.n,
+            last.n,
+            growth(|b| b.ready),
+            growth(|b| b.direct),
+            growth(|b| b.deleted),
+            growth(|b| b.direct_removed),
+        );
+    }
 }
