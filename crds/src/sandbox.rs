@@ -319,7 +319,8 @@ pub struct Lifetime {
 #[serde(rename_all = "camelCase")]
 pub struct SandboxStatus {
     /// `Pending` (waiting for a node), `Creating` (pulling the image and booting), `Running`,
-    /// `Stopping`, `Stopped` (shut down; see the Ready condition for why) or `Failed`.
+    /// `Paused` (`spec.paused`), `Suspended` (idle; the next exec resumes it), `Stopping`,
+    /// `Stopped` (shut down; see the Ready condition for why) or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<SandboxPhase>,
     /// Node the sandbox was scheduled onto.
@@ -401,9 +402,10 @@ pub enum SandboxPhase {
     Pending,
     Creating,
     Running,
-    /// Frozen because `spec.paused` is true.
+    // Frozen because `spec.paused` is true (plain comments: doc comments on variants would
+    // turn the schema's enum into a oneOf).
     Paused,
-    /// Frozen after `lifetime.idleTimeout`; the next exec resumes it.
+    // Frozen after `lifetime.idleTimeout`; the next exec resumes it.
     Suspended,
     Stopping,
     Stopped,

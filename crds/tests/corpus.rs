@@ -180,6 +180,8 @@ fn lifetime_may_change_and_volumes_may_grow() {
     let old = &docs[0];
     let mut new = old.clone();
     new["spec"]["lifetime"]["shutdownAfter"] = "4h".into();
+    new["spec"]["lifetime"]["idleTimeout"] = "5m".into();
+    new["spec"]["paused"] = true.into();
     new["metadata"]["labels"] = serde_json::json!({"team": "a"});
     assert_eq!(cel_messages(&new, Some(old)), Vec::<String>::new());
     assert_eq!(rust_messages(&new, Some(old)), Vec::<String>::new());
@@ -306,6 +308,7 @@ fn rust_mirror_agrees_with_cel_on_tricky_values() {
         ("Sandbox", "/spec/resources/memory"),
         ("Sandbox", "/spec/resources/disk"),
         ("Sandbox", "/spec/lifetime/shutdownAfter"),
+        ("Sandbox", "/spec/lifetime/idleTimeout"),
         ("Sandbox", "/spec/volumes/0/path"),
         ("Sandbox", "/spec/volumes/0/named/name"),
         ("Sandbox", "/spec/secrets/0/name"),
@@ -323,7 +326,7 @@ fn rust_mirror_agrees_with_cel_on_tricky_values() {
                 "workdir": "/app",
                 "env": [{"name": "A", "value": "1"}],
                 "resources": {"memory": "512Mi", "disk": "1Gi"},
-                "lifetime": {"shutdownAfter": "1h"},
+                "lifetime": {"shutdownAfter": "1h", "idleTimeout": "5m"},
                 "volumes": [{"path": "/data", "named": {"name": "data"}}],
                 "secrets": [{"name": "openai", "env": "KEY"}],
                 "patches": [{"text": {"path": "/f", "content": "", "mode": "0644"}}],

@@ -158,6 +158,25 @@ impl Cluster {
         })
     }
 
+    /// Set Sandbox `name`'s `spec.paused` and wait until its node-agent froze (or thawed) it;
+    /// resolves to the object.
+    fn set_paused<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        paused: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let conn = self.conn.clone();
+        future_into_py(py, async move {
+            Json::of(
+                &conn
+                    .set_sandbox_paused(&name, paused)
+                    .await
+                    .map_err(cluster_to_pyerr)?,
+            )
+        })
+    }
+
     /// Delete Sandbox `name` (no error if it is gone); with `wait`, resolve once the node-agent
     /// removed the sandbox, at most `timeout_s`.
     #[pyo3(signature = (name, wait=true, timeout_s=60.0))]

@@ -294,6 +294,34 @@ async def test_start_again_refused_with_secrets(name: str) -> None:
             await sb.start()
 
 
+async def test_pause_resume(name: str) -> None:
+    async with await Sandbox.create(name, image="busybox") as sb:
+        await sb.shell("nohup sh -c 'while :; do :; done' >/dev/null 2>&1 &")
+        info = await sb.pause()
+        assert info.state == "paused" and sb.info.state == "paused"
+        assert (await Sandbox.get(name)).info.state == "paused"
+        cpu = (await sb.metrics()).cpu_usage_us
+        await asyncio.sleep(0.3)
+        assert (await sb.metrics()).cpu_usage_us == cpu  # frozen: no CPU time at all
+        with pytest.raises(SandboxNotRunningError, match="paused"):
+            await sb.exec("true")
+        assert (await sb.resume()).state == "running"
+        assert (await sb.shell("echo back")).stdout() == "back\n"
+
+
+async def test_idle_sandbox_is_suspended_and_resumed_by_the_next_command(name: str) -> None:
+    with pytest.raises(InvalidConfigError, match="idle_timeout"):
+        await Sandbox.create(name, image="busybox", idle_timeout=0)
+    async with await Sandbox.create(name, image="busybox", idle_timeout=1) as sb:
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if (await sb.refresh()).state == "suspended":
+                break
+        assert sb.info.state == "suspended"
+        assert (await sb.shell("echo hi")).stdout() == "hi\n"
+        assert (await sb.refresh()).state == "running"
+
+
 async def test_metrics(busybox: Sandbox) -> None:
     await busybox.shell("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
     m = await busybox.metrics()

@@ -134,6 +134,7 @@ def _create_request(
     pull_policy: PullPolicy,
     detached: bool,
     pids_limit: int | None,
+    idle_timeout: float | None = None,
     patches: Iterable[Patch] | None = None,
     volumes: Mapping[str, Volume] | None = None,
     network: NetworkPolicy | None = None,
@@ -156,6 +157,13 @@ def _create_request(
     policy = _pull_policy(pull_policy)
     if pids_limit is not None and (not isinstance(pids_limit, int) or pids_limit <= 0):
         raise InvalidConfigError(f"pids_limit must be a positive int, not {pids_limit!r}")
+    idle_secs = None
+    if idle_timeout is not None:
+        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
+            raise InvalidConfigError(f"idle_timeout is in seconds, not {idle_timeout!r}")
+        if not idle_timeout > 0:
+            raise InvalidConfigError(f"idle_timeout must be positive, not {idle_timeout!r}")
+        idle_secs = max(1, math.ceil(idle_timeout))
     return json.dumps(
         {
             "name": name,
@@ -172,6 +180,7 @@ def _create_request(
             "mounts": _mounts_wire(volumes, memory),
             "network": (network or NetworkPolicy.none())._wire(),
             "secrets": _secrets_wire(secrets),
+            "idle_timeout_secs": idle_secs,
         }
     )
 

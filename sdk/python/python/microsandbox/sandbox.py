@@ -112,6 +112,7 @@ class Sandbox:
         secrets: Iterable[Secret] | None = None,
         patches: Iterable[Patch] | None = None,
         pids_limit: int | None = None,
+        idle_timeout: float | None = None,
         cluster: ModeArg = None,
     ) -> Sandbox:
         """Creates and boots a sandbox attached to this process: it is removed when the
@@ -142,6 +143,9 @@ class Sandbox:
                 :meth:`secret_violations`. In cluster mode they become Secret objects owned by the
                 Sandbox (see :mod:`microsandbox.cluster`).
             pids_limit: Maximum number of processes.
+            idle_timeout: Seconds without a command or file operation after which the
+                sandbox is suspended (frozen: state ``"suspended"``, memory kept, no CPU); the
+                next command resumes it transparently. ``None``: never suspended.
             cluster: A :class:`~microsandbox.cluster.Cluster` to create a Kubernetes Sandbox
                 object there, or ``"local"``; default: :func:`~microsandbox.set_mode`, then
                 ``MICROSANDBOX_MODE``, else local. In cluster mode "attached" means the
@@ -162,6 +166,7 @@ class Sandbox:
             secrets=secrets,
             patches=patches,
             pids_limit=pids_limit,
+            idle_timeout=idle_timeout,
             detached=False,
             cluster=cluster,
         )
@@ -183,6 +188,7 @@ class Sandbox:
         secrets: Iterable[Secret] | None = None,
         patches: Iterable[Patch] | None = None,
         pids_limit: int | None = None,
+        idle_timeout: float | None = None,
         cluster: ModeArg = None,
     ) -> Sandbox:
         """Like :meth:`create`, but the sandbox survives this process: it runs until stopped or
@@ -201,6 +207,7 @@ class Sandbox:
             secrets=secrets,
             patches=patches,
             pids_limit=pids_limit,
+            idle_timeout=idle_timeout,
             detached=True,
             cluster=cluster,
         )
@@ -223,6 +230,7 @@ class Sandbox:
         patches: Iterable[Patch] | None,
         pids_limit: int | None,
         detached: bool,
+        idle_timeout: float | None = None,
         client: _native.Client | None = None,
         cluster: ModeArg = None,
     ) -> Sandbox:
@@ -241,6 +249,7 @@ class Sandbox:
             pull_policy=pull_policy,
             detached=detached,
             pids_limit=pids_limit,
+            idle_timeout=idle_timeout,
             patches=patches,
             volumes=volumes,
             network=network,
@@ -389,7 +398,8 @@ class Sandbox:
     async def _set_paused(self, paused: bool) -> SandboxInfo:
         if self._cluster is not None:
             assert self._object is not None
-            info = await self._cluster.set_paused(self._object, paused)
+            await self._cluster.set_paused(self._object, paused)
+            info = await self._client.get(self._target)
         elif paused:
             info = await self._client.pause(self._target)
         else:
