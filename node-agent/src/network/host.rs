@@ -143,12 +143,27 @@ impl Uplink {
         Ok(s)
     }
 
+    /// `ip [-n netns] -batch -` with `commands` (one `ip` argument list per line): one process,
+    /// where a process per command would each copy the agent's mount table (`ip -n` enters the
+    /// namespace with a mount namespace of its own, and the table grows with every sandbox).
+    async fn ip_batch(netns: Option<&str>, commands: &[Vec<&str>]) -> io::Result<()> {
+        let script: String = commands.iter().map(|c| c.join(" ") + "\n").collect();
+        let mut args = Vec::new();
+        if let Some(ns) = netns {
+            args.extend(["-n", ns]);
+        }
+        args.extend(["-batch", "-"]);
+        run("ip", &args, Some(&script)).await
+    }
+
     /// Creates sandbox namespace `sandbox_ns` wired to the uplink by a veth pair: `eth0` with
     /// the sandbox address inside, the host interface with the gateway address outside.
     pub async fn plug(&self, sandbox_ns: &str, a: &Addressing) -> io::Result<()> {
         // A namespace of that name can only be a leftover of this agent (names carry its
-        // prefix and the sandbox name it reserved). Usually there is none and this fails.
-        let _no_leftover = run("ip", &["netns", "del", sandbox_ns], None).await;
+        // prefix and the sandbox name it reserved).
+        if std::path::Path::new("/run/netns").join(sandbox_ns).exists() {
+            let _leftover = run("ip", &["netns", "del", sandbox_ns], None).await;
+        }
         run("ip", &["netns", "add", sandbox_ns], None).await?;
         let peer = format!("msbg{:x}", a.index);
         let gw = format!("{}/30", a.gateway);
@@ -158,24 +173,25 @@ impl Uplink {
             "link", "add", &a.host_if, "type", "veth", "peer", "name", &peer, "netns", sandbox_ns,
         ])
         .await?;
-        let inside = |args: &[&str]| {
-            let mut all = vec!["-n", sandbox_ns];
-            all.extend_from_slice(args);
-            all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-        };
-        for args in [
-            inside(&["link", "set", "lo", "up"]),
-            inside(&["link", "set", &peer, "name", "eth0"]),
-            inside(&["addr", "add", &sbx, "dev", "eth0"]),
-            inside(&["link", "set", "eth0", "up"]),
-            inside(&["route", "add", "default", "via", &gateway]),
-        ] {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run("ip", &args, None).await?;
-        }
-        self.ip(&["addr", "add", &gw, "dev", &a.host_if]).await?;
-        self.ip(&["link", "set", &a.host_if, "up"]).await?;
-        Ok(())
+        Self::ip_batch(
+            Some(sandbox_ns),
+            &[
+                vec!["link", "set", "lo", "up"],
+                vec!["link", "set", &peer, "name", "eth0"],
+                vec!["addr", "add", &sbx, "dev", "eth0"],
+                vec!["link", "set", "eth0", "up"],
+                vec!["route", "add", "default", "via", &gateway],
+            ],
+        )
+        .await?;
+        Self::ip_batch(
+            self.netns.as_deref(),
+            &[
+                vec!["addr", "add", &gw, "dev", &a.host_if],
+                vec!["link", "set", &a.host_if, "up"],
+            ],
+        )
+        .await
     }
 
     /// Removes the veth pair and the sandbox namespace (each step tolerates what is gone).

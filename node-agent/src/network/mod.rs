@@ -419,15 +419,18 @@ impl NetworkManager {
                 h.abort();
             }
         }
-        if let Err(e) = self
-            .uplink
-            .nft(&plan::sandbox_teardown(
-                &att.addressing,
-                att.secrets_file.is_some(),
-            ))
-            .await
-        {
-            tracing::debug!(netns = %att.netns, error = %e, "nftables rules already gone");
+        // Whether it has a DNS set follows from its allow list; a record of an agent that
+        // always made one (or an unreadable secrets file) gets the other script if this fails.
+        let dns = Self::allow_for(att).map_or(true, |(allow, _)| allow.has_domains());
+        let intercept = att.secrets_file.is_some();
+        for dns in [dns, !dns] {
+            let script = plan::sandbox_teardown(&att.addressing, intercept, dns);
+            match self.uplink.nft(&script).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::debug!(netns = %att.netns, error = %e, "nftables rules already gone")
+                }
+            }
         }
         self.uplink.unplug(&att.netns, &att.addressing).await;
         if let Some(p) = &att.secrets_file {

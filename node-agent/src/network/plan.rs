@@ -58,6 +58,11 @@ pub struct Allow {
 }
 
 impl Allow {
+    /// Whether it names domains (whose resolved addresses the sandbox's DNS set holds).
+    pub fn has_domains(&self) -> bool {
+        !self.domains.is_empty()
+    }
+
     /// Parse and check `spec` (allow entries and published ports).
     pub fn parse(spec: &NetworkSpec) -> Result<Self, PlanError> {
         if spec.allow.len() > 64 {
@@ -187,9 +192,6 @@ impl Addressing {
     pub fn chain(&self) -> String {
         format!("sbx_{:x}", self.index)
     }
-    pub fn allow_set(&self) -> String {
-        format!("allow_{:x}", self.index)
-    }
     pub fn dns_set(&self) -> String {
         format!("dns_{:x}", self.index)
     }
@@ -244,10 +246,16 @@ add rule inet {TABLE} postrouting ip saddr {pool} oifname != \"{HOST_IF_PREFIX}*
     )
 }
 
-/// The rules of one sandbox (an `nft -f` script): its chain, its allow sets (CIDRs; addresses
-/// its allowed domains resolved to, each for the answer's TTL) and its entry in the verdict map.
+/// The rules of one sandbox (an `nft -f` script): its chain (allowed CIDRs inline, as an
+/// anonymous set of the rule), the set of addresses its allowed domains resolved to (each for the
+/// answer's TTL; only when it has allowed domains) and its entry in the verdict map.
 /// Order in the chain: anything not from the sandbox's own address (spoofing) or not IPv4 is
 /// dropped; allowed destinations pass; then the policy decides.
+///
+/// Named sets are what every later `nft` call of the node pays for (it loads the table's sets
+/// with their elements before it runs: a set per sandbox made each create and removal cost
+/// time proportional to the number of sandboxes), so a sandbox gets one only when it resolves
+/// allowed domains.
 pub fn sandbox_ruleset(
     a: &Addressing,
     policy: NetworkPolicy,
@@ -255,26 +263,32 @@ pub fn sandbox_ruleset(
     intercept: bool,
 ) -> String {
     let chain = a.chain();
-    let allow_set = a.allow_set();
     let dns_set = a.dns_set();
-    let mut s = format!(
-        "add set inet {TABLE} {allow_set} {{ type ipv4_addr; flags interval; }}
-flush set inet {TABLE} {allow_set}
-add set inet {TABLE} {dns_set} {{ type ipv4_addr; flags timeout; }}
+    let mut s = String::new();
+    if allow.has_domains() {
+        s.push_str(&format!(
+            "add set inet {TABLE} {dns_set} {{ type ipv4_addr; flags timeout; }}
 flush set inet {TABLE} {dns_set}
-add chain inet {TABLE} {chain}
+"
+        ));
+    }
+    s.push_str(&format!(
+        "add chain inet {TABLE} {chain}
 flush chain inet {TABLE} {chain}
 add rule inet {TABLE} {chain} meta nfproto != ipv4 drop
 add rule inet {TABLE} {chain} ip saddr != {sandbox} drop
-add rule inet {TABLE} {chain} ip daddr @{allow_set} accept
-add rule inet {TABLE} {chain} ip daddr @{dns_set} accept
 ",
         sandbox = a.sandbox,
-    );
+    ));
     if !allow.cidrs.is_empty() {
         s.push_str(&format!(
-            "add element inet {TABLE} {allow_set} {{ {} }}\n",
+            "add rule inet {TABLE} {chain} ip daddr {{ {} }} accept\n",
             set_elements(&allow.cidrs)
+        ));
+    }
+    if allow.has_domains() {
+        s.push_str(&format!(
+            "add rule inet {TABLE} {chain} ip daddr @{dns_set} accept\n"
         ));
     }
     s.push_str(&match policy {
@@ -307,8 +321,9 @@ add element inet {TABLE} intercept {{ \"{}\" : jump {nat} }}
 }
 
 /// Removes what [`sandbox_ruleset`] added (an `nft -f` script; the map entry first, so no
-/// packet jumps to a chain being deleted).
-pub fn sandbox_teardown(a: &Addressing, intercept: bool) -> String {
+/// packet jumps to a chain being deleted). `dns_set`: whether it has the set of resolved
+/// addresses (it had allowed domains).
+pub fn sandbox_teardown(a: &Addressing, intercept: bool, dns_set: bool) -> String {
     let mut s = String::new();
     if intercept {
         s.push_str(&format!(
@@ -318,16 +333,13 @@ pub fn sandbox_teardown(a: &Addressing, intercept: bool) -> String {
         ));
     }
     s.push_str(&format!(
-        "delete element inet {TABLE} sandboxes {{ \"{}\" }}
-delete chain inet {TABLE} {}
-delete set inet {TABLE} {}
-delete set inet {TABLE} {}
-",
+        "delete element inet {TABLE} sandboxes {{ \"{}\" }}\ndelete chain inet {TABLE} {}\n",
         a.host_if,
         a.chain(),
-        a.allow_set(),
-        a.dns_set()
     ));
+    if dns_set {
+        s.push_str(&format!("delete set inet {TABLE} {}\n", a.dns_set()));
+    }
     s
 }
 
@@ -465,9 +477,8 @@ mod tests {
         let with_secrets = sandbox_ruleset(&a, NetworkPolicy::PublicOnly, &allow, true);
         assert!(with_secrets.contains("tcp dport 443 dnat ip to 10.213.0.41:15443"));
         assert!(with_secrets.contains("intercept { \"msba\" : jump nat_a }"));
-        assert!(
-            sandbox_teardown(&a, true).starts_with("delete element inet microsandbox intercept")
-        );
+        assert!(sandbox_teardown(&a, true, false)
+            .starts_with("delete element inet microsandbox intercept"));
         let lines: Vec<&str> = r.lines().collect();
         let pos = |needle: &str| {
             lines
@@ -476,9 +487,18 @@ mod tests {
                 .unwrap_or_else(|| panic!("{needle:?} not in\n{r}"))
         };
         // Allowed destinations are checked before the policy's blocked ranges.
-        assert!(pos("ip daddr @allow_a accept") < pos("ip daddr @blocked drop"));
-        assert!(pos("ip saddr != 10.213.0.42 drop") < pos("ip daddr @allow_a accept"));
-        assert!(r.contains("add element inet microsandbox allow_a { 10.1.0.0/16 }"));
+        assert!(pos("ip daddr { 10.1.0.0/16 } accept") < pos("ip daddr @blocked drop"));
+        assert!(pos("ip saddr != 10.213.0.42 drop") < pos("ip daddr { 10.1.0.0/16 } accept"));
+        // No domains: no named set (every later nft call would load it).
+        assert!(!r.contains("add set"));
+        assert!(!sandbox_teardown(&a, false, false).contains("delete set"));
+        let domains = Allow::parse(&spec(&["pypi.org", "10.1.0.0/16"])).unwrap();
+        let d = sandbox_ruleset(&a, NetworkPolicy::PublicOnly, &domains, false);
+        let dl: Vec<&str> = d.lines().collect();
+        let dpos = |needle: &str| dl.iter().position(|l| l.contains(needle)).unwrap();
+        assert!(dpos("add set inet microsandbox dns_a") < dpos("ip daddr @dns_a accept"));
+        assert!(dpos("ip daddr @dns_a accept") < dpos("ip daddr @blocked drop"));
+        assert!(sandbox_teardown(&a, false, true).ends_with("delete set inet microsandbox dns_a\n"));
         assert!(r.contains("sandboxes { \"msba\" : jump sbx_a }"));
         let none = sandbox_ruleset(&a, NetworkPolicy::None, &Allow::default(), false);
         assert!(none
@@ -488,10 +508,10 @@ mod tests {
             .nth(1)
             .unwrap()
             .ends_with("sbx_a drop"));
-        assert!(!none.contains("add element inet microsandbox allow_a"));
+        assert!(!none.contains("ip daddr {"));
         let all = sandbox_ruleset(&a, NetworkPolicy::AllowAll, &Allow::default(), false);
         assert!(!all.contains("@blocked"));
-        let down = sandbox_teardown(&a, false);
+        let down = sandbox_teardown(&a, false, false);
         assert!(down.starts_with("delete element inet microsandbox sandboxes { \"msba\" }"));
     }
 }

@@ -45,7 +45,11 @@ fn direct_req(name: String) -> CreateSandbox {
         patches: Vec::new(),
         mounts: Vec::new(),
         disk_mib: None,
-        network: Default::default(),
+        // The CRD's default (the Sandbox objects above leave it out): the same network work.
+        network: microsandbox_client::api::NetworkSpec {
+            policy: microsandbox_client::api::NetworkPolicy::PublicOnly,
+            ..Default::default()
+        },
         secrets: Vec::new(),
         idle_timeout_secs: None,
     }
