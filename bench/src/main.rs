@@ -17,16 +17,19 @@
 //! 5. idle memory per sandbox with N running: agent RSS growth / N, and the sandboxes' cgroup
 //!    memory / N (vs the cgroup memory of an idle `crun` container running `sleep`).
 //! 6. HTTP download through a sandbox's `public_only` link vs on the host's loopback (`net`).
+//! 7. pause/resume: CPU and memory of N paused sandboxes vs N idle running ones, pause and
+//!    resume latency, an exec that resumes an idle-suspended sandbox vs one on a running one.
 //!
 //! Knobs: `MSB_BENCH_SANDBOXES` (100), `MSB_BENCH_CREATE_ITERS` (20), `MSB_BENCH_EXEC_ITERS` (500),
 //! `MSB_BENCH_STREAM_MIB` (512), `MSB_BENCH_COPY_MIB` (256), `MSB_BENCH_NET_MIB` (256),
-//! `MSB_BENCH_REPS` (3), `MSB_BENCH_ONLY` (comma list of create,exec,stream,copy,memory,net),
+//! `MSB_BENCH_REPS` (3), `MSB_BENCH_ONLY` (comma list of create,exec,stream,copy,memory,net,pause),
 //! `MSB_KEEP_STATE`.
 //! Prints a markdown table and writes `target/bench-results.json`.
 
 mod baseline;
 mod harness;
 mod net;
+mod pause;
 mod report;
 mod stats;
 
@@ -259,6 +262,9 @@ async fn run(b: &Bench, cfg: &Config, world: &net::NetWorld, rep: &mut Report) -
     }
     if cfg.enabled("copy") {
         bench_copy(b, &work, cfg, rep).await?;
+    }
+    if cfg.enabled("pause") {
+        pause::bench_pause(b, cfg.sandboxes, 10, rep).await?;
     }
     if needs_work {
         b.remove(&work).await?;

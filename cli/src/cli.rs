@@ -77,6 +77,16 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Freeze every process of sandboxes (memory kept, no CPU; commands refused until resume).
+    Pause {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Thaw paused (or idle-suspended) sandboxes.
+    Resume {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Run a command in a sandbox: `msb exec NAME -- CMD ARGS...`; stdin and the terminal pass
     /// through, the exit code is the command's.
     Exec {

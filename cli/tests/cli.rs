@@ -312,6 +312,29 @@ fn stop_metrics_and_remove_named_sandboxes() {
         "{}",
         text(&again.stderr)
     );
+    // Paused: listed so, commands refused; resumed: running again.
+    let paused = env.run("msb", &["pause", "cli-named"]);
+    assert_eq!(
+        text(&paused.stdout),
+        "cli-named paused\n",
+        "{}",
+        text(&paused.stderr)
+    );
+    assert!(text(&env.run("msb", &["ls"]).stdout).contains("paused"));
+    let refused = env.run("msb", &["exec", "cli-named", "--", "true"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("paused"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let resumed = env.run("msb", &["resume", "cli-named"]);
+    assert_eq!(
+        text(&resumed.stdout),
+        "cli-named running\n",
+        "{}",
+        text(&resumed.stderr)
+    );
     let ran = env.run(
         "msb",
         &["exec", "cli-named", "--", "sh", "-c", "echo hi; exit 3"],

@@ -73,6 +73,9 @@ func SandboxObject(namespace, name string, opts ...Option) (map[string]any, erro
 		}
 	}
 	spec["network"] = network
+	if req.IdleSecs > 0 {
+		spec["lifetime"] = map[string]any{"idleTimeout": fmt.Sprintf("%ds", req.IdleSecs)}
+	}
 	return map[string]any{
 		"apiVersion": "microsandbox.dev/v1alpha1",
 		"kind":       "Sandbox",

@@ -45,6 +45,7 @@ type createRequest struct {
 	PidsLimit  uint32            `json:"pids_limit,omitempty"`
 	DiskMiB    uint64            `json:"disk_mib,omitempty"`
 	PullPolicy string            `json:"pull_policy,omitempty"`
+	IdleSecs   uint64            `json:"idle_timeout_secs,omitempty"`
 }
 
 // Image sets the OCI image (default "python").
@@ -71,6 +72,12 @@ func Workdir(dir string) Option { return func(r *createRequest) { r.Workdir = di
 
 // Isolation asks for exactly "microvm" or "container" (default: the node's strongest).
 func Isolation(isolation string) Option { return func(r *createRequest) { r.Isolation = isolation } }
+
+// IdleTimeout suspends the sandbox (state "suspended": frozen, memory kept, no CPU) after d
+// (whole seconds, at least one) without a command or file operation; the next one resumes it.
+func IdleTimeout(d time.Duration) Option {
+	return func(r *createRequest) { r.IdleSecs = max(1, uint64(d.Round(time.Second)/time.Second)) }
+}
 
 // Detached lets the sandbox outlive this program (until removed).
 func Detached() Option { return func(r *createRequest) { r.Detached = true } }
@@ -234,8 +241,24 @@ func (s *Sandbox) Logs(ctx context.Context, tailBytes int64) ([]byte, error) {
 // left them. A running one is returned as it is; one created with secrets cannot be started
 // again (their values are not kept).
 func (s *Sandbox) Start(ctx context.Context) (SandboxInfo, error) {
+	return s.change(ctx, "/start")
+}
+
+// Pause freezes every process of the sandbox (containers: the cgroup freezer; microVMs: the VMM
+// with its vCPUs): memory stays allocated, CPU use stops, commands fail with
+// ErrSandboxNotRunning until Resume.
+func (s *Sandbox) Pause(ctx context.Context) (SandboxInfo, error) {
+	return s.change(ctx, "/pause")
+}
+
+// Resume thaws a paused (or idle-suspended) sandbox: its processes go on where they were.
+func (s *Sandbox) Resume(ctx context.Context) (SandboxInfo, error) {
+	return s.change(ctx, "/resume")
+}
+
+func (s *Sandbox) change(ctx context.Context, verb string) (SandboxInfo, error) {
 	var info SandboxInfo
-	if err := s.c.call(ctx, http.MethodPost, sandboxPath(s.Name(), "/start"), struct{}{}, &info); err != nil {
+	if err := s.c.call(ctx, http.MethodPost, sandboxPath(s.Name(), verb), struct{}{}, &info); err != nil {
 		return SandboxInfo{}, err
 	}
 	return s.set(info), nil

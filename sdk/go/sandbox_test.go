@@ -197,6 +197,19 @@ func TestLocalMode(t *testing.T) {
 	if _, err := sb.Logs(ctx, 0); err != nil {
 		t.Fatalf("logs: %v", err)
 	}
+	// Paused: commands refused; resumed: running again.
+	if info, err := sb.Pause(ctx); err != nil || info.State != "paused" {
+		t.Fatalf("pause: %+v %v", info, err)
+	}
+	if err := sb.Command("true").Run(ctx); !errors.Is(err, microsandbox.ErrSandboxNotRunning) {
+		t.Fatalf("exec while paused: %v", err)
+	}
+	if info, err := sb.Resume(ctx); err != nil || info.State != "running" {
+		t.Fatalf("resume: %+v %v", info, err)
+	}
+	if err := sb.Command("true").Run(ctx); err != nil {
+		t.Fatalf("exec after resume: %v", err)
+	}
 	if err := sb.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}

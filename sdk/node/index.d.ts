@@ -25,6 +25,9 @@ export interface CreateOptions {
   detached?: boolean;
   network?: 'none' | 'public_only' | 'allow_all';
   volumes?: VolumeMount[];
+  /** Suspend it (state "suspended": frozen, memory kept) after this many ms without a command
+   * or file operation; the next one resumes it transparently. */
+  idleTimeoutMs?: number;
   /** Cluster mode: create a Sandbox object of this cluster instead (detached does not apply). */
   cluster?: ClusterOptions;
 }
@@ -158,6 +161,11 @@ export declare class Sandbox {
   logs(tailBytes?: number): Promise<string>;
   /** Starts a stopped sandbox again, its files as the stop left them. */
   start(): Promise<SandboxInfo>;
+  /** Freezes every process (memory kept, no CPU); commands are refused until resume(). In
+   * cluster mode sets spec.paused and waits for the node-agent. */
+  pause(): Promise<SandboxInfo>;
+  /** Thaws a paused (or idle-suspended) sandbox. */
+  resume(): Promise<SandboxInfo>;
   remove(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }

@@ -212,6 +212,10 @@ class Sandbox {
   async logs(tailBytes) { return (await call(() => this._n.logs(tailBytes))).toString('utf8'); }
   /** Starts it again after a stop: its files as the stop left them. */
   async start() { return camel(await call(() => this._n.start())); }
+  /** Freezes every process (memory kept, no CPU); commands are refused until resume(). */
+  async pause() { return camel(await call(() => this._n.pause())); }
+  /** Thaws a paused (or idle-suspended) sandbox. */
+  async resume() { return camel(await call(() => this._n.resume())); }
   async stop(graceSeconds) {
     return camel(await call(() => this._n.stop(graceSeconds === undefined ? undefined : graceSeconds * 1000)));
   }

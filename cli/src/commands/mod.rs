@@ -24,7 +24,15 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stop { names, timeout } => {
             sandboxes::stop(&target().await?, &names, timeout, json).await
         }
-        Command::Start { names } => sandboxes::start(&target().await?, &names, json).await,
+        Command::Start { names } => {
+            sandboxes::change(&target().await?, &names, sandboxes::Change::Start, json).await
+        }
+        Command::Pause { names } => {
+            sandboxes::change(&target().await?, &names, sandboxes::Change::Pause, json).await
+        }
+        Command::Resume { names } => {
+            sandboxes::change(&target().await?, &names, sandboxes::Change::Resume, json).await
+        }
         Command::Rm { names } => sandboxes::rm(&target().await?, &names).await,
         Command::Metrics { name } => {
             sandboxes::metrics(&target().await?, name.as_deref(), json).await

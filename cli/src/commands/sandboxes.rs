@@ -175,11 +175,28 @@ pub async fn stop(
     Ok(0)
 }
 
-pub async fn start(target: &Target, names: &[String], json: bool) -> Result<i32> {
+/// A change of state `msb start/pause/resume` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Boot a stopped sandbox again.
+    Start,
+    /// Freeze its processes.
+    Pause,
+    /// Thaw a paused or suspended one.
+    Resume,
+}
+
+/// `msb start|pause|resume NAME...`: the new state of each.
+pub async fn change(target: &Target, names: &[String], change: Change, json: bool) -> Result<i32> {
     let mut infos = Vec::new();
     for n in names {
         let mut sb = target.get(n).await?;
-        infos.push(sb.start().await?.clone());
+        let info = match change {
+            Change::Start => sb.start().await?,
+            Change::Pause => sb.pause().await?,
+            Change::Resume => sb.resume().await?,
+        };
+        infos.push(info.clone());
     }
     print_states(&infos, json);
     Ok(0)

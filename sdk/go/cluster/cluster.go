@@ -31,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
@@ -378,6 +379,34 @@ func (c *Cluster) List(ctx context.Context) ([]microsandbox.SandboxInfo, error) 
 		out = append(out, sb.Info())
 	}
 	return out, nil
+}
+
+// SetPaused sets Sandbox name's spec.paused and returns once its node-agent froze it (phase
+// Paused) or thawed it (Ready again), or ctx ends.
+func (c *Cluster) SetPaused(ctx context.Context, name string, paused bool) error {
+	patch := fmt.Sprintf(`{"spec":{"paused":%t}}`, paused)
+	if _, err := c.api().Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		return apiError("pause Sandbox "+name, err)
+	}
+	want := "Running"
+	if paused {
+		want = "Paused"
+	}
+	for {
+		obj, err := c.api().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return apiError("get Sandbox "+name, err)
+		}
+		phase, _, _ := unstructured.NestedString(obj.Object, "status", "phase")
+		if phase == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fail(ErrTimeout, "Sandbox %s is %s, not %s", name, phase, want)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Remove deletes Sandbox object name and returns once it is gone (its node-agent removed the

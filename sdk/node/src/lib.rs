@@ -110,6 +110,8 @@ pub struct CreateOptions {
     /// "none", "public_only" or "allow_all".
     pub network: Option<String>,
     pub volumes: Option<Vec<VolumeMount>>,
+    /// Suspend it after this many milliseconds without a command or file operation.
+    pub idle_timeout_ms: Option<f64>,
     /// Create it as a Sandbox object of this cluster instead of on the local agent.
     pub cluster: Option<ClusterOptions>,
 }
@@ -175,6 +177,12 @@ fn builder(name: &str, o: CreateOptions) -> napi::Result<microsandbox::SandboxBu
     }
     if o.detached.unwrap_or(false) {
         b = b.detached();
+    }
+    if let Some(ms) = o.idle_timeout_ms {
+        if !(ms > 0.0 && ms.is_finite()) {
+            return Err(invalid(format!("idleTimeoutMs {ms}: must be positive")));
+        }
+        b = b.idle_timeout(std::time::Duration::from_millis(ms.ceil() as u64));
     }
     b = b.network(match o.network.as_deref().unwrap_or("none") {
         "none" => NetworkPolicy::none(),
@@ -290,6 +298,7 @@ impl NativeSandbox {
             detached: None,
             network: None,
             volumes: None,
+            idle_timeout_ms: None,
             cluster: None,
         });
         let cluster = match &o.cluster {
@@ -432,6 +441,18 @@ impl NativeSandbox {
     #[napi]
     pub async fn start(&self) -> napi::Result<serde_json::Value> {
         self.with(async |sb| sb.start().await.map(json)).await
+    }
+
+    /// Freeze every process until resume.
+    #[napi]
+    pub async fn pause(&self) -> napi::Result<serde_json::Value> {
+        self.with(async |sb| sb.pause().await.map(json)).await
+    }
+
+    /// Thaw a paused or idle-suspended sandbox.
+    #[napi]
+    pub async fn resume(&self) -> napi::Result<serde_json::Value> {
+        self.with(async |sb| sb.resume().await.map(json)).await
     }
 
     #[napi]

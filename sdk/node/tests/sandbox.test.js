@@ -75,6 +75,33 @@ test('create, exec, stream, files, errors, stop and remove', async () => {
   await assert.rejects(m.Sandbox.get('node-sdk'), m.SandboxNotFoundError);
 });
 
+test('pause, resume and idle suspension', async () => {
+  await assert.rejects(
+    m.Sandbox.create('node-idle-bad', { image: 'busybox', memory: 64, idleTimeoutMs: 0 }),
+    m.InvalidRequestError,
+  );
+  const sb = await m.Sandbox.create('node-idle', {
+    image: 'busybox', memory: 64, isolation: 'container', idleTimeoutMs: 1000,
+  });
+  try {
+    assert.equal((await sb.pause()).state, 'paused');
+    await assert.rejects(sb.exec('true'), m.SandboxNotRunningError);
+    assert.equal((await sb.resume()).state, 'running');
+    assert.equal((await sb.shell('echo back')).stdout, 'back\n');
+    let state = 'running';
+    for (let i = 0; i < 40 && state !== 'suspended'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      state = (await sb.info()).state;
+    }
+    assert.equal(state, 'suspended');
+    // The next command resumes it transparently.
+    assert.equal((await sb.shell('echo hi')).stdout, 'hi\n');
+    assert.equal((await sb.info()).state, 'running');
+  } finally {
+    await sb.remove();
+  }
+});
+
 test('await using removes the sandbox', async () => {
   {
     const sb = await m.Sandbox.create('node-dispose', { image: 'busybox', memory: 64 });

@@ -15,6 +15,7 @@ from microsandbox import (
     Sandbox,
     SandboxAlreadyExistsError,
     SandboxNotFoundError,
+    SandboxNotRunningError,
     SchedulingError,
     StdoutEvent,
     Volume,
@@ -82,6 +83,32 @@ async def test_create_exec_stream_fs_metrics_remove(dev: Cluster, access: AgentA
     assert "py-basic" not in await _objects(dev)
     with pytest.raises(SandboxNotFoundError):
         await Sandbox.get("py-basic", cluster=dev)
+
+
+async def test_pause_resume_and_idle_suspension(dev: Cluster) -> None:
+    sb = await Sandbox.create(
+        "py-pause", image=IMAGE, memory=64, isolation="container", cluster=dev, idle_timeout=1,
+    )
+    async with sb:
+        conn = await _native.Cluster.connect(dev.kubeconfig, dev.context, dev.namespace)
+        obj = await conn.object("py-pause")
+        assert obj["spec"]["lifetime"]["idleTimeout"] == "1s"
+        # spec.paused: the node-agent freezes it, the operator reports phase Paused.
+        assert (await sb.pause()).state == "paused"
+        obj = await conn.object("py-pause")
+        assert obj["spec"]["paused"] is True and obj["status"]["phase"] == "Paused"
+        ready = [c for c in obj["status"]["conditions"] if c["type"] == "Ready"][0]
+        assert (ready["status"], ready["reason"]) == ("False", "Paused")
+        with pytest.raises(SandboxNotRunningError):
+            await sb.exec("true")
+        assert (await sb.resume()).state == "running"
+        # Idle for its timeout: suspended on the node; the next command resumes it.
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if (await sb.refresh()).state == "suspended":
+                break
+        assert sb.info.state == "suspended"
+        assert (await sb.exec("echo", ["awake"])).stdout() == "awake\n"
 
 
 async def test_rbac_denial_is_typed(viewer: Cluster) -> None:

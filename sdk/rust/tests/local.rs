@@ -255,7 +255,31 @@ async fn scenario(state: PathBuf) {
         sb.fs().read_to_string("/tmp/kept").await.unwrap(),
         "before the stop"
     );
+    // Paused: commands refused (state paused); resumed: running again.
+    assert_eq!(sb.pause().await.unwrap().state, SandboxState::Paused);
+    let paused = sb.shell("true").await.unwrap_err();
+    assert!(matches!(paused, Error::NotRunning { .. }), "{paused:?}");
+    assert_eq!(sb.resume().await.unwrap().state, SandboxState::Running);
     sb.remove().await.unwrap();
+    // Idle for its timeout: suspended; the next command resumes it transparently.
+    let sleepy = Sandbox::builder(format!("{name}-idle"))
+        .image("busybox")
+        .isolation(Isolation::Container)
+        .idle_timeout(Duration::from_secs(1))
+        .create()
+        .await
+        .unwrap();
+    let mut state = SandboxState::Running;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = Sandbox::get(sleepy.name()).await.unwrap().info().state;
+        if state == SandboxState::Suspended {
+            break;
+        }
+    }
+    assert_eq!(state, SandboxState::Suspended);
+    assert_eq!(sleepy.shell("echo hi").await.unwrap().stdout_str(), "hi\n");
+    sleepy.remove().await.unwrap();
     assert!(matches!(
         Sandbox::get(&name).await.unwrap_err(),
         Error::NotFound { .. }
