@@ -6,8 +6,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hyper::Method;
 use microsandbox_wire::api::{
-    AgentInfo, CreateSandbox, ExecOutput, ExecRequest, Metrics, SandboxInfo, SecretViolation,
-    StopSandbox,
+    AgentInfo, CreateSandbox, CreateSnapshot, ExecOutput, ExecRequest, Metrics, SandboxInfo,
+    SecretViolation, SnapshotInfo, StopSandbox,
 };
 
 /// Result of a finished command, with stdout and stderr decoded.
@@ -136,6 +136,35 @@ impl AgentClient {
     pub async fn start(&self, name: &str) -> Result<SandboxInfo> {
         self.call_json(Method::POST, &sandbox_path(name, "/start"), Payload::Empty)
             .await
+    }
+
+    /// `POST /v1/sandboxes/{name}/snapshot`: saves a stopped or paused sandbox's files as
+    /// snapshot `snapshot` (an image: [`SnapshotInfo::image`]).
+    pub async fn snapshot(&self, name: &str, snapshot: &str) -> Result<SnapshotInfo> {
+        let req = CreateSnapshot {
+            name: snapshot.to_string(),
+        };
+        self.call_json(
+            Method::POST,
+            &sandbox_path(name, "/snapshot"),
+            Payload::json(&req)?,
+        )
+        .await
+    }
+
+    /// `GET /v1/snapshots`: the snapshots of this node.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        self.call_json(Method::GET, "/v1/snapshots", Payload::Empty)
+            .await
+    }
+
+    /// `DELETE /v1/snapshots/{name}`.
+    pub async fn remove_snapshot(&self, name: &str) -> Result<()> {
+        let path = format!(
+            "/v1/snapshots/{}",
+            percent_encoding::utf8_percent_encode(name, crate::http::SEGMENT)
+        );
+        self.call_unit(Method::DELETE, &path, Payload::Empty).await
     }
 
     /// `POST /v1/sandboxes/{name}/pause`: freezes the sandbox's processes until a resume.

@@ -42,6 +42,10 @@ pub enum AgentError {
     VolumeAlreadyExists(String),
     #[error("volume {volume:?} is mounted by sandbox {sandbox:?}; remove the sandbox first")]
     VolumeInUse { volume: String, sandbox: String },
+    #[error(
+        "snapshot {snapshot:?} is the image of sandbox {sandbox:?}; remove that sandbox first"
+    )]
+    SnapshotInUse { snapshot: String, sandbox: String },
     #[error("volume {0:?} is being resized; try again in a moment")]
     VolumeBusy(String),
     /// A file system operation of the agent failed.
@@ -88,6 +92,7 @@ impl AgentError {
             AgentError::VolumeNotFound(_) => ErrorCode::VolumeNotFound,
             AgentError::VolumeAlreadyExists(_) => ErrorCode::VolumeAlreadyExists,
             AgentError::VolumeInUse { .. } | AgentError::VolumeBusy(_) => ErrorCode::VolumeInUse,
+            AgentError::SnapshotInUse { .. } => ErrorCode::SnapshotInUse,
             AgentError::Io { .. } | AgentError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -464,6 +464,26 @@ impl std::fmt::Display for StopReason {
     }
 }
 
+/// `POST /v1/sandboxes/{name}/snapshot`: save the sandbox's files (its writable layer) as
+/// snapshot `name`, an image a create can name (`SnapshotInfo.image`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    pub name: String,
+}
+
+/// A filesystem snapshot kept by the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    /// The image reference to create sandboxes from it with.
+    pub image: String,
+    /// Digest of its content (layers and config).
+    pub digest: String,
+    /// Layers, the snapshot's own last.
+    pub layers: usize,
+}
+
 /// A sandbox as the agent reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxInfo {
@@ -687,6 +707,7 @@ pub enum ErrorCode {
     VolumeAlreadyExists,
     /// The volume is mounted by a sandbox.
     VolumeInUse,
+    SnapshotInUse,
     InvalidRequest,
     InvalidName,
     SandboxNotFound,
@@ -725,7 +746,7 @@ impl ErrorCode {
             SandboxNotFound | ImageNotFound | PathNotFound | CommandNotFound | ImageNotPresent
             | VolumeNotFound => 404,
             SandboxAlreadyExists | SandboxNotRunning | SandboxDraining | VolumeAlreadyExists
-            | VolumeInUse => 409,
+            | VolumeInUse | SnapshotInUse => 409,
             IsolationUnavailable => 422,
             ImagePullFailed | RegistryUnreachable => 502,
             FsError | ExecFailed | PatchFailed => 422,

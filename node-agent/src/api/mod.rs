@@ -7,6 +7,7 @@ mod images;
 mod mcp;
 mod reply;
 mod sandboxes;
+mod snapshots;
 mod volumes;
 
 pub use auth::{load_or_create_token, Auth, Token};
@@ -41,6 +42,8 @@ pub fn routes(
             .or(fs::routes(ctx.clone()))
             .unify()
             .or(images::routes(ctx.clone()))
+            .unify()
+            .or(snapshots::routes(ctx.clone()))
             .unify()
             .or(volumes::routes(ctx))
             .unify(),

@@ -166,29 +166,8 @@ fn make_whiteout(path: &Path) -> Result<(), String> {
 }
 
 fn xattr_set(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let p = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-    let n = CString::new(name).map_err(|e| e.to_string())?;
-    // SAFETY: both pointers are valid NUL-terminated strings and `value` is a live slice whose
-    // length is passed alongside it; lsetxattr does not retain any pointer.
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(format!(
-            "setxattr {name} on {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty())
+        .map_err(|e| format!("setxattr {name} on {}: {e}", path.display()))
 }
 
 #[cfg(test)]

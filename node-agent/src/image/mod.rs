@@ -4,6 +4,7 @@
 mod error;
 mod layer;
 mod reference;
+pub mod snapshot;
 mod store;
 
 pub use error::ImageError;

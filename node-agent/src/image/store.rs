@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-use super::{extract_layer, resolve, ImageError, ResolvedRef};
+use super::{extract_layer, resolve, snapshot, ImageError, ResolvedRef};
 
 /// The parts of an image's config a sandbox uses.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -119,6 +119,16 @@ impl ImageStore {
         });
         let lock = self.lock_for(&r.canonical.whole());
         let _guard = lock.lock().await;
+        if r.canonical.registry() == snapshot::SNAPSHOT_REGISTRY {
+            // A snapshot exists on this node or nowhere: never a registry to ask.
+            let rec = self
+                .cached_resolved(&r)
+                .ok_or_else(|| ImageError::NotFound(r.canonical.whole()))?;
+            progress(PullEvent::Done {
+                digest: rec.digest.clone(),
+            });
+            return Ok(rec);
+        }
         match (policy, self.cached_resolved(&r)) {
             (PullPolicy::Never, None) => Err(ImageError::NotPresent(r.canonical.whole())),
             (PullPolicy::Never | PullPolicy::IfNotPresent, Some(rec)) => {
@@ -167,13 +177,7 @@ impl ImageStore {
             layers,
             config: parse_config(&config),
         };
-        let path = self.record_path(&rec.reference);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(&rec).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(tmp, path)?;
+        self.write_record(&rec)?;
         progress(PullEvent::Done { digest });
         Ok(rec)
     }
@@ -250,6 +254,123 @@ impl ImageStore {
             digest: desc.digest.clone(),
         });
         Ok(())
+    }
+
+    /// Record upper directory `upper` of a sandbox made from `base` as snapshot `name`: its
+    /// layer (written as an OCI tarball, digested, extracted into the layer cache like a pulled
+    /// one) on top of `base`'s layers, with `base`'s config. Replaces a snapshot of that name.
+    pub async fn save_snapshot(
+        &self,
+        name: &str,
+        base: &ImageRecord,
+        upper: &Path,
+    ) -> Result<ImageRecord, ImageError> {
+        let reference = snapshot::reference(name);
+        let lock = self.lock_for(&reference);
+        let _guard = lock.lock().await;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("snapshot-{name}-{}", rand::random::<u32>()));
+        let (upper, tmp2) = (upper.to_path_buf(), tmp.clone());
+        let made = tokio::task::spawn_blocking(move || -> Result<(String, u64), String> {
+            let blob = tmp2.with_extension("tar");
+            let file = std::fs::File::create(&blob).map_err(|e| e.to_string())?;
+            let out = snapshot::write_layer(&upper, snapshot::Hashing::new(file))
+                .map_err(|e| format!("write the layer of {}: {e}", upper.display()))?;
+            let (digest, size, file) = out.finish();
+            file.sync_all().map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&tmp2).map_err(|e| e.to_string())?;
+            let extracted = std::fs::File::open(&blob)
+                .map_err(|e| e.to_string())
+                .and_then(|f| extract_layer(f, &tmp2));
+            crate::cleanup::remove_file(&blob);
+            extracted.map(|()| (digest, size))
+        })
+        .await
+        .map_err(|e| ImageError::Extract {
+            digest: "snapshot".into(),
+            detail: e.to_string(),
+        })?;
+        let (digest, size) = match made {
+            Ok(v) => v,
+            Err(detail) => {
+                crate::cleanup::remove_dir_all(&tmp);
+                return Err(ImageError::Extract {
+                    digest: format!("snapshot {name}"),
+                    detail,
+                });
+            }
+        };
+        let dest = self.layer_dir(&digest);
+        if dest.is_dir() {
+            crate::cleanup::remove_dir_all(&tmp); // the same content was snapshotted before
+        } else {
+            std::fs::rename(&tmp, &dest)?;
+        }
+        let mut layers = base.layers.clone();
+        layers.push(digest.clone());
+        // The manifest we would push: its digest names this snapshot's content.
+        let manifest = serde_json::json!({"layers": layers, "config": base.config});
+        let rec = ImageRecord {
+            reference: reference.clone(),
+            digest: format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(manifest.to_string()))
+            ),
+            layers,
+            config: base.config.clone(),
+        };
+        self.write_record(&rec)?;
+        tracing::info!(snapshot = name, layer = %digest, bytes = size, "snapshot saved");
+        Ok(rec)
+    }
+
+    /// Every snapshot recorded here.
+    pub fn snapshots(&self) -> Vec<ImageRecord> {
+        let Ok(dir) = std::fs::read_dir(self.root.join("refs")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ImageRecord> = dir
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<ImageRecord>(&b).ok())
+            .filter(|r| snapshot::name_of(&r.reference).is_some())
+            .collect();
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        out
+    }
+
+    /// Forget snapshot `name` and delete its own layer. Sandboxes already made from it keep
+    /// running (their overlay holds the layer's directory open); new ones cannot be made.
+    pub async fn remove_snapshot(&self, name: &str) -> Result<ImageRecord, ImageError> {
+        let reference = snapshot::reference(name);
+        let lock = self.lock_for(&reference);
+        let _guard = lock.lock().await;
+        let path = self.record_path(&reference);
+        let rec: ImageRecord = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ImageError::NotFound(reference.clone()))?;
+        std::fs::remove_file(&path)?;
+        // Its top layer is its own unless another snapshot has the very same content.
+        if let Some(top) = rec.layers.last() {
+            let shared = self.snapshots().iter().any(|o| o.layers.contains(top));
+            if !shared {
+                crate::cleanup::remove_dir_all(&self.layer_dir(top));
+            }
+        }
+        Ok(rec)
+    }
+
+    fn write_record(&self, rec: &ImageRecord) -> std::io::Result<()> {
+        let path = self.record_path(&rec.reference);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, path)
     }
 
     /// Root of the store.

@@ -3,7 +3,8 @@
 //!
 //! * [`record`]: what is known of one sandbox, its [`Phase`] carrying each phase's data.
 //! * [`validate`]: the pure checks of a create request.
-//! * `create`, `stop`, `pause`, `lease`, [`recover`]: the manager's operations, one file each.
+//! * `create`, `stop`, `pause`, `snapshot`, `lease`, [`recover`]: the manager's operations, one
+//!   file each.
 
 mod create;
 mod entry;
@@ -12,6 +13,7 @@ mod manager;
 mod pause;
 mod record;
 pub mod recover;
+mod snapshot;
 mod stop;
 pub mod validate;
 

@@ -174,6 +174,31 @@ impl Client {
         future_into_py(py, async move { c.remove_volume(&name).await.py_err() })
     }
 
+    /// `POST /v1/sandboxes/{name}/snapshot`: SnapshotInfo dict.
+    fn snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        snapshot: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move {
+            Json::of(&c.snapshot(&name, &snapshot).await.py_err()?)
+        })
+    }
+
+    /// `GET /v1/snapshots`: list of SnapshotInfo dicts.
+    fn snapshot_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move { Json::of(&c.snapshots().await.py_err()?) })
+    }
+
+    /// `DELETE /v1/snapshots/{name}`.
+    fn snapshot_remove<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move { c.remove_snapshot(&name).await.py_err() })
+    }
+
     /// `POST /v1/sandboxes/{name}/stop`: SandboxInfo dict.
     #[pyo3(signature = (name, timeout_ms=None))]
     fn stop<'py>(

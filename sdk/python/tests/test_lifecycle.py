@@ -26,6 +26,7 @@ from microsandbox import (
     SandboxNotRunningError,
     Secret,
     SecretViolationError,
+    Snapshot,
     UnsupportedFeatureError,
     Volume,
     VolumeInUseError,
@@ -320,6 +321,22 @@ async def test_idle_sandbox_is_suspended_and_resumed_by_the_next_command(name: s
         assert sb.info.state == "suspended"
         assert (await sb.shell("echo hi")).stdout() == "hi\n"
         assert (await sb.refresh()).state == "running"
+
+
+async def test_snapshot_and_a_sandbox_from_it(name: str) -> None:
+    async with await Sandbox.create(name, image="busybox") as sb:
+        await sb.shell("echo saved > /root-file; rm /etc/group")
+        with pytest.raises(InvalidConfigError, match="pause or stop"):
+            await sb.snapshot(f"{name}-snap")
+        await sb.pause()
+        snap = await sb.snapshot(f"{name}-snap")
+        assert snap.image == f"microsandbox.local/snapshots/{name}-snap:latest"
+        assert snap in await Snapshot.list()
+    async with await Sandbox.create(f"{name}-2", image=snap.image) as again:
+        out = await again.shell("cat /root-file; test -e /etc/group || echo gone")
+        assert out.stdout() == "saved\ngone\n"
+    await Snapshot.remove(snap.name)
+    assert snap not in await Snapshot.list()
 
 
 async def test_metrics(busybox: Sandbox) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
@@ -13,6 +14,7 @@ __all__ = [
     "PullPolicy",
     "SandboxState",
     "SandboxInfo",
+    "Snapshot",
     "ExecOutput",
     "StartedEvent",
     "StdoutEvent",
@@ -307,3 +309,37 @@ class AgentInfo:
             isolation=tuple(d["isolation"]),
             sandboxes=d["sandboxes"],
         )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A sandbox's files saved on its node (:meth:`Sandbox.snapshot`): create sandboxes from it
+    with ``Sandbox.create(image=snapshot.image)``."""
+
+    name: str
+    #: The image reference of the snapshot (``microsandbox.local/snapshots/NAME:latest``).
+    image: str
+    #: Digest of its content (layers and config).
+    digest: str
+    #: Number of layers: the sandbox image's, then the snapshot's own.
+    layers: int
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> Snapshot:
+        return cls(name=d["name"], image=d["image"], digest=d["digest"], layers=d["layers"])
+
+    @staticmethod
+    async def list() -> builtins.list[Snapshot]:
+        """The snapshots of this machine's node-agent."""
+        from . import _agent
+
+        client = await _agent.get_client()
+        return [Snapshot._from_dict(d) for d in await client.snapshot_list()]
+
+    @staticmethod
+    async def remove(name: str) -> None:
+        """Deletes a snapshot (refused while a sandbox made from it exists)."""
+        from . import _agent
+
+        client = await _agent.get_client()
+        await client.snapshot_remove(name)
