@@ -25,7 +25,7 @@ use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use microsandbox_crds::{Isolation, Reason, Sandbox, SandboxPhase, SandboxStatus};
 use microsandbox_wire::api::{SandboxState, StopReason};
@@ -44,8 +44,17 @@ pub const ALLOW_CONTAINER_LABEL: &str = "microsandbox.dev/allow-container-isolat
 
 /// Run the controller until shutdown.
 pub async fn run(ctx: Arc<Context>, sandboxes: Api<Sandbox>, leases: Api<Lease>) {
-    let controller = Controller::new(sandboxes, watcher::Config::default());
-    let store = controller.store();
+    // The cache keeps every Sandbox: without their managedFields (never read here; most of an
+    // object's size) the operator's memory stays small with thousands of them.
+    let (store, writer) = kube::runtime::reflector::store();
+    let objects = kube::runtime::reflector(
+        writer,
+        watcher(sandboxes, watcher::Config::default())
+            .modify(|s: &mut Sandbox| s.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let controller = Controller::for_stream(objects, store.clone());
     let watch_store = store.clone();
     let changes = std::sync::Mutex::new(LeaseChanges::default());
     controller
