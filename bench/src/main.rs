@@ -20,10 +20,11 @@
 //! 7. pause/resume: CPU and memory of N paused sandboxes vs N idle running ones, pause and
 //!    resume latency, an exec that resumes an idle-suspended sandbox vs one on a running one.
 //! 8. snapshot of a 100 MiB writable layer vs a host copy; create from it vs from the image.
+//! 9. create from a warm pool (claim) vs the same create booted, p50/p99.
 //!
 //! Knobs: `MSB_BENCH_SANDBOXES` (100), `MSB_BENCH_CREATE_ITERS` (20), `MSB_BENCH_EXEC_ITERS` (500),
 //! `MSB_BENCH_STREAM_MIB` (512), `MSB_BENCH_COPY_MIB` (256), `MSB_BENCH_NET_MIB` (256),
-//! `MSB_BENCH_REPS` (3), `MSB_BENCH_ONLY` (comma list of create,exec,stream,copy,memory,net,pause,snapshot),
+//! `MSB_BENCH_REPS` (3), `MSB_BENCH_ONLY` (comma list of create,exec,stream,copy,memory,net,pause,snapshot,pool),
 //! `MSB_KEEP_STATE`.
 //! Prints a markdown table and writes `target/bench-results.json`.
 
@@ -31,6 +32,7 @@ mod baseline;
 mod harness;
 mod net;
 mod pause;
+mod pool;
 mod report;
 mod snapshot;
 mod stats;
@@ -267,6 +269,9 @@ async fn run(b: &Bench, cfg: &Config, world: &net::NetWorld, rep: &mut Report) -
     }
     if cfg.enabled("pause") {
         pause::bench_pause(b, cfg.sandboxes, 10, rep).await?;
+    }
+    if cfg.enabled("pool") {
+        pool::bench_pool(b, 30, rep).await?;
     }
     if cfg.enabled("snapshot") {
         snapshot::bench_snapshot(b, 100, cfg.reps, rep).await?;

@@ -6,9 +6,16 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hyper::Method;
 use microsandbox_wire::api::{
-    AgentInfo, CreateSandbox, CreateSnapshot, ExecOutput, ExecRequest, Metrics, SandboxInfo,
-    SecretViolation, SnapshotInfo, StopSandbox,
+    AgentInfo, CreateSandbox, CreateSnapshot, ExecOutput, ExecRequest, Metrics, PoolInfo, PoolSpec,
+    SandboxInfo, SecretViolation, SnapshotInfo, StopSandbox,
 };
+
+fn pool_path(name: &str) -> String {
+    format!(
+        "/v1/pools/{}",
+        percent_encoding::utf8_percent_encode(name, crate::http::SEGMENT)
+    )
+}
 
 /// Result of a finished command, with stdout and stderr decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -135,6 +142,24 @@ impl AgentClient {
     /// the stop left them).
     pub async fn start(&self, name: &str) -> Result<SandboxInfo> {
         self.call_json(Method::POST, &sandbox_path(name, "/start"), Payload::Empty)
+            .await
+    }
+
+    /// `PUT /v1/pools/{name}`: keep `spec.size` sandboxes of `spec.template` started.
+    pub async fn put_pool(&self, name: &str, spec: &PoolSpec) -> Result<PoolInfo> {
+        self.call_json(Method::PUT, &pool_path(name), Payload::json(spec)?)
+            .await
+    }
+
+    /// `GET /v1/pools`: the warm pools of this agent.
+    pub async fn pools(&self) -> Result<Vec<PoolInfo>> {
+        self.call_json(Method::GET, "/v1/pools", Payload::Empty)
+            .await
+    }
+
+    /// `DELETE /v1/pools/{name}`: the pool and its unclaimed sandboxes.
+    pub async fn remove_pool(&self, name: &str) -> Result<()> {
+        self.call_unit(Method::DELETE, &pool_path(name), Payload::Empty)
             .await
     }
 

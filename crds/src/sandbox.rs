@@ -551,6 +551,7 @@ impl SandboxSpec {
             network: self.network.to_agent(),
             secrets: Vec::new(),
             idle_timeout_secs: self.lifetime.as_ref().and_then(Lifetime::idle_timeout_secs),
+            pool: None,
         }
     }
 }

@@ -85,6 +85,33 @@ pub struct CreateSandbox {
     /// without an exec or file operation; the next one resumes it transparently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
+    /// Take a pre-started sandbox of this warm pool (`PUT /v1/pools/{name}`) when the request
+    /// matches its template (everything but name, env, workdir, labels and detached); otherwise
+    /// the create is a cold one. The label `microsandbox.dev/launch` says which (`warm`/`cold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+/// `PUT /v1/pools/{name}`: keep `size` sandboxes of `template` started, ready to be claimed by
+/// creates that name the pool. The template's `name` is ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    pub size: u32,
+    pub template: CreateSandbox,
+}
+
+/// A warm pool of the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    pub name: String,
+    /// Sandboxes the pool keeps ready.
+    pub size: u32,
+    /// Started and unclaimed now.
+    pub ready: u32,
+    /// Claims served from the pool so far.
+    pub claimed: u64,
+    pub image: String,
 }
 
 /// A secret exposed to the sandbox as environment variable `env` (a placeholder only).

@@ -66,6 +66,8 @@ pub fn to_guest(req: &api::ExecRequest, stream: bool) -> Result<guest::ExecReque
 }
 
 async fn collected(c: Ctx, name: String, req: api::ExecRequest) -> Result<ExecOutput, AgentError> {
+    let entry = c.manager.entry(&name).await?;
+    let req = entry.record.lock().await.exec_defaults.apply(req);
     let greq = to_guest(&req, false)?;
     let stdin = match &req.stdin_b64 {
         Some(b) => Some(Bytes::from(
@@ -75,7 +77,6 @@ async fn collected(c: Ctx, name: String, req: api::ExecRequest) -> Result<ExecOu
         )),
         None => None,
     };
-    let entry = c.manager.entry(&name).await?;
     let (_guard, guest) = c.manager.begin_exec(&entry).await?;
     let (_, mark) = c.manager.secret_violations(&name, Some(u64::MAX)).await?;
     let out = guest.exec_collect(greq, stdin).await?;
@@ -117,7 +118,10 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
                         let mut socket = socket;
                         let result = async {
                             let (guard, client) = c.manager.begin_exec(&entry).await?;
-                            stream_exec(&mut socket, client).await.map(|()| drop(guard))
+                            let defaults = entry.record.lock().await.exec_defaults.clone();
+                            stream_exec(&mut socket, client, &defaults)
+                                .await
+                                .map(|()| drop(guard))
                         }
                         .await;
                         if let Err(e) = result {
@@ -154,6 +158,7 @@ fn tagged(tag: u8, data: &[u8]) -> Message {
 async fn stream_exec(
     socket: &mut WebSocket,
     client: crate::guest::GuestClient,
+    defaults: &crate::sandbox::ExecDefaults,
 ) -> Result<(), AgentError> {
     let first = loop {
         match socket.next().await {
@@ -168,7 +173,7 @@ async fn stream_exec(
         serde_json::from_str(first.to_str().unwrap_or("")).map_err(|e| {
             AgentError::InvalidRequest(format!("first message must be an ExecRequest: {e}"))
         })?;
-    let greq = to_guest(&req, true)?;
+    let greq = to_guest(&defaults.apply(req), true)?;
     let conn = client.open(Request::Exec(greq)).await?;
     let (mut gsink, mut gstream) = conn.split();
     let (mut wsink, mut wstream) = socket.split();

@@ -75,6 +75,13 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(with_ctx(ctx.clone()))
         .and(json_body::<CreateSandbox>())
         .then(|c: Ctx, req: CreateSandbox| async move {
+            if req.name.starts_with(crate::sandbox::pool::MEMBER_PREFIX) {
+                let why = format!(
+                    "names starting with {:?} belong to warm pools",
+                    crate::sandbox::pool::MEMBER_PREFIX
+                );
+                return reply::error(&AgentError::InvalidName(why));
+            }
             match to_the_end(async move { c.manager.create(req).await }).await {
                 Ok(info) => reply::json(StatusCode::CREATED, &info),
                 Err(e) => reply::error(&e),
@@ -171,6 +178,28 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .then(|c: Ctx| async move { reply::ok(&c.manager.all_metrics().await) });
+    let put_pool = warp::path!("pools" / String)
+        .and(warp::put())
+        .and(with_ctx(ctx.clone()))
+        .and(json_body::<microsandbox_wire::api::PoolSpec>())
+        .then(
+            |name: String, c: Ctx, spec: microsandbox_wire::api::PoolSpec| async move {
+                reply::result(c.manager.put_pool(&name, spec).await)
+            },
+        );
+    let pools = warp::path!("pools")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(|c: Ctx| async move { reply::ok(&c.manager.pools().await) });
+    let remove_pool = warp::path!("pools" / String)
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .then(|name: String, c: Ctx| async move {
+            match c.manager.remove_pool(&name).await {
+                Ok(()) => reply::no_content(),
+                Err(e) => reply::error(&e),
+            }
+        });
     let lease = warp::path!("sandboxes" / String / "lease")
         .and(warp::ws())
         .and(with_ctx(ctx))
@@ -212,6 +241,15 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .unify()
         .boxed()
         .or(pause)
+        .unify()
+        .boxed()
+        .or(put_pool)
+        .unify()
+        .boxed()
+        .or(pools)
+        .unify()
+        .boxed()
+        .or(remove_pool)
         .unify()
         .boxed()
         .or(resume)

@@ -36,6 +36,16 @@ impl SandboxManager {
             .socket_dir_of(&req.name)
             .join(microsandbox_wire::guest::GUEST_SOCKET_NAME);
         validate::create_request(&req, isolation, &socket)?;
+        if req.pool.is_some() {
+            req.isolation = Some(isolation); // as the pool's template says it
+        }
+        if let Some(claimed) = self.claim(&req).await {
+            return claimed;
+        }
+        if req.pool.is_some() {
+            req.labels
+                .insert(super::pool::LAUNCH_LABEL.into(), "cold".into());
+        }
         // Secret values never enter the record (state.json): only the network's 0600 file.
         let secrets = std::mem::take(&mut req.secrets);
         let name = req.name.clone();
@@ -43,7 +53,7 @@ impl SandboxManager {
         let dir = self.dir_of(&name);
         let mut record = SandboxRecord::creating(req, isolation);
         record.secret_envs = secrets.iter().map(|s| s.env.clone()).collect();
-        let entry = SandboxEntry::new(name.clone(), dir.clone(), record);
+        let entry = SandboxEntry::new(name.clone(), dir.clone(), self.socket_dir_of(&name), record);
         {
             // Reserve the name before any slow work so duplicates fail fast.
             let mut map = self.sandboxes.lock().await;
@@ -139,7 +149,7 @@ impl SandboxManager {
             rootfs: root.merged.clone(),
             runtime_dir: entry.dir.join("runtime"),
             guest_agent: self.config.guest_agent.clone(),
-            socket_dir: self.socket_dir_of(&req.name),
+            socket_dir: entry.socket_dir.clone(),
             memory_mib: req.memory_mib,
             cpus: req.cpus,
             pids_limit: req.pids_limit,

@@ -12,8 +12,11 @@ use crate::guest::GuestClient;
 
 /// One sandbox known to the agent.
 pub struct SandboxEntry {
+    /// The name clients use (a claimed pool sandbox's differs from its directories' names).
     pub name: String,
     pub dir: PathBuf,
+    /// Where its guest agent's socket lives (named at creation, like `dir`).
+    pub socket_dir: PathBuf,
     pub record: Mutex<SandboxRecord>,
     active_execs: AtomicUsize,
     execs_done: Notify,
@@ -61,10 +64,16 @@ impl Drop for LeaseGuard {
 }
 
 impl SandboxEntry {
-    pub fn new(name: String, dir: PathBuf, record: SandboxRecord) -> Arc<Self> {
+    pub fn new(
+        name: String,
+        dir: PathBuf,
+        socket_dir: PathBuf,
+        record: SandboxRecord,
+    ) -> Arc<Self> {
         Arc::new(Self {
             name,
             dir,
+            socket_dir,
             record: Mutex::new(record),
             active_execs: AtomicUsize::new(0),
             execs_done: Notify::new(),

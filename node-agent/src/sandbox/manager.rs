@@ -27,6 +27,8 @@ pub struct SandboxManager {
     volumes: Arc<VolumeStore>,
     /// Sandbox networks and their policies.
     pub(super) network: NetworkManager,
+    /// Warm pools.
+    pub(super) pools: super::pool::Pools,
 }
 
 impl SandboxManager {
@@ -49,6 +51,7 @@ impl SandboxManager {
             runtimes,
             unavailable,
             sandboxes: Mutex::new(HashMap::new()),
+            pools: Default::default(),
         }))
     }
 

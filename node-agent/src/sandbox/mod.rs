@@ -3,14 +3,15 @@
 //!
 //! * [`record`]: what is known of one sandbox, its [`Phase`] carrying each phase's data.
 //! * [`validate`]: the pure checks of a create request.
-//! * `create`, `stop`, `pause`, `snapshot`, `lease`, [`recover`]: the manager's operations, one
-//!   file each.
+//! * `create`, `stop`, `pause`, `snapshot`, `lease`, [`pool`], [`recover`]: the manager's
+//!   operations, one file each.
 
 mod create;
 mod entry;
 mod lease;
 mod manager;
 mod pause;
+pub mod pool;
 mod record;
 pub mod recover;
 mod snapshot;
@@ -19,7 +20,7 @@ pub mod validate;
 
 pub use entry::{ExecGuard, LeaseGuard, SandboxEntry};
 pub use manager::SandboxManager;
-pub use record::{now, PauseCause, Phase, SandboxRecord};
+pub use record::{now, ExecDefaults, PauseCause, Phase, SandboxRecord};
 pub use stop::DEFAULT_STOP_TIMEOUT;
 
 /// A cleanup step whose failure must not stop the rest: say what failed, go on.

@@ -75,6 +75,36 @@ pub enum PauseCause {
     Idle,
 }
 
+/// Defaults of a sandbox's commands set after it started (a warm-pool claim's env and workdir;
+/// its launch environment is the pool template's), applied by the agent to each exec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecDefaults {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+}
+
+impl ExecDefaults {
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty() && self.workdir.is_none()
+    }
+
+    /// `req` with these defaults under it (its own env and cwd win). Pure.
+    pub fn apply(
+        &self,
+        mut req: microsandbox_wire::api::ExecRequest,
+    ) -> microsandbox_wire::api::ExecRequest {
+        for (k, v) in &self.env {
+            req.env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if req.cwd.is_none() {
+            req.cwd = self.workdir.clone();
+        }
+        req
+    }
+}
+
 /// Everything the agent keeps about one sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RecordFile", into = "RecordFile")]
@@ -90,6 +120,8 @@ pub struct SandboxRecord {
     /// Variables of its secrets (never the values, which are gone once it stops: a sandbox
     /// with secrets cannot be started again).
     pub secret_envs: Vec<String>,
+    /// Defaults of its commands set after it started (a warm-pool claim's).
+    pub exec_defaults: ExecDefaults,
 }
 
 /// The on-disk form of a record (the layout older agents wrote and read).
@@ -106,6 +138,8 @@ struct RecordFile {
     network: Option<Attachment>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     secret_envs: Vec<String>,
+    #[serde(default, skip_serializing_if = "ExecDefaults::is_empty")]
+    exec_defaults: ExecDefaults,
 }
 
 impl TryFrom<RecordFile> for SandboxRecord {
@@ -137,6 +171,7 @@ impl TryFrom<RecordFile> for SandboxRecord {
             phase,
             network: f.network,
             secret_envs: f.secret_envs,
+            exec_defaults: f.exec_defaults,
         })
     }
 }
@@ -153,6 +188,7 @@ impl From<SandboxRecord> for RecordFile {
             created_at: r.created_at,
             network: r.network,
             secret_envs: r.secret_envs,
+            exec_defaults: r.exec_defaults,
         }
     }
 }
@@ -168,6 +204,7 @@ impl SandboxRecord {
             phase: Phase::Creating,
             network: None,
             secret_envs: Vec::new(),
+            exec_defaults: ExecDefaults::default(),
         }
     }
 
@@ -236,6 +273,10 @@ mod tests {
                 secrets_file: Some("/state/sandboxes/a/secrets.json".into()),
             }),
             secret_envs: vec!["API_KEY".into()],
+            exec_defaults: ExecDefaults {
+                env: [("A".to_string(), "1".to_string())].into(),
+                workdir: Some("/w".into()),
+            },
         };
         rec.save(dir.path()).unwrap();
         assert_eq!(SandboxRecord::load(dir.path()).unwrap(), rec);

@@ -49,7 +49,12 @@ impl SandboxManager {
                     continue;
                 }
             };
-            let alive = self.is_alive(&rec).await;
+            // Its clients' name (a claimed pool sandbox's is not its directory's).
+            let key = rec.request.name.clone();
+            let socket_dir = self.socket_dir_of(&name);
+            // Pools are declared again by their users after a restart: unclaimed members are
+            // reaped, never handed out by a pool that no longer knows them.
+            let alive = self.is_alive(&rec).await && !super::pool::is_unclaimed_member(&rec);
             let (entry, resume_drain) = match (&rec.phase, alive) {
                 (
                     Phase::Running(_) | Phase::Paused(..) | Phase::Draining(_) | Phase::Stopping(_),
@@ -69,19 +74,19 @@ impl SandboxManager {
                     }
                     out.push(Recovered::Adopted(name.clone()));
                     (
-                        SandboxEntry::new(name.clone(), dir.clone(), rec),
+                        SandboxEntry::new(key.clone(), dir.clone(), socket_dir, rec),
                         resume_drain,
                     )
                 }
                 (Phase::Stopped(_) | Phase::Failed(_), _) => {
                     out.push(Recovered::Kept(name.clone()));
-                    let entry = SandboxEntry::new(name.clone(), dir.clone(), rec);
+                    let entry = SandboxEntry::new(key.clone(), dir.clone(), socket_dir, rec);
                     // A stop cut short by the restart may have left the network behind.
                     self.release_network(&entry).await;
                     (entry, false)
                 }
                 _ => {
-                    let entry = SandboxEntry::new(name.clone(), dir.clone(), rec);
+                    let entry = SandboxEntry::new(key.clone(), dir.clone(), socket_dir, rec);
                     cleanup(&name, "tear down", self.teardown(&entry).await);
                     self.remove_files(&entry).await;
                     out.push(Recovered::Reaped(name));
@@ -98,12 +103,12 @@ impl SandboxManager {
             self.sandboxes
                 .lock()
                 .await
-                .insert(name.clone(), entry.clone());
+                .insert(key.clone(), entry.clone());
             if running && resume_drain {
                 // The drain was cut short by the restart: finish it (the execs it waited for
                 // died with the old agent's connections), so the sandbox does not run on.
                 let m = Arc::clone(self);
-                let n = name.clone();
+                let n = key.clone();
                 tokio::spawn(async move {
                     if let Err(e) = m.drain(&n, None).await {
                         tracing::warn!(sandbox = %n, error = %e, "resuming drain failed");

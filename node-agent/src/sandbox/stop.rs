@@ -248,7 +248,7 @@ impl SandboxManager {
             return Err(AgentError::StillCreating(entry.name.clone()));
         }
         self.teardown(entry).await?;
-        let socket_dir = self.socket_dir_of(&entry.name);
+        let socket_dir = entry.socket_dir.clone();
         let dir = entry.dir.clone();
         let removed = blocking(move || {
             crate::cleanup::remove_dir_all(&socket_dir);
@@ -274,7 +274,7 @@ impl SandboxManager {
 
     /// Remove a sandbox's directories (its state and its socket directory), logging failures.
     pub(super) async fn remove_files(&self, entry: &SandboxEntry) {
-        let dirs = [entry.dir.clone(), self.socket_dir_of(&entry.name)];
+        let dirs = [entry.dir.clone(), entry.socket_dir.clone()];
         let done = blocking(move || {
             dirs.iter().for_each(|d| crate::cleanup::remove_dir_all(d));
             Ok(())

@@ -174,6 +174,32 @@ impl Client {
         future_into_py(py, async move { c.remove_volume(&name).await.py_err() })
     }
 
+    /// `PUT /v1/pools/{name}` with a PoolSpec (JSON): PoolInfo dict.
+    fn pool_put<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        spec_json: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move {
+            let spec: microsandbox_client::api::PoolSpec = parse_request("pool spec", &spec_json)?;
+            Json::of(&c.put_pool(&name, &spec).await.py_err()?)
+        })
+    }
+
+    /// `GET /v1/pools`: list of PoolInfo dicts.
+    fn pool_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move { Json::of(&c.pools().await.py_err()?) })
+    }
+
+    /// `DELETE /v1/pools/{name}`.
+    fn pool_remove<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move { c.remove_pool(&name).await.py_err() })
+    }
+
     /// `POST /v1/sandboxes/{name}/snapshot`: SnapshotInfo dict.
     fn snapshot<'py>(
         &self,

@@ -19,6 +19,7 @@ from microsandbox import (
     NetworkPolicy,
     Patch,
     PatchFailedError,
+    Pool,
     Sandbox,
     SandboxAlreadyExistsError,
     SandboxInfo,
@@ -337,6 +338,32 @@ async def test_snapshot_and_a_sandbox_from_it(name: str) -> None:
         assert out.stdout() == "saved\ngone\n"
     await Snapshot.remove(snap.name)
     assert snap not in await Snapshot.list()
+
+
+async def test_warm_pool_claim(name: str) -> None:
+    pool = f"{name}-pool"
+    info = await Pool.create(pool, size=1, image="busybox", memory=64)
+    assert info.name == pool and info.size == 1
+    try:
+        for _ in range(200):
+            if any(p.name == pool and p.ready == 1 for p in await Pool.list()):
+                break
+            await asyncio.sleep(0.05)
+        async with await Sandbox.create(
+            name, image="busybox", memory=64, isolation="container", pool=pool,
+            env={"WHO": "me"},
+        ) as sb:
+            assert sb.info.labels["microsandbox.dev/launch"] == "warm"
+            out = await sb.shell("hostname; echo $WHO")
+            assert out.stdout() == f"{name}\nme\n"
+        # A request the template cannot serve boots a sandbox.
+        async with await Sandbox.create(
+            f"{name}-b", image="busybox", memory=128, isolation="container", pool=pool,
+        ) as cold:
+            assert cold.info.labels["microsandbox.dev/launch"] == "cold"
+    finally:
+        await Pool.remove(pool)
+    assert pool not in [p.name for p in await Pool.list()]
 
 
 async def test_metrics(busybox: Sandbox) -> None:

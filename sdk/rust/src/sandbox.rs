@@ -280,6 +280,7 @@ impl Sandbox {
                 network: Default::default(),
                 secrets: Vec::new(),
                 idle_timeout_secs: None,
+                pool: None,
             },
             agent: None,
             cluster: None,

@@ -84,6 +84,7 @@ from .models import (
     StderrEvent,
     StdoutEvent,
 )
+from .pool import Pool, PoolInfo
 from .sandbox import ExecHandle, Sandbox, SandboxFs, all_sandbox_metrics, pull_image
 
 __all__ = [
@@ -93,6 +94,8 @@ __all__ = [
     "SandboxFs",
     "SandboxInfo",
     "Snapshot",
+    "Pool",
+    "PoolInfo",
     "SandboxState",
     "Isolation",
     "PullPolicy",

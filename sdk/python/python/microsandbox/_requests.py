@@ -135,6 +135,7 @@ def _create_request(
     detached: bool,
     pids_limit: int | None,
     idle_timeout: float | None = None,
+    pool: str | None = None,
     patches: Iterable[Patch] | None = None,
     volumes: Mapping[str, Volume] | None = None,
     network: NetworkPolicy | None = None,
@@ -181,6 +182,7 @@ def _create_request(
             "network": (network or NetworkPolicy.none())._wire(),
             "secrets": _secrets_wire(secrets),
             "idle_timeout_secs": idle_secs,
+            "pool": pool,
         }
     )
 

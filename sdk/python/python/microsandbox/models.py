@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from .errors import CommandFailedError, SecretViolationError
@@ -55,6 +55,8 @@ class SandboxInfo:
     """Seconds since the Unix epoch."""
     reason: str | None = None
     """Why the sandbox failed or stopped, when known (e.g. ``"oom-killed"``)."""
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    """Its labels (``microsandbox.dev/launch``: ``"warm"`` when a warm pool served it)."""
 
     @property
     def running(self) -> bool:
@@ -79,6 +81,7 @@ class SandboxInfo:
             detached=d["detached"],
             created_at=d["created_at"],
             reason=d.get("reason"),
+            labels=dict(d.get("labels") or {}),
         )
 
 

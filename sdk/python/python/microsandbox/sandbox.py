@@ -121,6 +121,7 @@ class Sandbox:
         patches: Iterable[Patch] | None = None,
         pids_limit: int | None = None,
         idle_timeout: float | None = None,
+        pool: str | None = None,
         cluster: ModeArg = None,
     ) -> Sandbox:
         """Creates and boots a sandbox attached to this process: it is removed when the
@@ -154,6 +155,10 @@ class Sandbox:
             idle_timeout: Seconds without a command or file operation after which the
                 sandbox is suspended (frozen: state ``"suspended"``, memory kept, no CPU); the
                 next command resumes it transparently. ``None``: never suspended.
+            pool: Take a pre-started sandbox of this warm pool (:class:`Pool`) when the
+                request matches its template (all but name, env, workdir and the idle
+                timeout); otherwise boot one. Its ``labels["microsandbox.dev/launch"]`` says
+                ``"warm"`` or ``"cold"``. Local mode only.
             cluster: A :class:`~microsandbox.cluster.Cluster` to create a Kubernetes Sandbox
                 object there, or ``"local"``; default: :func:`~microsandbox.set_mode`, then
                 ``MICROSANDBOX_MODE``, else local. In cluster mode "attached" means the
@@ -175,6 +180,7 @@ class Sandbox:
             patches=patches,
             pids_limit=pids_limit,
             idle_timeout=idle_timeout,
+            pool=pool,
             detached=False,
             cluster=cluster,
         )
@@ -197,6 +203,7 @@ class Sandbox:
         patches: Iterable[Patch] | None = None,
         pids_limit: int | None = None,
         idle_timeout: float | None = None,
+        pool: str | None = None,
         cluster: ModeArg = None,
     ) -> Sandbox:
         """Like :meth:`create`, but the sandbox survives this process: it runs until stopped or
@@ -216,6 +223,7 @@ class Sandbox:
             patches=patches,
             pids_limit=pids_limit,
             idle_timeout=idle_timeout,
+            pool=pool,
             detached=True,
             cluster=cluster,
         )
@@ -239,6 +247,7 @@ class Sandbox:
         pids_limit: int | None,
         detached: bool,
         idle_timeout: float | None = None,
+        pool: str | None = None,
         client: _native.Client | None = None,
         cluster: ModeArg = None,
     ) -> Sandbox:
@@ -258,6 +267,7 @@ class Sandbox:
             detached=detached,
             pids_limit=pids_limit,
             idle_timeout=idle_timeout,
+            pool=pool,
             patches=patches,
             volumes=volumes,
             network=network,

@@ -143,6 +143,12 @@ pub fn sandbox_object(namespace: &str, req: &CreateSandbox) -> Result<Sandbox, C
              reach the sandbox with exec and files, or expose it with a Kubernetes Service",
         ));
     }
+    if req.pool.is_some() {
+        return Err(unsupported(
+            "warm pools are the local node-agent's (PUT /v1/pools); cluster pools are not \
+             there yet",
+        ));
+    }
     let pull = match req.pull_policy {
         PullPolicy::Always => "Always",
         PullPolicy::IfNotPresent => "IfNotPresent",

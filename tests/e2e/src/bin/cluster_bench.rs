@@ -52,6 +52,7 @@ fn direct_req(name: String) -> CreateSandbox {
         },
         secrets: Vec::new(),
         idle_timeout_secs: None,
+        pool: None,
     }
 }
 
