@@ -39,6 +39,7 @@ var (
 	ErrVolumeNotFound       = &Error{Code: "volume_not_found"}
 	ErrVolumeAlreadyExists  = &Error{Code: "volume_already_exists"}
 	ErrVolumeInUse          = &Error{Code: "volume_in_use"}
+	ErrSnapshotInUse        = &Error{Code: "snapshot_in_use"}
 	ErrIsolationUnavailable = &Error{Code: "isolation_unavailable"}
 	ErrGuestBootFailed      = &Error{Code: "guest_boot_failed"}
 	ErrRuntime              = &Error{Code: "runtime_error"}

@@ -63,6 +63,7 @@ from .errors import (
     UnsupportedFeatureError,
     VolumeAlreadyExistsError,
     VolumeInUseError,
+    SnapshotInUseError,
     VolumeNotFoundError,
 )
 from .legacy import CommandExecution, Execution, NodeSandbox, PythonSandbox
@@ -169,6 +170,7 @@ __all__ = [
     "VolumeNotFoundError",
     "VolumeAlreadyExistsError",
     "VolumeInUseError",
+    "SnapshotInUseError",
     "ClusterError",
     "ClusterConfigError",
     "SchedulingError",

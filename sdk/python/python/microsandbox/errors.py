@@ -54,6 +54,7 @@ __all__ = [
     "VolumeNotFoundError",
     "VolumeAlreadyExistsError",
     "VolumeInUseError",
+    "SnapshotInUseError",
     "ClusterError",
     "ClusterConfigError",
     "SchedulingError",
@@ -281,6 +282,10 @@ class VolumeInUseError(MicrosandboxError):
     """The named volume is mounted by a sandbox and cannot be removed."""
 
 
+class SnapshotInUseError(MicrosandboxError):
+    """A sandbox was created from the snapshot (its files are that sandbox's): not removed."""
+
+
 class PatchFailedError(InvalidConfigError):
     """A root filesystem patch could not be applied; the message names it (``patch 2 (mkdir
     /app): ...``). Host paths of copies must be readable by you (agents the SDK starts) or
@@ -358,6 +363,7 @@ _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     "volume_not_found": (VolumeNotFoundError, "create it first with Volume.create(name)"),
     "volume_already_exists": (VolumeAlreadyExistsError, "pick another name or reuse it"),
     "volume_in_use": (VolumeInUseError, "remove the sandboxes that mount it first"),
+    "snapshot_in_use": (SnapshotInUseError, "remove the sandboxes created from it first"),
     "patch_failed": (
         PatchFailedError,
         "fix that patch; copies read the host only below the agent's --host-root (MSB_HOST_ROOTS)",
