@@ -66,7 +66,7 @@ pub async fn bench_pool(b: &Bench, claims: usize, rep: &mut Report) -> Res<()> {
         b.remove(&name).await?;
     }
     b.client.remove_pool("bench").await?;
-    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+    for (label, p) in [("p50", 50.0), ("p99", 99.0)] {
         rep.row(Row {
             section: 9,
             benchmark: format!("create from a warm pool (claim) {label}"),
