@@ -11,6 +11,16 @@ use std::time::Duration;
 
 const LAUNCH: &str = "microsandbox.dev/launch";
 
+/// Names of the agent's sandboxes.
+async fn listed(c: &AgentClient) -> Vec<String> {
+    c.list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect()
+}
+
 async fn wait_ready(c: &AgentClient, pool: &str, n: u32) -> PoolInfo {
     for _ in 0..200 {
         let p = c.pools().await.unwrap();
@@ -63,13 +73,7 @@ async fn claims_take_a_started_sandbox_and_its_new_identity() {
     // The pool refills; its members are listed under their own names until claimed.
     let p = wait_ready(&c, "bb", 2).await;
     assert_eq!(p.claimed, 1);
-    let names: Vec<String> = c
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
+    let names = listed(&c).await;
     assert_eq!(
         names.iter().filter(|n| n.starts_with("pool--bb-")).count(),
         2,
@@ -96,13 +100,7 @@ async fn claims_take_a_started_sandbox_and_its_new_identity() {
     agent.kill9();
     agent.restart();
     let c = agent.client();
-    let names: Vec<String> = c
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
+    let names = listed(&c).await;
     assert!(!names.iter().any(|n| n.starts_with("pool--")), "{names:?}");
     assert_eq!(
         sh(&c, "job-1", "hostname; echo $GREETING")
@@ -122,13 +120,7 @@ async fn claims_take_a_started_sandbox_and_its_new_identity() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let names: Vec<String> = c
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
+    let names = listed(&c).await;
     assert!(!names.iter().any(|n| n.starts_with("pool--")), "{names:?}");
     for n in ["job-1", "job-2"] {
         c.remove(n).await.unwrap();
