@@ -1,4 +1,5 @@
-//! Custom resources of `microsandbox.dev/v1alpha1`: [`Sandbox`], [`Volume`] and [`Secret`].
+//! Custom resources of `microsandbox.dev/v1alpha1`: [`Sandbox`], [`Volume`], [`Secret`] and the
+//! warm-pool kinds [`SandboxTemplate`], [`SandboxWarmPool`] and [`SandboxClaim`].
 //!
 //! Each kind carries its rules twice, with one set of messages: as CEL `x-kubernetes-validations`
 //! in the generated CRD (so the apiserver itself rejects bad objects) and as a pure `validate()` /
@@ -15,6 +16,7 @@ pub mod events;
 pub mod mounts;
 pub mod network;
 pub mod patches;
+pub mod pool;
 pub mod reason;
 pub mod sandbox;
 pub mod sealed;
@@ -24,6 +26,7 @@ pub mod volume;
 
 pub use common::{FieldError, Isolation, PullPolicy, ValidationErrors};
 pub use network::{Network, NetworkPolicy};
+pub use pool::{SandboxClaim, SandboxTemplate, SandboxWarmPool};
 pub use reason::{ConditionType, EventAction, Reason};
 pub use sandbox::{AgentReport, Sandbox, SandboxPhase, SandboxSpec, SandboxStatus, SealedSecrets};
 pub use secret::{Secret, SecretSpec, SecretStatus};
@@ -42,10 +45,46 @@ pub const REGENERATE: &str = "make crds";
 
 /// The CRDs of all kinds, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    [Sandbox::crd(), Volume::crd(), Secret::crd()]
-        .into_iter()
-        .map(unwrap_descriptions)
-        .collect()
+    [
+        Sandbox::crd(),
+        Volume::crd(),
+        Secret::crd(),
+        without_transition_rules(SandboxTemplate::crd()),
+        SandboxWarmPool::crd(),
+        SandboxClaim::crd(),
+    ]
+    .into_iter()
+    .map(unwrap_descriptions)
+    .collect()
+}
+
+/// A SandboxTemplate embeds a Sandbox's spec but may change at any time: drop the rules that
+/// compare with the old object (`oldSelf`), which make a Sandbox's fields immutable.
+fn without_transition_rules(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(rules)) =
+                    map.get_mut("x-kubernetes-validations")
+                {
+                    rules.retain(|r| {
+                        !r.get("rule")
+                            .and_then(|r| r.as_str())
+                            .is_some_and(|r| r.contains("oldSelf"))
+                    });
+                    if rules.is_empty() {
+                        map.remove("x-kubernetes-validations");
+                    }
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).expect("a CRD serializes to JSON");
+    walk(&mut value);
+    serde_json::from_value(value).expect("a CRD still deserializes")
 }
 
 /// Doc comments are wrapped at 100 columns; `kubectl explain` wraps again, so hard line breaks

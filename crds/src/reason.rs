@@ -112,6 +112,28 @@ pub enum Reason {
     ProvisioningFailed,
     /// An Event: the Volume was placed on a node.
     Placed,
+
+    // Warm pools and claims
+    /// A pool's or claim's SandboxTemplate does not exist.
+    TemplateNotFound,
+    /// A claim's SandboxWarmPool does not exist.
+    WarmPoolNotFound,
+    /// A claim sets env its template's envVarsInjectionPolicy refuses.
+    EnvVarsInjectionRejected,
+    /// A pool has all its members Ready (Ready=True).
+    Replenished,
+    /// A pool is booting members (Ready=True: claims still bind, cold when none is free).
+    Replenishing,
+    /// A claim's Sandbox exists but is not Ready.
+    SandboxNotReady,
+    /// A claim's Sandbox was deleted by someone else.
+    SandboxMissing,
+    /// A claim's `lifecycle.shutdownTime` passed: its Sandbox is deleted.
+    ClaimExpired,
+    /// An Event: a claim took a Ready member of its pool.
+    SandboxAdopted,
+    /// An Event: no member was free; a Sandbox is booted for the claim.
+    ColdStart,
 }
 
 impl Reason {
@@ -159,6 +181,8 @@ pub enum EventAction {
     Delete,
     Egress,
     Provision,
+    Claim,
+    Replenish,
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ source "$DIR/env"
 
 kubectl apply --server-side -f "$REPO/crds/microsandbox.dev_crds.yaml" >/dev/null
 kubectl wait --for condition=established --timeout=60s \
-  crd/sandboxes.microsandbox.dev crd/volumes.microsandbox.dev crd/secrets.microsandbox.dev >/dev/null
+  crd/sandboxes.microsandbox.dev crd/volumes.microsandbox.dev crd/secrets.microsandbox.dev \
+  crd/sandboxtemplates.microsandbox.dev crd/sandboxwarmpools.microsandbox.dev \
+  crd/sandboxclaims.microsandbox.dev >/dev/null
 
 passed=0
 failed=0

@@ -8,7 +8,9 @@
 
 use kube::core::cel::{compile_schema, CompiledSchema, Validator};
 use kube::CustomResourceExt;
-use microsandbox_crds::{Sandbox, Secret, ValidationErrors, Volume};
+use microsandbox_crds::{
+    Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, Secret, ValidationErrors, Volume,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,11 @@ fn schema(kind: &str) -> Value {
         "Sandbox" => Sandbox::crd(),
         "Volume" => Volume::crd(),
         "Secret" => Secret::crd(),
+        // The generated one (the template's drops the Sandbox's transition rules).
+        "SandboxTemplate" | "SandboxWarmPool" | "SandboxClaim" => microsandbox_crds::crds()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .unwrap(),
         other => panic!("unknown kind {other}"),
     };
     let schema = crd.spec.versions[0]
@@ -39,6 +46,10 @@ fn rust_validate(obj: &Value, old: Option<&Value>) -> Result<(), ValidationError
         ("Volume", None) => typed::<Volume>(obj).validate(),
         ("Volume", Some(o)) => typed::<Volume>(obj).validate_update(&typed(o)),
         ("Secret", _) => typed::<Secret>(obj).validate(),
+        ("SandboxTemplate", _) => typed::<SandboxTemplate>(obj).validate(),
+        ("SandboxWarmPool", _) => typed::<SandboxWarmPool>(obj).validate(),
+        ("SandboxClaim", None) => typed::<SandboxClaim>(obj).validate(),
+        ("SandboxClaim", Some(o)) => typed::<SandboxClaim>(obj).validate_update(&typed(o)),
         (other, _) => panic!("unknown kind {other}"),
     }
 }
@@ -46,8 +57,15 @@ fn rust_validate(obj: &Value, old: Option<&Value>) -> Result<(), ValidationError
 /// CEL messages of `obj` (with `old` for an update); empty when every rule passes.
 fn cel_messages(obj: &Value, old: Option<&Value>) -> Vec<String> {
     thread_local! {
-        static COMPILED: Vec<(&'static str, CompiledSchema)> = ["Sandbox", "Volume", "Secret"]
-            .into_iter()
+        static COMPILED: Vec<(&'static str, CompiledSchema)> = [
+            "Sandbox",
+            "Volume",
+            "Secret",
+            "SandboxTemplate",
+            "SandboxWarmPool",
+            "SandboxClaim",
+        ]
+        .into_iter()
             .map(|k| (k, compile_schema(&schema(k))))
             .collect();
         static VALIDATOR: Validator = Validator::new();

@@ -123,6 +123,12 @@ fn kubectl_get_shows_the_promised_columns_and_names() {
     );
     assert_eq!(columns(1), ["Size", "Used", "Node", "Phase", "Age"]);
     assert_eq!(columns(2), ["Secret", "Key", "Hosts", "Age"]);
+    assert_eq!(columns(3), ["Image", "Age"]);
+    assert_eq!(
+        columns(4),
+        ["Ready", "Desired", "Claimed", "Template", "Age"]
+    );
+    assert_eq!(columns(5), ["Ready", "Sandbox", "Launch", "Reason", "Age"]);
 
     let names: Vec<_> = crds
         .iter()
@@ -133,7 +139,10 @@ fn kubectl_get_shows_the_promised_columns_and_names() {
         [
             "sandboxes.microsandbox.dev",
             "volumes.microsandbox.dev",
-            "secrets.microsandbox.dev"
+            "secrets.microsandbox.dev",
+            "sandboxtemplates.microsandbox.dev",
+            "sandboxwarmpools.microsandbox.dev",
+            "sandboxclaims.microsandbox.dev"
         ]
     );
     for crd in &crds {
@@ -146,20 +155,38 @@ fn kubectl_get_shows_the_promised_columns_and_names() {
         );
         let short = n.short_names.clone().unwrap_or_default();
         assert_eq!(short.len(), 1, "{}", n.kind);
-        // `secret`/`secrets` and `vol` belong to core or other APIs; ours start with `sbx`.
-        assert!(short[0].starts_with("sbx"), "{short:?}");
+        // `secret`/`secrets` and `vol` belong to core or other APIs; ours start with `sbx`, but
+        // for `swp`, the warm pools' short name in agent-sandbox.
+        assert!(
+            short[0].starts_with("sbx") || short[0] == "swp",
+            "{short:?}"
+        );
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
         assert!(v.served && v.storage);
-        assert!(
+        // A template is a spec only (as in agent-sandbox): nothing observes it.
+        assert_eq!(
             v.subresources
                 .as_ref()
                 .and_then(|s| s.status.as_ref())
                 .is_some(),
+            n.kind != "SandboxTemplate",
             "{} has a status subresource",
             n.kind
         );
     }
+    // An HPA or `kubectl scale` drives a warm pool.
+    let scale = crds[4].spec.versions[0]
+        .subresources
+        .as_ref()
+        .and_then(|s| s.scale.as_ref())
+        .expect("SandboxWarmPool has a scale subresource");
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    assert_eq!(
+        scale.label_selector_path.as_deref(),
+        Some(".status.selector")
+    );
 }
 
 #[test]
