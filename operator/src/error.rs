@@ -72,8 +72,14 @@ pub enum Step {
     ReadSecrets,
     /// Apply the status.
     UpdateStatus,
-    /// Delete the object (`ttlAfterFinished`).
+    /// Delete the object (`ttlAfterFinished`), a pool member or a claim's Sandbox.
     Delete,
+    /// Create a warm pool's member.
+    CreateMember,
+    /// Move a pool member to a claim.
+    Adopt,
+    /// Create a Sandbox for a claim (no member free, or the claim sets env).
+    ColdStart,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -171,7 +171,8 @@ async fn main() -> anyhow_free::Result {
                 Api::<Lease>::namespaced(client.clone(), &args.namespace)
             ),
             controller::volume::run(ctx.clone(), volume_api),
-            controller::secret::run(ctx, secret_api),
+            controller::secret::run(ctx.clone(), secret_api),
+            controller::pool::run(ctx, args.watch_namespace.as_deref()),
             lease_stream,
             volume_stream,
             namespace_stream

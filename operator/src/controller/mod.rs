@@ -1,5 +1,6 @@
 //! Controllers and what they share.
 
+pub mod pool;
 pub mod sandbox;
 pub mod sealing;
 pub mod secret;

@@ -1,0 +1,546 @@
+//! The SandboxClaim controller. A claim without env takes the oldest Ready member of its pool in
+//! one write (a JSON patch that tests the member's pool label, then moves its labels and owner to
+//! the claim); the pool refills on its own. A claim with env, or with no member Ready or booting,
+//! gets a Sandbox booted for it under its own name. The claim's Ready mirrors its Sandbox's;
+//! `lifecycle.shutdownTime` ends it; deleting the claim deletes its Sandbox.
+
+use super::plan::{self, Member};
+use super::{key, warm_pool, PoolContext};
+use crate::controller::{apply_status, publish};
+use crate::error::{Error, Result, Step};
+use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use microsandbox_crds::common::{condition, set_condition};
+use microsandbox_crds::pool::{
+    inject_env, template_hash, ClaimedSandbox, Launch, SandboxClaimStatus, ShutdownPolicy,
+    CLAIMED_FROM_LABEL, CLAIM_LABEL, LAUNCH_LABEL, POOL_LABEL, TEMPLATE_HASH_LABEL,
+};
+use microsandbox_crds::sandbox::SandboxSpec;
+use microsandbox_crds::{
+    ConditionType, EventAction, Reason, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const CONTROLLER: &str = "sandbox_claim";
+/// Finalizer on every claim: its Sandbox is deleted before it goes.
+pub const FINALIZER: &str = "microsandbox.dev/claim";
+/// Re-check of a claim whose pool or template is missing, or that waits for a member.
+const RETRY: Duration = Duration::from_secs(5);
+/// Members a reconcile tries before giving up to the next one (another operator took them).
+const ADOPTION_TRIES: usize = 3;
+
+/// Run the controller until shutdown.
+pub async fn run(
+    pctx: Arc<PoolContext>,
+    claims: Api<SandboxClaim>,
+    sandboxes: impl Stream<Item = Arc<Sandbox>> + Send + 'static,
+) {
+    let controller = Controller::new(claims, watcher::Config::default());
+    let claim_store = controller.store();
+    controller
+        // Its Sandbox changing concerns a claim; a member becoming Ready concerns the claims of
+        // its pool still waiting.
+        .watches_shared_stream(sandboxes, move |s| {
+            let ns = s.namespace();
+            let labels = s.labels();
+            if let Some(c) = labels.get(CLAIM_LABEL) {
+                return vec![ObjectRef::<SandboxClaim>::new(c).within(&ns.unwrap_or_default())];
+            }
+            let (Some(pool), true) = (labels.get(POOL_LABEL), plan::is_ready(&s)) else {
+                return vec![];
+            };
+            claim_store
+                .state()
+                .iter()
+                .filter(|c| {
+                    c.namespace() == ns
+                        && &c.spec.warm_pool_ref.name == pool
+                        && c.status
+                            .as_ref()
+                            .and_then(|st| st.sandbox.as_ref())
+                            .is_none()
+                })
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect()
+        })
+        .shutdown_on_signal()
+        .run(
+            reconcile,
+            |obj, error: &Error, ctx| {
+                tracing::warn!(claim = %key(obj.as_ref()), error = %error, "reconcile failed");
+                ctx.ctx.metrics.reconcile_failed(CONTROLLER, error);
+                Action::requeue(Duration::from_secs(5))
+            },
+            pctx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+async fn reconcile(claim: Arc<SandboxClaim>, pctx: Arc<PoolContext>) -> Result<Action> {
+    let _timer = pctx.ctx.metrics.reconcile_started(CONTROLLER);
+    let ns = claim.namespace().ok_or(Error::MissingField("namespace"))?;
+    let api: Api<SandboxClaim> = Api::namespaced(pctx.ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, claim, |event| async {
+        match event {
+            Finalizer::Apply(c) => apply(&c, &api, &pctx, &ns).await,
+            Finalizer::Cleanup(c) => cleanup(&c, &pctx, &ns)
+                .await
+                .map(|_| Action::await_change()),
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Where a claim stands, decided from the caches.
+enum Standing {
+    /// It holds this Sandbox.
+    Bound(Arc<Sandbox>),
+    /// It held one, which is gone.
+    Lost(String),
+    /// It holds none yet.
+    Unbound,
+}
+
+fn standing(claim: &SandboxClaim, pctx: &PoolContext, ns: &str) -> Standing {
+    let name = claim.name_any();
+    let held = pctx.sandboxes.state().into_iter().find(|s| {
+        s.namespace().as_deref() == Some(ns)
+            && s.labels().get(CLAIM_LABEL) == Some(&name)
+            && owned_by_claim(s, claim)
+    });
+    match (held, claim.status.as_ref().and_then(|s| s.sandbox.as_ref())) {
+        (Some(s), _) => Standing::Bound(s),
+        (None, Some(was)) => Standing::Lost(was.name.clone()),
+        (None, None) => Standing::Unbound,
+    }
+}
+
+fn owned_by_claim(s: &Sandbox, claim: &SandboxClaim) -> bool {
+    s.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == claim.metadata.uid.as_ref())
+}
+
+async fn apply(
+    claim: &SandboxClaim,
+    api: &Api<SandboxClaim>,
+    pctx: &PoolContext,
+    ns: &str,
+) -> Result<Action> {
+    let now = Timestamp::now();
+    let generation = claim.metadata.generation;
+    let mut status = claim.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let not_ready = |reason: Reason, message: String| {
+        condition(
+            ConditionType::Ready,
+            false,
+            reason,
+            message,
+            generation,
+            Time(now),
+        )
+    };
+    if let Err(e) = claim.validate() {
+        set_condition(
+            &mut status.conditions,
+            not_ready(Reason::InvalidSpec, e.to_string()),
+        );
+        return write_status(api, claim, status, Action::await_change()).await;
+    }
+    // Expiry first: an expired claim binds nothing.
+    let lifecycle = claim.spec.lifecycle.clone().unwrap_or_default();
+    if let Some(at) = lifecycle.shutdown_time.as_ref().map(|t| t.0) {
+        if at <= now {
+            cleanup(claim, pctx, ns).await?;
+            if lifecycle.shutdown_policy == ShutdownPolicy::Delete {
+                api.delete(&claim.name_any(), &DeleteParams::background())
+                    .await
+                    .map_err(|e| Error::step(Step::Delete, e.into()))?;
+                return Ok(Action::await_change());
+            }
+            set_condition(
+                &mut status.conditions,
+                not_ready(
+                    Reason::ClaimExpired,
+                    format!("lifecycle.shutdownTime {at} passed; its Sandbox was deleted"),
+                ),
+            );
+            return write_status(api, claim, status, Action::await_change()).await;
+        }
+    }
+    let expiry = lifecycle.shutdown_time.as_ref().map(|t| {
+        let left = t.0.duration_since(now).as_secs().max(1);
+        Action::requeue(Duration::from_secs(u64::try_from(left).unwrap_or(1)))
+    });
+    let settled = || expiry.clone().unwrap_or_else(Action::await_change);
+    match standing(claim, pctx, ns) {
+        Standing::Bound(s) => {
+            mirror(&mut status, &s, generation, now);
+            write_status(api, claim, status, settled()).await
+        }
+        Standing::Lost(name) => {
+            // The cache may not show an adoption this operator just wrote: ask the apiserver.
+            let sandboxes: Api<Sandbox> = Api::namespaced(pctx.ctx.client.clone(), ns);
+            match sandboxes.get_opt(&name).await? {
+                Some(s) if owned_by_claim(&s, claim) => {
+                    mirror(&mut status, &s, generation, now);
+                    write_status(api, claim, status, settled()).await
+                }
+                _ => {
+                    set_condition(
+                        &mut status.conditions,
+                        not_ready(
+                            Reason::SandboxMissing,
+                            format!("Sandbox {name:?} of this claim was deleted; delete the claim and create a new one"),
+                        ),
+                    );
+                    write_status(api, claim, status, Action::await_change()).await
+                }
+            }
+        }
+        Standing::Unbound => bind(claim, api, pctx, ns, status, now).await,
+    }
+}
+
+/// Take a member or boot a Sandbox for an unbound claim.
+async fn bind(
+    claim: &SandboxClaim,
+    api: &Api<SandboxClaim>,
+    pctx: &PoolContext,
+    ns: &str,
+    mut status: SandboxClaimStatus,
+    now: Timestamp,
+) -> Result<Action> {
+    let generation = claim.metadata.generation;
+    let not_ready = |reason: Reason, message: String| {
+        condition(
+            ConditionType::Ready,
+            false,
+            reason,
+            message,
+            generation,
+            Time(now),
+        )
+    };
+    let pool_name = &claim.spec.warm_pool_ref.name;
+    let Some(pool) = pctx
+        .pools
+        .get(&ObjectRef::<SandboxWarmPool>::new(pool_name).within(ns))
+    else {
+        set_condition(
+            &mut status.conditions,
+            not_ready(
+                Reason::WarmPoolNotFound,
+                format!("SandboxWarmPool {pool_name:?} does not exist in namespace {ns:?}"),
+            ),
+        );
+        return write_status(api, claim, status, Action::requeue(RETRY)).await;
+    };
+    let template_name = &pool.spec.sandbox_template_ref.name;
+    let Some(template) = pctx
+        .templates
+        .get(&ObjectRef::<SandboxTemplate>::new(template_name).within(ns))
+    else {
+        set_condition(
+            &mut status.conditions,
+            not_ready(
+                Reason::TemplateNotFound,
+                format!("SandboxTemplate {template_name:?} of pool {pool_name:?} does not exist"),
+            ),
+        );
+        return write_status(api, claim, status, Action::requeue(RETRY)).await;
+    };
+    let spec = match inject_env(&template.spec, &claim.spec.env) {
+        Ok(spec) => spec,
+        Err(message) => {
+            set_condition(
+                &mut status.conditions,
+                not_ready(Reason::EnvVarsInjectionRejected, message),
+            );
+            return write_status(api, claim, status, Action::await_change()).await;
+        }
+    };
+    let sandboxes: Api<Sandbox> = Api::namespaced(pctx.ctx.client.clone(), ns);
+    let owner = warm_pool::controller_ref(claim)?;
+    // Warm: only without env (a running Sandbox's env cannot change).
+    if claim.spec.env.is_empty() {
+        let members: Vec<Member> = pctx
+            .sandboxes
+            .state()
+            .iter()
+            .filter(|s| {
+                s.namespace().as_deref() == Some(ns)
+                    && s.labels().get(POOL_LABEL) == Some(pool_name)
+                    && s.owner_references().iter().any(|o| {
+                        o.controller == Some(true) && Some(&o.uid) == pool.metadata.uid.as_ref()
+                    })
+            })
+            .map(|s| Member::of(s))
+            .collect();
+        for _ in 0..ADOPTION_TRIES {
+            let Some(m) = plan::pick(&members, |n| pctx.is_taken(&format!("{ns}/{n}"))) else {
+                break;
+            };
+            let member = m.name.clone();
+            if !pctx.take(&format!("{ns}/{member}")) {
+                continue;
+            }
+            match adopt(
+                &sandboxes, claim, &owner, &member, &template, pool_name, now,
+            )
+            .await
+            {
+                Ok(s) => {
+                    publish(
+                        &pctx.ctx,
+                        claim,
+                        EventType::Normal,
+                        Reason::SandboxAdopted,
+                        EventAction::Claim,
+                        format!("took Sandbox {member:?} from pool {pool_name:?}"),
+                    )
+                    .await;
+                    status.sandbox = Some(ClaimedSandbox { name: member });
+                    status.launch = Some(Launch::Warm);
+                    status.claimed_at = Some(Time(now));
+                    mirror(&mut status, &s, generation, now);
+                    return write_status(api, claim, status, Action::await_change()).await;
+                }
+                // Another claim (or operator) took it first, or it was deleted: try the next.
+                Err(kube::Error::Api(e)) if [404, 409, 422].contains(&e.code) => {
+                    tracing::debug!(claim = %key(claim), %member, code = e.code, "member gone; next");
+                }
+                Err(e) => {
+                    pctx.release(&format!("{ns}/{member}"));
+                    return Err(Error::step(Step::Adopt, e.into()));
+                }
+            }
+        }
+        let age = claim
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| now.duration_since(t.0).unsigned_abs())
+            .unwrap_or_default();
+        if plan::wait_for_member(&members, age) {
+            set_condition(
+                &mut status.conditions,
+                not_ready(
+                    Reason::SandboxNotReady,
+                    format!("waiting for a member of pool {pool_name:?} to be Ready"),
+                ),
+            );
+            return write_status(api, claim, status, Action::requeue(RETRY)).await;
+        }
+    }
+    // Cold: a Sandbox of the claim's name, with the template's full lifetime.
+    let sandbox = cold_sandbox(claim, &template, pool_name, spec)?;
+    match sandboxes.create(&PostParams::default(), &sandbox).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = sandboxes.get_opt(&claim.name_any()).await?;
+            if !existing.is_some_and(|s| owned_by_claim(&s, claim)) {
+                set_condition(
+                    &mut status.conditions,
+                    not_ready(
+                        Reason::CreateFailed,
+                        format!("a Sandbox named {:?} exists and is not this claim's; delete it or name the claim differently", claim.name_any()),
+                    ),
+                );
+                return write_status(api, claim, status, Action::requeue(RETRY)).await;
+            }
+        }
+        Err(e) => return Err(Error::step(Step::ColdStart, e.into())),
+    }
+    publish(
+        &pctx.ctx,
+        claim,
+        EventType::Normal,
+        Reason::ColdStart,
+        EventAction::Claim,
+        if claim.spec.env.is_empty() {
+            format!(
+                "no member of pool {pool_name:?} was free; booting Sandbox {:?}",
+                claim.name_any()
+            )
+        } else {
+            format!("the claim sets env; booting Sandbox {:?}", claim.name_any())
+        },
+    )
+    .await;
+    status.sandbox = Some(ClaimedSandbox {
+        name: claim.name_any(),
+    });
+    status.launch = Some(Launch::Cold);
+    status.claimed_at = Some(Time(now));
+    set_condition(
+        &mut status.conditions,
+        not_ready(Reason::SandboxNotReady, "booting".into()),
+    );
+    write_status(api, claim, status, Action::await_change()).await
+}
+
+/// The one write that moves `member` from its pool to `claim`.
+async fn adopt(
+    sandboxes: &Api<Sandbox>,
+    claim: &SandboxClaim,
+    owner: &OwnerReference,
+    member: &str,
+    template: &SandboxTemplate,
+    pool: &str,
+    now: Timestamp,
+) -> kube::Result<Sandbox> {
+    let current = sandboxes.get(member).await?;
+    let started = current
+        .status
+        .as_ref()
+        .and_then(|s| s.started_at.as_ref())
+        .map(|t| t.0);
+    let lifetime = plan::claimed_lifetime(template.spec.sandbox.lifetime.as_ref(), started, now);
+    let patch = plan::adoption_patch(
+        pool,
+        &claim.name_any(),
+        &serde_json::to_value(owner).unwrap_or_default(),
+        lifetime.as_ref(),
+    );
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+    sandboxes
+        .patch(member, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+}
+
+/// A Sandbox booted for `claim` under its name.
+fn cold_sandbox(
+    claim: &SandboxClaim,
+    template: &SandboxTemplate,
+    pool: &str,
+    spec: SandboxSpec,
+) -> Result<Sandbox> {
+    Ok(Sandbox {
+        metadata: ObjectMeta {
+            name: Some(claim.name_any()),
+            namespace: claim.namespace(),
+            labels: Some(BTreeMap::from([
+                (
+                    TEMPLATE_HASH_LABEL.to_string(),
+                    template_hash(&template.spec),
+                ),
+                (CLAIMED_FROM_LABEL.to_string(), pool.to_string()),
+                (CLAIM_LABEL.to_string(), claim.name_any()),
+                (LAUNCH_LABEL.to_string(), Launch::Cold.as_str().to_string()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                warm_pool::TEMPLATE_ANNOTATION.to_string(),
+                template.name_any(),
+            )])),
+            owner_references: Some(vec![warm_pool::controller_ref(claim)?]),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    })
+}
+
+/// Copy the Sandbox's name and Ready condition into the claim's status.
+fn mirror(status: &mut SandboxClaimStatus, s: &Sandbox, generation: Option<i64>, now: Timestamp) {
+    status.sandbox = Some(ClaimedSandbox { name: s.name_any() });
+    if status.launch.is_none() {
+        status.launch = match s.labels().get(LAUNCH_LABEL).map(String::as_str) {
+            Some("cold") => Some(Launch::Cold),
+            _ => Some(Launch::Warm),
+        };
+    }
+    if status.claimed_at.is_none() {
+        status.claimed_at = Some(Time(now));
+    }
+    let ready = s
+        .status
+        .as_ref()
+        .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Ready"));
+    let c = match ready {
+        Some(c) if c.status == "True" => {
+            let reason = c.reason.parse().unwrap_or(Reason::Running);
+            condition(
+                ConditionType::Ready,
+                true,
+                reason,
+                format!("Sandbox {:?} is Ready", s.name_any()),
+                generation,
+                Time(now),
+            )
+        }
+        other => condition(
+            ConditionType::Ready,
+            false,
+            Reason::SandboxNotReady,
+            match other {
+                Some(c) => format!("Sandbox {:?}: {}: {}", s.name_any(), c.reason, c.message),
+                None => format!("Sandbox {:?} has not reported yet", s.name_any()),
+            },
+            generation,
+            Time(now),
+        ),
+    };
+    set_condition(&mut status.conditions, c);
+}
+
+async fn write_status(
+    api: &Api<SandboxClaim>,
+    claim: &SandboxClaim,
+    status: SandboxClaimStatus,
+    then: Action,
+) -> Result<Action> {
+    if claim.status.as_ref() != Some(&status) {
+        apply_status(api, claim, serde_json::to_value(&status)?)
+            .await
+            .map_err(|e| Error::step(Step::UpdateStatus, e))?;
+    }
+    Ok(then)
+}
+
+/// Delete the claim's Sandbox (found by label or status; only if the claim owns it).
+async fn cleanup(claim: &SandboxClaim, pctx: &PoolContext, ns: &str) -> Result<()> {
+    let sandboxes: Api<Sandbox> = Api::namespaced(pctx.ctx.client.clone(), ns);
+    let mut names: Vec<String> = pctx
+        .sandboxes
+        .state()
+        .iter()
+        .filter(|s| {
+            s.namespace().as_deref() == Some(ns)
+                && s.labels().get(CLAIM_LABEL) == Some(&claim.name_any())
+        })
+        .map(|s| s.name_any())
+        .collect();
+    if let Some(s) = claim.status.as_ref().and_then(|s| s.sandbox.as_ref()) {
+        names.push(s.name.clone());
+    }
+    names.sort();
+    names.dedup();
+    for name in names {
+        match sandboxes.get_opt(&name).await? {
+            Some(s) if owned_by_claim(&s, claim) && s.metadata.deletion_timestamp.is_none() => {
+                match sandboxes.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => tracing::info!(claim = %key(claim), sandbox = %name, "deleted"),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(Error::step(Step::Delete, e.into())),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
