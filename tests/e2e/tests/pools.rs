@@ -1,0 +1,279 @@
+//! Warm pools in cluster mode: SandboxTemplate + SandboxWarmPool + SandboxClaim through the real
+//! operator and a node-agent on a real apiserver. Run with `tests/e2e/run.sh pools`.
+
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+use microsandbox_client::api::ExecRequest;
+use microsandbox_crds::pool::{Launch, CLAIMED_FROM_LABEL, CLAIM_LABEL, LAUNCH_LABEL, POOL_LABEL};
+use microsandbox_crds::{Sandbox, SandboxClaim, SandboxWarmPool};
+use microsandbox_e2e::{Agent, Cluster};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+const TEMPLATE: &str = "apiVersion: microsandbox.dev/v1alpha1
+kind: SandboxTemplate
+metadata:
+  name: box
+spec:
+  image: busybox
+  isolation: container
+  resources:
+    memory: 64Mi
+  env:
+    - name: GREETING
+      value: hi
+  lifetime:
+    shutdownAfter: 1h
+  envVarsInjectionPolicy: Allowed
+";
+
+fn pool_yaml(replicas: u32) -> String {
+    format!(
+        "apiVersion: microsandbox.dev/v1alpha1\nkind: SandboxWarmPool\nmetadata:\n  name: box\nspec:\n  replicas: {replicas}\n  sandboxTemplateRef:\n    name: box\n"
+    )
+}
+
+fn claim_yaml(name: &str, pool: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: microsandbox.dev/v1alpha1\nkind: SandboxClaim\nmetadata:\n  name: {name}\nspec:\n  warmPoolRef:\n    name: {pool}\n{extra}"
+    )
+}
+
+async fn wait<K, F>(api: &Api<K>, name: &str, what: &str, pred: F) -> K
+where
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + k8s_openapi::serde::Serialize,
+    F: Fn(&K) -> bool,
+{
+    let start = Instant::now();
+    loop {
+        let got = api.get_opt(name).await.expect("get");
+        if let Some(o) = &got {
+            if pred(o) {
+                return o.clone();
+            }
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "{name}: not {what} after {TIMEOUT:?}; last: {}",
+            serde_json::to_string_pretty(&got).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ready(c: &SandboxClaim) -> Option<(String, String)> {
+    let cond = c
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((cond.status.clone(), cond.reason.clone()))
+}
+
+fn claim_is_ready(c: &SandboxClaim) -> bool {
+    ready(c).is_some_and(|(s, _)| s == "True")
+}
+
+fn pool_counts(p: &SandboxWarmPool) -> (i32, i32, i32) {
+    p.status
+        .as_ref()
+        .map(|s| (s.replicas, s.ready_replicas, s.claimed))
+        .unwrap_or_default()
+}
+
+async fn members(c: &Cluster) -> Vec<Sandbox> {
+    c.sandboxes()
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}=box")))
+        .await
+        .expect("list members")
+        .items
+}
+
+/// `sh -c script` in the Sandbox `name` (through the node-agent that runs it); its stdout.
+async fn sh(c: &Cluster, agent: &Agent, name: &str, script: &str) -> String {
+    let s = c.sandboxes().get(name).await.expect("sandbox");
+    let local = s
+        .status
+        .and_then(|st| st.agent)
+        .map(|a| a.sandbox)
+        .expect("status.agent.sandbox");
+    let out = agent
+        .client()
+        .await
+        .exec(
+            &local,
+            ExecRequest {
+                command: "sh".into(),
+                args: vec!["-c".into(), script.into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_take_ready_members_and_the_pool_refills() {
+    let c = Cluster::new("e2e-pool").await;
+    let _op = c.operator(&[]);
+    let agent = c.agent("n1", &[]);
+    let pools: Api<SandboxWarmPool> = Api::namespaced(c.client.clone(), &c.ns);
+    let claims: Api<SandboxClaim> = Api::namespaced(c.client.clone(), &c.ns);
+
+    // A claim of a pool that does not exist yet says so.
+    c.apply(&claim_yaml("early", "nope", ""));
+    let early = wait(&claims, "early", "WarmPoolNotFound", |c| {
+        ready(c).is_some_and(|(_, r)| r == "WarmPoolNotFound")
+    })
+    .await;
+    assert_eq!(ready(&early).unwrap().0, "False");
+
+    // Two members boot and become Ready.
+    c.apply(TEMPLATE);
+    c.apply(&pool_yaml(2));
+    let pool = wait(&pools, "box", "2 Ready", |p| pool_counts(p) == (2, 2, 0)).await;
+    let st = pool.status.clone().unwrap();
+    assert_eq!(
+        st.selector.as_deref(),
+        Some("microsandbox.dev/warm-pool=box")
+    );
+    assert_eq!(st.observed_generation, pool.metadata.generation);
+    let before: Vec<String> = members(&c).await.iter().map(|s| s.name_any()).collect();
+    assert_eq!(before.len(), 2, "{before:?}");
+    for m in members(&c).await {
+        assert!(m.name_any().starts_with("box-"), "{}", m.name_any());
+        let owner = &m.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("SandboxWarmPool", "box")
+        );
+        // A member never stops on its own while it waits: shutdownAfter counts from the claim.
+        assert!(m.spec.lifetime.is_none(), "{:?}", m.spec.lifetime);
+    }
+
+    // A claim takes one of them: same Sandbox, now the claim's, with the template's env.
+    c.apply(&claim_yaml("c1", "box", ""));
+    let c1 = wait(&claims, "c1", "Ready", claim_is_ready).await;
+    let st = c1.status.clone().unwrap();
+    assert_eq!(st.launch, Some(Launch::Warm));
+    let taken = st.sandbox.expect("status.sandbox").name;
+    assert!(before.contains(&taken), "{taken} not one of {before:?}");
+    let s = c.sandboxes().get(&taken).await.unwrap();
+    let labels = s.labels();
+    assert_eq!(labels.get(CLAIM_LABEL).map(String::as_str), Some("c1"));
+    assert_eq!(
+        labels.get(CLAIMED_FROM_LABEL).map(String::as_str),
+        Some("box")
+    );
+    assert_eq!(labels.get(LAUNCH_LABEL).map(String::as_str), Some("warm"));
+    assert!(!labels.contains_key(POOL_LABEL), "{labels:?}");
+    let owner = &s.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("SandboxClaim", "c1")
+    );
+    let after = s
+        .spec
+        .lifetime
+        .as_ref()
+        .and_then(|l| l.shutdown_after_secs())
+        .expect("shutdownAfter set at the claim");
+    assert!(after >= 3600, "{after}");
+    assert_eq!(sh(&c, &agent, &taken, "echo $GREETING").await, "hi\n");
+    assert!(c
+        .event_reasons("c1")
+        .contains(&"SandboxAdopted".to_string()));
+
+    // The pool refills to two Ready members and counts the claimed one.
+    wait(&pools, "box", "refilled", |p| pool_counts(p) == (2, 2, 1)).await;
+    let now: Vec<String> = members(&c).await.iter().map(|s| s.name_any()).collect();
+    assert!(!now.contains(&taken), "{now:?}");
+
+    // A claim with env gets a Sandbox booted for it, under its own name.
+    c.apply(&claim_yaml(
+        "c2",
+        "box",
+        "  env:\n    - name: FOO\n      value: bar\n",
+    ));
+    let c2 = wait(&claims, "c2", "Ready", claim_is_ready).await;
+    let st = c2.status.clone().unwrap();
+    assert_eq!(st.launch, Some(Launch::Cold));
+    assert_eq!(st.sandbox.unwrap().name, "c2");
+    assert_eq!(
+        sh(&c, &agent, "c2", "echo $GREETING $FOO").await,
+        "hi bar\n"
+    );
+    // The template (Allowed) refuses a claim that would replace its variable.
+    c.apply(&claim_yaml(
+        "c3",
+        "box",
+        "  env:\n    - name: GREETING\n      value: bye\n",
+    ));
+    wait(&claims, "c3", "rejected", |c| {
+        ready(c).is_some_and(|(_, r)| r == "EnvVarsInjectionRejected")
+    })
+    .await;
+    // A claim of a pool that never appears keeps saying so.
+    wait(&claims, "early", "still without a pool", |c| {
+        ready(c).is_some_and(|(_, r)| r == "WarmPoolNotFound")
+    })
+    .await;
+
+    // `kubectl scale` drives the pool (the scale subresource); with no member, claims go cold.
+    let (ok, _, err) = c.kubectl(&["scale", "-n", &c.ns, "swp/box", "--replicas=0"], None);
+    assert!(ok, "{err}");
+    wait(&pools, "box", "scaled to 0", |p| pool_counts(p).0 == 0).await;
+    c.apply(&claim_yaml("c4", "box", ""));
+    let c4 = wait(&claims, "c4", "Ready", claim_is_ready).await;
+    assert_eq!(c4.status.unwrap().launch, Some(Launch::Cold));
+    let (ok, table, err) = c.kubectl(&["get", "sbxc", "-n", &c.ns], None);
+    assert!(ok, "{err}");
+    let row = table.lines().find(|l| l.starts_with("c1 ")).expect("row");
+    assert!(
+        row.contains("True") && row.contains(&taken) && row.contains("warm"),
+        "{table}"
+    );
+
+    // Deleting a claim deletes its Sandbox; deleting the pool its members.
+    let (ok, _, err) = c.kubectl(
+        &[
+            "delete",
+            "-n",
+            &c.ns,
+            "sbxc",
+            "c1",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let start = Instant::now();
+    while c.sandboxes().get_opt(&taken).await.unwrap().is_some() {
+        assert!(start.elapsed() < TIMEOUT, "{taken} outlived its claim");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, _, err) = c.kubectl(
+        &[
+            "delete",
+            "-n",
+            &c.ns,
+            "sbxc,swp,sbxt",
+            "--all",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    c.wait_no_sandboxes(TIMEOUT).await;
+    assert!(agent.client().await.list().await.expect("list").is_empty());
+}
