@@ -74,6 +74,8 @@ pub enum Step {
     UpdateStatus,
     /// Delete the object (`ttlAfterFinished`), a pool member or a claim's Sandbox.
     Delete,
+    /// Add or remove a finalizer.
+    Finalizer,
     /// Create a warm pool's member.
     CreateMember,
     /// Move a pool member to a claim.

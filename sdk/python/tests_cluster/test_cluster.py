@@ -14,6 +14,7 @@ from microsandbox import (
     PermissionDeniedError,
     Sandbox,
     SandboxAlreadyExistsError,
+    SandboxFailedError,
     SandboxNotFoundError,
     SandboxNotRunningError,
     SchedulingError,
@@ -109,6 +110,37 @@ async def test_pause_resume_and_idle_suspension(dev: Cluster) -> None:
                 break
         assert sb.info.state == "suspended"
         assert (await sb.exec("echo", ["awake"])).stdout() == "awake\n"
+
+
+async def test_warm_pool_claim(dev: Cluster) -> None:
+    # tests/e2e/tests/python_sdk.rs keeps SandboxWarmPool "py-pool" (busybox, one member).
+    conn = await _native.Cluster.connect(dev.kubeconfig, dev.context, dev.namespace)
+    for _ in range(100):
+        members = [n for n in await _objects(dev) if n.startswith("py-pool-")]
+        if members and (await Sandbox.get(members[0], cluster=dev)).info.state == "running":
+            break
+        await asyncio.sleep(0.1)
+    async with await Sandbox.create(
+        "py-claimed", image=IMAGE, pool="py-pool", cluster=dev
+    ) as sb:
+        # The member it took: now held by the claim, labelled warm.
+        assert sb._object in members
+        obj = await conn.object(sb._object)
+        labels = obj["metadata"]["labels"]
+        assert labels["microsandbox.dev/launch"] == "warm"
+        assert labels["microsandbox.dev/claim"] == "py-claimed"
+        owner = obj["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"]) == ("SandboxClaim", "py-claimed")
+        assert (await sb.exec("echo", ["warm"])).stdout() == "warm\n"
+    # Leaving the block deleted the claim and its Sandbox.
+    assert members[0] not in await _objects(dev)
+    # The template allows no env from claims (envVarsInjectionPolicy Disallowed): typed, and
+    # nothing is left behind.
+    with pytest.raises(SandboxFailedError) as e:
+        await Sandbox.create("py-claimed-env", image=IMAGE, pool="py-pool", env={"A": "1"},
+                             cluster=dev)
+    assert "EnvVarsInjectionRejected" in str(e.value)
+    assert "py-claimed-env" not in await _objects(dev)
 
 
 async def test_rbac_denial_is_typed(viewer: Cluster) -> None:

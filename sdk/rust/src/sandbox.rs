@@ -120,6 +120,15 @@ impl SandboxBuilder {
         self
     }
 
+    /// Take a pre-started sandbox of warm pool `pool` when the request matches its template (all
+    /// but name, env, workdir and the idle timeout); otherwise boot one. Cluster mode: a
+    /// SandboxClaim of that SandboxWarmPool, whose SandboxTemplate decides everything but the
+    /// name and env; removing the sandbox deletes the claim.
+    pub fn pool(mut self, pool: impl Into<String>) -> Self {
+        self.req.pool = Some(pool.into());
+        self
+    }
+
     /// Most processes at once (default 1024).
     pub fn pids_limit(mut self, limit: u32) -> Self {
         self.req.pids_limit = Some(limit);

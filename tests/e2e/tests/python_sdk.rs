@@ -21,11 +21,16 @@ async fn python_sdk_cluster_mode() {
     // The agent sits behind a pod address, so the SDK can reach it both directly and through
     // the API server's pod proxy (status.agentProxy).
     let pod_ip = PodAddress::new();
-    let _agent = c.agent_in_pod("n1", &pod_ip, &["--capacity-sandboxes", &slots.to_string()]);
+    // One slot more for the member of the warm pool below.
+    let _agent = c.agent_in_pod(
+        "n1",
+        &pod_ip,
+        &["--capacity-sandboxes", &(slots + 1).to_string()],
+    );
 
     let ns = &c.ns;
     c.apply(
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: dev\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: viewer\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-user\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes, volumes]\n  verbs: [create, get, list, watch, delete, patch]\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes/exec]\n  verbs: [create]\n- apiGroups: [microsandbox.dev, \"\"]\n  resources: [secrets]\n  verbs: [create]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-viewer\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: dev\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-user}\nsubjects: [{kind: ServiceAccount, name: dev}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: viewer\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-viewer}\nsubjects: [{kind: ServiceAccount, name: viewer}]\n",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: dev\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: viewer\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-user\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes, volumes, sandboxclaims]\n  verbs: [create, get, list, watch, delete, patch]\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes/exec]\n  verbs: [create]\n- apiGroups: [microsandbox.dev, \"\"]\n  resources: [secrets]\n  verbs: [create]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-viewer\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: dev\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-user}\nsubjects: [{kind: ServiceAccount, name: dev}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: viewer\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-viewer}\nsubjects: [{kind: ServiceAccount, name: viewer}]\n",
     );
     // dev may also use the API server's pod proxy to the agents (the chart's Role for users);
     // viewer may not.
@@ -34,6 +39,10 @@ async fn python_sdk_cluster_mode() {
         c.system_ns,
         chart_fullname(ns)
     ));
+    // A warm pool of one busybox Sandbox, which the administrator keeps (users only claim).
+    c.apply(
+        "apiVersion: microsandbox.dev/v1alpha1\nkind: SandboxTemplate\nmetadata:\n  name: py-pool\nspec:\n  image: busybox\n  isolation: container\n  resources:\n    memory: 64Mi\n  network:\n    policy: none\n---\napiVersion: microsandbox.dev/v1alpha1\nkind: SandboxWarmPool\nmetadata:\n  name: py-pool\nspec:\n  replicas: 1\n  sandboxTemplateRef:\n    name: py-pool\n",
+    );
     let dev = token_kubeconfig("dev", ns, &c.dir.join("dev.kubeconfig"));
     let viewer = token_kubeconfig("viewer", ns, &c.dir.join("viewer.kubeconfig"));
 
@@ -66,6 +75,21 @@ async fn python_sdk_cluster_mode() {
     kubectl_plugin(&dev, ns).await;
     node_sdk(&dev, ns);
     go_sdk(&dev, ns);
+    let (ok, _, err) = c.kubectl(
+        &[
+            "delete",
+            "-n",
+            ns,
+            "sbxc,swp,sbxt",
+            "--all",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    c.wait_no_sandboxes(std::time::Duration::from_secs(60))
+        .await;
     // Every test cleaned up after itself.
     let left = c.sandboxes().list(&Default::default()).await.unwrap().items;
     assert!(left.is_empty(), "{} Sandboxes left", left.len());

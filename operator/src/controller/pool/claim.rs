@@ -14,7 +14,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -91,16 +90,63 @@ async fn reconcile(claim: Arc<SandboxClaim>, pctx: Arc<PoolContext>) -> Result<A
     let _timer = pctx.ctx.metrics.reconcile_started(CONTROLLER);
     let ns = claim.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<SandboxClaim> = Api::namespaced(pctx.ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, claim, |event| async {
-        match event {
-            Finalizer::Apply(c) => apply(&c, &api, &pctx, &ns).await,
-            Finalizer::Cleanup(c) => cleanup(&c, &pctx, &ns)
-                .await
-                .map(|_| Action::await_change()),
+    let has_finalizer = claim.finalizers().iter().any(|f| f == FINALIZER);
+    if claim.metadata.deletion_timestamp.is_some() {
+        if has_finalizer {
+            cleanup(&claim, &pctx, &ns).await?;
+            patch_finalizers(&api, &claim, false).await?;
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+        return Ok(Action::await_change());
+    }
+    // Bind first, then hold the finalizer: a claim is Ready two writes after it was created
+    // (the member's patch and the status), not three. Until the finalizer is there, the
+    // claimed Sandbox's owner reference lets the garbage collector delete it with the claim.
+    let action = apply(&claim, &api, &pctx, &ns).await?;
+    if !has_finalizer {
+        patch_finalizers(&api, &claim, true).await?;
+    }
+    Ok(action)
+}
+
+/// Add or remove [`FINALIZER`] with a JSON patch that tests the list first (as kube-runtime's
+/// finalizer helper does), so a concurrent change fails instead of being overwritten.
+async fn patch_finalizers(api: &Api<SandboxClaim>, claim: &SandboxClaim, add: bool) -> Result<()> {
+    let current = claim.finalizers();
+    let ops = if add {
+        if current.is_empty() {
+            serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            ])
+        } else {
+            serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": current},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+            ])
+        }
+    } else {
+        let Some(i) = current.iter().position(|f| f == FINALIZER) else {
+            return Ok(());
+        };
+        serde_json::json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
+            {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops)?;
+    match api
+        .patch(
+            &claim.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone already (removing): nothing to hold.
+        Err(kube::Error::Api(e)) if e.code == 404 && !add => Ok(()),
+        Err(e) => Err(Error::step(Step::Finalizer, e.into())),
+    }
 }
 
 /// Where a claim stands, decided from the caches.
@@ -298,11 +344,7 @@ async fn bind(
             if !pctx.take(&format!("{ns}/{member}")) {
                 continue;
             }
-            match adopt(
-                &sandboxes, claim, &owner, &member, &template, pool_name, now,
-            )
-            .await
-            {
+            match adopt(&sandboxes, claim, &owner, m, &template, pool_name, now).await {
                 Ok(s) => {
                     publish(
                         &pctx.ctx,
@@ -398,17 +440,12 @@ async fn adopt(
     sandboxes: &Api<Sandbox>,
     claim: &SandboxClaim,
     owner: &OwnerReference,
-    member: &str,
+    member: &Member,
     template: &SandboxTemplate,
     pool: &str,
     now: Timestamp,
 ) -> kube::Result<Sandbox> {
-    let current = sandboxes.get(member).await?;
-    let started = current
-        .status
-        .as_ref()
-        .and_then(|s| s.started_at.as_ref())
-        .map(|t| t.0);
+    let started = member.started;
     let lifetime = plan::claimed_lifetime(template.spec.sandbox.lifetime.as_ref(), started, now);
     let patch = plan::adoption_patch(
         pool,
@@ -419,7 +456,11 @@ async fn adopt(
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
     sandboxes
-        .patch(member, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .patch(
+            &member.name,
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
         .await
 }
 

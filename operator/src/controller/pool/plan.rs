@@ -21,6 +21,8 @@ pub struct Member {
     pub ready: bool,
     pub deleting: bool,
     pub template_hash: Option<String>,
+    /// When it started running (`status.startedAt`).
+    pub started: Option<Timestamp>,
 }
 
 impl Member {
@@ -35,6 +37,11 @@ impl Member {
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(TEMPLATE_HASH_LABEL).cloned()),
+            started: s
+                .status
+                .as_ref()
+                .and_then(|st| st.started_at.as_ref())
+                .map(|t| t.0),
         }
     }
 }
@@ -185,6 +192,7 @@ mod tests {
             ready,
             deleting: false,
             template_hash: Some("h1".into()),
+            started: None,
         }
     }
 

@@ -158,7 +158,10 @@ class Sandbox:
             pool: Take a pre-started sandbox of this warm pool (:class:`Pool`) when the
                 request matches its template (all but name, env, workdir and the idle
                 timeout); otherwise boot one. Its ``labels["microsandbox.dev/launch"]`` says
-                ``"warm"`` or ``"cold"``. Local mode only.
+                ``"warm"`` or ``"cold"``. In cluster mode: a ``SandboxClaim`` of that
+                ``SandboxWarmPool``, whose ``SandboxTemplate`` decides everything but the name and
+                ``env`` (env makes the operator boot one for the claim, if the template allows
+                it); removing the sandbox deletes the claim.
             cluster: A :class:`~microsandbox.cluster.Cluster` to create a Kubernetes Sandbox
                 object there, or ``"local"``; default: :func:`~microsandbox.set_mode`, then
                 ``MICROSANDBOX_MODE``, else local. In cluster mode "attached" means the

@@ -11,6 +11,7 @@ use kube::runtime::wait::await_condition;
 use kube::Resource as _;
 use microsandbox_client::api::{CreateSandbox, SandboxInfo};
 use microsandbox_client::{AgentClient, Endpoint, Relay};
+use microsandbox_crds::pool::SandboxClaim;
 use microsandbox_crds::sandbox::Sandbox as SandboxObject;
 use microsandbox_crds::volume::Volume as VolumeObject;
 use secrecy::ExposeSecret;
@@ -56,6 +57,7 @@ trait Object:
 {
 }
 impl Object for SandboxObject {}
+impl Object for SandboxClaim {}
 impl Object for VolumeObject {}
 impl Object for microsandbox_crds::Secret {}
 impl Object for CoreSecret {}
@@ -332,6 +334,9 @@ impl ClusterConnection {
         &self,
         req: &CreateSandbox,
     ) -> Result<(SandboxObject, AgentClient, SandboxInfo), ClusterError> {
+        if let Some(pool) = req.pool.as_deref() {
+            return self.claim_sandbox(req, pool).await;
+        }
         let object = object::sandbox_object(&self.0.namespace, req)?;
         let api = self.api::<SandboxObject>();
         let created = api
@@ -345,6 +350,57 @@ impl ClusterConnection {
         };
         let started = self.start(api, &created, req).await;
         guard.settle(started).await
+    }
+
+    /// [`Self::create_sandbox`] with `pool`: a SandboxClaim `req.name` of that SandboxWarmPool,
+    /// then its Sandbox once the claim is Ready (taken warm from the pool, or booted for it).
+    /// Deletes the claim (and so its Sandbox) again if anything fails or the future is dropped.
+    async fn claim_sandbox(
+        &self,
+        req: &CreateSandbox,
+        pool: &str,
+    ) -> Result<(SandboxObject, AgentClient, SandboxInfo), ClusterError> {
+        let claim = object::claim_object(&self.0.namespace, req, pool)?;
+        let claims = self.api::<SandboxClaim>();
+        claims
+            .create(&PostParams::default(), &claim)
+            .await
+            .map_err(|e| {
+                api_error::<SandboxClaim>(&format!("create SandboxClaim {}", req.name), e)
+            })?;
+        let guard = DeleteOnDrop {
+            api: claims.clone(),
+            name: req.name.clone(),
+            armed: true,
+        };
+        let claimed = async {
+            let ready = self
+                .wait(
+                    claims,
+                    &req.name,
+                    self.0.options.ready_timeout,
+                    object::claim_outcome,
+                )
+                .await?;
+            let name = ready
+                .status
+                .and_then(|s| s.sandbox)
+                .map(|s| s.name)
+                .ok_or_else(|| {
+                    ClusterError::new(
+                        ClusterErrorKind::Api,
+                        format!("SandboxClaim {} is Ready without a Sandbox", req.name),
+                    )
+                })?;
+            let sandbox: SandboxObject = self.get(&name).await?;
+            let (client, target) = self.agent_of(&sandbox)?;
+            let info = client
+                .get(&target)
+                .await
+                .map_err(|e| ClusterError::new(ClusterErrorKind::Api, e.to_string()))?;
+            Ok((sandbox, client, info))
+        };
+        guard.settle(claimed.await).await
     }
 
     /// The steps of [`Self::create_sandbox`] after the object exists.
@@ -547,13 +603,21 @@ impl ClusterConnection {
             .await
     }
 
-    /// Delete Sandbox `name`; with `wait`, until its node-agent removed the sandbox.
+    /// Delete Sandbox `name`; with `wait`, until its node-agent removed the sandbox. A Sandbox a
+    /// SandboxClaim holds goes with its claim (which would otherwise stay, `SandboxMissing`).
     pub async fn delete_sandbox(
         &self,
         name: &str,
         wait: bool,
         timeout: Duration,
     ) -> Result<(), ClusterError> {
+        let held_by = match self.api::<SandboxObject>().get_opt(name).await {
+            Ok(Some(s)) => object::holding_claim(&s),
+            _ => None,
+        };
+        if let Some(claim) = held_by {
+            self.delete::<SandboxClaim>(&claim, false, timeout).await?;
+        }
         self.delete::<SandboxObject>(name, wait, timeout).await
     }
 

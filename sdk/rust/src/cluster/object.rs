@@ -9,8 +9,10 @@ use kube::Resource as _;
 use microsandbox_client::api::{
     CreateSandbox, Isolation, MountSpec, NetworkPolicy, PullPolicy, RootPatch, SecretSpec,
 };
+use microsandbox_crds::pool::SandboxClaim;
 use microsandbox_crds::sandbox::{Sandbox, SandboxPhase};
 use microsandbox_crds::volume::{Volume, VolumePhase};
+use microsandbox_crds::Reason;
 use serde_json::{json, Map, Value};
 
 use super::{ClusterError, ClusterErrorKind};
@@ -143,12 +145,6 @@ pub fn sandbox_object(namespace: &str, req: &CreateSandbox) -> Result<Sandbox, C
              reach the sandbox with exec and files, or expose it with a Kubernetes Service",
         ));
     }
-    if req.pool.is_some() {
-        return Err(unsupported(
-            "warm pools are the local node-agent's (PUT /v1/pools); cluster pools are not \
-             there yet",
-        ));
-    }
     let pull = match req.pull_policy {
         PullPolicy::Always => "Always",
         PullPolicy::IfNotPresent => "IfNotPresent",
@@ -225,6 +221,78 @@ pub fn sandbox_object(namespace: &str, req: &CreateSandbox) -> Result<Sandbox, C
         .validate()
         .map_err(|e| invalid(format!("Sandbox {}: {e}", req.name)))?;
     Ok(sandbox)
+}
+
+/// The SandboxClaim `req.name` of SandboxWarmPool `pool`: the pool's SandboxTemplate decides
+/// everything but the name and `env` (which the template's envVarsInjectionPolicy must allow, and
+/// which makes the operator boot a Sandbox for the claim instead of taking a warm one).
+pub fn claim_object(
+    namespace: &str,
+    req: &CreateSandbox,
+    pool: &str,
+) -> Result<SandboxClaim, ClusterError> {
+    let mut spec = json!({"warmPoolRef": {"name": pool}});
+    if !req.env.is_empty() {
+        spec["env"] = req
+            .env
+            .iter()
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .collect();
+    }
+    let claim: SandboxClaim = serde_json::from_value(json!({
+        "apiVersion": SandboxClaim::api_version(&()),
+        "kind": SandboxClaim::kind(&()),
+        "metadata": {
+            "name": req.name,
+            "namespace": namespace,
+            "labels": {CREATED_BY: CREATED_BY_SDK},
+        },
+        "spec": spec,
+    }))
+    .map_err(|e| invalid(format!("SandboxClaim object {}: {e}", req.name)))?;
+    claim
+        .validate()
+        .map_err(|e| invalid(format!("SandboxClaim {}: {e}", req.name)))?;
+    Ok(claim)
+}
+
+/// Where waiting for a claim ended: Ready with its Sandbox; Failed for what waiting cannot fix
+/// (no such pool or template, env refused, its Sandbox gone or expired); else Waiting with the
+/// reason.
+pub fn claim_outcome(c: &SandboxClaim) -> Outcome {
+    let Some(ready) = c
+        .status
+        .as_ref()
+        .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Ready"))
+    else {
+        return Outcome::Waiting(None);
+    };
+    if ready.status == "True" {
+        return Outcome::Ready;
+    }
+    let fatal = [
+        Reason::InvalidSpec,
+        Reason::EnvVarsInjectionRejected,
+        Reason::SandboxMissing,
+        Reason::ClaimExpired,
+        Reason::CreateFailed,
+    ];
+    let why = (ready.reason.clone(), ready.message.clone());
+    if fatal.iter().any(|r| ready.reason == *r) {
+        return Outcome::Failed(format!("{}: {}", why.0, why.1));
+    }
+    Outcome::Waiting(Some(why))
+}
+
+/// The claim that holds Sandbox `s`, if a SandboxClaim controls it (deleting the claim is how
+/// such a Sandbox goes).
+pub fn holding_claim(s: &Sandbox) -> Option<String> {
+    s.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == SandboxClaim::kind(&()))
+        .map(|o| o.name.clone())
 }
 
 /// The core Secret holding a value and the Secret (microsandbox.dev) naming it, both owned by
@@ -529,5 +597,53 @@ mod tests {
         let spec = &serde_json::to_value(placed).unwrap()["spec"];
         assert_eq!(spec["size"], "64Mi");
         assert_eq!(spec["placement"], json!({"node": "n1"}));
+    }
+
+    #[test]
+    fn a_pool_request_is_a_claim_whose_outcome_follows_ready() {
+        let req = crate::Sandbox::builder("job")
+            .env("A", "1")
+            .pool("py")
+            .into_request();
+        let claim = claim_object("ns", &req, "py").unwrap();
+        let v = serde_json::to_value(&claim).unwrap();
+        assert_eq!(v["kind"], "SandboxClaim");
+        assert_eq!(v["metadata"]["name"], "job");
+        assert_eq!(v["spec"]["warmPoolRef"]["name"], "py");
+        assert_eq!(v["spec"]["env"], json!([{"name": "A", "value": "1"}]));
+        let with = |status: Value| -> SandboxClaim {
+            serde_json::from_value(json!({"apiVersion": "microsandbox.dev/v1alpha1",
+                "kind": "SandboxClaim", "metadata": {"name": "c"},
+                "spec": {"warmPoolRef": {"name": "py"}}, "status": status}))
+            .unwrap()
+        };
+        assert_eq!(claim_outcome(&with(json!({}))), Outcome::Waiting(None));
+        let ready = with(json!({"sandbox": {"name": "py-x"},
+            "conditions": [cond("Ready", "True", "Running", "")]}));
+        assert_eq!(claim_outcome(&ready), Outcome::Ready);
+        // A missing pool may still appear: keep waiting, with the reason for the timeout.
+        let no_pool =
+            with(json!({"conditions": [cond("Ready", "False", "WarmPoolNotFound", "no")]}));
+        assert_eq!(
+            claim_outcome(&no_pool),
+            Outcome::Waiting(Some(("WarmPoolNotFound".into(), "no".into())))
+        );
+        let refused = with(json!({"conditions":
+            [cond("Ready", "False", "EnvVarsInjectionRejected", "Disallowed")]}));
+        assert_eq!(
+            claim_outcome(&refused),
+            Outcome::Failed("EnvVarsInjectionRejected: Disallowed".into())
+        );
+        let held: Sandbox =
+            serde_json::from_value(json!({"apiVersion": "microsandbox.dev/v1alpha1",
+            "kind": "Sandbox", "metadata": {"name": "py-x", "ownerReferences": [{
+                "apiVersion": "microsandbox.dev/v1alpha1", "kind": "SandboxClaim", "name": "c",
+                "uid": "u", "controller": true}]}, "spec": {"image": "busybox"}}))
+            .unwrap();
+        assert_eq!(holding_claim(&held).as_deref(), Some("c"));
+        assert_eq!(
+            holding_claim(&sandbox_object("ns", &request()).unwrap()),
+            None
+        );
     }
 }

@@ -5,14 +5,17 @@
 //!    -> all Ready and deleted -> all gone, each against the same count created and removed
 //!    directly, with the cost per sandbox; the operator's and the node-agent's peak RSS.
 //!
+//! 3. SandboxClaim -> Ready p50/p99 from a warm pool (each claim with the pool full again),
+//!    against the Sandbox create -> Ready of (1).
+//!
 //! Prints a table; no assertion (timings belong here, not in tests).
 
 use futures::{stream, StreamExt};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::runtime::{watcher, WatchStreamExt};
 use microsandbox_client::api::CreateSandbox;
-use microsandbox_crds::Sandbox;
+use microsandbox_crds::{Sandbox, SandboxClaim, SandboxWarmPool};
 use microsandbox_e2e::{sandbox_yaml, Cluster};
 use std::time::{Duration, Instant};
 
@@ -119,6 +122,76 @@ impl Burst {
     }
 }
 
+/// `samples` claims, one at a time, each from a full pool of 2: claim -> Ready, sorted.
+async fn warm_claims(c: &Cluster, samples: usize) -> Vec<Duration> {
+    let template = sandbox_yaml("bench", "").replace("kind: Sandbox\n", "kind: SandboxTemplate\n");
+    c.apply(&template);
+    c.apply("apiVersion: microsandbox.dev/v1alpha1\nkind: SandboxWarmPool\nmetadata:\n  name: bench\nspec:\n  replicas: 2\n  sandboxTemplateRef:\n    name: bench\n");
+    let pools: Api<SandboxWarmPool> = Api::namespaced(c.client.clone(), &c.ns);
+    let claims: Api<SandboxClaim> = Api::namespaced(c.client.clone(), &c.ns);
+    let full = |p: Option<&SandboxWarmPool>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.ready_replicas == 2 && s.replicas == 2)
+    };
+    let claimed = |c: Option<&SandboxClaim>| {
+        c.and_then(|c| c.status.as_ref()).is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    };
+    let mut out = Vec::new();
+    for i in 0..samples {
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            await_condition(pools.clone(), "bench", full),
+        )
+        .await
+        .expect("pool full in time")
+        .expect("watch");
+        let name = format!("claim-{i}");
+        let claim: SandboxClaim = serde_json::from_value(serde_json::json!({
+            "apiVersion": "microsandbox.dev/v1alpha1",
+            "kind": "SandboxClaim",
+            "metadata": {"name": name},
+            "spec": {"warmPoolRef": {"name": "bench"}}
+        }))
+        .expect("claim");
+        let t = Instant::now();
+        claims
+            .create(&PostParams::default(), &claim)
+            .await
+            .expect("create claim");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(claims.clone(), &name, claimed),
+        )
+        .await
+        .expect("claim Ready in time")
+        .expect("watch");
+        out.push(t.elapsed());
+        claims
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete claim");
+    }
+    let (ok, _, err) = c.kubectl(
+        &[
+            "delete",
+            "-n",
+            &c.ns,
+            "sbxc,swp,sbxt",
+            "--all",
+            "--wait=true",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    delete_all(c).await;
+    out.sort();
+    out
+}
+
 async fn delete_all(c: &Cluster) {
     c.sandboxes()
         .delete_collection(&DeleteParams::default(), &Default::default())
@@ -205,6 +278,9 @@ async fn main() {
     cr.sort();
     direct.sort();
 
+    // 3. Claims from a warm pool of the same Sandbox.
+    let claims = warm_claims(&c, samples).await;
+
     // 2. Bursts of growing size: the cost per sandbox should not grow with the count.
     let mut curve = Vec::new();
     for &n in &sizes {
@@ -272,6 +348,18 @@ async fn main() {
         ms(pct(&cr, 0.99)),
         ms(pct(&direct, 0.99)),
         ms(pct(&cr, 0.99)) / ms(pct(&direct, 0.99))
+    );
+    println!(
+        "| SandboxClaim -> Ready p50, from a warm pool | {:.1} ms | {:.1} ms (Sandbox create -> Ready) | {:.2}x | <= 50 ms |",
+        ms(pct(&claims, 0.5)),
+        ms(pct(&cr, 0.5)),
+        ms(pct(&claims, 0.5)) / ms(pct(&cr, 0.5))
+    );
+    println!(
+        "| SandboxClaim -> Ready p99, from a warm pool | {:.1} ms | {:.1} ms | {:.2}x | - |",
+        ms(pct(&claims, 0.99)),
+        ms(pct(&cr, 0.99)),
+        ms(pct(&claims, 0.99)) / ms(pct(&cr, 0.99))
     );
     let last = curve.last().expect("at least one burst size");
     println!(
