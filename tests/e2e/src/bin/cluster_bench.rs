@@ -6,7 +6,9 @@
 //!    directly, with the cost per sandbox; the operator's and the node-agent's peak RSS.
 //!
 //! 3. SandboxClaim -> Ready p50/p99 from a warm pool (each claim with the pool full again),
-//!    against the Sandbox create -> Ready of (1).
+//!    against the Sandbox create -> Ready of (1). In (1) and (3) each sample starts once the
+//!    previous one's sandbox is torn down (a teardown running alongside added ~40 ms to a
+//!    create on this 2-core machine).
 //!
 //! Prints a table; no assertion (timings belong here, not in tests).
 
@@ -174,6 +176,28 @@ async fn warm_claims(c: &Cluster, samples: usize) -> Vec<Duration> {
             .delete(&name, &DeleteParams::default())
             .await
             .expect("delete claim");
+        // As for (1): the next claim starts once this one's Sandbox is torn down.
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(claims.clone(), &name, |c: Option<&SandboxClaim>| {
+                c.is_none()
+            }),
+        )
+        .await
+        .expect("claim gone in time")
+        .expect("watch");
+        let taken =
+            kube::api::ListParams::default().labels(&format!("microsandbox.dev/claim={name}"));
+        while !c
+            .sandboxes()
+            .list(&taken)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let (ok, _, err) = c.kubectl(
         &[
@@ -265,6 +289,8 @@ async fn main() {
         api.delete(&name, &DeleteParams::default())
             .await
             .expect("delete");
+        // Each sample starts on an idle node: the last one's teardown is done.
+        c.wait_no_sandboxes(Duration::from_secs(60)).await;
     }
     delete_all(&c).await;
     let mut direct = Vec::new();
