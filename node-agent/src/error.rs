@@ -46,6 +46,8 @@ pub enum AgentError {
         "snapshot {snapshot:?} is the image of sandbox {sandbox:?}; remove that sandbox first"
     )]
     SnapshotInUse { snapshot: String, sandbox: String },
+    #[error("no warm pool {0:?} (PUT /v1/pools/{0} makes one)")]
+    PoolNotFound(String),
     #[error("volume {0:?} is being resized; try again in a moment")]
     VolumeBusy(String),
     /// A file system operation of the agent failed.
@@ -93,6 +95,7 @@ impl AgentError {
             AgentError::VolumeAlreadyExists(_) => ErrorCode::VolumeAlreadyExists,
             AgentError::VolumeInUse { .. } | AgentError::VolumeBusy(_) => ErrorCode::VolumeInUse,
             AgentError::SnapshotInUse { .. } => ErrorCode::SnapshotInUse,
+            AgentError::PoolNotFound(_) => ErrorCode::PoolNotFound,
             AgentError::Io { .. } | AgentError::Internal(_) => ErrorCode::Internal,
         }
     }

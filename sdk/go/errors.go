@@ -40,6 +40,7 @@ var (
 	ErrVolumeAlreadyExists  = &Error{Code: "volume_already_exists"}
 	ErrVolumeInUse          = &Error{Code: "volume_in_use"}
 	ErrSnapshotInUse        = &Error{Code: "snapshot_in_use"}
+	ErrPoolNotFound         = &Error{Code: "pool_not_found"}
 	ErrIsolationUnavailable = &Error{Code: "isolation_unavailable"}
 	ErrGuestBootFailed      = &Error{Code: "guest_boot_failed"}
 	ErrRuntime              = &Error{Code: "runtime_error"}

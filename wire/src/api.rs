@@ -382,8 +382,9 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> 
                 "label key {k:?} must be 1-253 printable ASCII characters without spaces"
             ));
         }
-        if v.len() > 1024 {
-            return Err(format!("label {k:?}: value longer than 1024 bytes"));
+        // Characters, as JSON Schema's maxLength counts them.
+        if v.chars().count() > 1024 {
+            return Err(format!("label {k:?}: value longer than 1024 characters"));
         }
     }
     Ok(())
@@ -735,6 +736,8 @@ pub enum ErrorCode {
     /// The volume is mounted by a sandbox.
     VolumeInUse,
     SnapshotInUse,
+    /// No warm pool of that name.
+    PoolNotFound,
     InvalidRequest,
     InvalidName,
     SandboxNotFound,
@@ -771,7 +774,7 @@ impl ErrorCode {
             Forbidden => 403,
             InvalidRequest | InvalidName => 400,
             SandboxNotFound | ImageNotFound | PathNotFound | CommandNotFound | ImageNotPresent
-            | VolumeNotFound => 404,
+            | VolumeNotFound | PoolNotFound => 404,
             SandboxAlreadyExists | SandboxNotRunning | SandboxDraining | VolumeAlreadyExists
             | VolumeInUse | SnapshotInUse => 409,
             IsolationUnavailable => 422,

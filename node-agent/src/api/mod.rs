@@ -1,9 +1,11 @@
 //! The agent's HTTP/WebSocket API (warp). Routes are listed in `node-agent/API.md`.
 
+mod allow;
 mod auth;
 mod exec;
 mod fs;
 mod images;
+mod json;
 mod mcp;
 mod reply;
 mod sandboxes;
@@ -54,11 +56,14 @@ pub fn routes(
             .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
             .boxed(),
     };
-    health
+    let all = health
         .or(mcp)
         .unify()
         .or(v1)
         .unify()
         .recover(reply::recover)
-        .unify()
+        .unify();
+    warp::path::full()
+        .and(all)
+        .map(|path: warp::path::FullPath, r| allow::with_allow(path.as_str(), r))
 }

@@ -51,7 +51,7 @@ pub async fn recover(rej: warp::Rejection) -> Result<Response, std::convert::Inf
             ErrorCode::InvalidRequest,
             format!("invalid request body: {e}"),
         )
-    } else if let Some(e) = rej.find::<super::sandboxes::BadJson>() {
+    } else if let Some(e) = rej.find::<super::json::BadJson>() {
         (
             ErrorCode::InvalidRequest,
             format!("invalid request body: {}", e.0),

@@ -11,18 +11,13 @@ use warp::Filter;
 use super::{reply, Ctx};
 use crate::error::AgentError;
 
-const JSON_LIMIT: u64 = 1024 * 1024;
-
 pub(super) fn with_ctx(
     ctx: Ctx,
 ) -> impl Filter<Extract = (Ctx,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || ctx.clone())
 }
 
-pub(super) fn json_body<T: serde::de::DeserializeOwned + Send>(
-) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
-    warp::body::content_length_limit(JSON_LIMIT).and(warp::body::json())
-}
+pub(super) use super::json::body as json_body;
 
 /// Optional JSON body: empty bodies mean the default.
 /// `GET /v1/sandboxes/{name}/logs?tail_bytes=N`.
@@ -32,14 +27,13 @@ struct LogsQuery {
 }
 
 fn optional_stop() -> impl Filter<Extract = (StopSandbox,), Error = warp::Rejection> + Clone {
-    warp::body::content_length_limit(JSON_LIMIT)
+    warp::body::content_length_limit(super::json::LIMIT)
         .and(warp::body::bytes())
         .and_then(|b: bytes::Bytes| async move {
             if b.iter().all(u8::is_ascii_whitespace) {
                 return Ok(StopSandbox::default());
             }
-            serde_json::from_slice::<StopSandbox>(&b)
-                .map_err(|e| warp::reject::custom(BadJson(e.to_string())))
+            super::json::parse::<StopSandbox>(&b).map_err(warp::reject::custom)
         })
 }
 
@@ -52,10 +46,6 @@ async fn to_the_end<T: Send + 'static>(
         .await
         .unwrap_or_else(|e| Err(AgentError::Internal(e.to_string())))
 }
-
-#[derive(Debug)]
-pub struct BadJson(pub String);
-impl warp::reject::Reject for BadJson {}
 
 pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let info = warp::path!("info")

@@ -172,7 +172,7 @@ impl SandboxManager {
         pools
             .get(name)
             .map(|p| info(name, p))
-            .ok_or_else(|| AgentError::InvalidRequest(format!("no pool {name:?}")))
+            .ok_or_else(|| AgentError::PoolNotFound(name.to_string()))
     }
 
     /// Delete pool `name` and its unclaimed members (claimed ones are their users').
@@ -183,7 +183,7 @@ impl SandboxManager {
             .lock()
             .await
             .remove(name)
-            .ok_or_else(|| AgentError::InvalidRequest(format!("no pool {name:?}")))?;
+            .ok_or_else(|| AgentError::PoolNotFound(name.to_string()))?;
         self.remove_members(pool.ready.into_iter().collect());
         Ok(())
     }

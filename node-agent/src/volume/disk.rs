@@ -71,11 +71,13 @@ fn loop_devices(image: &Path) -> std::io::Result<Vec<String>> {
 /// learns the new size, resize2fs grows the mounted ext4, which needs CAP_SYS_RESOURCE) when a
 /// sandbox still does. Which one is the kernel's say: a sandbox's mount keeps the loop device
 /// attached. resize2fs runs even when the image already has the size, so a retry after a failed
-/// resize completes it. Never shrinks. The caller keeps new mounts away meanwhile.
+/// resize completes it; it is told the size, not left to fill the image, which a refused larger
+/// growth may have extended. Never shrinks. The caller keeps new mounts away meanwhile.
 pub fn grow(image: &Path, at: &Path, bytes: u64) -> std::io::Result<()> {
     extend(image, bytes)?;
+    let size = format!("{}K", bytes / 1024);
     if take_down(image, at)? {
-        let result = check_and_resize(image);
+        let result = check_and_resize(image, &size);
         mount(image, at)?;
         return result;
     }
@@ -84,7 +86,7 @@ pub fn grow(image: &Path, at: &Path, bytes: u64) -> std::io::Result<()> {
         .next()
         .ok_or_else(|| std::io::Error::other(format!("{} has no loop device", image.display())))?;
     run(Command::new("losetup").args(["-c", &device]))?;
-    run(Command::new("resize2fs").arg(&device)).map_err(|e| {
+    run(Command::new("resize2fs").arg(&device).arg(&size)).map_err(|e| {
         std::io::Error::other(format!(
             "{e} (growing a volume in use needs CAP_SYS_RESOURCE; or stop its sandboxes first)"
         ))
@@ -114,8 +116,8 @@ fn take_down(image: &Path, at: &Path) -> std::io::Result<bool> {
     Ok(false)
 }
 
-/// e2fsck then resize2fs on an unmounted image.
-fn check_and_resize(image: &Path) -> std::io::Result<()> {
+/// e2fsck then resize2fs (to `size`, e.g. `32768K`) on an unmounted image.
+fn check_and_resize(image: &Path, size: &str) -> std::io::Result<()> {
     // e2fsck exits 1 when it fixed something, which is fine before a resize.
     let out = Command::new("e2fsck")
         .args(["-f", "-p"])
@@ -128,7 +130,7 @@ fn check_and_resize(image: &Path) -> std::io::Result<()> {
             String::from_utf8_lossy(&out.stdout).trim()
         )));
     }
-    run(Command::new("resize2fs").arg(image))
+    run(Command::new("resize2fs").arg(image).arg(size))
 }
 
 /// Unmount `at` if mounted (lazily: a sandbox that still has it open keeps it alive).

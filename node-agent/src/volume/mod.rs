@@ -130,7 +130,8 @@ impl VolumeStore {
         let (image, data) = (dir.join("disk.img"), self.data_dir(&req.name));
         let made = (|| -> Result<(), AgentError> {
             std::fs::create_dir_all(&dir).at("create", &dir)?;
-            disk::create(&image, req.quota_mib << 20).at("create the disk image", &image)?;
+            disk::create(&image, req.quota_mib << 20)
+                .map_err(|e| too_large(e, req.quota_mib, "create the disk image", &image))?;
             disk::mount(&image, &data).at("mount the volume at", &data)?;
             write_record(&dir, &rec).at("save the record of", &dir)
         })();
@@ -193,7 +194,7 @@ impl VolumeStore {
             tokio::task::spawn_blocking(move || disk::grow(&image, &data, quota_mib << 20))
                 .await
                 .map_err(|e| AgentError::Internal(format!("volume growth: {e}")))?
-                .at("grow", &grown)?;
+                .map_err(|e| too_large(e, quota_mib, "grow", &grown))?;
             rec.quota_mib = quota_mib;
             write_record(&dir, &rec).at("save the record of", &dir)?;
             tracing::info!(volume = %name, quota_mib, "volume grown");
@@ -238,5 +239,28 @@ impl VolumeStore {
 
     pub fn root(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// A quota the node's file system cannot hold in one file (EFBIG: ext4 with 4 KiB blocks stops
+/// just short of 16 TiB) is the request's fault: `invalid_request`, not an internal error.
+///
+/// Likewise a growth ext4 cannot make: a file system made with N blocks reserves descriptor room
+/// to grow to about 1024 N, and resize2fs refuses beyond ("too many block group descriptors").
+fn too_large(e: std::io::Error, quota_mib: u64, op: &'static str, path: &Path) -> AgentError {
+    if e.kind() == std::io::ErrorKind::FileTooLarge {
+        AgentError::InvalidRequest(format!(
+            "quota_mib {quota_mib} is more than this node's file system holds in one file; choose a smaller quota"
+        ))
+    } else if e.to_string().contains("too many block group descriptors") {
+        AgentError::InvalidRequest(format!(
+            "quota_mib {quota_mib} is more than this volume can grow to (ext4 grows to about 1024 times the size it was created with); create a larger volume instead"
+        ))
+    } else {
+        AgentError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: e,
+        }
     }
 }

@@ -64,6 +64,7 @@ from .errors import (
     VolumeAlreadyExistsError,
     VolumeInUseError,
     SnapshotInUseError,
+    PoolNotFoundError,
     VolumeNotFoundError,
 )
 from .legacy import CommandExecution, Execution, NodeSandbox, PythonSandbox
@@ -171,6 +172,7 @@ __all__ = [
     "VolumeAlreadyExistsError",
     "VolumeInUseError",
     "SnapshotInUseError",
+    "PoolNotFoundError",
     "ClusterError",
     "ClusterConfigError",
     "SchedulingError",

@@ -55,6 +55,7 @@ __all__ = [
     "VolumeAlreadyExistsError",
     "VolumeInUseError",
     "SnapshotInUseError",
+    "PoolNotFoundError",
     "ClusterError",
     "ClusterConfigError",
     "SchedulingError",
@@ -282,6 +283,10 @@ class VolumeInUseError(MicrosandboxError):
     """The named volume is mounted by a sandbox and cannot be removed."""
 
 
+class PoolNotFoundError(MicrosandboxError, LookupError):
+    """No warm pool of that name on the agent (:meth:`Pool.create` makes one)."""
+
+
 class SnapshotInUseError(MicrosandboxError):
     """A sandbox was created from the snapshot (its files are that sandbox's): not removed."""
 
@@ -364,6 +369,7 @@ _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     "volume_already_exists": (VolumeAlreadyExistsError, "pick another name or reuse it"),
     "volume_in_use": (VolumeInUseError, "remove the sandboxes that mount it first"),
     "snapshot_in_use": (SnapshotInUseError, "remove the sandboxes created from it first"),
+    "pool_not_found": (PoolNotFoundError, "create it with Pool.create(...) first"),
     "patch_failed": (
         PatchFailedError,
         "fix that patch; copies read the host only below the agent's --host-root (MSB_HOST_ROOTS)",

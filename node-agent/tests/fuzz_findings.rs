@@ -1,0 +1,98 @@
+//! Regression tests of what API fuzzing (`scripts/fuzz-api.sh`, schemathesis) found, one per
+//! finding, against a real agent.
+
+mod common;
+
+use common::*;
+use microsandbox_client::api::CreateVolume;
+use microsandbox_client::ErrorCode;
+use std::process::Command;
+
+/// `curl` on the agent's socket with its token: (status, headers and body as text).
+fn curl(agent: &TestAgent, args: &[&str]) -> String {
+    let token = std::fs::read_to_string(agent.state.join("agent.token")).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--unix-socket"])
+        .arg(agent.state.join("agent.sock"))
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_lowercase()
+}
+
+#[tokio::test]
+async fn what_fuzzing_found_stays_fixed() {
+    let agent = TestAgent::start("fuzzed");
+    let c = agent.client();
+
+    // 405 names the allowed methods (RFC 9110), from the API's OpenAPI document.
+    let out = curl(&agent, &["-X", "TRACE", "http://localhost/v1/volumes/x"]);
+    assert!(out.starts_with("http/1.1 405"), "{out}");
+    assert!(out.contains("\r\nallow: get, delete, patch\r\n"), "{out}");
+    let out = curl(&agent, &["-X", "PUT", "http://localhost/healthz"]);
+    assert!(out.contains("\r\nallow: get\r\n"), "{out}");
+
+    // A quota the file system cannot hold in one file: 400 invalid_request (was 500 "File too
+    // large"), and no half-made volume.
+    let err = c
+        .create_volume(&CreateVolume {
+            name: "huge".into(),
+            quota_mib: 16 * 1024 * 1024,
+            labels: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is(ErrorCode::InvalidRequest), "{err}");
+    assert!(c.list_volumes().await.unwrap().is_empty());
+    assert!(!agent.state.join("volumes/huge").exists());
+
+    // Growing past what ext4 can grow to: 400 invalid_request (was 500 from resize2fs), and
+    // the volume still works at its old size.
+    c.create_volume(&CreateVolume {
+        name: "small".into(),
+        quota_mib: 16,
+        labels: Default::default(),
+    })
+    .await
+    .unwrap();
+    let err = c
+        .resize_volume("small", 16 * 1024 * 1024 - 1)
+        .await
+        .unwrap_err();
+    assert!(err.is(ErrorCode::InvalidRequest), "{err}");
+    assert_eq!(c.get_volume("small").await.unwrap().quota_mib, 16);
+    assert_eq!(c.resize_volume("small", 32).await.unwrap().quota_mib, 32);
+    c.remove_volume("small").await.unwrap();
+
+    // Whole numbers written as floats are integers (JSON Schema's reading): 244.0 is 244.
+    let out = curl(
+        &agent,
+        &[
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"name": "floaty", "quota_mib": 16.0}"#,
+            "http://localhost/v1/volumes",
+        ],
+    );
+    assert!(out.starts_with("http/1.1 201"), "{out}");
+    c.remove_volume("floaty").await.unwrap();
+
+    // A pool that does not exist: 404 pool_not_found (was 400 invalid_request).
+    let err = c.remove_pool("nope").await.unwrap_err();
+    assert!(err.is(ErrorCode::PoolNotFound), "{err}");
+
+    // Label values are limited in characters, as the document's maxLength counts them.
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert("k".to_string(), "é".repeat(1024));
+    c.create_volume(&CreateVolume {
+        name: "wide".into(),
+        quota_mib: 16,
+        labels,
+    })
+    .await
+    .expect("1024 two-byte characters are 1024 characters");
+    c.remove_volume("wide").await.unwrap();
+    assert!(c.health().await.is_ok());
+}
