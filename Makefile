@@ -9,7 +9,7 @@ export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 export MSB_CLI_BIN ?= $(TARGET)/debug/msb
 
-.PHONY: help setup build guest agent demo demo-curl test test-python test-go test-node test-crds test-microvm test-helm crds lint unit integration bench bench-python bench-sdks bench-msx
+.PHONY: fuzz-api help setup build guest agent demo demo-curl test test-python test-go test-node test-crds test-microvm test-helm crds lint unit integration bench bench-python bench-sdks bench-msx
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -45,7 +45,7 @@ unit: ## Unit tests (no root, no registry needed).
 integration: guest ## Integration tests against real crun sandboxes and the local registry (root).
 	cargo test --workspace --exclude microsandbox-e2e --tests -- --test-threads=2
 
-test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, microVM runtime on real libkrun, CRDs, the cluster e2e on a real apiserver, Python, Go and Node.js SDK tests, the Helm e2e on a real node.
+test: setup lint guest ## Everything CI runs: setup, lint, unit + integration tests, microVM runtime on real libkrun, CRDs, the cluster e2e on a real apiserver, Python, Go and Node.js SDK tests, a bounded API fuzzing run, the Helm e2e on a real node.
 	cargo test --workspace --exclude microsandbox-e2e -- --test-threads=2
 	@echo "== microVM boot e2e (runs where KVM can boot a guest; otherwise says why not):"
 	cargo test -q -p microsandbox-agent --test microvm_boot -- --nocapture
@@ -56,7 +56,12 @@ test: setup lint guest ## Everything CI runs: setup, lint, unit + integration te
 	bash sdk/python/scripts/test.sh
 	bash sdk/go/scripts/test.sh
 	bash sdk/node/scripts/test.sh
+	bash scripts/fuzz-api.sh 10
 	bash tests/e2e/helm/run.sh
+
+fuzz-api: guest ## API fuzzing (schemathesis, every operation, stateful links) against a real agent; FUZZ_EXAMPLES per operation (200).
+	cargo build -p microsandbox-agent
+	bash scripts/fuzz-api.sh $(or $(FUZZ_EXAMPLES),200)
 
 test-microvm: guest ## The microVM runtime on the real libkrun + libkrunfw (built/fetched and cached by scripts/libkrun.sh).
 	L=$$(bash scripts/libkrun.sh --print-lib-dir) && MSB_LIBKRUN_DIR=$$L LD_LIBRARY_PATH=$$L \

@@ -58,6 +58,10 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// What the node's file system cannot do for a volume (too large a file, growth beyond
+    /// what ext4 reserved room for): the request is well formed, the node cannot serve it.
+    #[error("{0}")]
+    VolumeLimit(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -96,6 +100,7 @@ impl AgentError {
             AgentError::VolumeInUse { .. } | AgentError::VolumeBusy(_) => ErrorCode::VolumeInUse,
             AgentError::SnapshotInUse { .. } => ErrorCode::SnapshotInUse,
             AgentError::PoolNotFound(_) => ErrorCode::PoolNotFound,
+            AgentError::VolumeLimit(_) => ErrorCode::FsError,
             AgentError::Io { .. } | AgentError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -33,8 +33,8 @@ async fn what_fuzzing_found_stays_fixed() {
     let out = curl(&agent, &["-X", "PUT", "http://localhost/healthz"]);
     assert!(out.contains("\r\nallow: get\r\n"), "{out}");
 
-    // A quota the file system cannot hold in one file: 400 invalid_request (was 500 "File too
-    // large"), and no half-made volume.
+    // A quota the file system cannot hold in one file: 422 fs_error (was 500 "File too large"),
+    // and no half-made volume.
     let err = c
         .create_volume(&CreateVolume {
             name: "huge".into(),
@@ -43,12 +43,12 @@ async fn what_fuzzing_found_stays_fixed() {
         })
         .await
         .unwrap_err();
-    assert!(err.is(ErrorCode::InvalidRequest), "{err}");
+    assert!(err.is(ErrorCode::FsError), "{err}");
     assert!(c.list_volumes().await.unwrap().is_empty());
     assert!(!agent.state.join("volumes/huge").exists());
 
-    // Growing past what ext4 can grow to: 400 invalid_request (was 500 from resize2fs), and
-    // the volume still works at its old size.
+    // Growing past what ext4 can grow to: 422 fs_error (was 500 from resize2fs), and the
+    // volume still grows within its limit afterwards.
     c.create_volume(&CreateVolume {
         name: "small".into(),
         quota_mib: 16,
@@ -60,9 +60,25 @@ async fn what_fuzzing_found_stays_fixed() {
         .resize_volume("small", 16 * 1024 * 1024 - 1)
         .await
         .unwrap_err();
-    assert!(err.is(ErrorCode::InvalidRequest), "{err}");
+    assert!(err.is(ErrorCode::FsError), "{err}");
     assert_eq!(c.get_volume("small").await.unwrap().quota_mib, 16);
     assert_eq!(c.resize_volume("small", 32).await.unwrap().quota_mib, 32);
+    // Within the limit the volume stays mountable (resize2fs went past it by converting the
+    // layout, which left a 1 MiB volume unmountable: "Structure needs cleaning").
+    c.create_volume(&CreateVolume {
+        name: "tiny".into(),
+        quota_mib: 1,
+        labels: Default::default(),
+    })
+    .await
+    .unwrap();
+    let err = c.resize_volume("tiny", 266_931).await.unwrap_err();
+    assert!(
+        err.is(ErrorCode::FsError) && err.to_string().contains("1024 MiB"),
+        "{err}"
+    );
+    assert_eq!(c.resize_volume("tiny", 1024).await.unwrap().quota_mib, 1024);
+    c.remove_volume("tiny").await.unwrap();
     c.remove_volume("small").await.unwrap();
 
     // Whole numbers written as floats are integers (JSON Schema's reading): 244.0 is 244.

@@ -43,9 +43,9 @@ fn parse(doc: &str) -> Vec<(Vec<Option<String>>, Vec<String>)> {
             if let (true, Some(route)) = (METHODS.contains(&op), routes.last_mut()) {
                 route.1.push(op.to_ascii_uppercase());
                 // One order whatever the document's: GET, PUT, POST, DELETE, ...
-                route.1.sort_by_key(|m| {
-                    METHODS.iter().position(|x| x.eq_ignore_ascii_case(m))
-                });
+                route
+                    .1
+                    .sort_by_key(|m| METHODS.iter().position(|x| x.eq_ignore_ascii_case(m)));
             }
         }
     }

@@ -64,7 +64,13 @@ mod tests {
     #[test]
     fn whole_floats_are_integers_fractions_are_not() {
         let r: Req = parse(br#"{"n": 244.0, "list": [-3.0, 7]}"#).unwrap();
-        assert_eq!(r, Req { n: 244, list: vec![-3, 7] });
+        assert_eq!(
+            r,
+            Req {
+                n: 244,
+                list: vec![-3, 7]
+            }
+        );
         assert!(parse::<Req>(br#"{"n": 2.5, "list": []}"#).is_err());
         assert!(parse::<Req>(br#"{"n": 1e300, "list": []}"#).is_err());
         assert!(parse::<Req>(br#"{"n": 1, "list": [], "x": 0}"#)

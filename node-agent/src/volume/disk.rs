@@ -138,9 +138,62 @@ pub fn unmount(at: &Path) -> std::io::Result<()> {
     crate::rootfs::unmount(at)
 }
 
+/// The size in bytes the ext4 file system in `image` can grow to in place: as many block groups
+/// as its group descriptor blocks, with those mkfs reserved for growth (about 1024 times the
+/// size it was made with), can describe. resize2fs goes further by converting the layout, which
+/// has left small file systems unmountable ("Structure needs cleaning"); the agent does not.
+pub fn growth_limit(image: &Path) -> std::io::Result<u64> {
+    let out = Command::new("dumpe2fs").arg("-h").arg(image).output()?;
+    parse_growth_limit(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "dumpe2fs -h {}: no superblock fields ({})",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    })
+}
+
+/// [`growth_limit`] from `dumpe2fs -h` output.
+fn parse_growth_limit(dump: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        dump.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let blocks = field("Block count")?;
+    let block_size = field("Block size")?;
+    let per_group = field("Blocks per group")?;
+    let reserved = field("Reserved GDT blocks").unwrap_or(0);
+    // 32-byte descriptors without the 64bit feature (no such line then).
+    let desc = field("Group descriptor size").unwrap_or(32);
+    let per_block = block_size / desc;
+    let groups = blocks.div_ceil(per_group);
+    let gdt = groups.div_ceil(per_block);
+    Some((gdt + reserved) * per_block * per_group * block_size)
+}
+
 /// Bytes in use on the file system mounted at `at`.
 pub fn used_bytes(at: &Path) -> std::io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(at).map_err(std::io::Error::from)?;
     let blocks = st.blocks().saturating_sub(st.blocks_free());
     Ok(blocks.saturating_mul(st.fragment_size()))
+}
+
+#[cfg(test)]
+mod growth_tests {
+    use super::parse_growth_limit;
+
+    #[test]
+    fn growth_limit_is_what_the_descriptor_blocks_describe() {
+        // mkfs.ext4 of 1 MiB: one group, one descriptor block + 7 reserved, 16 per block.
+        let one_mib = "Block count:              1024\nBlock size:               1024\n\
+            Group descriptor size:    64\nReserved GDT blocks:      7\n\
+            Blocks per group:         8192\n";
+        assert_eq!(parse_growth_limit(one_mib), Some(8 * 16 * 8192 * 1024)); // 1 GiB
+        let sixteen = "Block count:              16384\nBlock size:               1024\n\
+            Group descriptor size:    64\nReserved GDT blocks:      127\n\
+            Blocks per group:         8192\n";
+        assert_eq!(parse_growth_limit(sixteen), Some(16 << 30));
+        assert_eq!(parse_growth_limit("garbage"), None);
+    }
 }

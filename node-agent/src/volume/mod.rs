@@ -189,6 +189,13 @@ impl VolumeStore {
         if quota_mib > rec.quota_mib {
             let dir = self.vol_dir(name);
             let (image, data) = (dir.join("disk.img"), self.data_dir(name));
+            let limit = disk::growth_limit(&image).at("read the file system of", &image)?;
+            if quota_mib << 20 > limit {
+                return Err(AgentError::VolumeLimit(format!(
+                    "volume {name} can grow to at most {} MiB (ext4 grows in place to about 1024 times the size it was created with); create a larger volume instead",
+                    limit >> 20
+                )));
+            }
             let _busy = Resizing::mark(&self.resizing, name);
             let grown = image.clone();
             tokio::task::spawn_blocking(move || disk::grow(&image, &data, quota_mib << 20))
@@ -243,17 +250,17 @@ impl VolumeStore {
 }
 
 /// A quota the node's file system cannot hold in one file (EFBIG: ext4 with 4 KiB blocks stops
-/// just short of 16 TiB) is the request's fault: `invalid_request`, not an internal error.
+/// just short of 16 TiB) is a limit of the node, not an internal error: `fs_error` (422).
 ///
 /// Likewise a growth ext4 cannot make: a file system made with N blocks reserves descriptor room
 /// to grow to about 1024 N, and resize2fs refuses beyond ("too many block group descriptors").
 fn too_large(e: std::io::Error, quota_mib: u64, op: &'static str, path: &Path) -> AgentError {
     if e.kind() == std::io::ErrorKind::FileTooLarge {
-        AgentError::InvalidRequest(format!(
+        AgentError::VolumeLimit(format!(
             "quota_mib {quota_mib} is more than this node's file system holds in one file; choose a smaller quota"
         ))
     } else if e.to_string().contains("too many block group descriptors") {
-        AgentError::InvalidRequest(format!(
+        AgentError::VolumeLimit(format!(
             "quota_mib {quota_mib} is more than this volume can grow to (ext4 grows to about 1024 times the size it was created with); create a larger volume instead"
         ))
     } else {
