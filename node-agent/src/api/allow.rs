@@ -6,9 +6,13 @@ use std::sync::LazyLock;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
-/// The document's paths: segments (`None` for a `{parameter}`) and their methods, upper case.
-static ROUTES: LazyLock<Vec<(Vec<Option<String>>, Vec<String>)>> =
-    LazyLock::new(|| parse(include_str!("../../openapi.yaml")));
+/// One documented path: its segments (`None` for a `{parameter}`) and methods, upper case.
+struct Route {
+    segments: Vec<Option<String>>,
+    methods: Vec<String>,
+}
+
+static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| parse(include_str!("../../openapi.yaml")));
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -16,8 +20,8 @@ const METHODS: [&str; 8] = [
 
 /// Paths and methods of an OpenAPI document's `paths:` (two-space indented path keys, their
 /// operations four spaces in).
-fn parse(doc: &str) -> Vec<(Vec<Option<String>>, Vec<String>)> {
-    let mut routes: Vec<(Vec<Option<String>>, Vec<String>)> = Vec::new();
+fn parse(doc: &str) -> Vec<Route> {
+    let mut routes: Vec<Route> = Vec::new();
     let mut in_paths = false;
     for line in doc.lines() {
         if !line.starts_with(' ') && !line.is_empty() {
@@ -35,16 +39,19 @@ fn parse(doc: &str) -> Vec<(Vec<Option<String>>, Vec<String>)> {
                 .split('/')
                 .map(|s| (!s.starts_with('{')).then(|| s.to_string()))
                 .collect();
-            routes.push((segments, Vec::new()));
+            routes.push(Route {
+                segments,
+                methods: Vec::new(),
+            });
         } else if let Some(op) = line
             .strip_prefix("    ")
             .and_then(|l| l.trim_end().strip_suffix(':'))
         {
             if let (true, Some(route)) = (METHODS.contains(&op), routes.last_mut()) {
-                route.1.push(op.to_ascii_uppercase());
+                route.methods.push(op.to_ascii_uppercase());
                 // One order whatever the document's: GET, PUT, POST, DELETE, ...
                 route
-                    .1
+                    .methods
                     .sort_by_key(|m| METHODS.iter().position(|x| x.eq_ignore_ascii_case(m)));
             }
         }
@@ -57,14 +64,14 @@ pub fn methods(path: &str) -> Option<String> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     ROUTES
         .iter()
-        .find(|(pattern, _)| {
-            pattern.len() == segments.len()
-                && pattern
+        .find(|r| {
+            r.segments.len() == segments.len()
+                && r.segments
                     .iter()
                     .zip(&segments)
                     .all(|(p, s)| p.as_deref().is_none_or(|p| p == *s))
         })
-        .map(|(_, methods)| methods.join(", "))
+        .map(|r| r.methods.join(", "))
 }
 
 /// Add `Allow` to a 405 answer for `path`.
