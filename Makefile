@@ -9,7 +9,7 @@ export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 export MSB_CLI_BIN ?= $(TARGET)/debug/msb
 
-.PHONY: fuzz-api help setup build guest agent demo demo-curl test test-python test-go test-node test-crds test-microvm test-helm crds lint unit integration bench bench-python bench-sdks bench-msx
+.PHONY: fuzz fuzz-api help setup build guest agent demo demo-curl test test-python test-go test-node test-crds test-microvm test-helm crds lint unit integration bench bench-python bench-sdks bench-msx
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,7 +57,11 @@ test: setup lint guest ## Everything CI runs: setup, lint, unit + integration te
 	bash sdk/go/scripts/test.sh
 	bash sdk/node/scripts/test.sh
 	bash scripts/fuzz-api.sh 10
+	bash scripts/fuzz.sh 10
 	bash tests/e2e/helm/run.sh
+
+fuzz: ## cargo-fuzz targets (nightly, libFuzzer + ASan) for FUZZ_SECONDS each (60); corpus in fuzz/corpus.
+	FUZZ_GROW=1 bash scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 fuzz-api: guest ## API fuzzing (schemathesis, every operation, stateful links) against a real agent; FUZZ_EXAMPLES per operation (200).
 	cargo build -p microsandbox-agent
