@@ -9,7 +9,7 @@ export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 export MSB_CLI_BIN ?= $(TARGET)/debug/msb
 
-.PHONY: fuzz fuzz-api help setup build guest agent demo demo-curl test test-python test-go test-node test-crds test-microvm test-helm crds lint unit integration bench bench-python bench-sdks bench-msx
+.PHONY: crash escape soak fuzz fuzz-api help setup build guest agent demo demo-curl test test-python test-go test-node test-crds test-microvm test-helm crds lint unit integration bench bench-python bench-sdks bench-msx
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,15 @@ test: setup lint guest ## Everything CI runs: setup, lint, unit + integration te
 	bash scripts/fuzz-api.sh 10
 	bash scripts/fuzz.sh 10
 	bash tests/e2e/helm/run.sh
+
+crash: guest ## Crash at every step: MSB_CRASH_ROUNDS (100) rounds of kill -9 (agent, guest, crun) mid-operation, then nothing unclaimed.
+	MSB_CRASH_ROUNDS=$(or $(MSB_CRASH_ROUNDS),100) cargo test -p microsandbox-agent --test crash -- --nocapture
+
+soak: guest ## Soak: MSB_SOAK_CYCLES (10000) create/exec/file/remove cycles; fds, threads, mounts flat, RSS slope printed.
+	MSB_SOAK_CYCLES=$(or $(MSB_SOAK_CYCLES),10000) cargo test -p microsandbox-agent --test soak -- --nocapture
+
+escape: guest ## Escape and reconnaissance tooling (kdigger, amicontained, classic breakouts) from inside, as a table.
+	cargo test -p microsandbox-agent --test escape -- --nocapture
 
 fuzz: ## cargo-fuzz targets (nightly, libFuzzer + ASan) for FUZZ_SECONDS each (60); corpus in fuzz/corpus.
 	FUZZ_GROW=1 bash scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

@@ -69,6 +69,9 @@ pub enum AgentError {
 impl AgentError {
     pub fn code(&self) -> ErrorCode {
         use microsandbox_wire::guest::GuestErrorKind as G;
+        if self.is_node_disk_full() {
+            return ErrorCode::NoSpace;
+        }
         match self {
             AgentError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             AgentError::InvalidName(_) => ErrorCode::InvalidName,
@@ -103,6 +106,33 @@ impl AgentError {
             AgentError::VolumeLimit(_) => ErrorCode::FsError,
             AgentError::Io { .. } | AgentError::Internal(_) => ErrorCode::Internal,
         }
+    }
+
+    /// Whether the node's own disk ran out: an `ENOSPC`/`EDQUOT` in the chain of an agent-side
+    /// failure, or the words the tools the agent runs (mkfs, crun, resize2fs) print for it. A
+    /// guest's own full disk is not this (its quota: `fs_error` from the guest agent).
+    fn is_node_disk_full(&self) -> bool {
+        match self {
+            AgentError::Io { .. }
+            | AgentError::Internal(_)
+            | AgentError::Runtime(_)
+            | AgentError::Image(_)
+            | AgentError::VolumeLimit(_) => {}
+            _ => return false,
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) {
+                    return true;
+                }
+            }
+            source = e.source();
+        }
+        self.to_string().contains("No space left on device")
     }
 
     pub fn not_running(name: &str, state: SandboxState) -> Self {

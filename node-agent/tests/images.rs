@@ -80,3 +80,113 @@ async fn pull_progress_policy_and_shared_layers() {
     c.remove("a").await.unwrap();
     c.remove("b").await.unwrap();
 }
+
+/// A registry that dies mid-pull: a relay to the local registry that, once `limit` bytes of
+/// answers went through, cuts every connection and refuses new ones.
+struct DyingRegistry {
+    port: u16,
+}
+
+impl DyingRegistry {
+    fn start(limit: u64) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dead = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (d, s) = (dead.clone(), sent.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if d.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused mid-handshake
+                }
+                let Ok(upstream) = std::net::TcpStream::connect("127.0.0.1:5000") else {
+                    continue;
+                };
+                let (mut c_read, mut u_write) =
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut u_write);
+                });
+                let (d, s) = (d.clone(), s.clone());
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let (mut up, mut down) = (upstream, client);
+                    let mut buf = [0u8; 16 << 10];
+                    loop {
+                        let n = match up.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if d.load(Ordering::SeqCst)
+                            || s.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > limit
+                        {
+                            d.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        if down.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = down.shutdown(std::net::Shutdown::Both);
+                    let _ = up.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Self { port }
+    }
+}
+
+/// Every file below `dir`.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_registry_dying_mid_pull_gives_a_typed_error_and_leaves_no_partial_layer() {
+    let agent = TestAgent::start("img-dying");
+    let images = agent.state.join("images");
+    std::fs::remove_file(&images).unwrap();
+    std::fs::create_dir(&images).unwrap();
+    let mut agent = agent;
+    agent.restart();
+    let c = agent.client();
+    let before = files(&images);
+    let registry = DyingRegistry::start(256 << 10);
+    let image = format!("127.0.0.1:{}/library/busybox:latest", registry.port);
+    let err = c
+        .pull_image_wait(PullImage {
+            image: image.clone(),
+            policy: PullPolicy::Always,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.is(ErrorCode::ImagePullFailed) || err.is(ErrorCode::RegistryUnreachable),
+        "{err:?}"
+    );
+    // No layer, manifest or temporary file of the cut pull is kept.
+    assert_eq!(files(&images), before, "after the cut pull");
+    let err = c.create(sandbox("cut", &image)).await.unwrap_err();
+    assert!(err.code().is_some(), "{err}");
+    assert!(c.list().await.unwrap().is_empty());
+    // Back up: the same pull completes and the image runs.
+    let registry = DyingRegistry::start(u64::MAX);
+    let image = format!("127.0.0.1:{}/library/busybox:latest", registry.port);
+    create(&c, "whole", &image).await;
+    assert_eq!(sh(&c, "whole", "echo ok").await.stdout_str(), "ok\n");
+    c.remove("whole").await.unwrap();
+}

@@ -43,6 +43,7 @@ var (
 	ErrPoolNotFound         = &Error{Code: "pool_not_found"}
 	ErrIsolationUnavailable = &Error{Code: "isolation_unavailable"}
 	ErrGuestBootFailed      = &Error{Code: "guest_boot_failed"}
+	ErrNoSpace              = &Error{Code: "no_space"}
 	ErrRuntime              = &Error{Code: "runtime_error"}
 	ErrInternal             = &Error{Code: "internal"}
 )

@@ -756,6 +756,9 @@ pub enum ErrorCode {
     ExecFailed,
     /// A microVM's guest did not boot (the message says why: e.g. KVM cannot run its kernel).
     GuestBootFailed,
+    /// The node's disk (the agent's state directory: images, sandbox roots, volumes) is full;
+    /// nothing half-made is kept.
+    NoSpace,
     RuntimeError,
     Internal,
 }
@@ -781,6 +784,7 @@ impl ErrorCode {
             ImagePullFailed | RegistryUnreachable => 502,
             FsError | ExecFailed | PatchFailed => 422,
             GuestBootFailed | RuntimeError | Internal => 500,
+            NoSpace => 507,
         }
     }
 }

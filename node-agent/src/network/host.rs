@@ -194,6 +194,11 @@ impl Uplink {
         .await
     }
 
+    /// Deletes network namespace `name` (its interfaces go with it, and their veth peers).
+    pub async fn delete_namespace(name: &str) -> io::Result<()> {
+        run("ip", &["netns", "del", name], None).await
+    }
+
     /// Removes the veth pair and the sandbox namespace (each step tolerates what is gone).
     pub async fn unplug(&self, sandbox_ns: &str, a: &Addressing) {
         if let Err(e) = self.ip(&["link", "del", &a.host_if]).await {

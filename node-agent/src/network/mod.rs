@@ -55,6 +55,20 @@ pub struct NetConfig {
     pub netns_prefix: String,
 }
 
+/// Names in `/run/netns` that carry `prefix` and are not `claimed`.
+fn unclaimed_namespaces(prefix: &str, claimed: &BTreeSet<&str>) -> Vec<String> {
+    if prefix.is_empty() {
+        return Vec::new(); // not ours to judge
+    }
+    std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix) && !claimed.contains(n.as_str()))
+        .collect()
+}
+
 /// [`NetConfig::netns_prefix`] of the agent whose state directory is `state_dir`.
 pub fn netns_prefix(state_dir: &Path) -> String {
     use sha2::Digest;
@@ -409,6 +423,14 @@ impl NetworkManager {
                     crate::cleanup::warn_on_err(format_args!("remove link {name}"), removed);
                 }
             }
+        }
+        // Namespaces carry this agent's prefix: one no record claims was made by a create the
+        // crash cut short before it was recorded.
+        let claimed: BTreeSet<&str> = keep.iter().map(|a| a.netns.as_str()).collect();
+        for ns in unclaimed_namespaces(&self.cfg.netns_prefix, &claimed) {
+            tracing::info!(netns = %ns, "removing a sandbox network namespace no record claims");
+            let removed = Uplink::delete_namespace(&ns).await;
+            crate::cleanup::warn_on_err(format_args!("remove network namespace {ns}"), removed);
         }
     }
 

@@ -87,9 +87,18 @@ pub fn grow(image: &Path, at: &Path, bytes: u64) -> std::io::Result<()> {
         .ok_or_else(|| std::io::Error::other(format!("{} has no loop device", image.display())))?;
     run(Command::new("losetup").args(["-c", &device]))?;
     run(Command::new("resize2fs").arg(&device).arg(&size)).map_err(|e| {
-        std::io::Error::other(format!(
-            "{e} (growing a volume in use needs CAP_SYS_RESOURCE; or stop its sandboxes first)"
-        ))
+        // resize2fs says "Permission denied to resize filesystem" without CAP_SYS_RESOURCE.
+        let kind = if e.to_string().contains("Permission denied") {
+            std::io::ErrorKind::PermissionDenied
+        } else {
+            std::io::ErrorKind::Other
+        };
+        std::io::Error::new(
+            kind,
+            format!(
+                "{e} (growing a volume in use needs CAP_SYS_RESOURCE; or stop its sandboxes first)"
+            ),
+        )
     })
 }
 

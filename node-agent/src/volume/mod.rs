@@ -259,6 +259,9 @@ fn too_large(e: std::io::Error, quota_mib: u64, op: &'static str, path: &Path) -
         AgentError::VolumeLimit(format!(
             "quota_mib {quota_mib} is more than this node's file system holds in one file; choose a smaller quota"
         ))
+    } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+        // Online growth on a node that withholds CAP_SYS_RESOURCE: the volume is unchanged.
+        AgentError::VolumeLimit(format!("cannot {op} {}: {e}", path.display()))
     } else if e.to_string().contains("too many block group descriptors") {
         AgentError::VolumeLimit(format!(
             "quota_mib {quota_mib} is more than this volume can grow to (ext4 grows to about 1024 times the size it was created with); create a larger volume instead"

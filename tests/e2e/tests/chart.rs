@@ -155,10 +155,14 @@ fn rbac_is_narrow() {
             .expect("kubectl");
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };
-    // What each needs.
+    // What each needs: the operator creates the members of warm pools.
     assert!(can(
         "operator",
         &["delete", "sandboxes.microsandbox.dev", "-A"]
+    ));
+    assert!(can(
+        "operator",
+        &["create", "sandboxes.microsandbox.dev", "-A"]
     ));
     assert!(can(
         "operator",
@@ -194,7 +198,15 @@ fn rbac_is_narrow() {
         ("operator", vec!["create", "pods", "-A"]),
         (
             "operator",
-            vec!["create", "sandboxes.microsandbox.dev", "-A"],
+            vec!["create", "sandboxclaims.microsandbox.dev", "-A"],
+        ),
+        (
+            "operator",
+            vec!["create", "sandboxwarmpools.microsandbox.dev", "-A"],
+        ),
+        (
+            "operator",
+            vec!["update", "sandboxtemplates.microsandbox.dev", "-A"],
         ),
         ("operator", vec!["delete", "namespaces"]),
         (

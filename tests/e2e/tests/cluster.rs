@@ -923,3 +923,114 @@ async fn secret_values_reach_only_the_bound_node_sealed() {
     assert!(ok, "{err}");
     assert!(microsandbox_e2e::files_containing(&bound.state, VALUE.as_bytes()).is_empty());
 }
+
+/// Crash at every step, cluster mode: rounds of applying Sandboxes and deleting the previous
+/// round's while the operator, the node-agent or both are killed with -9 at a random moment and
+/// restarted after a random pause. After each round the objects converge: the new ones Ready on
+/// exactly one running sandbox each, the deleted ones gone (no finalizer left behind), and the
+/// agent runs nothing that no object claims. `MSB_CLUSTER_CRASH_ROUNDS` (default 6),
+/// `MSB_CRASH_SEED` replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_rounds_operator_and_agent_converge() {
+    let rounds: usize = std::env::var("MSB_CLUSTER_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let seed = std::env::var("MSB_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("cluster crash: seed {seed}, {rounds} rounds");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let c = Cluster::new("e2e-crashrounds").await;
+    let mut op = c.operator(&[]);
+    let mut agent = c.agent("n1", &[]);
+    wait_leases(&c, 1).await;
+    let mut previous: Vec<String> = Vec::new();
+    let mut locals: BTreeSet<String> = BTreeSet::new();
+    for round in 0..rounds {
+        let names: Vec<String> = (0..3).map(|i| format!("cr{round}-{i}")).collect();
+        let yaml: Vec<String> = names.iter().map(|n| sandbox_yaml(n, "")).collect();
+        c.apply(&yaml.join("---\n"));
+        for n in &previous {
+            let (ok, _, err) =
+                c.kubectl(&["delete", "-n", &c.ns, "sandbox", n, "--wait=false"], None);
+            assert!(ok, "{err}");
+        }
+        let victim = rng.u8(..3);
+        tokio::time::sleep(Duration::from_millis(rng.u64(..400))).await;
+        if victim != 1 {
+            op.kill9();
+        }
+        if victim != 0 {
+            agent.proc.kill9();
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(..800))).await;
+        if victim != 1 {
+            op.restart();
+        }
+        if victim != 0 {
+            agent.proc.restart();
+        }
+        let what = ["operator", "node-agent", "both"][victim as usize];
+        let mut now = BTreeSet::new();
+        for n in &names {
+            let s = c
+                .wait_sandbox(
+                    n,
+                    READY_TIMEOUT,
+                    &format!("Ready after killing the {what}"),
+                    is_ready,
+                )
+                .await;
+            now.insert(local_of(&s));
+        }
+        // The deleted are gone, finalizers and all.
+        let start = std::time::Instant::now();
+        for n in &previous {
+            while c.sandboxes().get_opt(n).await.unwrap().is_some() {
+                assert!(
+                    start.elapsed() < READY_TIMEOUT,
+                    "round {round} ({what}): {n} is stuck: {:?}\noperator:\n{}",
+                    c.sandboxes()
+                        .get_opt(n)
+                        .await
+                        .unwrap()
+                        .map(|s| s.metadata.finalizers),
+                    op.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Exactly the objects' sandboxes run; what the deleted had is gone from the host.
+        let running: BTreeSet<String> = agent
+            .client()
+            .await
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        assert_eq!(running, now, "round {round} ({what})");
+        for local in locals.difference(&now) {
+            assert_eq!(
+                agent.leftovers(local),
+                Vec::<String>::new(),
+                "round {round}"
+            );
+        }
+        locals = now;
+        previous = names;
+    }
+    let (ok, _, err) = c.kubectl(
+        &["delete", "-n", &c.ns, "sandboxes", "--all", "--wait=false"],
+        None,
+    );
+    assert!(ok, "{err}");
+    c.wait_no_sandboxes(READY_TIMEOUT).await;
+    for local in &locals {
+        assert_eq!(agent.leftovers(local), Vec::<String>::new());
+    }
+    eprintln!("cluster crash: {rounds} rounds converged (seed {seed})");
+}

@@ -240,7 +240,20 @@ impl Runtime for ContainerRuntime {
             })?;
         // The container holds its own copy now.
         drop(listener);
+        // What a failed start may leave (a crun killed mid-run leaves its state and cgroups):
+        // removed rather than leaked.
+        let orphan = Launched {
+            id: spec.id.clone(),
+            isolation: Isolation::Container,
+            pid: None,
+            guest_socket: socket.clone(),
+            cgroup: Some(cgroup.clone()),
+        };
         if !status.success() {
+            crate::cleanup::warn_on_err(
+                "clean up the failed container",
+                self.cleanup(&orphan).await,
+            );
             return Err(RuntimeError::Command {
                 what: "crun run".into(),
                 detail: std::fs::read_to_string(&log_path)
@@ -259,13 +272,6 @@ impl Runtime for ContainerRuntime {
             Ok(pid) => pid,
             Err(e) => {
                 // The container runs but we cannot track it: remove it rather than leak it.
-                let orphan = Launched {
-                    id: spec.id.clone(),
-                    isolation: Isolation::Container,
-                    pid: None,
-                    guest_socket: socket.clone(),
-                    cgroup: Some(cgroup.clone()),
-                };
                 crate::cleanup::warn_on_err(
                     "clean up the failed container",
                     self.cleanup(&orphan).await,

@@ -65,6 +65,7 @@ from .errors import (
     VolumeInUseError,
     SnapshotInUseError,
     PoolNotFoundError,
+    NoSpaceError,
     VolumeNotFoundError,
 )
 from .legacy import CommandExecution, Execution, NodeSandbox, PythonSandbox
@@ -173,6 +174,7 @@ __all__ = [
     "VolumeInUseError",
     "SnapshotInUseError",
     "PoolNotFoundError",
+    "NoSpaceError",
     "ClusterError",
     "ClusterConfigError",
     "SchedulingError",

@@ -56,6 +56,7 @@ __all__ = [
     "VolumeInUseError",
     "SnapshotInUseError",
     "PoolNotFoundError",
+    "NoSpaceError",
     "ClusterError",
     "ClusterConfigError",
     "SchedulingError",
@@ -287,6 +288,12 @@ class PoolNotFoundError(MicrosandboxError, LookupError):
     """No warm pool of that name on the agent (:meth:`Pool.create` makes one)."""
 
 
+class NoSpaceError(MicrosandboxError):
+    """The node's disk is full (the agent's state directory: images, sandbox roots, volumes);
+    nothing half-made was kept. Not a sandbox's own full disk, which its programs see as
+    ``ENOSPC``."""
+
+
 class SnapshotInUseError(MicrosandboxError):
     """A sandbox was created from the snapshot (its files are that sandbox's): not removed."""
 
@@ -370,6 +377,10 @@ _CODES: dict[str, tuple[type[MicrosandboxError], str | None]] = {
     "volume_in_use": (VolumeInUseError, "remove the sandboxes that mount it first"),
     "snapshot_in_use": (SnapshotInUseError, "remove the sandboxes created from it first"),
     "pool_not_found": (PoolNotFoundError, "create it with Pool.create(...) first"),
+    "no_space": (
+        NoSpaceError,
+        "free space on the agent's disk (unused images, snapshots, volumes) or give it more",
+    ),
     "patch_failed": (
         PatchFailedError,
         "fix that patch; copies read the host only below the agent's --host-root (MSB_HOST_ROOTS)",
