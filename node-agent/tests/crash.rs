@@ -159,8 +159,7 @@ fn crun_pids(crun_root: &Path) -> Vec<i32> {
         .filter(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.first().is_some_and(|a| a.ends_with(b"crun"))
-                && args.iter().any(|a| *a == root.as_bytes())
+            args.first().is_some_and(|a| a.ends_with(b"crun")) && args.contains(&root.as_bytes())
         })
         .collect()
 }

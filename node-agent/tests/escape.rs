@@ -74,7 +74,9 @@ const ATTEMPTS: &[(&str, &str, &str)] = &[
     (
         "host-processes",
         "see the agent or any host process",
-        "grep -qs -e microsandbox-agent -e kubelet -e systemd /proc/[0-9]*/cmdline",
+        // (`[a]` so that the search's own command line does not match.)
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done 2>/dev/null | \
+         grep -q -e 'microsandbox-[a]gent' -e '[k]ubelet' -e '[s]ystemd' -e '[c]ontainerd'",
     ),
     (
         "agent-socket",
@@ -232,7 +234,10 @@ async fn escape_and_recon_tooling_from_inside_is_held() {
         ("public_only", serde_json::json!({"policy": "public_only"})),
         ("allow_all", serde_json::json!({"policy": "allow_all"})),
     ];
-    let token = std::fs::read_to_string(agent.state.join("agent.token")).unwrap();
+    let token = std::fs::read_to_string(agent.state.join("agent.token"))
+        .unwrap()
+        .trim()
+        .to_string();
     let mut table: BTreeMap<(&str, String), Verdict> = BTreeMap::new();
     let mut broke = Vec::new();
     for isolation in offered {
@@ -313,7 +318,10 @@ async fn escape_and_recon_tooling_from_inside_is_held() {
                     "capabilities",
                     "devices",
                     "mount",
-                    "namespaces",
+                    "cgroups",
+                    "containerdetect",
+                    "node",
+                    "usernamespace",
                     "pidnamespace",
                     "processes",
                     "syscalls",
@@ -322,6 +330,7 @@ async fn escape_and_recon_tooling_from_inside_is_held() {
                     "environment",
                     "runtime",
                     "userid",
+                    "--side-effects",
                     "-o",
                     "json",
                 ],
@@ -342,6 +351,13 @@ async fn escape_and_recon_tooling_from_inside_is_held() {
                 dig.stderr_str()
             );
             let text = |b: &str| buckets.get(b).map(|v| v.to_string()).unwrap_or_default();
+            // MSB_ESCAPE_VERBOSE=1: the tools' whole reports.
+            if std::env::var_os("MSB_ESCAPE_VERBOSE").is_some() {
+                eprintln!("{column}: amicontained:\n{report}");
+                for (b, v) in &buckets {
+                    eprintln!("{column}: kdigger {b}: {v}");
+                }
+            }
             for (id, got_through) in [
                 (
                     "kdigger-token",
@@ -372,9 +388,9 @@ async fn escape_and_recon_tooling_from_inside_is_held() {
             // The agent's token is nowhere inside (searched for with a positive control).
             let search = format!(
                 "T={token:?}; D=$(ls -d /* | grep -vxE '/(proc|sys|dev)'); \
-                 grep -rqsF -D skip -- \"$T\" $D && echo FOUND-TOKEN; \
+                 grep -rqsF -- \"$T\" $D && echo FOUND-TOKEN; \
                  cat /proc/[0-9]*/environ | grep -qF -- \"$T\" && echo FOUND-IN-PROC; \
-                 grep -rqsF -D skip -- 'kdigger' /opt/tools && echo CONTROL; true"
+                 grep -rqsF -- 'kdigger' /opt/tools && echo CONTROL; true"
             );
             let found = sh(&c, &name, &search).await.stdout_str().trim().to_string();
             table.insert(

@@ -85,6 +85,8 @@ async fn pull_progress_policy_and_shared_layers() {
 /// answers went through, cuts every connection and refuses new ones.
 struct DyingRegistry {
     port: u16,
+    /// Bytes of answers relayed (and cut) so far.
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DyingRegistry {
@@ -134,7 +136,7 @@ impl DyingRegistry {
                 });
             }
         });
-        Self { port }
+        Self { port, sent }
     }
 }
 
@@ -157,7 +159,16 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn a_registry_dying_mid_pull_gives_a_typed_error_and_leaves_no_partial_layer() {
-    let agent = TestAgent::start("img-dying");
+    let dying = DyingRegistry::start(256 << 10);
+    let healthy = DyingRegistry::start(u64::MAX);
+    let insecure: Vec<String> = [dying.port, healthy.port]
+        .iter()
+        .flat_map(|p| ["--insecure-registry".to_string(), format!("127.0.0.1:{p}")])
+        .collect();
+    let agent = TestAgent::start_with(
+        "img-dying",
+        &insecure.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let images = agent.state.join("images");
     std::fs::remove_file(&images).unwrap();
     std::fs::create_dir(&images).unwrap();
@@ -165,8 +176,7 @@ async fn a_registry_dying_mid_pull_gives_a_typed_error_and_leaves_no_partial_lay
     agent.restart();
     let c = agent.client();
     let before = files(&images);
-    let registry = DyingRegistry::start(256 << 10);
-    let image = format!("127.0.0.1:{}/library/busybox:latest", registry.port);
+    let image = format!("127.0.0.1:{}/library/busybox:latest", dying.port);
     let err = c
         .pull_image_wait(PullImage {
             image: image.clone(),
@@ -178,14 +188,16 @@ async fn a_registry_dying_mid_pull_gives_a_typed_error_and_leaves_no_partial_lay
         err.is(ErrorCode::ImagePullFailed) || err.is(ErrorCode::RegistryUnreachable),
         "{err:?}"
     );
+    // It died mid-pull, past the manifests, in the layer (1 MiB).
+    let sent = dying.sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent > 256 << 10, "the registry sent {sent} bytes");
     // No layer, manifest or temporary file of the cut pull is kept.
     assert_eq!(files(&images), before, "after the cut pull");
     let err = c.create(sandbox("cut", &image)).await.unwrap_err();
     assert!(err.code().is_some(), "{err}");
     assert!(c.list().await.unwrap().is_empty());
     // Back up: the same pull completes and the image runs.
-    let registry = DyingRegistry::start(u64::MAX);
-    let image = format!("127.0.0.1:{}/library/busybox:latest", registry.port);
+    let image = format!("127.0.0.1:{}/library/busybox:latest", healthy.port);
     create(&c, "whole", &image).await;
     assert_eq!(sh(&c, "whole", "echo ok").await.stdout_str(), "ok\n");
     c.remove("whole").await.unwrap();
