@@ -99,14 +99,6 @@ fn create_request(name: &str, port: Option<u16>, volume: Option<&str>) -> Create
     serde_json::from_value(req).unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs `op` on the round's sandbox (or volume) and sorts its result.
 async fn run(op: Op, c: AgentClient, name: String, port: u16) -> Result<(), ClientError> {
     match op {

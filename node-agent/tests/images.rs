@@ -29,12 +29,8 @@ async fn whiteouts_are_honoured() {
 #[tokio::test]
 async fn pull_progress_policy_and_shared_layers() {
     // A private image store for this test, so that the first pull really downloads.
-    let agent = TestAgent::start("img-pull");
+    let agent = TestAgent::start("img-pull").with_private_images();
     let images = agent.state.join("images");
-    std::fs::remove_file(&images).unwrap();
-    std::fs::create_dir(&images).unwrap();
-    let mut agent = agent;
-    agent.restart();
     let c = agent.client();
 
     let never = PullImage {
@@ -168,12 +164,9 @@ async fn a_registry_dying_mid_pull_gives_a_typed_error_and_leaves_no_partial_lay
     let agent = TestAgent::start_with(
         "img-dying",
         &insecure.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    )
+    .with_private_images();
     let images = agent.state.join("images");
-    std::fs::remove_file(&images).unwrap();
-    std::fs::create_dir(&images).unwrap();
-    let mut agent = agent;
-    agent.restart();
     let c = agent.client();
     let before = files(&images);
     let image = format!("127.0.0.1:{}/library/busybox:latest", dying.port);

@@ -188,11 +188,3 @@ async fn soak_create_exec_remove_leaks_nothing() {
     c.remove("soak-long").await.unwrap();
     assert_eq!(world.leftovers(), Vec::<String>::new());
 }
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}

@@ -57,6 +57,16 @@ impl TestAgent {
         Self::start_in(state, extra.iter().map(|s| s.to_string()).collect())
     }
 
+    /// Restarted on an image store of its own (instead of the shared one), so that its pulls
+    /// really download.
+    pub fn with_private_images(mut self) -> Self {
+        let images = self.state.join("images");
+        std::fs::remove_file(&images).unwrap();
+        std::fs::create_dir(&images).unwrap();
+        self.restart();
+        self
+    }
+
     /// (Re)start on an existing state directory.
     pub fn start_in(state: PathBuf, extra: Vec<String>) -> Self {
         let mut agent = Self {
@@ -196,6 +206,15 @@ impl Drop for TestAgent {
             let _ = std::fs::remove_dir_all(&self.state);
         }
     }
+}
+
+/// A loopback port free at this moment (for published ports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A create request for a detached container sandbox.
