@@ -46,6 +46,12 @@ type createRequest struct {
 	DiskMiB    uint64            `json:"disk_mib,omitempty"`
 	PullPolicy string            `json:"pull_policy,omitempty"`
 	IdleSecs   uint64            `json:"idle_timeout_secs,omitempty"`
+	Pool       string            `json:"pool,omitempty"`
+}
+
+// defaultRequest is what Create asks for before its options apply.
+func defaultRequest(name string) createRequest {
+	return createRequest{Name: name, Image: "python", MemoryMiB: 512, CPUs: 1}
 }
 
 // Image sets the OCI image (default "python").
@@ -134,7 +140,7 @@ type Sandbox struct {
 // Create pulls the image if needed and boots sandbox name. An attached sandbox (the default)
 // is removed when this program ends or by Remove; Stop leaves it listed as stopped.
 func (c *Client) Create(ctx context.Context, name string, opts ...Option) (*Sandbox, error) {
-	req := createRequest{Name: name, Image: "python", MemoryMiB: 512, CPUs: 1}
+	req := defaultRequest(name)
 	for _, o := range opts {
 		o(&req)
 	}

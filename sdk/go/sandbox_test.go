@@ -231,4 +231,87 @@ func TestLocalMode(t *testing.T) {
 	if err := py.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
+	poolAndSnapshot(ctx, t, c)
+}
+
+// poolAndSnapshot: a create that names a warm pool (with the pool's template) takes a started
+// sandbox and gets its own env; the pool refills; a paused sandbox's files become a snapshot that
+// new sandboxes start from.
+func poolAndSnapshot(ctx context.Context, t *testing.T, c *microsandbox.Client) {
+	template := []microsandbox.Option{
+		microsandbox.Image("busybox"), microsandbox.Isolation("container"), microsandbox.Memory(64),
+	}
+	if _, err := c.CreatePool(ctx, "go-pool", 1, template...); err != nil {
+		t.Fatal(err)
+	}
+	ready := func(want uint32) {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			pools, err := c.Pools(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(pools) == 1 && pools[0].Ready == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pool not ready: %+v", pools)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	ready(1)
+	opts := append(template, microsandbox.FromPool("go-pool"), microsandbox.Env("WHO", "go"), microsandbox.Detached())
+	sb, err := c.Create(ctx, "go-claimed", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if launch := sb.Info().Labels["microsandbox.dev/launch"]; launch != "warm" {
+		t.Fatalf("launch %q, want warm", launch)
+	}
+	if out, err := sb.Command("sh", "-c", "echo $WHO; hostname").Output(ctx); err != nil || string(out) != "go\ngo-claimed\n" {
+		t.Fatalf("claimed sandbox: %q %v", out, err)
+	}
+	ready(1) // refilled
+	if pools, _ := c.Pools(ctx); pools[0].Claimed != 1 {
+		t.Fatalf("claimed count: %+v", pools)
+	}
+
+	if err := sb.Command("sh", "-c", "echo kept > /tmp/snap").Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := sb.Snapshot(ctx, "go-snap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, err := c.Create(ctx, "go-from-snap", microsandbox.Image(snap.Image), microsandbox.Isolation("container"), microsandbox.Detached())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept, err := from.ReadFile(ctx, "/tmp/snap"); err != nil || string(kept) != "kept\n" {
+		t.Fatalf("file of the snapshot: %q %v", kept, err)
+	}
+	if err := c.RemoveSnapshot(ctx, "go-snap"); !errors.Is(err, microsandbox.ErrSnapshotInUse) {
+		t.Fatalf("remove a snapshot in use: %v", err)
+	}
+	for _, s := range []*microsandbox.Sandbox{from, sb} {
+		if err := s.Remove(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if snaps, err := c.Snapshots(ctx); err != nil || len(snaps) != 1 || snaps[0].Name != "go-snap" {
+		t.Fatalf("snapshots: %+v %v", snaps, err)
+	}
+	if err := c.RemoveSnapshot(ctx, "go-snap"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemovePool(ctx, "go-pool"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemovePool(ctx, "go-pool"); !errors.Is(err, microsandbox.ErrPoolNotFound) {
+		t.Fatalf("remove a pool twice: %v", err)
+	}
 }

@@ -85,6 +85,32 @@ impl Uplink {
             .collect())
     }
 
+    /// Names of the chains and sets of `table` (inet) in the uplink namespace.
+    pub async fn table_objects(&self, table: &str) -> io::Result<Vec<String>> {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nft"]);
+                c
+            }
+            None => Command::new("nft"),
+        };
+        let out = cmd.args(["list", "table", "inet", table]).output().await?;
+        if !out.status.success() {
+            return Err(failed("nft list table", &out));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                match words.next() {
+                    Some("chain" | "set") => words.next().map(String::from),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
     /// `nft -f -` with `script`, in the uplink namespace.
     pub async fn nft(&self, script: &str) -> io::Result<()> {
         match &self.netns {

@@ -57,14 +57,26 @@ pub struct NetConfig {
 
 /// Names in `/run/netns` that carry `prefix` and are not `claimed`.
 fn unclaimed_namespaces(prefix: &str, claimed: &BTreeSet<&str>) -> Vec<String> {
-    if prefix.is_empty() {
-        return Vec::new(); // not ours to judge
-    }
-    std::fs::read_dir("/run/netns")
+    let names = std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| e.file_name().to_string_lossy().into_owned());
+    unclaimed(names, prefix, claimed)
+}
+
+/// Of `names`, those that carry `prefix` (this agent's) and are not `claimed`; none when the
+/// prefix is empty (then no name is known to be ours).
+fn unclaimed(
+    names: impl IntoIterator<Item = String>,
+    prefix: &str,
+    claimed: &BTreeSet<&str>,
+) -> Vec<String> {
+    if prefix.is_empty() {
+        return Vec::new();
+    }
+    names
+        .into_iter()
         .filter(|n| n.starts_with(prefix) && !claimed.contains(n.as_str()))
         .collect()
 }
@@ -424,6 +436,26 @@ impl NetworkManager {
                 }
             }
         }
+        // Chains and sets of sandboxes no record claims: a create cut between its rules and its
+        // record.
+        let kept: BTreeSet<u32> = keep.iter().map(|a| a.addressing.index).collect();
+        if let Ok(names) = self.uplink.table_objects(plan::TABLE).await {
+            let stale: BTreeSet<u32> = names
+                .iter()
+                .filter_map(|n| plan::object_index(n))
+                .filter(|i| !kept.contains(i))
+                .collect();
+            for a in stale
+                .into_iter()
+                .filter_map(|i| Addressing::new(self.cfg.pool, i))
+            {
+                tracing::info!(chain = %a.chain(), "removing the rules of a sandbox no record claims");
+                for statement in plan::sandbox_sweep(&a) {
+                    // Each may find its object already gone.
+                    let _gone = self.uplink.nft(&statement).await;
+                }
+            }
+        }
         // Namespaces carry this agent's prefix: one no record claims was made by a create the
         // crash cut short before it was recorded.
         let claimed: BTreeSet<&str> = keep.iter().map(|a| a.netns.as_str()).collect();
@@ -459,5 +491,28 @@ impl NetworkManager {
             crate::cleanup::remove_file(p);
         }
         self.used.lock().await.remove(&att.addressing.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_agents_unclaimed_namespaces_are_swept() {
+        let names = [
+            "msbabc123-keep",
+            "msbabc123-lost",
+            "msbfff000-other",
+            "cni-1234",
+        ]
+        .map(String::from);
+        let claimed = BTreeSet::from(["msbabc123-keep"]);
+        assert_eq!(
+            unclaimed(names.clone(), "msbabc123-", &claimed),
+            ["msbabc123-lost"]
+        );
+        // Without a prefix nothing is known to be ours.
+        assert!(unclaimed(names, "", &claimed).is_empty());
     }
 }

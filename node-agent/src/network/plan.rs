@@ -343,6 +343,34 @@ pub fn sandbox_teardown(a: &Addressing, intercept: bool, dns_set: bool) -> Strin
     s
 }
 
+/// Index of a sandbox's chain or set in [`TABLE`] (`sbx_1f`, `nat_1f`, `dns_1f`); `None` for
+/// the table's own objects.
+pub fn object_index(name: &str) -> Option<u32> {
+    let hex = ["sbx_", "nat_", "dns_"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))?;
+    u32::from_str_radix(hex, 16).ok()
+}
+
+/// Statements that remove every trace of sandbox `a` from [`TABLE`], one at a time so that a
+/// sweep removes what exists whatever a crash left out (map elements before the chains they
+/// jump to, chains before the set their rules name).
+pub fn sandbox_sweep(a: &Addressing) -> Vec<String> {
+    vec![
+        format!(
+            "delete element inet {TABLE} intercept {{ \"{}\" }}",
+            a.host_if
+        ),
+        format!(
+            "delete element inet {TABLE} sandboxes {{ \"{}\" }}",
+            a.host_if
+        ),
+        format!("delete chain inet {TABLE} {}", a.nat_chain()),
+        format!("delete chain inet {TABLE} {}", a.chain()),
+        format!("delete set inet {TABLE} {}", a.dns_set()),
+    ]
+}
+
 /// `/etc/resolv.conf` of a sandbox: the agent's resolver on its gateway.
 pub fn resolv_conf(a: &Addressing) -> String {
     format!("# written by microsandbox: DNS goes through the node-agent (policy enforced there)\nnameserver {}\noptions attempts:2 timeout:2\n", a.gateway)
@@ -359,6 +387,31 @@ mod tests {
             allow: allow.iter().map(|s| s.to_string()).collect(),
             publish: Vec::new(),
         }
+    }
+
+    #[test]
+    fn sweep_finds_sandbox_objects_and_removes_each_on_its_own() {
+        assert_eq!(object_index("sbx_1f"), Some(0x1f));
+        assert_eq!(object_index("dns_0"), Some(0));
+        assert_eq!(object_index("nat_a"), Some(10));
+        for own in [
+            "forward",
+            "input",
+            "sandboxes",
+            "sbx_",
+            "sbx_zz",
+            "postrouting",
+        ] {
+            assert_eq!(object_index(own), None, "{own}");
+        }
+        let a = Addressing::new("10.213.0.0/16".parse().unwrap(), 0x1f).unwrap();
+        let sweep = sandbox_sweep(&a);
+        assert_eq!(sweep.len(), 5);
+        assert!(sweep.iter().all(|s| s.lines().count() == 1));
+        let pos = |needle: &str| sweep.iter().position(|s| s.contains(needle)).unwrap();
+        assert!(pos("sandboxes {") < pos("chain inet microsandbox sbx_1f"));
+        assert!(pos("intercept {") < pos("chain inet microsandbox nat_1f"));
+        assert!(pos("chain inet microsandbox sbx_1f") < pos("set inet microsandbox dns_1f"));
     }
 
     #[test]

@@ -184,7 +184,13 @@ impl SandboxManager {
             .await
             .remove(name)
             .ok_or_else(|| AgentError::PoolNotFound(name.to_string()))?;
-        self.remove_members(pool.ready.into_iter().collect());
+        // Awaited: once the call returns, the pool's sandboxes are gone (a member still being
+        // started is removed by its refill task, which finds the pool gone).
+        for m in pool.ready {
+            if let Err(e) = self.remove(&m).await {
+                tracing::warn!(sandbox = %m, error = %e, "cannot remove pool member");
+            }
+        }
         Ok(())
     }
 

@@ -150,6 +150,37 @@ async fn reap(pid: u32) {
     }
 }
 
+/// Reaps this agent's zombie children that lived in a PID namespace below the agent's (sandbox
+/// processes orphaned by a killed crun; the commands the agent runs itself live in its own
+/// namespace, so no child the agent waits for is taken). Returns how many.
+fn reap_sandbox_zombies() -> usize {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut reaped = 0;
+    for e in procs.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+        };
+        let nested = field("NSpid:").split_whitespace().count() > 1;
+        if field("State:").starts_with('Z') && field("PPid:") == me && nested {
+            let _ = waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
 #[async_trait]
 impl Runtime for ContainerRuntime {
     fn isolation(&self) -> Isolation {
@@ -360,7 +391,26 @@ impl Runtime for ContainerRuntime {
             reap(pid).await;
         }
         if let Some(cg) = &launched.cgroup {
-            CgroupPaths::new(self.cgroups, cg).remove();
+            let cg = CgroupPaths::new(self.cgroups, cg);
+            // A start cut short (crun killed before it recorded the container) can leave its
+            // init in the cgroup, out of crun's reach; killed, it is a zombie child of this
+            // agent (the child subreaper) and keeps the cgroup busy until reaped here.
+            // A zombie no longer shows in `cgroup.procs`, so zombies of sandbox processes (in
+            // a PID namespace of their own) that are this agent's children are reaped too.
+            for _ in 0..200 {
+                let left = cg.procs();
+                for &pid in &left {
+                    let _gone = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    reap(pid as u32).await;
+                }
+                if reap_sandbox_zombies() == 0 && left.is_empty() {
+                    break;
+                }
+            }
+            cg.remove();
         }
         crate::cleanup::remove_file(&launched.guest_socket);
         Ok(())

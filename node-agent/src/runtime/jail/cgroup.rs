@@ -266,6 +266,29 @@ impl CgroupPaths {
         }
     }
 
+    /// Processes still in this sandbox's cgroups (every controller's directory).
+    pub fn procs(&self) -> Vec<i32> {
+        let dirs: Vec<PathBuf> = match self.mode {
+            CgroupMode::Unified => vec![self.root.join(&self.rel)],
+            CgroupMode::Legacy => std::fs::read_dir(&self.root)
+                .map(|rd| rd.flatten().map(|e| e.path().join(&self.rel)).collect())
+                .unwrap_or_default(),
+            CgroupMode::None => Vec::new(),
+        };
+        let mut pids: Vec<i32> = dirs
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// Any cgroup directory of this sandbox still present (for leak checks).
     pub fn exists(&self) -> bool {
         match self.mode {
