@@ -87,6 +87,12 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Filesystem snapshots of sandboxes, kept by this machine's agent.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Warm pools of this machine's agent: sandboxes kept started for `msb exe --pool`.
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Run a command in a sandbox: `msb exec NAME -- CMD ARGS...`; stdin and the terminal pass
     /// through, the exit code is the command's.
     Exec {
@@ -152,6 +158,68 @@ pub enum ServerCommand {
     Status,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save a sandbox's files as snapshot NAME (replacing one of that name); new sandboxes start
+    /// from it with `--image` of the snapshot's image. The sandbox must be paused or stopped;
+    /// `--pause` pauses a running one for the snapshot and resumes it after.
+    Create {
+        sandbox: String,
+        name: String,
+        #[arg(long)]
+        pause: bool,
+    },
+    /// List snapshots.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Delete snapshots (refused while a sandbox made from one exists).
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Create pool NAME (or change its size or template): SIZE sandboxes of the template kept
+    /// started. `msb exe --pool NAME` with the same image, memory, cpus and network takes one.
+    Create(PoolArgs),
+    /// List pools: size, ready, claimed.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Delete pools and their unclaimed sandboxes.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    pub name: String,
+    /// Sandboxes kept started.
+    #[arg(long)]
+    pub size: u32,
+    #[arg(long)]
+    pub image: String,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory: u32,
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// KEY=VALUE (repeatable): the members' environment until a claim sets its own.
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// none | public_only | allow_all.
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// microvm | container (default: the node's strongest).
+    #[arg(long)]
+    pub isolation: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct ExeArgs {
     /// The image (or give it as the first positional argument).
@@ -176,6 +244,10 @@ pub struct ExeArgs {
     /// Kill the command after this many seconds.
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// Take a started sandbox of this warm pool (`msb pool create`) when the options match its
+    /// template; otherwise boot one.
+    #[arg(long)]
+    pub pool: Option<String>,
     /// [IMAGE] [PROGRAM] [ARGS...]: with no program, a shell; when the first argument is an
     /// option (`-c ...`), the program is named after the image (`msx python -c 'print(1)'`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -66,6 +66,17 @@ impl Target {
         }
     }
 
+    /// Refuse `--cluster` for what only this machine's agent keeps (`what`: "snapshots"),
+    /// saying what a cluster has instead.
+    pub fn local_only(&self, what: &str, in_cluster: &str) -> Result<()> {
+        match self {
+            Target::Local => Ok(()),
+            Target::Cluster(_) => Err(crate::error::CliError::Usage(format!(
+                "{what} are kept by this machine's agent, not with --cluster: {in_cluster}"
+            ))),
+        }
+    }
+
     /// `b`, created here.
     pub fn builder(&self, b: SandboxBuilder) -> SandboxBuilder {
         match self {

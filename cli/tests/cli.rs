@@ -282,6 +282,115 @@ fn sandboxfile_projects() {
 }
 
 #[test]
+fn snapshots_and_warm_pools() {
+    let env = Env::new();
+    env.detached_sandbox("cli-snap");
+    let wrote = env.run(
+        "msb",
+        &["exec", "cli-snap", "--", "sh", "-c", "echo kept > /tmp/f"],
+    );
+    assert!(wrote.status.success(), "{}", text(&wrote.stderr));
+    // A running sandbox is refused (its files would change under the copy), unless --pause.
+    let running = env.run("msb", &["snapshot", "create", "cli-snap", "cli-s1"]);
+    assert_eq!(running.status.code(), Some(1), "{}", text(&running.stderr));
+    let made = env.run(
+        "msb",
+        &[
+            "--json", "snapshot", "create", "cli-snap", "cli-s1", "--pause",
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let snap: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let image = snap["image"].as_str().unwrap().to_string();
+    assert!(text(&env.run("msb", &["ls"]).stdout).contains("running"));
+    let ls = text(&env.run("msb", &["snapshot", "ls"]).stdout);
+    assert!(ls.starts_with("NAME") && ls.contains("cli-s1"), "{ls}");
+    // A temporary sandbox from the snapshot sees its files.
+    let from = env.run("msb", &["exe", "--image", &image, "--", "cat", "/tmp/f"]);
+    assert_eq!(text(&from.stdout), "kept\n", "{}", text(&from.stderr));
+    assert!(env
+        .run("msb", &["snapshot", "rm", "cli-s1"])
+        .status
+        .success());
+    assert!(text(&env.run("msb", &["snapshot", "ls"]).stdout)
+        .lines()
+        .all(|l| !l.contains("cli-s1")));
+
+    // A warm pool; `msb exe --pool` takes its started member.
+    let created = env.run(
+        "msb",
+        &[
+            "pool",
+            "create",
+            "cli-pool",
+            "--size",
+            "1",
+            "--image",
+            "busybox",
+            "--memory",
+            "64",
+            "--isolation",
+            "container",
+        ],
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let ready = || {
+        for _ in 0..600 {
+            let pools: serde_json::Value =
+                serde_json::from_slice(&env.run("msb", &["--json", "pool", "ls"]).stdout).unwrap();
+            if pools[0]["ready"] == 1 {
+                return pools[0].clone();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the pool never had a started member");
+    };
+    ready();
+    let warm = env.run(
+        "msb",
+        &[
+            "exe",
+            "--image",
+            "busybox",
+            "--memory",
+            "64",
+            "--pool",
+            "cli-pool",
+            "--",
+            "sh",
+            "-c",
+            "echo warm",
+        ],
+    );
+    assert_eq!(text(&warm.stdout), "warm\n", "{}", text(&warm.stderr));
+    assert_eq!(ready()["claimed"], 1);
+    assert!(text(&env.run("msb", &["pool", "ls"]).stdout).contains("cli-pool"));
+    assert!(env.run("msb", &["pool", "rm", "cli-pool"]).status.success());
+    let gone = env.run("msb", &["pool", "rm", "cli-pool"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        text(&gone.stderr).contains("cli-pool"),
+        "{}",
+        text(&gone.stderr)
+    );
+    let bad = env.run(
+        "msb",
+        &[
+            "pool",
+            "create",
+            "p",
+            "--size",
+            "1",
+            "--image",
+            "busybox",
+            "--isolation",
+            "vm",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
 fn stop_metrics_and_remove_named_sandboxes() {
     let env = Env::new();
     env.detached_sandbox("cli-named");

@@ -28,6 +28,9 @@ export interface CreateOptions {
   /** Suspend it (state "suspended": frozen, memory kept) after this many ms without a command
    * or file operation; the next one resumes it transparently. */
   idleTimeoutMs?: number;
+  /** Take a started sandbox of this warm pool (see Pool) when the options match its template;
+   * otherwise boot one. The sandbox's labels say which: "microsandbox.dev/launch" is "warm". */
+  pool?: string;
   /** Cluster mode: create a Sandbox object of this cluster instead (detached does not apply). */
   cluster?: ClusterOptions;
 }
@@ -166,8 +169,50 @@ export declare class Sandbox {
   pause(): Promise<SandboxInfo>;
   /** Thaws a paused (or idle-suspended) sandbox. */
   resume(): Promise<SandboxInfo>;
+  /** Saves its files (pause or stop it first) as snapshot `name` on its node; new sandboxes
+   * start from it with `{ image: snapshot.image }`. Local mode only. */
+  snapshot(name: string): Promise<SnapshotInfo>;
   remove(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface PoolInfo {
+  name: string;
+  /** Sandboxes it keeps started. */
+  size: number;
+  /** Started and unclaimed now. */
+  ready: number;
+  /** Creates served from it so far. */
+  claimed: number;
+  image: string;
+}
+
+export interface SnapshotInfo {
+  name: string;
+  /** The image to create sandboxes from it with. */
+  image: string;
+  /** Digest of its content (layers and config). */
+  digest: string;
+  /** Layers: the sandbox image's, then the snapshot's own. */
+  layers: number;
+}
+
+/** Warm pools of the local agent: sandboxes of a template kept started. */
+export declare class Pool {
+  /** Creates (or changes) pool `name`: `size` sandboxes of `template` kept started. A create
+   * naming it is served from it when it asks for the same image, memory, cpus, isolation and
+   * network; its own name, env and workdir are applied at the claim. */
+  static create(name: string, size: number, template?: Omit<CreateOptions, 'pool' | 'cluster' | 'detached'>): Promise<PoolInfo>;
+  static list(): Promise<PoolInfo[]>;
+  /** Deletes the pool and its unclaimed sandboxes (PoolNotFoundError if there is none). */
+  static remove(name: string): Promise<void>;
+}
+
+/** Snapshots of the local agent (made by sandbox.snapshot(name)). */
+export declare class Snapshot {
+  static list(): Promise<SnapshotInfo[]>;
+  /** Refused (SnapshotInUseError) while a sandbox made from it exists. */
+  static remove(name: string): Promise<void>;
 }
 
 export declare class Execution {
@@ -201,6 +246,8 @@ export declare class AgentUnreachableError extends MicrosandboxError {}
 /** Cluster mode failures; `code` is `cluster_<kind>` (config, forbidden, unschedulable, ...). */
 export declare class ClusterError extends MicrosandboxError {}
 export declare class UnsupportedFeatureError extends MicrosandboxError {}
+export declare class PoolNotFoundError extends MicrosandboxError {}
+export declare class SnapshotInUseError extends MicrosandboxError {}
 export declare class ExecTimeoutError extends MicrosandboxError {
   /** What the command wrote until it was killed. */
   readonly output: ExecOutput;

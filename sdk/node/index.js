@@ -28,6 +28,10 @@ class AgentUnreachableError extends MicrosandboxError {}
  * `cluster_<kind>`: config, forbidden, unschedulable, timeout, failed, api, ...). */
 class ClusterError extends MicrosandboxError {}
 class UnsupportedFeatureError extends MicrosandboxError {}
+/** No warm pool of that name. */
+class PoolNotFoundError extends MicrosandboxError {}
+/** A sandbox made from the snapshot still exists. */
+class SnapshotInUseError extends MicrosandboxError {}
 class ExecTimeoutError extends MicrosandboxError {
   constructor(message, output) {
     super('exec_timeout', message);
@@ -45,6 +49,8 @@ const CLASSES = {
   command_not_found: CommandNotFoundError,
   path_not_found: PathNotFoundError,
   image_not_found: ImageNotFoundError,
+  pool_not_found: PoolNotFoundError,
+  snapshot_in_use: SnapshotInUseError,
   agent_unreachable: AgentUnreachableError,
   agent_not_installed: AgentUnreachableError,
   cluster_not_found: SandboxNotFoundError,
@@ -219,9 +225,33 @@ class Sandbox {
   async stop(graceSeconds) {
     return camel(await call(() => this._n.stop(graceSeconds === undefined ? undefined : graceSeconds * 1000)));
   }
+  /** Saves its files (pause or stop it first) as snapshot `name` on its node; new sandboxes
+   * start from it with `{ image: snapshot.image }`. Local mode only. */
+  async snapshot(name) { return camel(await call(() => this._n.snapshot(name))); }
   async kill() { return camel(await call(() => this._n.kill())); }
   remove() { return call(() => this._n.remove()); }
   async [asyncDispose]() { await this.remove(); }
+}
+
+/** Warm pools of the local agent: sandboxes of a template kept started, so that
+ * `Sandbox.create(name, { pool })` takes one instead of booting. */
+class Pool {
+  /** Creates (or changes) pool `name`: `size` sandboxes of `template` kept started. A create
+   * naming the pool is served from it when it asks for the same image, memory, cpus, isolation
+   * and network; its own name, env and workdir are applied at the claim. */
+  static async create(name, size, template = {}) {
+    return camel(await call(() => native.createPool(name, size, template)));
+  }
+  static async list() { return camel(await call(() => native.listPools())); }
+  /** Deletes the pool and its unclaimed sandboxes (claimed ones are their users'). */
+  static remove(name) { return call(() => native.removePool(name)); }
+}
+
+/** Snapshots of the local agent (made by `sandbox.snapshot(name)`). */
+class Snapshot {
+  static async list() { return camel(await call(() => native.listSnapshots())); }
+  /** Refused (SnapshotInUseError) while a sandbox made from it exists. */
+  static remove(name) { return call(() => native.removeSnapshot(name)); }
 }
 
 // The earlier SDK's API (the seed README's example): a persistent Node.js context per sandbox.
@@ -328,8 +358,9 @@ class NodeSandbox {
 }
 
 module.exports = {
-  Sandbox, ExecHandle, ExecOutput, SandboxFs, NodeSandbox, Execution,
+  Sandbox, Pool, Snapshot, ExecHandle, ExecOutput, SandboxFs, NodeSandbox, Execution,
   MicrosandboxError, InvalidRequestError, SandboxNotFoundError, SandboxAlreadyExistsError,
   SandboxNotRunningError, CommandNotFoundError, PathNotFoundError, ImageNotFoundError,
   AgentUnreachableError, ExecTimeoutError, ClusterError, UnsupportedFeatureError,
+  PoolNotFoundError, SnapshotInUseError,
 };

@@ -1,13 +1,15 @@
 //! One module per group of verbs; [`dispatch`] runs the parsed command line.
 
 mod install;
+mod pools;
 mod project;
 mod pull;
 mod sandboxes;
 mod server;
 pub mod session;
+mod snapshots;
 
-use crate::cli::{Cli, Command, ServerCommand};
+use crate::cli::{Cli, Command, PoolCommand, ServerCommand, SnapshotCommand};
 use crate::error::Result;
 use crate::target::Target;
 
@@ -37,6 +39,18 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Metrics { name } => {
             sandboxes::metrics(&target().await?, name.as_deref(), json).await
         }
+        Command::Snapshot(SnapshotCommand::Create {
+            sandbox,
+            name,
+            pause,
+        }) => snapshots::create(&target().await?, &sandbox, &name, pause, json).await,
+        Command::Snapshot(SnapshotCommand::Ls) => snapshots::ls(&target().await?, json).await,
+        Command::Snapshot(SnapshotCommand::Rm { names }) => {
+            snapshots::rm(&target().await?, &names).await
+        }
+        Command::Pool(PoolCommand::Create(a)) => pools::create(&target().await?, a, json).await,
+        Command::Pool(PoolCommand::Ls) => pools::ls(&target().await?, json).await,
+        Command::Pool(PoolCommand::Rm { names }) => pools::rm(&target().await?, &names).await,
         Command::Exec {
             name,
             timeout,

@@ -38,6 +38,9 @@ pub async fn exe(a: ExeArgs, target: &Target) -> Result<i32> {
         b = b.workdir(w);
     }
     b = with_volumes(b, &a.volumes, std::path::Path::new("."))?;
+    if let Some(pool) = a.pool {
+        b = b.pool(pool);
+    }
     let sb = target.builder(b).create().await?;
     if args.is_empty() {
         // No command: the image's own program when it has one named after it (`msx python`

@@ -112,6 +112,8 @@ pub struct CreateOptions {
     pub volumes: Option<Vec<VolumeMount>>,
     /// Suspend it after this many milliseconds without a command or file operation.
     pub idle_timeout_ms: Option<f64>,
+    /// Take a started sandbox of this warm pool when the options match its template.
+    pub pool: Option<String>,
     /// Create it as a Sandbox object of this cluster instead of on the local agent.
     pub cluster: Option<ClusterOptions>,
 }
@@ -177,6 +179,9 @@ fn builder(name: &str, o: CreateOptions) -> napi::Result<microsandbox::SandboxBu
     }
     if o.detached.unwrap_or(false) {
         b = b.detached();
+    }
+    if let Some(pool) = o.pool {
+        b = b.pool(pool);
     }
     if let Some(ms) = o.idle_timeout_ms {
         if !(ms > 0.0 && ms.is_finite()) {
@@ -299,6 +304,7 @@ impl NativeSandbox {
             network: None,
             volumes: None,
             idle_timeout_ms: None,
+            pool: None,
             cluster: None,
         });
         let cluster = match &o.cluster {
@@ -455,6 +461,13 @@ impl NativeSandbox {
         self.with(async |sb| sb.resume().await.map(json)).await
     }
 
+    /// Save its files (paused or stopped) as snapshot `name`.
+    #[napi]
+    pub async fn snapshot(&self, name: String) -> napi::Result<serde_json::Value> {
+        self.with(async |sb| sb.snapshot(&name).await.map(|s| json(&s)))
+            .await
+    }
+
     #[napi]
     pub async fn kill(&self) -> napi::Result<serde_json::Value> {
         self.with(async |sb| sb.kill().await.map(json)).await
@@ -566,4 +579,56 @@ pub async fn remove_sandbox(name: String, cluster: Option<ClusterOptions>) -> na
         None => microsandbox::Sandbox::remove_named(&name).await,
     }
     .map_err(js_error)
+}
+
+/// Create (or change) warm pool `name` of the local agent: `size` sandboxes made from `template`
+/// kept started.
+#[napi]
+pub async fn create_pool(
+    name: String,
+    size: u32,
+    template: CreateOptions,
+) -> napi::Result<serde_json::Value> {
+    if template.cluster.is_some() {
+        return Err(invalid(
+            "pools of a cluster are SandboxWarmPool objects; create one with kubectl".into(),
+        ));
+    }
+    let template = builder("template", template)?;
+    microsandbox::Pool::create(&name, size, template)
+        .await
+        .map(|p| json(&p))
+        .map_err(js_error)
+}
+
+/// The warm pools of the local agent.
+#[napi]
+pub async fn list_pools() -> napi::Result<serde_json::Value> {
+    microsandbox::Pool::list()
+        .await
+        .map(|l| json(&l))
+        .map_err(js_error)
+}
+
+/// Delete warm pool `name` and its unclaimed sandboxes.
+#[napi]
+pub async fn remove_pool(name: String) -> napi::Result<()> {
+    microsandbox::Pool::remove(&name).await.map_err(js_error)
+}
+
+/// The snapshots of the local agent.
+#[napi]
+pub async fn list_snapshots() -> napi::Result<serde_json::Value> {
+    microsandbox::Snapshot::list()
+        .await
+        .map(|l| json(&l))
+        .map_err(js_error)
+}
+
+/// Delete snapshot `name` (refused while a sandbox made from it exists).
+#[napi]
+pub async fn remove_snapshot(name: String) -> napi::Result<()> {
+    microsandbox::Snapshot::remove(&name)
+        .await
+        .map_err(js_error)
 }

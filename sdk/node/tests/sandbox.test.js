@@ -102,6 +102,43 @@ test('pause, resume and idle suspension', async () => {
   }
 });
 
+test('warm pools and snapshots', async () => {
+  const template = { image: 'busybox', memory: 64, isolation: 'container' };
+  assert.equal((await m.Pool.create('node-pool', 1, template)).size, 1);
+  const ready = async (want) => {
+    for (let i = 0; i < 600; i++) {
+      const pool = (await m.Pool.list()).find((p) => p.name === 'node-pool');
+      if (pool && pool.ready === want) return pool;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.fail(`pool never had ${want} ready: ${JSON.stringify(await m.Pool.list())}`);
+  };
+  await ready(1);
+  const sb = await m.Sandbox.create('node-claimed', { ...template, env: { WHO: 'node' }, pool: 'node-pool' });
+  try {
+    assert.equal((await sb.info()).labels['microsandbox.dev/launch'], 'warm');
+    assert.equal((await sb.shell('echo $WHO; hostname')).stdout, 'node\nnode-claimed\n');
+    assert.equal((await ready(1)).claimed, 1); // refilled
+    await sb.fs.write('/tmp/snap', 'kept\n');
+    await sb.pause();
+    const snap = await sb.snapshot('node-snap');
+    assert.equal(snap.name, 'node-snap');
+    const from = await m.Sandbox.create('node-from-snap', { image: snap.image, isolation: 'container' });
+    try {
+      assert.equal(await from.fs.readText('/tmp/snap'), 'kept\n');
+      await assert.rejects(m.Snapshot.remove('node-snap'), m.SnapshotInUseError);
+    } finally {
+      await from.remove();
+    }
+    assert.deepEqual((await m.Snapshot.list()).map((s) => s.name), ['node-snap']);
+    await m.Snapshot.remove('node-snap');
+  } finally {
+    await sb.remove();
+    await m.Pool.remove('node-pool');
+  }
+  await assert.rejects(m.Pool.remove('node-pool'), m.PoolNotFoundError);
+});
+
 test('await using removes the sandbox', async () => {
   {
     const sb = await m.Sandbox.create('node-dispose', { image: 'busybox', memory: 64 });

@@ -10,7 +10,7 @@ use crate::exec::ExecOutput;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No sandbox (or volume) of that name.
+    /// No sandbox (or volume, pool, image, path) of that name.
     #[error("{message}")]
     NotFound { code: ErrorCode, message: String },
     /// The name is taken.
@@ -76,6 +76,7 @@ impl From<ClientError> for Error {
         match code {
             ErrorCode::SandboxNotFound
             | ErrorCode::VolumeNotFound
+            | ErrorCode::PoolNotFound
             | ErrorCode::ImageNotFound
             | ErrorCode::ImageNotPresent
             | ErrorCode::PathNotFound => Error::NotFound { code, message },

@@ -37,7 +37,9 @@ mod error;
 mod exec;
 mod fs;
 mod image;
+mod pool;
 mod sandbox;
+mod snapshot;
 mod volume;
 
 pub use agent::Agent;
@@ -48,9 +50,11 @@ pub use exec::{Command, ExecEvent, ExecOutput, ExecStream};
 pub use fs::Fs;
 pub use image::{pull, pull_wait};
 pub use microsandbox_client::api::{
-    FileKind, FileStat, Isolation, Metrics, PullEvent, PullPolicy, SandboxInfo, SandboxState,
-    StopReason, VolumeInfo,
+    FileKind, FileStat, Isolation, Metrics, PoolInfo, PullEvent, PullPolicy, SandboxInfo,
+    SandboxState, SnapshotInfo, StopReason, VolumeInfo,
 };
 pub use microsandbox_client::{Endpoint, ErrorCode, ExecInput};
+pub use pool::Pool;
 pub use sandbox::{Sandbox, SandboxBuilder};
+pub use snapshot::Snapshot;
 pub use volume::Volume;

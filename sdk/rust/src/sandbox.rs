@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use microsandbox_client::api::{
-    CreateSandbox, Isolation, Metrics, PullPolicy, SandboxInfo, StopSandbox,
+    CreateSandbox, Isolation, Metrics, PullPolicy, SandboxInfo, SnapshotInfo, StopSandbox,
 };
 use microsandbox_client::{AgentClient, Lease};
 
@@ -440,6 +440,21 @@ impl Sandbox {
             self.client.resume(&self.info.name).await?
         };
         Ok(&self.info)
+    }
+
+    /// Save its files as snapshot `name` on its node (replacing one of that name): the image's
+    /// files plus every change made in the sandbox, deletions included. Pause or stop it first
+    /// ([`crate::Error::InvalidRequest`] otherwise). New sandboxes start from it with
+    /// `.image(&snapshot.image)`. Local mode only.
+    pub async fn snapshot(&self, name: &str) -> Result<SnapshotInfo> {
+        if self.object.is_some() {
+            return Err(crate::cluster::ClusterError::new(
+                crate::cluster::ClusterErrorKind::Unsupported,
+                "snapshots are kept by the local node-agent only",
+            )
+            .into());
+        }
+        Ok(self.client.snapshot(&self.info.name, name).await?)
     }
 
     /// Refuse new commands, wait (at most `timeout`) for running ones, then stop.

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use microsandbox::{
-    agent, Error, ExecEvent, Isolation, Mount, Patch, Sandbox, SandboxState, Volume,
+    agent, Error, ErrorCode, ExecEvent, Isolation, Mount, Patch, Pool, Sandbox, SandboxState,
+    Snapshot, Volume,
 };
 
 fn agent_binary() -> PathBuf {
@@ -259,8 +260,96 @@ async fn scenario(state: PathBuf) {
     assert_eq!(sb.pause().await.unwrap().state, SandboxState::Paused);
     let paused = sb.shell("true").await.unwrap_err();
     assert!(matches!(paused, Error::NotRunning { .. }), "{paused:?}");
+    // Its files saved while paused; a sandbox made from the snapshot starts with them.
+    let snap = sb.snapshot(&format!("{name}-snap")).await.unwrap();
     assert_eq!(sb.resume().await.unwrap().state, SandboxState::Running);
     sb.remove().await.unwrap();
+    let from = Sandbox::builder(format!("{name}-from"))
+        .image(&snap.image)
+        .isolation(Isolation::Container)
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(
+        from.fs().read_to_string("/tmp/kept").await.unwrap(),
+        "before the stop"
+    );
+    let in_use = Snapshot::remove(&snap.name).await.unwrap_err();
+    assert_eq!(in_use.code(), Some(ErrorCode::SnapshotInUse), "{in_use:?}");
+    from.remove().await.unwrap();
+    assert!(Snapshot::list().await.unwrap().contains(&snap));
+    Snapshot::remove(&snap.name).await.unwrap();
+    assert!(Snapshot::list().await.unwrap().is_empty());
+
+    // A warm pool: a create naming it takes a started member, its own name and env applied.
+    let template = |member: String| {
+        Sandbox::builder(member)
+            .image("busybox")
+            .memory(64)
+            .isolation(Isolation::Container)
+    };
+    let pool = format!("{name}-pool");
+    assert_eq!(
+        Pool::create(&pool, 1, template("template".into()))
+            .await
+            .unwrap()
+            .size,
+        1
+    );
+    let ready = |want: u32| {
+        let pool = pool.clone();
+        async move {
+            for _ in 0..600 {
+                let pools = Pool::list().await.unwrap();
+                if pools.iter().any(|p| p.name == pool && p.ready == want) {
+                    return pools;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!(
+                "pool {pool} never had {want} ready: {:?}",
+                Pool::list().await
+            );
+        }
+    };
+    ready(1).await;
+    let claimed = template(format!("{name}-claimed"))
+        .env("WHO", "rust")
+        .pool(&pool)
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed
+            .info()
+            .labels
+            .get("microsandbox.dev/launch")
+            .map(String::as_str),
+        Some("warm")
+    );
+    assert_eq!(
+        claimed
+            .shell("echo $WHO; hostname")
+            .await
+            .unwrap()
+            .stdout_str(),
+        format!("rust\n{name}-claimed\n")
+    );
+    let pools = ready(1).await; // refilled
+    assert_eq!(pools.iter().find(|p| p.name == pool).unwrap().claimed, 1);
+    claimed.remove().await.unwrap();
+    Pool::remove(&pool).await.unwrap();
+    let twice = Pool::remove(&pool).await.unwrap_err();
+    assert!(
+        matches!(
+            twice,
+            Error::NotFound {
+                code: ErrorCode::PoolNotFound,
+                ..
+            }
+        ),
+        "{twice:?}"
+    );
     // Idle for its timeout: suspended; the next command resumes it transparently.
     let sleepy = Sandbox::builder(format!("{name}-idle"))
         .image("busybox")

@@ -1,0 +1,68 @@
+//! `msb snapshot create|ls|rm`: filesystem snapshots kept by this machine's agent.
+
+use microsandbox::{SandboxState, Snapshot};
+
+use crate::error::Result;
+use crate::output;
+use crate::target::Target;
+
+const WHAT: &str = "snapshots";
+const IN_CLUSTER: &str = "a cluster keeps none yet";
+
+/// `msb snapshot create SANDBOX NAME [--pause]`.
+pub async fn create(
+    target: &Target,
+    sandbox: &str,
+    name: &str,
+    pause: bool,
+    json: bool,
+) -> Result<i32> {
+    target.local_only(WHAT, IN_CLUSTER)?;
+    let mut sb = target.get(sandbox).await?;
+    let paused_here = pause && sb.info().state == SandboxState::Running;
+    if paused_here {
+        sb.pause().await?;
+    }
+    let taken = sb.snapshot(name).await;
+    if paused_here {
+        sb.resume().await?;
+    }
+    let snap = taken?;
+    if json {
+        output::json(&snap);
+    } else {
+        println!("{} {}", snap.name, snap.image);
+    }
+    Ok(0)
+}
+
+pub async fn ls(target: &Target, json: bool) -> Result<i32> {
+    target.local_only(WHAT, IN_CLUSTER)?;
+    let list = Snapshot::list().await?;
+    if json {
+        output::json(&list);
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.image.clone(),
+                s.layers.to_string(),
+                s.digest.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "IMAGE", "LAYERS", "DIGEST"], &rows);
+    Ok(0)
+}
+
+pub async fn rm(target: &Target, names: &[String]) -> Result<i32> {
+    target.local_only(WHAT, IN_CLUSTER)?;
+    for n in names {
+        Snapshot::remove(n).await?;
+        println!("{n}");
+    }
+    Ok(0)
+}
