@@ -9,7 +9,7 @@ export MSB_GUEST_AGENT ?= $(GUEST)
 export MSB_AGENT_BIN ?= $(TARGET)/debug/microsandbox-agent
 export MSB_CLI_BIN ?= $(TARGET)/debug/msb
 
-.PHONY: crash escape soak fuzz fuzz-api help setup build guest agent demo demo-curl test test-python test-go test-node test-crds test-microvm test-helm crds lint unit integration bench bench-python bench-sdks bench-msx
+.PHONY: crash escape soak soak-operator fuzz fuzz-api help setup build guest agent demo demo-curl test test-python test-go test-node test-crds test-microvm test-helm crds lint unit integration bench bench-python bench-sdks bench-msx
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ crash: guest ## Crash at every step: MSB_CRASH_ROUNDS (100) rounds of kill -9 (a
 
 soak: guest ## Soak: MSB_SOAK_CYCLES (10000) create/exec/file/remove cycles; fds, threads, mounts flat, RSS slope printed.
 	MSB_SOAK_CYCLES=$(or $(MSB_SOAK_CYCLES),10000) cargo test -p microsandbox-agent --test soak -- --nocapture
+
+soak-operator: guest ## Operator soak: MSB_OPERATOR_SOAK_OBJECTS (10000) Sandbox objects created and deleted on a real apiserver; fds, threads flat, RSS slopes printed.
+	MSB_OPERATOR_SOAK_OBJECTS=$(or $(MSB_OPERATOR_SOAK_OBJECTS),10000) bash tests/e2e/run.sh operator_soak --nocapture
 
 escape: guest ## Escape and reconnaissance tooling (kdigger, amicontained, classic breakouts) from inside, as a table.
 	cargo test -p microsandbox-agent --test escape -- --nocapture

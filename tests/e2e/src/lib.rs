@@ -65,6 +65,59 @@ pub fn guest_agent() -> PathBuf {
     p
 }
 
+/// Whether a Sandbox's Ready condition is True.
+pub fn is_ready(s: &Sandbox) -> bool {
+    s.status.as_ref().is_some_and(|st| {
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// What a process holds now (`/proc/<pid>`, through procfs-core's parser).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// Resident memory.
+    pub rss_kib: u64,
+    /// Peak resident memory so far.
+    pub peak_rss_kib: u64,
+    pub fds: usize,
+    pub threads: u64,
+}
+
+impl Footprint {
+    pub fn of(pid: u32) -> Footprint {
+        use procfs_core::FromRead;
+        let status = procfs_core::process::Status::from_file(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+        Footprint {
+            rss_kib: status.vmrss.unwrap_or(0),
+            peak_rss_kib: status.vmhwm.unwrap_or(0),
+            fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            threads: status.threads,
+        }
+    }
+}
+
+/// Least-squares slope of `y` over `x` (0 for a single point).
+pub fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
+        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
+    });
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -429,6 +482,34 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Wait until `n` Sandboxes are Ready, from a watch (a list every few hundred ms would itself
+    /// cost the API server work proportional to the count: benchmarks would measure
+    /// themselves); how long it took.
+    pub async fn wait_all_ready(&self, n: usize, timeout: Duration) -> Duration {
+        use futures::StreamExt;
+        use kube::runtime::{watcher, WatchStreamExt};
+        let start = Instant::now();
+        let events =
+            watcher::watcher(self.sandboxes(), watcher::Config::default()).applied_objects();
+        futures::pin_mut!(events);
+        let mut ready = std::collections::HashSet::new();
+        while ready.len() < n {
+            let left = timeout.saturating_sub(start.elapsed());
+            let s = tokio::time::timeout(left, events.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}/{n} Ready after {timeout:?}", ready.len()))
+                .expect("watch ended")
+                .expect("watch");
+            let name = s.metadata.name.clone().unwrap_or_default();
+            if is_ready(&s) {
+                ready.insert(name);
+            } else {
+                ready.remove(&name);
+            }
+        }
+        start.elapsed()
     }
 
     /// Wait until no Sandbox is left in the namespace.

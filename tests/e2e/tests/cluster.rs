@@ -3,7 +3,7 @@
 
 use microsandbox_client::api::ExecRequest;
 use microsandbox_crds::{Sandbox, SandboxPhase};
-use microsandbox_e2e::{sandbox_yaml, Cluster};
+use microsandbox_e2e::{is_ready, sandbox_yaml, Cluster};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -18,10 +18,6 @@ fn condition<'a>(
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-}
-
-fn is_ready(s: &Sandbox) -> bool {
-    condition(s, "Ready").is_some_and(|c| c.status == "True")
 }
 
 fn node_of(s: &Sandbox) -> String {

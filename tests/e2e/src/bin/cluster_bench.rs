@@ -15,18 +15,13 @@
 use futures::{stream, StreamExt};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
-use kube::runtime::{watcher, WatchStreamExt};
 use microsandbox_client::api::CreateSandbox;
 use microsandbox_crds::{Sandbox, SandboxClaim, SandboxWarmPool};
-use microsandbox_e2e::{sandbox_yaml, Cluster};
+use microsandbox_e2e::{sandbox_yaml, Cluster, Footprint};
 use std::time::{Duration, Instant};
 
 fn is_ready(s: Option<&Sandbox>) -> bool {
-    s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
-        st.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
+    s.is_some_and(microsandbox_e2e::is_ready)
 }
 
 fn sandbox(name: &str) -> Sandbox {
@@ -68,39 +63,6 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn rss_peak_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits until `n` Sandboxes are Ready, from a watch (a list every few hundred ms would itself
-/// cost the API server work proportional to the count: the curve would measure the benchmark).
-async fn wait_all_ready(c: &Cluster, n: usize, timeout: Duration) -> Duration {
-    let start = Instant::now();
-    let events = watcher::watcher(c.sandboxes(), watcher::Config::default()).applied_objects();
-    futures::pin_mut!(events);
-    let mut ready = std::collections::HashSet::new();
-    while ready.len() < n {
-        let left = timeout.saturating_sub(start.elapsed());
-        let s = tokio::time::timeout(left, events.next())
-            .await
-            .unwrap_or_else(|_| panic!("{}/{n} Ready after {timeout:?}", ready.len()))
-            .expect("watch ended")
-            .expect("watch");
-        let name = s.metadata.name.clone().unwrap_or_default();
-        if is_ready(Some(&s)) {
-            ready.insert(name);
-        } else {
-            ready.remove(&name);
-        }
-    }
-    start.elapsed()
 }
 
 /// One burst of the scaling curve.
@@ -322,7 +284,7 @@ async fn main() {
             })
             .await;
         let created = t.elapsed();
-        wait_all_ready(&c, n, Duration::from_secs(900)).await;
+        c.wait_all_ready(n, Duration::from_secs(900)).await;
         let ready = t.elapsed();
         let t = Instant::now();
         delete_all(&c).await;
@@ -358,8 +320,11 @@ async fn main() {
             direct_removed,
         });
     }
-    let op_rss = op.pid().map_or(0, rss_peak_kib);
-    let agent_rss = agent.proc.pid().map_or(0, rss_peak_kib);
+    let op_rss = op.pid().map_or(0, |p| Footprint::of(p).peak_rss_kib);
+    let agent_rss = agent
+        .proc
+        .pid()
+        .map_or(0, |p| Footprint::of(p).peak_rss_kib);
 
     println!("| benchmark | ours (Kubernetes path) | baseline (node-agent API directly) | ratio | target |");
     println!("|---|---|---|---|---|");
