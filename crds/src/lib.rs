@@ -1,5 +1,6 @@
 //! Custom resources of `microsandbox.dev/v1alpha1`: [`Sandbox`], [`Volume`], [`Secret`] and the
-//! warm-pool kinds [`SandboxTemplate`], [`SandboxWarmPool`] and [`SandboxClaim`].
+//! warm-pool kinds [`SandboxTemplate`], [`SandboxWarmPool`] and [`SandboxClaim`], and
+//! [`SandboxSnapshot`].
 //!
 //! Each kind carries its rules twice, with one set of messages: as CEL `x-kubernetes-validations`
 //! in the generated CRD (so the apiserver itself rejects bad objects) and as a pure `validate()` /
@@ -21,6 +22,7 @@ pub mod reason;
 pub mod sandbox;
 pub mod sealed;
 pub mod secret;
+pub mod snapshot;
 pub mod units;
 pub mod volume;
 
@@ -30,6 +32,7 @@ pub use pool::{SandboxClaim, SandboxTemplate, SandboxWarmPool};
 pub use reason::{ConditionType, EventAction, Reason};
 pub use sandbox::{AgentReport, Sandbox, SandboxPhase, SandboxSpec, SandboxStatus, SealedSecrets};
 pub use secret::{Secret, SecretSpec, SecretStatus};
+pub use snapshot::{SandboxSnapshot, SnapshotPhase};
 pub use volume::{Volume, VolumePhase, VolumeSpec, VolumeStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -52,6 +55,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         without_transition_rules(SandboxTemplate::crd()),
         SandboxWarmPool::crd(),
         SandboxClaim::crd(),
+        SandboxSnapshot::crd(),
     ]
     .into_iter()
     .map(unwrap_descriptions)

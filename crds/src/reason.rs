@@ -134,6 +134,18 @@ pub enum Reason {
     SandboxAdopted,
     /// An Event: no member was free; a Sandbox is booted for the claim.
     ColdStart,
+
+    // Snapshots
+    /// A Sandbox's `snapshotRef` names no SandboxSnapshot of its namespace.
+    SnapshotNotFound,
+    /// A Sandbox's SandboxSnapshot is not taken yet (or failed).
+    SnapshotNotReady,
+    /// A snapshot's Sandbox does not exist.
+    SandboxNotFound,
+    /// Ready=True of a SandboxSnapshot (also its Event).
+    SnapshotTaken,
+    /// The node-agent could not take the snapshot.
+    SnapshotFailed,
 }
 
 impl Reason {
@@ -183,6 +195,7 @@ pub enum EventAction {
     Provision,
     Claim,
     Replenish,
+    Snapshot,
 }
 
 #[cfg(test)]

@@ -22,7 +22,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) const IMAGE_MSG: &str =
     "image must be an OCI image reference such as 'python:3.12' or 'registry.example.com/team/app@sha256:<digest>' (no scheme, no spaces)";
-const IMAGE_RULE: &str = "self.matches('^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$') && !self.contains('://')";
+const IMAGE_RULE: &str =
+    "self == '' || (self.matches('^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$') && !self.contains('://'))";
+/// Images a node-agent keeps for itself (its snapshots): never named by an object, which could
+/// otherwise start from another namespace's files.
+pub const LOCAL_IMAGE_PREFIX: &str = "microsandbox.local/";
+const LOCAL_IMAGE_RULE: &str = "!self.startsWith('microsandbox.local/')";
+pub(crate) const LOCAL_IMAGE_MSG: &str =
+    "images under microsandbox.local/ are a node's own snapshots: start from a SandboxSnapshot with snapshotRef";
+pub(crate) const IMAGE_OR_SNAPSHOT_MSG: &str = "set exactly one of image and snapshotRef";
 pub(crate) const CPUS_MSG: &str = "cpus must be between 1 and 64";
 pub(crate) const PIDS_MSG: &str = "pids must be between 16 and 1048576";
 pub(crate) const SECRET_NAME_MSG: &str =
@@ -121,6 +129,9 @@ fn immutable_list(field: &str) -> Rule {
     selectable = ".status.phase"
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.image) && self.image != '') != has(self.snapshotRef)").message(IMAGE_OR_SNAPSHOT_MSG))]
+#[x_kube(validation = immutable_optional("image"))]
+#[x_kube(validation = immutable_optional("snapshotRef"))]
 #[x_kube(validation = immutable_list("env"))]
 #[x_kube(validation = immutable_optional("workdir"))]
 #[x_kube(validation = immutable_list("volumes"))]
@@ -134,11 +145,18 @@ fn immutable_list(field: &str) -> Rule {
 ).message(NO_NETWORK_SECRETS_MSG).field_path(".secrets"))]
 pub struct SandboxSpec {
     /// OCI image to boot, e.g. `python:3.12` or `registry.example.com/team/app@sha256:...`.
-    /// Registry mirrors configured on the node-agent apply. Immutable.
+    /// Registry mirrors configured on the node-agent apply. Exactly one of `image` and
+    /// `snapshotRef`. Immutable.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 512))]
     #[x_kube(validation = Rule::new(IMAGE_RULE).message(IMAGE_MSG))]
-    #[x_kube(validation = immutable("image"))]
+    #[x_kube(validation = Rule::new(LOCAL_IMAGE_RULE).message(LOCAL_IMAGE_MSG))]
     pub image: String,
+
+    /// Start from a SandboxSnapshot (same namespace, Ready) instead of an image: its files as
+    /// they were when it was taken. The Sandbox runs on the snapshot's node. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_ref: Option<crate::pool::ObjectRef>,
 
     /// When to contact the registry: `Always`, `IfNotPresent` (the default) or `Never`.
     #[serde(default)]
@@ -440,7 +458,26 @@ impl SandboxSpec {
     /// operator and the SDK can report them without a round trip.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut c = Checker::default();
-        check_image(&mut c, &self.image);
+        c.check(
+            self.image.is_empty() == self.snapshot_ref.is_some(),
+            "spec",
+            IMAGE_OR_SNAPSHOT_MSG,
+        );
+        if !self.image.is_empty() {
+            check_image(&mut c, &self.image);
+            c.check(
+                !self.image.starts_with(LOCAL_IMAGE_PREFIX),
+                "spec.image",
+                LOCAL_IMAGE_MSG,
+            );
+        }
+        if let Some(r) = &self.snapshot_ref {
+            c.check(
+                is_dns_subdomain(&r.name),
+                "spec.snapshotRef.name",
+                crate::pool::REF_NAME_MSG,
+            );
+        }
         self.resources.check(&mut c);
         for (i, e) in self.env.iter().enumerate() {
             c.check(
@@ -498,6 +535,7 @@ impl SandboxSpec {
         };
         let unchanged = [
             ("image", self.image == old.image),
+            ("snapshotRef", self.snapshot_ref == old.snapshot_ref),
             ("isolation", self.isolation == old.isolation),
             ("resources", self.resources == old.resources),
             ("env", self.env == old.env),

@@ -9,7 +9,8 @@
 use kube::core::cel::{compile_schema, CompiledSchema, Validator};
 use kube::CustomResourceExt;
 use microsandbox_crds::{
-    Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, Secret, ValidationErrors, Volume,
+    Sandbox, SandboxClaim, SandboxSnapshot, SandboxTemplate, SandboxWarmPool, Secret,
+    ValidationErrors, Volume,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -21,10 +22,12 @@ fn schema(kind: &str) -> Value {
         "Volume" => Volume::crd(),
         "Secret" => Secret::crd(),
         // The generated one (the template's drops the Sandbox's transition rules).
-        "SandboxTemplate" | "SandboxWarmPool" | "SandboxClaim" => microsandbox_crds::crds()
-            .into_iter()
-            .find(|c| c.spec.names.kind == kind)
-            .unwrap(),
+        "SandboxTemplate" | "SandboxWarmPool" | "SandboxClaim" | "SandboxSnapshot" => {
+            microsandbox_crds::crds()
+                .into_iter()
+                .find(|c| c.spec.names.kind == kind)
+                .unwrap()
+        }
         other => panic!("unknown kind {other}"),
     };
     let schema = crd.spec.versions[0]
@@ -50,6 +53,8 @@ fn rust_validate(obj: &Value, old: Option<&Value>) -> Result<(), ValidationError
         ("SandboxWarmPool", _) => typed::<SandboxWarmPool>(obj).validate(),
         ("SandboxClaim", None) => typed::<SandboxClaim>(obj).validate(),
         ("SandboxClaim", Some(o)) => typed::<SandboxClaim>(obj).validate_update(&typed(o)),
+        ("SandboxSnapshot", None) => typed::<SandboxSnapshot>(obj).validate(),
+        ("SandboxSnapshot", Some(o)) => typed::<SandboxSnapshot>(obj).validate_update(&typed(o)),
         (other, _) => panic!("unknown kind {other}"),
     }
 }
@@ -64,6 +69,7 @@ fn cel_messages(obj: &Value, old: Option<&Value>) -> Vec<String> {
             "SandboxTemplate",
             "SandboxWarmPool",
             "SandboxClaim",
+            "SandboxSnapshot",
         ]
         .into_iter()
             .map(|k| (k, compile_schema(&schema(k))))

@@ -129,6 +129,7 @@ fn kubectl_get_shows_the_promised_columns_and_names() {
         ["Ready", "Desired", "Claimed", "Template", "Age"]
     );
     assert_eq!(columns(5), ["Ready", "Sandbox", "Launch", "Reason", "Age"]);
+    assert_eq!(columns(6), ["Sandbox", "Phase", "Node", "Layers", "Age"]);
 
     let names: Vec<_> = crds
         .iter()
@@ -142,7 +143,8 @@ fn kubectl_get_shows_the_promised_columns_and_names() {
             "secrets.microsandbox.dev",
             "sandboxtemplates.microsandbox.dev",
             "sandboxwarmpools.microsandbox.dev",
-            "sandboxclaims.microsandbox.dev"
+            "sandboxclaims.microsandbox.dev",
+            "sandboxsnapshots.microsandbox.dev"
         ]
     );
     for crd in &crds {

@@ -9,7 +9,7 @@ use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Client;
-use microsandbox_crds::{Sandbox, Secret, Volume};
+use microsandbox_crds::{Sandbox, SandboxSnapshot, Secret, Volume};
 use microsandbox_operator::controller::{self, Context, FIELD_MANAGER};
 use microsandbox_operator::leader::{self, LeaderConfig};
 use microsandbox_operator::metrics::Metrics;
@@ -139,6 +139,19 @@ async fn main() -> anyhow_free::Result {
     .touched_objects()
     .for_each(|_| futures::future::ready(()));
 
+    let (snapshots, snapshot_writer) = reflector::store();
+    let snapshot_api: Api<SandboxSnapshot> = match &args.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let snapshot_stream = reflector(
+        snapshot_writer,
+        watcher(snapshot_api, watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| futures::future::ready(()));
+
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -151,6 +164,7 @@ async fn main() -> anyhow_free::Result {
         metrics,
         node_leases: leases,
         volumes,
+        snapshots,
         namespaces,
         resync: Duration::from_secs(args.resync_secs),
         assumed: Default::default(),
@@ -175,6 +189,7 @@ async fn main() -> anyhow_free::Result {
             controller::pool::run(ctx, args.watch_namespace.as_deref()),
             lease_stream,
             volume_stream,
+            snapshot_stream,
             namespace_stream
         );
     };

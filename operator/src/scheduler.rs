@@ -230,6 +230,9 @@ pub struct Request {
     pub volumes: Vec<String>,
     /// It uses Secrets: only nodes with a sealing key can receive them.
     pub secrets: bool,
+    /// The one node it may run on: where the SandboxSnapshot it starts from is kept (the caller
+    /// sets it from `spec.snapshotRef`).
+    pub node: Option<String>,
 }
 
 impl Request {
@@ -250,6 +253,7 @@ impl Request {
                 .filter_map(|v| v.named.as_ref().map(|n| n.name.clone()))
                 .collect(),
             secrets: !spec.secrets.is_empty(),
+            node: None,
         }
     }
 }
@@ -312,6 +316,7 @@ enum Misfit {
     NotAlive,
     Isolation,
     Volume,
+    Snapshot,
     SealingKey,
     Memory,
     Cpus,
@@ -324,6 +329,7 @@ impl Misfit {
             Self::NotAlive => "node-agent not alive (lease expired)".into(),
             Self::Isolation => format!("no {} isolation", isolation_name(isolation)),
             Self::Volume => "not where the sandbox's volumes are".into(),
+            Self::Snapshot => "not where the sandbox's snapshot is".into(),
             Self::SealingKey => "no sealing key for secrets (node-agent too old)".into(),
             Self::Memory => "insufficient memory".into(),
             Self::Cpus => "insufficient cpus".into(),
@@ -426,6 +432,9 @@ fn fit(
     }
     if !volumes.iter().all(|(_, p)| p.admits(node)) {
         return Err(Misfit::Volume);
+    }
+    if request.node.as_ref().is_some_and(|n| *n != node.name) {
+        return Err(Misfit::Snapshot);
     }
     if request.secrets && node.sealing_key.is_none() {
         return Err(Misfit::SealingKey);
@@ -545,6 +554,7 @@ mod tests {
             isolation: Isolation::Microvm,
             volumes: vec![],
             secrets: false,
+            node: None,
         }
     }
 
@@ -753,6 +763,21 @@ mod tests {
         assert_eq!(
             err.message,
             "0/2 nodes are available: 1 not where the sandbox's volumes are, 1 insufficient memory"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_pins_the_node() {
+        let nodes = vec![node("a", 4096, 4, 10), node("b", 4096, 4, 10)];
+        let mut r = req(512, 1);
+        r.node = Some("b".into());
+        assert_eq!(schedule(&r, &nodes, &no_volumes(), now()).unwrap(), "b");
+        r.node = Some("gone".into());
+        let e = schedule(&r, &nodes, &no_volumes(), now()).unwrap_err();
+        assert_eq!(e.reason, Reason::Unschedulable);
+        assert!(
+            e.message.contains("2 not where the sandbox's snapshot is"),
+            "{e}"
         );
     }
 

@@ -7,7 +7,7 @@ use crate::output;
 use crate::target::Target;
 
 const WHAT: &str = "snapshots";
-const IN_CLUSTER: &str = "a cluster keeps none yet";
+const IN_CLUSTER: &str = "a cluster has SandboxSnapshot objects (kubectl get sbxsnap)";
 
 /// `msb snapshot create SANDBOX NAME [--pause]`.
 pub async fn create(

@@ -8,6 +8,7 @@ pub mod names;
 pub mod report;
 pub mod sandboxes;
 pub mod sealing;
+pub mod snapshots;
 pub mod volumes;
 
 use crate::error::AgentError;
@@ -15,7 +16,7 @@ use crate::sandbox::SandboxManager;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use microsandbox_crds::{Sandbox, Volume};
+use microsandbox_crds::{Sandbox, SandboxSnapshot, Volume};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,10 +146,21 @@ pub async fn run(
         node: cfg.node.clone(),
         client: ctx.client.clone(),
     });
+    let snapshot_api: Api<SandboxSnapshot> = match &cfg.watch_namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let snapshot_ctx = Arc::new(snapshots::Context {
+        manager: ctx.manager.clone(),
+        node: cfg.node.clone(),
+        client: ctx.client.clone(),
+        recorder: ctx.recorder.clone(),
+    });
     tracing::info!(node = %cfg.node, lease_namespace = %cfg.lease_namespace, "cluster mode");
     tokio::join!(
         sandboxes::run(ctx, sandboxes),
-        volumes::run(volume_ctx, volume_api)
+        volumes::run(volume_ctx, volume_api),
+        snapshots::run(snapshot_ctx, snapshot_api)
     );
     renew.abort();
 }

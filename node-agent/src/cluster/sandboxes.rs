@@ -19,7 +19,7 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 use microsandbox_crds::sealed::SealingKey;
 use microsandbox_crds::{
-    AgentReport, EventAction, Reason, Sandbox, SandboxPhase, Volume, VolumePhase,
+    AgentReport, EventAction, Reason, Sandbox, SandboxPhase, SandboxSnapshot, Volume, VolumePhase,
 };
 use microsandbox_wire::api::{MountSpec, SandboxInfo, SandboxState};
 use std::collections::{HashMap, HashSet};
@@ -182,8 +182,16 @@ async fn apply(s: &Sandbox, api: &Api<Sandbox>, ctx: &Context) -> Result<Action,
                     return not_yet(ctx, api, s, reported, ids, Reason::InvalidVolumes, unmet).await
                 }
             };
+            let image = match image_for(s, ctx).await? {
+                Prerequisite::Ready(i) => i,
+                unmet => {
+                    return not_yet(ctx, api, s, reported, ids, Reason::SnapshotNotReady, unmet)
+                        .await
+                }
+            };
             let creating = report::without_sandbox(&local, &uid, SandboxPhase::Creating, None);
             let mut req = s.spec.agent_request(&local);
+            req.image = image;
             req.mounts = mounts;
             req.secrets = secrets;
             req.labels = names::labels(&s.namespace().unwrap_or_default(), &s.name_any(), &uid);
@@ -322,6 +330,48 @@ async fn not_yet<T>(
             Ok(Action::requeue(Duration::from_secs(2)))
         }
         Prerequisite::Ready(_) => Ok(Action::requeue(Duration::ZERO)),
+    }
+}
+
+/// The image to boot: `spec.image`, or the node's copy of the SandboxSnapshot `spec.snapshotRef`
+/// names (same namespace, Ready, kept here). An object never names a node's own image
+/// (`microsandbox.local/`) itself: that could start from another namespace's snapshot.
+async fn image_for(s: &Sandbox, ctx: &Context) -> Result<Prerequisite<String>, ClusterError> {
+    let Some(r) = &s.spec.snapshot_ref else {
+        if s.spec
+            .image
+            .starts_with(microsandbox_crds::sandbox::LOCAL_IMAGE_PREFIX)
+        {
+            return Ok(Prerequisite::Invalid(format!(
+                "image {:?} is a node's own snapshot: use spec.snapshotRef",
+                s.spec.image
+            )));
+        }
+        return Ok(Prerequisite::Ready(s.spec.image.clone()));
+    };
+    let api: Api<SandboxSnapshot> =
+        Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+    let Some(snap) = api.get_opt(&r.name).await? else {
+        return Ok(Prerequisite::Invalid(format!(
+            "SandboxSnapshot {:?} does not exist in this namespace",
+            r.name
+        )));
+    };
+    match snap.ready_node() {
+        Some(n) if n == ctx.node => {
+            let local = super::snapshots::local_name(&snap)?;
+            Ok(Prerequisite::Ready(crate::image::snapshot::reference(
+                &local,
+            )))
+        }
+        Some(n) => Ok(Prerequisite::Invalid(format!(
+            "SandboxSnapshot {:?} is kept on node {n}, not {}",
+            r.name, ctx.node
+        ))),
+        None => Ok(Prerequisite::Wait(format!(
+            "SandboxSnapshot {:?} is not Ready",
+            r.name
+        ))),
     }
 }
 

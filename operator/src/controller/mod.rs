@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::Client;
-use microsandbox_crds::{EventAction, Reason, Volume};
+use microsandbox_crds::{EventAction, Reason, SandboxSnapshot, Volume};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,8 @@ pub struct Context {
     pub node_leases: Store<Lease>,
     /// Volumes (all namespaces).
     pub volumes: Store<Volume>,
+    /// SandboxSnapshots (all namespaces): a Sandbox made from one runs on its node.
+    pub snapshots: Store<SandboxSnapshot>,
     /// Namespaces (for the container-isolation admission label).
     pub namespaces: Store<Namespace>,
     /// How often to re-check a sandbox whose agent state may change.

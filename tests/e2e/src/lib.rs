@@ -65,6 +65,39 @@ pub fn guest_agent() -> PathBuf {
     p
 }
 
+/// Poll object `name` of `api` until `pred` holds; panics with its last state after `timeout`.
+pub async fn wait_object<K, F>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: F,
+) -> K
+where
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + k8s_openapi::serde::Serialize,
+    F: Fn(&K) -> bool,
+{
+    let start = Instant::now();
+    loop {
+        let got = api.get_opt(name).await.expect("get");
+        if let Some(o) = &got {
+            if pred(o) {
+                return o.clone();
+            }
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{name}: not {what} after {timeout:?}; last: {}",
+            serde_json::to_string_pretty(&got).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Whether a Sandbox's Ready condition is True.
 pub fn is_ready(s: &Sandbox) -> bool {
     s.status.as_ref().is_some_and(|st| {
@@ -482,6 +515,32 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// `sh -c script` in the Sandbox `name` (through the node-agent that runs it), which must
+    /// exit 0; its stdout.
+    pub async fn sh(&self, agent: &Agent, name: &str, script: &str) -> String {
+        let s = self.sandboxes().get(name).await.expect("sandbox");
+        let local = s
+            .status
+            .and_then(|st| st.agent)
+            .map(|a| a.sandbox)
+            .expect("status.agent.sandbox");
+        let out = agent
+            .client()
+            .await
+            .exec(
+                &local,
+                microsandbox_client::api::ExecRequest {
+                    command: "sh".into(),
+                    args: vec!["-c".into(), script.into()],
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("exec");
+        assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Wait until `n` Sandboxes are Ready, from a watch (a list every few hundred ms would itself

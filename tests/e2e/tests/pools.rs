@@ -3,10 +3,9 @@
 
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
-use microsandbox_client::api::ExecRequest;
 use microsandbox_crds::pool::{Launch, CLAIMED_FROM_LABEL, CLAIM_LABEL, LAUNCH_LABEL, POOL_LABEL};
 use microsandbox_crds::{Sandbox, SandboxClaim, SandboxWarmPool};
-use microsandbox_e2e::{Agent, Cluster};
+use microsandbox_e2e::Cluster;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -49,21 +48,7 @@ where
         + k8s_openapi::serde::Serialize,
     F: Fn(&K) -> bool,
 {
-    let start = Instant::now();
-    loop {
-        let got = api.get_opt(name).await.expect("get");
-        if let Some(o) = &got {
-            if pred(o) {
-                return o.clone();
-            }
-        }
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "{name}: not {what} after {TIMEOUT:?}; last: {}",
-            serde_json::to_string_pretty(&got).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    microsandbox_e2e::wait_object(api, name, what, TIMEOUT, pred).await
 }
 
 fn ready(c: &SandboxClaim) -> Option<(String, String)> {
@@ -93,31 +78,6 @@ async fn members(c: &Cluster) -> Vec<Sandbox> {
         .await
         .expect("list members")
         .items
-}
-
-/// `sh -c script` in the Sandbox `name` (through the node-agent that runs it); its stdout.
-async fn sh(c: &Cluster, agent: &Agent, name: &str, script: &str) -> String {
-    let s = c.sandboxes().get(name).await.expect("sandbox");
-    let local = s
-        .status
-        .and_then(|st| st.agent)
-        .map(|a| a.sandbox)
-        .expect("status.agent.sandbox");
-    let out = agent
-        .client()
-        .await
-        .exec(
-            &local,
-            ExecRequest {
-                command: "sh".into(),
-                args: vec!["-c".into(), script.into()],
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("exec");
-    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +147,7 @@ async fn claims_take_ready_members_and_the_pool_refills() {
         .and_then(|l| l.shutdown_after_secs())
         .expect("shutdownAfter set at the claim");
     assert!(after >= 3600, "{after}");
-    assert_eq!(sh(&c, &agent, &taken, "echo $GREETING").await, "hi\n");
+    assert_eq!(c.sh(&agent, &taken, "echo $GREETING").await, "hi\n");
     assert!(c
         .event_reasons("c1")
         .contains(&"SandboxAdopted".to_string()));
@@ -207,10 +167,7 @@ async fn claims_take_ready_members_and_the_pool_refills() {
     let st = c2.status.clone().unwrap();
     assert_eq!(st.launch, Some(Launch::Cold));
     assert_eq!(st.sandbox.unwrap().name, "c2");
-    assert_eq!(
-        sh(&c, &agent, "c2", "echo $GREETING $FOO").await,
-        "hi bar\n"
-    );
+    assert_eq!(c.sh(&agent, "c2", "echo $GREETING $FOO").await, "hi bar\n");
     // The template (Allowed) refuses a claim that would replace its variable.
     c.apply(&claim_yaml(
         "c3",

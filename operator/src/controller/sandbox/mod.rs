@@ -245,6 +245,23 @@ fn bound(node: &str, nodes: &[NodeInfo], now: Timestamp) -> Binding {
     }
 }
 
+/// The node that keeps SandboxSnapshot `ns/name`, once it is Ready.
+fn snapshot_node(ctx: &Context, ns: &str, name: &str) -> Result<String, scheduler::Unschedulable> {
+    let key = kube::runtime::reflector::ObjectRef::new(name).within(ns);
+    let Some(snap) = ctx.snapshots.get(&key) else {
+        return Err(scheduler::Unschedulable {
+            reason: Reason::SnapshotNotFound,
+            message: format!("SandboxSnapshot {name:?} does not exist in this namespace"),
+        });
+    };
+    snap.ready_node()
+        .map(str::to_string)
+        .ok_or_else(|| scheduler::Unschedulable {
+            reason: Reason::SnapshotNotReady,
+            message: format!("SandboxSnapshot {name:?} is not Ready yet"),
+        })
+}
+
 /// Pick a node and remember it until the informer shows the binding.
 async fn schedule(
     s: &Sandbox,
@@ -285,7 +302,11 @@ async fn schedule(
         .filter(|v| v.namespace().as_deref() == Some(ns.as_str()))
         .map(|v| (v.name_any(), VolumePlacement::of(v)))
         .collect();
-    let result = scheduler::schedule(&Request::of(s), &nodes, &volumes, now);
+    let mut request = Request::of(s);
+    if let Some(r) = &s.spec.snapshot_ref {
+        request.node = Some(snapshot_node(ctx, &ns, &r.name)?);
+    }
+    let result = scheduler::schedule(&request, &nodes, &volumes, now);
     match &result {
         Ok(node) => {
             ctx.metrics.scheduled("scheduled");

@@ -1,0 +1,135 @@
+//! SandboxSnapshot end to end: the node-agent of a Sandbox's node takes the snapshot (pausing the
+//! running Sandbox for the copy and resuming it), a Sandbox with `spec.snapshotRef` starts from
+//! it on that node (two nodes: the operator must pick the snapshot's), the snapshot object is not
+//! let go while a Sandbox made from it exists, and no object can name a node's own snapshot
+//! image directly.
+
+use kube::api::{Api, DeleteParams};
+use microsandbox_crds::{Reason, SandboxPhase, SandboxSnapshot, SnapshotPhase};
+use microsandbox_e2e::{is_ready, sandbox_yaml, wait_object, Cluster};
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn snapshot_yaml(name: &str, sandbox: &str) -> String {
+    format!(
+        "apiVersion: microsandbox.dev/v1alpha1\nkind: SandboxSnapshot\nmetadata:\n  name: {name}\nspec:\n  sandboxRef:\n    name: {sandbox}\n"
+    )
+}
+
+fn from_snapshot_yaml(name: &str, snapshot: &str) -> String {
+    format!(
+        "apiVersion: microsandbox.dev/v1alpha1\nkind: Sandbox\nmetadata:\n  name: {name}\nspec:\n  snapshotRef:\n    name: {snapshot}\n  isolation: container\n  resources:\n    memory: 64Mi\n"
+    )
+}
+
+fn ready_reason(s: &SandboxSnapshot) -> Option<String> {
+    s.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_taken_on_the_node_and_sandboxes_start_from_them_there() {
+    let c = Cluster::new("e2e-snap").await;
+    let _op = c.operator(&[]);
+    let a1 = c.agent("n1", &[]);
+    let a2 = c.agent("n2", &[]);
+    let snaps: Api<SandboxSnapshot> = Api::namespaced(c.client.clone(), &c.ns);
+
+    // A snapshot of a Sandbox that does not exist (yet) says so and waits.
+    c.apply(&snapshot_yaml("early", "nobody"));
+    wait_object(&snaps, "early", "SandboxNotFound", TIMEOUT, |s| {
+        ready_reason(s).as_deref() == Some(Reason::SandboxNotFound.as_str())
+    })
+    .await;
+
+    c.apply(&sandbox_yaml("src", ""));
+    let src = c.wait_sandbox("src", TIMEOUT, "Ready", is_ready).await;
+    let node = src.status.as_ref().and_then(|s| s.node.clone()).unwrap();
+    let agent = if node == "n1" { &a1 } else { &a2 };
+    c.sh(agent, "src", "echo kept > /tmp/f; rm /etc/group").await;
+
+    // Taken on the Sandbox's node; the running Sandbox was paused for it and runs again.
+    c.apply(&snapshot_yaml("snap", "src"));
+    let snap = wait_object(&snaps, "snap", "Ready", TIMEOUT, |s| {
+        s.ready_node().is_some()
+    })
+    .await;
+    assert_eq!(snap.ready_node(), Some(node.as_str()));
+    let st = snap.status.clone().unwrap();
+    assert!(st.digest.unwrap().starts_with("sha256:"));
+    assert!(st.layers.unwrap() >= 2, "the image's layers and its own");
+    assert!(c
+        .event_reasons("snap")
+        .contains(&"SnapshotTaken".to_string()));
+    let src = c.sandboxes().get("src").await.unwrap();
+    assert_eq!(
+        src.status.and_then(|s| s.phase),
+        Some(SandboxPhase::Running)
+    );
+    assert_eq!(c.sh(agent, "src", "echo still").await, "still\n");
+
+    // Sandboxes made from it run on its node, with its files (the deletion too).
+    for i in 0..2 {
+        let name = format!("from-{i}");
+        c.apply(&from_snapshot_yaml(&name, "snap"));
+        let s = c.wait_sandbox(&name, TIMEOUT, "Ready", is_ready).await;
+        assert_eq!(s.status.and_then(|s| s.node), Some(node.clone()));
+        assert_eq!(
+            c.sh(agent, &name, "cat /tmp/f; test -e /etc/group || echo gone")
+                .await,
+            "kept\ngone\n"
+        );
+    }
+
+    // A missing snapshot holds the Sandbox unscheduled, saying why.
+    c.apply(&from_snapshot_yaml("orphan", "no-such-snapshot"));
+    c.wait_sandbox("orphan", TIMEOUT, "SnapshotNotFound", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Scheduled" && c.reason == "SnapshotNotFound")
+        })
+    })
+    .await;
+    // No object names a node's own image: the apiserver refuses it.
+    let local = sandbox_yaml("sneaky", "").replace(
+        "image: busybox",
+        "image: microsandbox.local/snapshots/snap:latest",
+    );
+    let (ok, _, err) = c.kubectl(&["apply", "-n", &c.ns, "-f", "-"], Some(&local));
+    assert!(!ok && err.contains("microsandbox.local"), "{err}");
+
+    // Deleting the snapshot waits for the Sandboxes made from it; then it is gone from the node.
+    snaps
+        .delete("snap", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(snaps.get_opt("snap").await.unwrap().is_some(), "in use");
+    for n in ["from-0", "from-1", "orphan", "src"] {
+        c.sandboxes()
+            .delete(n, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    c.wait_no_sandboxes(TIMEOUT).await;
+    let start = std::time::Instant::now();
+    while snaps.get_opt("snap").await.unwrap().is_some() {
+        assert!(start.elapsed() < TIMEOUT, "snapshot object still there");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept = agent.client().await.snapshots().await.unwrap();
+    assert!(kept.is_empty(), "{kept:?}");
+    assert_eq!(
+        wait_object(&snaps, "early", "Pending", TIMEOUT, |_| true)
+            .await
+            .status
+            .and_then(|s| s.phase),
+        Some(SnapshotPhase::Pending)
+    );
+}
