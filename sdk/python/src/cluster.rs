@@ -177,6 +177,48 @@ impl Cluster {
         })
     }
 
+    /// Create SandboxSnapshot `name` of Sandbox `sandbox` and wait until its node-agent took it;
+    /// resolves to `{name, image, digest, layers}` (`image`: `snapshot://NAME`).
+    fn snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        sandbox: String,
+        name: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let conn = self.conn.clone();
+        future_into_py(py, async move {
+            let snap = microsandbox::Sandbox::get_in(&conn, &sandbox)
+                .await
+                .map_err(sdk_to_pyerr)?
+                .snapshot(&name)
+                .await
+                .map_err(sdk_to_pyerr)?;
+            Json::of(&snap)
+        })
+    }
+
+    /// The taken SandboxSnapshots of the namespace, as `{name, image, digest, layers}`.
+    fn snapshots<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let conn = self.conn.clone();
+        future_into_py(py, async move {
+            Json::of(
+                &microsandbox::Snapshot::list_in(&conn)
+                    .await
+                    .map_err(sdk_to_pyerr)?,
+            )
+        })
+    }
+
+    /// Delete SandboxSnapshot `name` (no error if it is gone).
+    fn delete_snapshot<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let conn = self.conn.clone();
+        future_into_py(py, async move {
+            microsandbox::Snapshot::remove_in(&conn, &name)
+                .await
+                .map_err(sdk_to_pyerr)
+        })
+    }
+
     /// Delete Sandbox `name` (no error if it is gone); with `wait`, resolve once the node-agent
     /// removed the sandbox, at most `timeout_s`.
     #[pyo3(signature = (name, wait=true, timeout_s=60.0))]

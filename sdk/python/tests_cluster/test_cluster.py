@@ -24,6 +24,7 @@ from microsandbox import (
     ExitedEvent,
     NetworkPolicy,
     Secret,
+    Snapshot,
     set_mode,
 )
 from microsandbox import _native
@@ -141,6 +142,32 @@ async def test_warm_pool_claim(dev: Cluster) -> None:
                              cluster=dev)
     assert "EnvVarsInjectionRejected" in str(e.value)
     assert "py-claimed-env" not in await _objects(dev)
+
+
+async def test_snapshot_and_a_sandbox_from_it(dev: Cluster) -> None:
+    async with await Sandbox.create(
+        "py-snapsrc", image=IMAGE, memory=64, isolation="container", cluster=dev
+    ) as sb:
+        await sb.exec("sh", ["-c", "echo from-py > /tmp/f"])
+        # Taken while it runs (the node-agent pauses it for the copy and resumes it).
+        snap = await sb.snapshot("py-snap")
+        assert snap.image == "snapshot://py-snap" and snap.layers >= 2
+        assert (await sb.refresh()).state == "running"
+        async with await Sandbox.create(
+            "py-fromsnap", image=snap.image, memory=64, isolation="container", cluster=dev
+        ) as again:
+            assert (await again.exec("cat", ["/tmp/f"])).stdout() == "from-py\n"
+            conn = await _native.Cluster.connect(dev.kubeconfig, dev.context, dev.namespace)
+            obj = await conn.object("py-fromsnap")
+            assert obj["spec"]["snapshotRef"] == {"name": "py-snap"}
+    assert [s.name for s in await Snapshot.list(cluster=dev)] == ["py-snap"]
+    await Snapshot.remove("py-snap", cluster=dev)
+    quick = Cluster(kubeconfig=dev.kubeconfig, namespace=dev.namespace, ready_timeout=4)
+    with pytest.raises(SchedulingError) as e:
+        await Sandbox.create("py-nosnap", image="snapshot://nope", memory=64,
+                             isolation="container", cluster=quick)
+    assert e.value.reason == "SnapshotNotFound"
+    assert "py-nosnap" not in await _objects(dev)
 
 
 async def test_rbac_denial_is_typed(viewer: Cluster) -> None:

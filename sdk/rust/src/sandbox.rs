@@ -443,16 +443,17 @@ impl Sandbox {
     }
 
     /// Save its files as snapshot `name` on its node (replacing one of that name): the image's
-    /// files plus every change made in the sandbox, deletions included. Pause or stop it first
-    /// ([`crate::Error::InvalidRequest`] otherwise). New sandboxes start from it with
-    /// `.image(&snapshot.image)`. Local mode only.
+    /// files plus every change made in the sandbox, deletions included. New sandboxes start from
+    /// it with `.image(&snapshot.image)`.
+    ///
+    /// Local mode: pause or stop it first ([`crate::Error::InvalidRequest`] otherwise). Cluster
+    /// mode: a SandboxSnapshot object, taken by the node-agent (which pauses a running sandbox
+    /// for the copy and resumes it); its `image` is `snapshot://NAME`, which a cluster create
+    /// turns into `spec.snapshotRef` (the new sandbox runs on the snapshot's node).
     pub async fn snapshot(&self, name: &str) -> Result<SnapshotInfo> {
-        if self.object.is_some() {
-            return Err(crate::cluster::ClusterError::new(
-                crate::cluster::ClusterErrorKind::Unsupported,
-                "snapshots are kept by the local node-agent only",
-            )
-            .into());
+        if let Some((conn, object)) = &self.object {
+            let snap = conn.create_snapshot(object, name).await?;
+            return Ok(crate::snapshot::info_of(&snap));
         }
         Ok(self.client.snapshot(&self.info.name, name).await?)
     }

@@ -3,6 +3,7 @@
 use microsandbox_client::api::SnapshotInfo;
 
 use crate::agent;
+use crate::cluster::ClusterConnection;
 use crate::error::Result;
 
 /// Snapshots of this machine's agent: a sandbox's files saved as an image that new sandboxes
@@ -19,5 +20,37 @@ impl Snapshot {
     /// Delete snapshot `name` (refused while a sandbox made from it exists).
     pub async fn remove(name: &str) -> Result<()> {
         Ok(agent::connect().await?.remove_snapshot(name).await?)
+    }
+
+    /// The SandboxSnapshots of `cluster`'s namespace that are taken.
+    pub async fn list_in(cluster: &ClusterConnection) -> Result<Vec<SnapshotInfo>> {
+        Ok(cluster
+            .snapshot_objects()
+            .await?
+            .iter()
+            .filter(|s| s.ready_node().is_some())
+            .map(info_of)
+            .collect())
+    }
+
+    /// Delete SandboxSnapshot `name` of `cluster` (its node removes it once no Sandbox made
+    /// from it exists).
+    pub async fn remove_in(cluster: &ClusterConnection, name: &str) -> Result<()> {
+        Ok(cluster.delete_snapshot(name).await?)
+    }
+}
+
+/// A SandboxSnapshot object as a [`SnapshotInfo`] (`image`: `snapshot://NAME`).
+pub(crate) fn info_of(snap: &microsandbox_crds::SandboxSnapshot) -> SnapshotInfo {
+    let name = kube::ResourceExt::name_any(snap);
+    let status = snap.status.clone().unwrap_or_default();
+    SnapshotInfo {
+        image: format!("{}{name}", crate::cluster::object::SNAPSHOT_SCHEME),
+        name,
+        digest: status.digest.unwrap_or_default(),
+        layers: status
+            .layers
+            .and_then(|l| usize::try_from(l).ok())
+            .unwrap_or(0),
     }
 }

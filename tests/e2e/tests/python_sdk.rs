@@ -30,7 +30,7 @@ async fn python_sdk_cluster_mode() {
 
     let ns = &c.ns;
     c.apply(
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: dev\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: viewer\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-user\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes, volumes, sandboxclaims]\n  verbs: [create, get, list, watch, delete, patch]\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes/exec]\n  verbs: [create]\n- apiGroups: [microsandbox.dev, \"\"]\n  resources: [secrets]\n  verbs: [create]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-viewer\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: dev\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-user}\nsubjects: [{kind: ServiceAccount, name: dev}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: viewer\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-viewer}\nsubjects: [{kind: ServiceAccount, name: viewer}]\n",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: dev\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: viewer\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-user\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes, volumes, sandboxclaims, sandboxsnapshots]\n  verbs: [create, get, list, watch, delete, patch]\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes/exec]\n  verbs: [create]\n- apiGroups: [microsandbox.dev, \"\"]\n  resources: [secrets]\n  verbs: [create]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: sandbox-viewer\nrules:\n- apiGroups: [microsandbox.dev]\n  resources: [sandboxes]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: dev\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-user}\nsubjects: [{kind: ServiceAccount, name: dev}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: viewer\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sandbox-viewer}\nsubjects: [{kind: ServiceAccount, name: viewer}]\n",
     );
     // dev may also use the API server's pod proxy to the agents (the chart's Role for users);
     // viewer may not.
@@ -191,7 +191,9 @@ async fn kubectl_plugin(kubeconfig: &std::path::Path, ns: &str) {
 
 /// The `microsandbox` crate in cluster mode, through both routes to the agent.
 async fn rust_crate(kubeconfig: &std::path::Path, ns: &str) {
-    use microsandbox::{AgentAccess, Cluster, ClusterErrorKind, Error, Isolation, Mount, Sandbox};
+    use microsandbox::{
+        AgentAccess, Cluster, ClusterErrorKind, Error, Isolation, Mount, Sandbox, Snapshot,
+    };
     for access in [AgentAccess::Direct, AgentAccess::Proxy] {
         let conn = Cluster::new()
             .kubeconfig(kubeconfig)
@@ -221,6 +223,34 @@ async fn rust_crate(kubeconfig: &std::path::Path, ns: &str) {
         );
         let again = Sandbox::get_in(&conn, &name).await.expect("get");
         assert_eq!(again.info().name, sb.info().name);
+        // A SandboxSnapshot of it (taken while it runs), and a sandbox made from it.
+        sb.shell("echo saved > /work/f").await.expect("exec");
+        let snap = sb
+            .snapshot(&format!("{name}-snap"))
+            .await
+            .expect("snapshot");
+        assert_eq!(snap.image, format!("snapshot://{name}-snap"));
+        assert!(
+            snap.digest.starts_with("sha256:") && snap.layers >= 2,
+            "{snap:?}"
+        );
+        let from = Sandbox::builder(format!("{name}-from"))
+            .image(&snap.image)
+            .memory(64)
+            .isolation(Isolation::Container)
+            .cluster(&conn)
+            .create()
+            .await
+            .expect("create from the snapshot");
+        assert_eq!(
+            from.shell("cat /work/f").await.expect("exec").stdout_str(),
+            "saved\n"
+        );
+        from.remove().await.expect("remove");
+        assert!(Snapshot::list_in(&conn).await.unwrap().contains(&snap));
+        Snapshot::remove_in(&conn, &snap.name)
+            .await
+            .expect("remove snapshot");
         sb.remove().await.expect("remove");
         let gone = Sandbox::get_in(&conn, &name).await.unwrap_err();
         assert!(

@@ -51,7 +51,8 @@ async fn snapshots_are_taken_on_the_node_and_sandboxes_start_from_them_there() {
     let src = c.wait_sandbox("src", TIMEOUT, "Ready", is_ready).await;
     let node = src.status.as_ref().and_then(|s| s.node.clone()).unwrap();
     let agent = if node == "n1" { &a1 } else { &a2 };
-    c.sh(agent, "src", "echo kept > /tmp/f; rm /etc/group").await;
+    c.sh(agent, "src", "echo kept > /tmp/f; rm /etc/group")
+        .await;
 
     // Taken on the Sandbox's node; the running Sandbox was paused for it and runs again.
     c.apply(&snapshot_yaml("snap", "src"));

@@ -5,9 +5,12 @@ from __future__ import annotations
 import builtins
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from .errors import CommandFailedError, SecretViolationError
+
+if TYPE_CHECKING:
+    from .cluster import ModeArg
 
 __all__ = [
     "Isolation",
@@ -320,7 +323,8 @@ class Snapshot:
     with ``Sandbox.create(image=snapshot.image)``."""
 
     name: str
-    #: The image reference of the snapshot (``microsandbox.local/snapshots/NAME:latest``).
+    #: The image reference of the snapshot (``microsandbox.local/snapshots/NAME:latest``; in
+    #: cluster mode ``snapshot://NAME``).
     image: str
     #: Digest of its content (layers and config).
     digest: str
@@ -332,17 +336,30 @@ class Snapshot:
         return cls(name=d["name"], image=d["image"], digest=d["digest"], layers=d["layers"])
 
     @staticmethod
-    async def list() -> builtins.list[Snapshot]:
-        """The snapshots of this machine's node-agent."""
+    async def list(*, cluster: ModeArg = None) -> builtins.list[Snapshot]:
+        """The snapshots of this machine's node-agent, or (cluster mode) the namespace's taken
+        SandboxSnapshots."""
         from . import _agent
+        from . import cluster as _cluster
 
+        mode = _cluster.resolve(cluster)
+        if mode is not None:
+            conn = await _cluster.connect(mode)
+            return [Snapshot._from_dict(d) for d in await conn.snapshots()]
         client = await _agent.get_client()
         return [Snapshot._from_dict(d) for d in await client.snapshot_list()]
 
     @staticmethod
-    async def remove(name: str) -> None:
-        """Deletes a snapshot (refused while a sandbox made from it exists)."""
+    async def remove(name: str, *, cluster: ModeArg = None) -> None:
+        """Deletes a snapshot (refused while a sandbox made from it exists). In cluster mode
+        deletes the SandboxSnapshot object; its node removes the files once no sandbox made from
+        it exists."""
         from . import _agent
+        from . import cluster as _cluster
 
+        mode = _cluster.resolve(cluster)
+        if mode is not None:
+            await (await _cluster.connect(mode)).delete_snapshot(name)
+            return
         client = await _agent.get_client()
         await client.snapshot_remove(name)

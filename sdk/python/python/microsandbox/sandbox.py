@@ -419,10 +419,15 @@ class Sandbox:
     async def snapshot(self, name: str) -> Snapshot:
         """Saves the sandbox's files as snapshot ``name`` on its node (replacing one of that
         name): the image's files plus every change made in the sandbox, deletions included.
-        Pause or stop the sandbox first (:class:`InvalidConfigError` otherwise). New sandboxes
-        start from it with ``image=snapshot.image``. Local mode only."""
+        New sandboxes start from it with ``image=snapshot.image``.
+
+        Local mode: pause or stop the sandbox first (:class:`InvalidConfigError` otherwise).
+        Cluster mode: a SandboxSnapshot object, taken by the node-agent (a running sandbox is
+        paused for the copy and resumed); ``image`` is ``snapshot://NAME`` and a sandbox created
+        with it runs on the snapshot's node."""
         if self._cluster is not None:
-            raise UnsupportedFeatureError("snapshots are kept by the local node-agent only")
+            assert self._object is not None
+            return Snapshot._from_dict(await self._cluster.snapshot(self._object, name))
         return Snapshot._from_dict(await self._client.snapshot(self._target, name))
 
     async def _set_paused(self, paused: bool) -> SandboxInfo:

@@ -59,6 +59,7 @@ trait Object:
 impl Object for SandboxObject {}
 impl Object for SandboxClaim {}
 impl Object for VolumeObject {}
+impl Object for microsandbox_crds::SandboxSnapshot {}
 impl Object for microsandbox_crds::Secret {}
 impl Object for CoreSecret {}
 
@@ -619,6 +620,52 @@ impl ClusterConnection {
             self.delete::<SandboxClaim>(&claim, false, timeout).await?;
         }
         self.delete::<SandboxObject>(name, wait, timeout).await
+    }
+
+    /// Create SandboxSnapshot `name` of Sandbox `sandbox` and wait (up to the ready timeout)
+    /// until its node-agent took it; deleted again if that fails or times out.
+    pub async fn create_snapshot(
+        &self,
+        sandbox: &str,
+        name: &str,
+    ) -> Result<microsandbox_crds::SandboxSnapshot, ClusterError> {
+        let api = self.api::<microsandbox_crds::SandboxSnapshot>();
+        let object = object::snapshot_object(&self.0.namespace, name, sandbox);
+        api.create(&PostParams::default(), &object)
+            .await
+            .map_err(|e| {
+                api_error::<microsandbox_crds::SandboxSnapshot>(
+                    &format!("create SandboxSnapshot {name}"),
+                    e,
+                )
+            })?;
+        let guard = DeleteOnDrop {
+            api: api.clone(),
+            name: name.to_string(),
+            armed: true,
+        };
+        let taken = self
+            .wait(
+                api,
+                name,
+                self.0.options.ready_timeout,
+                object::snapshot_outcome,
+            )
+            .await;
+        guard.settle(taken).await
+    }
+
+    /// Every SandboxSnapshot of the namespace.
+    pub async fn snapshot_objects(
+        &self,
+    ) -> Result<Vec<microsandbox_crds::SandboxSnapshot>, ClusterError> {
+        self.list().await
+    }
+
+    /// Delete SandboxSnapshot `name` (its node keeps it until no Sandbox made from it exists).
+    pub async fn delete_snapshot(&self, name: &str) -> Result<(), ClusterError> {
+        self.delete::<microsandbox_crds::SandboxSnapshot>(name, false, Duration::ZERO)
+            .await
     }
 
     /// Create Volume `name` of `quota_mib` MiB and wait until a node provisioned it; deleted

@@ -11,6 +11,7 @@ use microsandbox_client::api::{
 };
 use microsandbox_crds::pool::SandboxClaim;
 use microsandbox_crds::sandbox::{Sandbox, SandboxPhase};
+use microsandbox_crds::snapshot::{SandboxSnapshot, SandboxSnapshotSpec, SnapshotPhase};
 use microsandbox_crds::volume::{Volume, VolumePhase};
 use microsandbox_crds::Reason;
 use serde_json::{json, Map, Value};
@@ -137,6 +138,50 @@ fn crd_volume(m: &MountSpec) -> Result<Value, ClusterError> {
     })
 }
 
+/// How cluster mode names a SandboxSnapshot as an image (`snapshot://NAME`, what
+/// [`crate::Sandbox::snapshot`] returns in cluster mode): a create with it sets `spec.snapshotRef`.
+/// No OCI reference contains `://`, so it names nothing else.
+pub const SNAPSHOT_SCHEME: &str = "snapshot://";
+
+/// The SandboxSnapshot an image names, if it is `snapshot://NAME`.
+pub fn snapshot_of(image: &str) -> Option<&str> {
+    image.strip_prefix(SNAPSHOT_SCHEME)
+}
+
+/// Where waiting for a SandboxSnapshot ended: Ready once taken; failed when the node-agent says it
+/// cannot be taken or its Sandbox does not exist.
+pub fn snapshot_outcome(s: &SandboxSnapshot) -> Outcome {
+    let Some(st) = s.status.as_ref() else {
+        return Outcome::Waiting(None);
+    };
+    if s.ready_node().is_some() {
+        return Outcome::Ready;
+    }
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready");
+    let why = ready.map(|c| (c.reason.clone(), c.message.clone()));
+    match (st.phase, why) {
+        (Some(SnapshotPhase::Failed), Some((r, m))) => Outcome::Failed(format!("{r}: {m}")),
+        (_, Some((r, m))) if r == Reason::SandboxNotFound.as_str() => {
+            Outcome::Failed(format!("{r}: {m}"))
+        }
+        (_, why) => Outcome::Waiting(why),
+    }
+}
+
+/// The SandboxSnapshot object `name` of Sandbox `sandbox`.
+pub fn snapshot_object(namespace: &str, name: &str, sandbox: &str) -> SandboxSnapshot {
+    let mut snap = SandboxSnapshot::new(
+        name,
+        SandboxSnapshotSpec {
+            sandbox_ref: microsandbox_crds::pool::ObjectRef {
+                name: sandbox.to_string(),
+            },
+        },
+    );
+    snap.metadata.namespace = Some(namespace.to_string());
+    snap
+}
+
 /// The Sandbox object for `req` in `namespace`, checked against the CRD's own validation.
 pub fn sandbox_object(namespace: &str, req: &CreateSandbox) -> Result<Sandbox, ClusterError> {
     if !req.network.publish.is_empty() {
@@ -154,7 +199,10 @@ pub fn sandbox_object(namespace: &str, req: &CreateSandbox) -> Result<Sandbox, C
     if let Some(pids) = req.pids_limit {
         resources["pids"] = json!(pids);
     }
-    let mut spec = json!({"image": req.image, "imagePullPolicy": pull, "resources": resources});
+    let mut spec = match snapshot_of(&req.image) {
+        Some(snapshot) => json!({"snapshotRef": {"name": snapshot}, "resources": resources}),
+        None => json!({"image": req.image, "imagePullPolicy": pull, "resources": resources}),
+    };
     if let Some(isolation) = req.isolation {
         spec["isolation"] = json!(match isolation {
             Isolation::Microvm => "microvm",
