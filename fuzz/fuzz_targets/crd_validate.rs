@@ -3,7 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use microsandbox_crds::{Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, Secret, Volume};
+use microsandbox_crds::{
+    Sandbox, SandboxClaim, SandboxSnapshot, SandboxTemplate, SandboxWarmPool, Secret, Volume,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
@@ -27,8 +29,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(o) = serde_json::from_value::<SandboxWarmPool>(v.clone()) {
         let _ = o.validate();
     }
-    if let Ok(o) = serde_json::from_value::<SandboxClaim>(v) {
+    if let Ok(o) = serde_json::from_value::<SandboxClaim>(v.clone()) {
         let _ = o.validate();
         let _ = o.validate_update(&o);
+    }
+    if let Ok(o) = serde_json::from_value::<SandboxSnapshot>(v) {
+        let _ = o.validate();
+        let _ = o.validate_update(&o);
+        let _ = o.ready_node();
     }
 });
