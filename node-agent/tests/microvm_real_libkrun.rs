@@ -184,6 +184,97 @@ async fn real_libkrun_takes_the_whole_plan_and_a_failed_boot_is_a_typed_error() 
     assert!(!cgroup.exists(), "the VMM's cgroup is left");
 }
 
+/// Crash at every step, the VMM's share (issue: kill -9 the VMM process): the VMM is killed at a
+/// random moment of its start — before, during or after its jail and libkrun's setup. `start`
+/// must answer with a typed error (never hang, never panic) and leave no VMM process, socket or
+/// cgroup. Where a guest boots, a VMM killed after the boot is the guest dying: the runtime must
+/// see it gone and clean up the same way. `MSB_CRASH_ROUNDS` rounds (default 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vmm_killed_at_any_moment_of_its_start_leaves_nothing() {
+    let Some(dir) = libkrun_dir() else {
+        eprintln!("SKIP a_vmm_killed_...: MSB_LIBKRUN_DIR is not set");
+        return;
+    };
+    let rounds: u64 = std::env::var("MSB_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (mut killed, mut missed) = (0, 0);
+    for round in 0..rounds {
+        let tmp = tempfile::Builder::new()
+            .prefix("msbkk")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let id = format!("msb-vmmkill-{}-{round}", std::process::id());
+        let spec = spec(tmp.path(), &id);
+        let runtime = MicrovmRuntime::new(MicrovmSettings {
+            kernel: None,
+            libkrun: Some(dir.join("libkrun.so.1")),
+            log_level: 2,
+        })
+        .with_vmm_exe(env!("CARGO_BIN_EXE_microsandbox-agent"))
+        .with_boot_timeout(Duration::from_secs(60));
+        let cgroup = CgroupPaths::new(CgroupMode::detect(), &sandbox_cgroup(&id));
+        // Spread the kill over the start: 0 .. 40 ms after the VMM appears.
+        let delay = Duration::from_millis(round * 40 / rounds.max(1));
+        let killer = {
+            let id = id.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < deadline {
+                    if let Some(pid) = vmm_pid(&id) {
+                        tokio::time::sleep(delay).await;
+                        let pid = nix::unistd::Pid::from_raw(pid as i32);
+                        return nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
+                            .is_ok();
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                false
+            })
+        };
+        let result = tokio::time::timeout(Duration::from_secs(90), runtime.start(&spec))
+            .await
+            .expect("start answers after its VMM is killed");
+        let landed = killer.await.unwrap();
+        match result {
+            Ok(launched) => {
+                // It booted before the kill (or the kill hit a booted guest): must be seen gone.
+                if landed {
+                    let mut gone = false;
+                    for _ in 0..100 {
+                        if runtime.liveness(&launched).await
+                            != microsandbox_agent::runtime::Liveness::Running
+                        {
+                            gone = true;
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    assert!(gone, "a killed VMM still counts as running");
+                }
+                runtime.cleanup(&launched).await.unwrap();
+            }
+            Err(RuntimeError::BootFailed { failure, .. }) => {
+                eprintln!("round {round}: kill after {delay:?} landed={landed}: {failure}")
+            }
+            Err(other) => panic!("round {round}: not a typed boot failure: {other:?}"),
+        }
+        if landed {
+            killed += 1;
+        } else {
+            missed += 1;
+        }
+        assert_eq!(vmm_pid(&id), None, "round {round}: a VMM process is left");
+        assert!(
+            !spec.socket_dir.join("agent.sock").exists(),
+            "round {round}: the socket is left"
+        );
+        assert!(!cgroup.exists(), "round {round}: the VMM's cgroup is left");
+    }
+    eprintln!("VMM kill: {killed} rounds killed it mid-start, {missed} found it already gone");
+}
+
 /// The pid of the VMM of sandbox `id` (`... vmm --plan <runtime dir>/<id>.vmm.json`).
 fn vmm_pid(id: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {

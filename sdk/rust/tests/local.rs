@@ -59,19 +59,28 @@ async fn local_mode_end_to_end() {
     // The agent the SDK starts is the user's own (--local): binds of any readable directory.
     std::env::remove_var("MSB_HOST_ROOTS");
 
-    // The first call starts the agent; it is ours to stop at the end.
+    // The first call starts the agent; it is ours to stop at the end, also when the scenario
+    // panics.
     let pid = agent::start(state.path())
         .await
         .unwrap()
         .expect("a new agent");
-    let result =
-        tokio::time::timeout(Duration::from_secs(300), scenario(state.path().into())).await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    result.expect("the scenario finished in time");
+    let _stop = StopOnDrop(pid);
+    tokio::time::timeout(Duration::from_secs(300), scenario(state.path().into()))
+        .await
+        .expect("the scenario finished in time");
+}
+
+/// SIGTERM to the agent this test started, however the test ends.
+struct StopOnDrop(u32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _gone = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
 }
 
 async fn scenario(state: PathBuf) {
