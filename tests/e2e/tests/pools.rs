@@ -234,3 +234,46 @@ async fn claims_take_ready_members_and_the_pool_refills() {
     c.wait_no_sandboxes(TIMEOUT).await;
     assert!(agent.client().await.list().await.expect("list").is_empty());
 }
+
+/// A client done with a claim the moment it is Ready deletes it, possibly before the operator
+/// holds its finalizer (it binds first, to answer in two writes). The claim's Sandbox must go
+/// with it even where no garbage collector sweeps owner references (this control plane runs no
+/// kube-controller-manager). The window is milliseconds wide: try it a dozen times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_deleted_as_soon_as_it_is_ready_takes_its_sandbox_along() {
+    let c = Cluster::new("e2e-poolrace").await;
+    let _op = c.operator(&[]);
+    let _agent = c.agent("n1", &[]);
+    let pools: Api<SandboxWarmPool> = Api::namespaced(c.client.clone(), &c.ns);
+    let claims: Api<SandboxClaim> = Api::namespaced(c.client.clone(), &c.ns);
+    c.apply(TEMPLATE);
+    c.apply(&pool_yaml(2));
+    for i in 0..12 {
+        wait(&pools, "box", "full", |p| pool_counts(p).1 == 2).await;
+        let name = format!("quick-{i}");
+        let claim: SandboxClaim = serde_saphyr::from_str(&claim_yaml(&name, "box", "")).unwrap();
+        claims
+            .create(&kube::api::PostParams::default(), &claim)
+            .await
+            .unwrap();
+        wait(&claims, &name, "Ready", claim_is_ready).await;
+        claims
+            .delete(&name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+        let mine = ListParams::default().labels(&format!("{CLAIM_LABEL}={name}"));
+        let start = Instant::now();
+        loop {
+            let left = c.sandboxes().list(&mine).await.unwrap().items;
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "round {i}: the Sandbox of deleted claim {name} is still there: {:?}",
+                left.iter().map(|s| s.name_any()).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

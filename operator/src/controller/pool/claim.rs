@@ -11,7 +11,7 @@ use crate::error::{Error, Result, Step};
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -94,23 +94,56 @@ async fn reconcile(claim: Arc<SandboxClaim>, pctx: Arc<PoolContext>) -> Result<A
     if claim.metadata.deletion_timestamp.is_some() {
         if has_finalizer {
             cleanup(&claim, &pctx, &ns).await?;
-            patch_finalizers(&api, &claim, false).await?;
+            // False: gone already, nothing left to hold.
+            let _present = patch_finalizers(&api, &claim, false).await?;
         }
         return Ok(Action::await_change());
     }
     // Bind first, then hold the finalizer: a claim is Ready two writes after it was created
-    // (the member's patch and the status), not three. Until the finalizer is there, the
-    // claimed Sandbox's owner reference lets the garbage collector delete it with the claim.
+    // (the member's patch and the status), not three. A client may delete the claim as soon as
+    // it is Ready, before the finalizer is there: then the claim is gone at once, and its
+    // Sandbox is deleted here rather than left to the garbage collector's owner-reference
+    // sweep (which a cluster without kube-controller-manager never runs).
     let action = apply(&claim, &api, &pctx, &ns).await?;
-    if !has_finalizer {
-        patch_finalizers(&api, &claim, true).await?;
+    if !has_finalizer && !patch_finalizers(&api, &claim, true).await? {
+        delete_orphans(&claim, &pctx, &ns).await?;
+        return Ok(Action::await_change());
     }
     Ok(action)
 }
 
+/// Delete the Sandboxes of claim `claim`, which is gone: asked of the API server (the cache may
+/// not show the member this reconcile just bound).
+async fn delete_orphans(claim: &SandboxClaim, pctx: &PoolContext, ns: &str) -> Result<()> {
+    let sandboxes: Api<Sandbox> = Api::namespaced(pctx.ctx.client.clone(), ns);
+    let mine = ListParams::default().labels(&format!("{CLAIM_LABEL}={}", claim.name_any()));
+    let held = sandboxes
+        .list(&mine)
+        .await
+        .map_err(|e| Error::step(Step::Delete, e.into()))?;
+    for s in held.items.iter().filter(|s| owned_by_claim(s, claim)) {
+        match sandboxes
+            .delete(&s.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(claim = %key(claim), sandbox = %s.name_any(), "claim deleted before its finalizer; deleted")
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(Error::step(Step::Delete, e.into())),
+        }
+    }
+    Ok(())
+}
+
 /// Add or remove [`FINALIZER`] with a JSON patch that tests the list first (as kube-runtime's
-/// finalizer helper does), so a concurrent change fails instead of being overwritten.
-async fn patch_finalizers(api: &Api<SandboxClaim>, claim: &SandboxClaim, add: bool) -> Result<()> {
+/// finalizer helper does), so a concurrent change fails instead of being overwritten. False
+/// when the claim is gone.
+async fn patch_finalizers(
+    api: &Api<SandboxClaim>,
+    claim: &SandboxClaim,
+    add: bool,
+) -> Result<bool> {
     let current = claim.finalizers();
     let ops = if add {
         if current.is_empty() {
@@ -126,7 +159,7 @@ async fn patch_finalizers(api: &Api<SandboxClaim>, claim: &SandboxClaim, add: bo
         }
     } else {
         let Some(i) = current.iter().position(|f| f == FINALIZER) else {
-            return Ok(());
+            return Ok(true);
         };
         serde_json::json!([
             {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
@@ -142,9 +175,8 @@ async fn patch_finalizers(api: &Api<SandboxClaim>, claim: &SandboxClaim, add: bo
         )
         .await
     {
-        Ok(_) => Ok(()),
-        // Gone already (removing): nothing to hold.
-        Err(kube::Error::Api(e)) if e.code == 404 && !add => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
         Err(e) => Err(Error::step(Step::Finalizer, e.into())),
     }
 }
