@@ -106,34 +106,10 @@ async fn reconcile(claim: Arc<SandboxClaim>, pctx: Arc<PoolContext>) -> Result<A
     // sweep (which a cluster without kube-controller-manager never runs).
     let action = apply(&claim, &api, &pctx, &ns).await?;
     if !has_finalizer && !patch_finalizers(&api, &claim, true).await? {
-        delete_orphans(&claim, &pctx, &ns).await?;
+        cleanup(&claim, &pctx, &ns).await?;
         return Ok(Action::await_change());
     }
     Ok(action)
-}
-
-/// Delete the Sandboxes of claim `claim`, which is gone: asked of the API server (the cache may
-/// not show the member this reconcile just bound).
-async fn delete_orphans(claim: &SandboxClaim, pctx: &PoolContext, ns: &str) -> Result<()> {
-    let sandboxes: Api<Sandbox> = Api::namespaced(pctx.ctx.client.clone(), ns);
-    let mine = ListParams::default().labels(&format!("{CLAIM_LABEL}={}", claim.name_any()));
-    let held = sandboxes
-        .list(&mine)
-        .await
-        .map_err(|e| Error::step(Step::Delete, e.into()))?;
-    for s in held.items.iter().filter(|s| owned_by_claim(s, claim)) {
-        match sandboxes
-            .delete(&s.name_any(), &DeleteParams::background())
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(claim = %key(claim), sandbox = %s.name_any(), "claim deleted before its finalizer; deleted")
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(Error::step(Step::Delete, e.into())),
-        }
-    }
-    Ok(())
 }
 
 /// Add or remove [`FINALIZER`] with a JSON patch that tests the list first (as kube-runtime's
@@ -587,15 +563,17 @@ async fn write_status(
 
 /// Delete the claim's Sandbox (found by label or status; only if the claim owns it).
 async fn cleanup(claim: &SandboxClaim, pctx: &PoolContext, ns: &str) -> Result<()> {
+    // Asked of the API server, not the caches: a claim deleted the moment it was Ready may be
+    // cleaned up before the cache shows the member it took (found by a test that deletes
+    // claims from a watch; the Sandbox stayed).
     let sandboxes: Api<Sandbox> = Api::namespaced(pctx.ctx.client.clone(), ns);
-    let mut names: Vec<String> = pctx
-        .sandboxes
-        .state()
+    let mine = ListParams::default().labels(&format!("{CLAIM_LABEL}={}", claim.name_any()));
+    let mut names: Vec<String> = sandboxes
+        .list(&mine)
+        .await
+        .map_err(|e| Error::step(Step::Delete, e.into()))?
+        .items
         .iter()
-        .filter(|s| {
-            s.namespace().as_deref() == Some(ns)
-                && s.labels().get(CLAIM_LABEL) == Some(&claim.name_any())
-        })
         .map(|s| s.name_any())
         .collect();
     if let Some(s) = claim.status.as_ref().and_then(|s| s.sandbox.as_ref()) {
