@@ -55,6 +55,15 @@ impl Error {
         }
     }
 
+    /// Whether the API server answered 404 (the object a call named is gone), at any step.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Self::Kube(kube::Error::Api(e)) => e.code == 404,
+            Self::Step { source, .. } => source.is_not_found(),
+            _ => false,
+        }
+    }
+
     /// `source` failed during `step`.
     pub fn step(step: Step, source: Error) -> Self {
         Error::Step {
@@ -105,5 +114,19 @@ mod tests {
         let e = Error::step(Step::UpdateStatus, Error::MissingField("name"));
         assert_eq!(e.metric_label(), "update_status");
         assert_eq!(e.to_string(), "update_status: object has no name");
+    }
+
+    #[test]
+    fn not_found_is_seen_through_steps() {
+        let api = |code| {
+            Error::Kube(kube::Error::Api(
+                kube::core::Status::failure("x", "NotFound")
+                    .with_code(code)
+                    .boxed(),
+            ))
+        };
+        assert!(Error::step(Step::UpdateStatus, api(404)).is_not_found());
+        assert!(!Error::step(Step::UpdateStatus, api(409)).is_not_found());
+        assert!(!Error::MissingField("name").is_not_found());
     }
 }

@@ -195,7 +195,11 @@ impl Proc {
         let child = Command::new(&self.program)
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
+            // MSB_E2E_RUST_LOG: more detail in the operator's and agents' logs when hunting a bug.
+            .env(
+                "RUST_LOG",
+                std::env::var("MSB_E2E_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -2,7 +2,8 @@
 //! one write (a JSON patch that tests the member's pool label, then moves its labels and owner to
 //! the claim); the pool refills on its own. A claim with env, or with no member Ready or booting,
 //! gets a Sandbox booted for it under its own name. The claim's Ready mirrors its Sandbox's;
-//! `lifecycle.shutdownTime` ends it; deleting the claim deletes its Sandbox.
+//! `lifecycle.shutdownTime` ends it; deleting the claim deletes its Sandbox (its finalizer, and a
+//! sweep for claims the API server removed without waiting for it).
 
 use super::plan::{self, Member};
 use super::{key, warm_pool, PoolContext};
@@ -11,10 +12,10 @@ use crate::error::{Error, Result, Step};
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use microsandbox_crds::common::{condition, set_condition};
@@ -26,7 +27,7 @@ use microsandbox_crds::sandbox::SandboxSpec;
 use microsandbox_crds::{
     ConditionType, EventAction, Reason, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +38,10 @@ pub const FINALIZER: &str = "microsandbox.dev/claim";
 const RETRY: Duration = Duration::from_secs(5);
 /// Members a reconcile tries before giving up to the next one (another operator took them).
 const ADOPTION_TRIES: usize = 3;
+/// How often claimed Sandboxes are checked for a claim gone without a cleanup.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(5);
 
-/// Run the controller until shutdown.
+/// Run the controller (and the sweep of orphaned claimed Sandboxes) until shutdown.
 pub async fn run(
     pctx: Arc<PoolContext>,
     claims: Api<SandboxClaim>,
@@ -46,6 +49,19 @@ pub async fn run(
 ) {
     let controller = Controller::new(claims, watcher::Config::default());
     let claim_store = controller.store();
+    let sweep = sweep_orphans(pctx.clone(), claim_store.clone());
+    tokio::select! {
+        () = control(controller, claim_store, pctx, sandboxes) => {}
+        () = sweep => {}
+    }
+}
+
+async fn control(
+    controller: Controller<SandboxClaim>,
+    claim_store: Store<SandboxClaim>,
+    pctx: Arc<PoolContext>,
+    sandboxes: impl Stream<Item = Arc<Sandbox>> + Send + 'static,
+) {
     controller
         // Its Sandbox changing concerns a claim; a member becoming Ready concerns the claims of
         // its pool still waiting.
@@ -104,12 +120,84 @@ async fn reconcile(claim: Arc<SandboxClaim>, pctx: Arc<PoolContext>) -> Result<A
     // it is Ready, before the finalizer is there: then the claim is gone at once, and its
     // Sandbox is deleted here rather than left to the garbage collector's owner-reference
     // sweep (which a cluster without kube-controller-manager never runs).
-    let action = apply(&claim, &api, &pctx, &ns).await?;
+    let action = match apply(&claim, &api, &pctx, &ns).await {
+        Ok(action) => action,
+        // A reconcile of a claim whose latest events the cache has not shown yet can bind
+        // after the claim was deleted: its status write then finds nothing. What it bound goes
+        // with it (no later reconcile comes for an object gone from the cache).
+        Err(e) if e.is_not_found() && is_gone(&api, &claim).await? => {
+            tracing::debug!(claim = %key(claim.as_ref()), error = %e, "gone while reconciled; cleaning up");
+            cleanup(&claim, &pctx, &ns).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
     if !has_finalizer && !patch_finalizers(&api, &claim, true).await? {
+        tracing::debug!(claim = %key(claim.as_ref()), "gone before its finalizer; cleaning up");
         cleanup(&claim, &pctx, &ns).await?;
         return Ok(Action::await_change());
     }
     Ok(action)
+}
+
+/// Delete, every [`ORPHAN_SWEEP`], the claimed Sandboxes whose claim is gone although this
+/// controller never cleaned up after it: the API server can remove a claim whose finalizer was
+/// added at the moment it was deleted (kubernetes/kubernetes#77988; found by the e2e test that
+/// deletes claims as soon as they are Ready), and no reconcile comes for an object gone from the
+/// cache. A cluster's garbage collector would collect them by owner reference too, later; this
+/// works where none runs.
+async fn sweep_orphans(pctx: Arc<PoolContext>, claims: Store<SandboxClaim>) {
+    if claims.wait_until_ready().await.is_err() || pctx.sandboxes.wait_until_ready().await.is_err()
+    {
+        std::future::pending::<()>().await;
+    }
+    loop {
+        tokio::time::sleep(ORPHAN_SWEEP).await;
+        let live = claims.state();
+        let uids: HashSet<&str> = live
+            .iter()
+            .filter_map(|c| c.metadata.uid.as_deref())
+            .collect();
+        let sandboxes = pctx.sandboxes.state();
+        for orphan in plan::orphans(sandboxes.iter().map(AsRef::as_ref), &uids) {
+            if let Err(e) = delete_orphan(&pctx, &orphan).await {
+                tracing::warn!(sandbox = %orphan.sandbox, claim = %orphan.claim, error = %e, "cannot delete the Sandbox of a gone claim");
+            }
+        }
+    }
+}
+
+/// Delete `o` if the API server confirms its claim is gone (the caches may lag).
+async fn delete_orphan(pctx: &PoolContext, o: &plan::Orphan) -> Result<()> {
+    let claims: Api<SandboxClaim> = Api::namespaced(pctx.ctx.client.clone(), &o.namespace);
+    let claim = claims.get_opt(&o.claim).await?;
+    if claim.is_some_and(|c| c.metadata.uid.as_deref() == Some(o.claim_uid.as_str())) {
+        return Ok(());
+    }
+    let sandboxes: Api<Sandbox> = Api::namespaced(pctx.ctx.client.clone(), &o.namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: o.sandbox_uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match sandboxes.delete(&o.sandbox, &params).await {
+        Ok(_) => {
+            tracing::info!(namespace = %o.namespace, sandbox = %o.sandbox, claim = %o.claim, "its claim is gone; deleted");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if [404, 409].contains(&e.code) => Ok(()),
+        Err(e) => Err(Error::step(Step::Delete, e.into())),
+    }
+}
+
+/// Whether `claim` is gone from the API server (or replaced by another of its name).
+async fn is_gone(api: &Api<SandboxClaim>, claim: &SandboxClaim) -> Result<bool> {
+    Ok(api
+        .get_opt(&claim.name_any())
+        .await?
+        .is_none_or(|now| now.metadata.uid != claim.metadata.uid))
 }
 
 /// Add or remove [`FINALIZER`] with a JSON patch that tests the list first (as kube-runtime's
@@ -167,6 +255,16 @@ enum Standing {
     Unbound,
 }
 
+impl std::fmt::Display for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bound(s) => write!(f, "bound to {}", s.name_any()),
+            Self::Lost(name) => write!(f, "lost {name}"),
+            Self::Unbound => f.write_str("unbound"),
+        }
+    }
+}
+
 fn standing(claim: &SandboxClaim, pctx: &PoolContext, ns: &str) -> Standing {
     let name = claim.name_any();
     let held = pctx.sandboxes.state().into_iter().find(|s| {
@@ -174,10 +272,15 @@ fn standing(claim: &SandboxClaim, pctx: &PoolContext, ns: &str) -> Standing {
             && s.labels().get(CLAIM_LABEL) == Some(&name)
             && owned_by_claim(s, claim)
     });
-    match (held, claim.status.as_ref().and_then(|s| s.sandbox.as_ref())) {
+    // The claim's own cached status may predate the adoption this operator just wrote.
+    let recorded = claim.status.as_ref().and_then(|s| s.sandbox.as_ref());
+    match (held, recorded) {
         (Some(s), _) => Standing::Bound(s),
         (None, Some(was)) => Standing::Lost(was.name.clone()),
-        (None, None) => Standing::Unbound,
+        (None, None) => match claim.metadata.uid.as_deref().and_then(|u| pctx.bound_to(u)) {
+            Some(member) => Standing::Lost(member),
+            None => Standing::Unbound,
+        },
     }
 }
 
@@ -240,7 +343,9 @@ async fn apply(
         Action::requeue(Duration::from_secs(u64::try_from(left).unwrap_or(1)))
     });
     let settled = || expiry.clone().unwrap_or_else(Action::await_change);
-    match standing(claim, pctx, ns) {
+    let standing = standing(claim, pctx, ns);
+    tracing::debug!(claim = %key(claim), %standing, "reconcile");
+    match standing {
         Standing::Bound(s) => {
             mirror(&mut status, &s, generation, now);
             write_status(api, claim, status, settled()).await
@@ -354,6 +459,9 @@ async fn bind(
             }
             match adopt(&sandboxes, claim, &owner, m, &template, pool_name, now).await {
                 Ok(s) => {
+                    if let Some(uid) = claim.metadata.uid.as_deref() {
+                        pctx.record_binding(uid, &member);
+                    }
                     publish(
                         &pctx.ctx,
                         claim,
@@ -363,6 +471,7 @@ async fn bind(
                         format!("took Sandbox {member:?} from pool {pool_name:?}"),
                     )
                     .await;
+                    tracing::debug!(claim = %key(claim), %member, "adopted");
                     status.sandbox = Some(ClaimedSandbox { name: member });
                     status.launch = Some(Launch::Warm);
                     status.claimed_at = Some(Time(now));
@@ -581,6 +690,7 @@ async fn cleanup(claim: &SandboxClaim, pctx: &PoolContext, ns: &str) -> Result<(
     }
     names.sort();
     names.dedup();
+    tracing::debug!(claim = %key(claim), sandboxes = ?names, "cleanup");
     for name in names {
         match sandboxes.get_opt(&name).await? {
             Some(s) if owned_by_claim(&s, claim) && s.metadata.deletion_timestamp.is_none() => {

@@ -37,6 +37,8 @@ pub struct PoolContext {
     creating: Mutex<HashMap<String, Vec<(String, Instant)>>>,
     /// Members being taken by a claim (`ns/member`), so two claims never pick the same one.
     taken: Mutex<HashMap<String, Instant>>,
+    /// Members this operator moved to a claim (by claim uid), until the caches show it.
+    bound: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl PoolContext {
@@ -78,6 +80,22 @@ impl PoolContext {
                     .is_some_and(|at| at.elapsed() < EXPECTATION_TTL)
             })
             .unwrap_or(false)
+    }
+
+    /// Remember that the claim of uid `claim` now holds `member`.
+    fn record_binding(&self, claim: &str, member: &str) {
+        if let Ok(mut b) = self.bound.lock() {
+            b.retain(|_, (_, at)| at.elapsed() < EXPECTATION_TTL);
+            b.insert(claim.to_string(), (member.to_string(), Instant::now()));
+        }
+    }
+
+    /// The member this operator recently moved to the claim of uid `claim`.
+    fn bound_to(&self, claim: &str) -> Option<String> {
+        let b = self.bound.lock().ok()?;
+        b.get(claim)
+            .filter(|(_, at)| at.elapsed() < EXPECTATION_TTL)
+            .map(|(member, _)| member.clone())
     }
 
     fn release(&self, member: &str) {
@@ -161,6 +179,7 @@ pub async fn run(ctx: Arc<Context>, ns: Option<&str>) {
         sandboxes,
         creating: Mutex::default(),
         taken: Mutex::default(),
+        bound: Mutex::default(),
     });
     let pools_controller = warm_pool::run(
         pctx.clone(),

@@ -181,9 +181,85 @@ pub fn adoption_patch(
     serde_json::Value::Array(ops)
 }
 
+/// A claimed Sandbox whose claim is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub namespace: String,
+    pub sandbox: String,
+    pub sandbox_uid: Option<String>,
+    pub claim: String,
+    pub claim_uid: String,
+}
+
+/// Claimed Sandboxes (label [`CLAIM_LABEL`], controlled by a SandboxClaim) whose claim uid is
+/// not among `claims` (the uids of the claims that exist), not already being deleted.
+pub fn orphans<'a>(
+    sandboxes: impl IntoIterator<Item = &'a Sandbox>,
+    claims: &std::collections::HashSet<&str>,
+) -> Vec<Orphan> {
+    sandboxes
+        .into_iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .filter_map(|s| {
+            let claim = s.metadata.labels.as_ref()?.get(CLAIM_LABEL)?;
+            let owner = s
+                .metadata
+                .owner_references
+                .as_ref()?
+                .iter()
+                .find(|o| o.controller == Some(true) && o.kind == "SandboxClaim")?;
+            (!claims.contains(owner.uid.as_str())).then(|| Orphan {
+                namespace: s.metadata.namespace.clone().unwrap_or_default(),
+                sandbox: s.metadata.name.clone().unwrap_or_default(),
+                sandbox_uid: s.metadata.uid.clone(),
+                claim: claim.clone(),
+                claim_uid: owner.uid.clone(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claimed_sandbox_whose_claim_uid_is_gone_is_an_orphan() {
+        let sandbox = |name: &str, claim: Option<(&str, &str)>, deleting: bool| {
+            let mut s: Sandbox = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"image": "busybox"},
+            }))
+            .unwrap();
+            if let Some((claim, uid)) = claim {
+                s.metadata.labels = Some([(CLAIM_LABEL.to_string(), claim.to_string())].into());
+                s.metadata.owner_references = Some(vec![serde_json::from_value(
+                    serde_json::json!({"apiVersion": "microsandbox.dev/v1alpha1",
+                        "kind": "SandboxClaim", "name": claim, "uid": uid, "controller": true}),
+                )
+                .unwrap()]);
+            }
+            if deleting {
+                s.metadata.deletion_timestamp = Some(
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+                );
+            }
+            s
+        };
+        let all = [
+            sandbox("kept", Some(("a", "uid-a")), false),
+            sandbox("orphan", Some(("b", "uid-b")), false),
+            sandbox("recreated-claim", Some(("a", "uid-old-a")), false),
+            sandbox("going", Some(("c", "uid-c")), true),
+            sandbox("member", None, false),
+        ];
+        let live = std::collections::HashSet::from(["uid-a"]);
+        let found: Vec<String> = orphans(&all, &live)
+            .into_iter()
+            .map(|o| o.sandbox)
+            .collect();
+        assert_eq!(found, ["orphan", "recreated-claim"]);
+    }
 
     fn member(name: &str, secs: i64, ready: bool) -> Member {
         Member {
