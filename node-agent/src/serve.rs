@@ -117,6 +117,7 @@ pub async fn serve(
         tracing::info!(?r, "recovered sandbox state");
     }
     let _idle_suspender = manager.spawn_idle_suspender();
+    let _stray_reaper = crate::runtime::container::reaper::spawn_sweep();
     let (cluster_task, cluster_auth) = match cluster {
         Some(cfg) => {
             let client = crate::cluster::connect().await?;

@@ -205,12 +205,23 @@ impl SandboxManager {
 
     /// Release runtime resources and the root mount (used by remove and failed creates).
     pub(super) async fn teardown(&self, entry: &Arc<SandboxEntry>) -> Result<(), AgentError> {
+        let started = std::time::Instant::now();
         let launched = entry.record.lock().await.phase.launched().cloned();
         if let Some(l) = launched {
             self.runtime_for(l.isolation)?.cleanup(&l).await?;
         }
+        let runtime = started.elapsed();
         self.release_network(entry).await;
-        unmount_root(entry).await
+        let network = started.elapsed() - runtime;
+        let unmounted = unmount_root(entry).await;
+        tracing::debug!(
+            sandbox = %entry.name,
+            runtime_ms = runtime.as_millis(),
+            network_ms = network.as_millis(),
+            unmount_ms = (started.elapsed() - runtime - network).as_millis(),
+            "torn down"
+        );
+        unmounted
     }
 
     /// Removes the sandbox's network (after its processes are gone) and forgets it.

@@ -168,6 +168,11 @@ pub struct Proc {
     child: Option<Child>,
 }
 
+/// The log filter of the operator (RUST_LOG) and node-agents (MSB_LOG): MSB_E2E_RUST_LOG, or info.
+fn e2e_log_filter() -> String {
+    std::env::var("MSB_E2E_RUST_LOG").unwrap_or_else(|_| "info".into())
+}
+
 impl Proc {
     pub fn start(
         program: PathBuf,
@@ -196,10 +201,8 @@ impl Proc {
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             // MSB_E2E_RUST_LOG: more detail in the operator's and agents' logs when hunting a bug.
-            .env(
-                "RUST_LOG",
-                std::env::var("MSB_E2E_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", e2e_log_filter())
+            .env("MSB_LOG", e2e_log_filter())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

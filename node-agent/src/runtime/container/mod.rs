@@ -3,6 +3,7 @@
 //! filter, a reduced capability set and `noNewPrivileges`. Weaker than a microVM: the sandbox shares
 //! the host kernel, so the API labels it `container` and never substitutes it for `microvm`.
 
+pub mod reaper;
 mod spec;
 
 pub use super::jail::cgroup::{CgroupMode, CgroupPaths};
@@ -64,12 +65,14 @@ impl ContainerRuntime {
     }
 
     async fn crun_ok(&self, what: &str, args: &[&str]) -> Result<String, RuntimeError> {
-        let out = self
-            .crun()
-            .args(args)
-            .output()
-            .await
-            .map_err(|e| RuntimeError::Command {
+        let out = reaper::run(
+            self.crun()
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .await
+        .map_err(|e| RuntimeError::Command {
                 what: format!("crun {what}"),
                 detail: e.to_string(),
             })?;
@@ -156,15 +159,12 @@ async fn reap(pid: u32) {
 fn reap_sandbox_zombies() -> usize {
     use nix::sys::wait::{waitpid, WaitPidFlag};
     let me = std::process::id().to_string();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
     let mut reaped = 0;
-    for e in procs.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+    for pid in reaper::children() {
+        let Ok(pid) = i32::try_from(pid) else {
             continue;
         };
-        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -251,8 +251,7 @@ impl Runtime for ContainerRuntime {
                 Ok(())
             });
         }
-        let status = run
-            .arg("run")
+        run.arg("run")
             .arg("--detach")
             .arg("--preserve-fds")
             .arg("1")
@@ -262,13 +261,14 @@ impl Runtime for ContainerRuntime {
             .arg(&pid_file)
             .arg(&spec.id)
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .status()
+            .stderr(log);
+        let status = reaper::run(&mut run)
             .await
             .map_err(|e| RuntimeError::Command {
                 what: "crun run".into(),
                 detail: e.to_string(),
-            })?;
+            })?
+            .status;
         // The container holds its own copy now.
         drop(listener);
         // What a failed start may leave (a crun killed mid-run leaves its state and cgroups):
@@ -313,6 +313,9 @@ impl Runtime for ContainerRuntime {
                 });
             }
         };
+        // crun's intermediate process (see `reaper`) usually has the PID just below the init's:
+        // reaped now; the periodic sweep finds it where it does not.
+        reaper::reap_strays((1..=3).filter_map(|d| pid.checked_sub(d)));
         // Shield the guest agent from the sandbox's OOM killer (set from the host: the sandbox
         // itself lacks CAP_SYS_RESOURCE). Its children reset their score to 0 before exec, so a
         // memory bomb, not the agent, is what the kernel kills.
@@ -374,6 +377,14 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn cleanup(&self, launched: &Launched) -> Result<(), RuntimeError> {
+        // The sandbox's processes: killed with its init, those reparented to this agent are its
+        // zombies then, reaped below by PID (a scan of every child of the agent would cost a
+        // read per sandbox on the node, for every removal).
+        let members = launched
+            .cgroup
+            .as_ref()
+            .map(|cg| CgroupPaths::new(self.cgroups, cg).procs())
+            .unwrap_or_default();
         // Fails when nothing runs any more (the usual case after a graceful stop): `delete`
         // below is what must succeed.
         let _already_dead = self
@@ -390,13 +401,19 @@ impl Runtime for ContainerRuntime {
         if let Some(pid) = launched.pid {
             reap(pid).await;
         }
+        for &pid in &members {
+            if let Ok(pid) = u32::try_from(pid) {
+                reap(pid).await;
+            }
+        }
         if let Some(cg) = &launched.cgroup {
             let cg = CgroupPaths::new(self.cgroups, cg);
             // A start cut short (crun killed before it recorded the container) can leave its
             // init in the cgroup, out of crun's reach; killed, it is a zombie child of this
             // agent (the child subreaper) and keeps the cgroup busy until reaped here.
-            // A zombie no longer shows in `cgroup.procs`, so zombies of sandbox processes (in
-            // a PID namespace of their own) that are this agent's children are reaped too.
+            // A zombie no longer shows in `cgroup.procs`, so then zombies of sandbox processes
+            // (in a PID namespace of their own) that are this agent's children are reaped too.
+            let mut clean = launched.pid.is_some();
             for _ in 0..200 {
                 let left = cg.procs();
                 for &pid in &left {
@@ -406,9 +423,12 @@ impl Runtime for ContainerRuntime {
                     );
                     reap(pid as u32).await;
                 }
-                if reap_sandbox_zombies() == 0 && left.is_empty() {
+                // Scanning the agent's children costs a read per sandbox: only when the init
+                // is unknown (a start cut short) or the cgroup still had processes.
+                if left.is_empty() && (clean || reap_sandbox_zombies() == 0) {
                     break;
                 }
+                clean = false;
             }
             cg.remove();
         }
