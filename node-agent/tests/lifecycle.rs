@@ -44,6 +44,13 @@ async fn stop_kill_drain_remove_leave_nothing() {
     for name in ["s-stop", "s-kill", "s-drain", "s-rm"] {
         create(&c, name, "busybox").await;
     }
+    // crun's intermediate process of each create is reparented to the agent: reaped, not left
+    // as a zombie per sandbox.
+    let zombies = zombie_children(agent.pid()).await;
+    assert!(
+        zombies.is_empty(),
+        "zombie children of the agent: {zombies:?}"
+    );
     // Graceful stop.
     let info = c
         .stop(
@@ -85,6 +92,11 @@ async fn stop_kill_drain_remove_leave_nothing() {
             .is(ErrorCode::SandboxNotFound));
     }
     assert!(!agent.state.join("sandboxes/s-rm").exists());
+    let zombies = zombie_children(agent.pid()).await;
+    assert!(
+        zombies.is_empty(),
+        "zombie children of the agent: {zombies:?}"
+    );
 }
 
 #[tokio::test]

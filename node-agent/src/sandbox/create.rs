@@ -124,6 +124,7 @@ impl SandboxManager {
         secrets: &[SecretSpec],
         boot: Boot,
     ) -> Result<SandboxInfo, AgentError> {
+        let started = std::time::Instant::now();
         let req = entry.record.lock().await.request.clone();
         let image = self
             .images
@@ -133,6 +134,7 @@ impl SandboxManager {
             .await?;
         let root = self.assemble_root(entry, &image, &req, boot).await?;
         let mounts = self.resolve_mounts(&req.mounts).await?;
+        let rooted = started.elapsed();
         let network = self
             .network
             .attach(&req.name, &req.network, secrets, &entry.dir)
@@ -162,7 +164,15 @@ impl SandboxManager {
             rec.image_digest = image.digest.clone();
             rec.save(&entry.dir).at("save the state of", &entry.dir)?;
         }
+        let networked = started.elapsed();
         let launched = self.runtime_for(isolation)?.start(&spec).await?;
+        tracing::debug!(
+            sandbox = %req.name,
+            root_ms = rooted.as_millis(),
+            network_ms = (networked - rooted).as_millis(),
+            runtime_ms = (started.elapsed() - networked).as_millis(),
+            "started"
+        );
         let mut rec = entry.record.lock().await;
         rec.phase = Phase::Running(launched);
         rec.save(&entry.dir).at("save the state of", &entry.dir)?;

@@ -250,6 +250,33 @@ pub async fn sh(client: &AgentClient, name: &str, script: &str) -> Output {
 }
 
 /// Is any host process running whose cmdline mentions `needle`?
+/// Zombie children of process `pid` (`pid (comm)`), after up to 2 s for commands in flight.
+pub async fn zombie_children(pid: u32) -> Vec<String> {
+    let read = || -> Vec<String> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|t| t.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .filter_map(|child| {
+                let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+                // `pid (comm) state ...`; comm may hold spaces, so split at the last ')'.
+                let (head, tail) = stat.rsplit_once(") ")?;
+                tail.starts_with('Z').then(|| format!("{head})"))
+            })
+            .collect()
+    };
+    for _ in 0..20 {
+        if read().is_empty() {
+            return Vec::new();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    read()
+}
+
 pub fn host_process_with(needle: &str) -> bool {
     std::fs::read_dir("/proc")
         .unwrap()

@@ -73,9 +73,9 @@ impl ContainerRuntime {
         )
         .await
         .map_err(|e| RuntimeError::Command {
-                what: format!("crun {what}"),
-                detail: e.to_string(),
-            })?;
+            what: format!("crun {what}"),
+            detail: e.to_string(),
+        })?;
         if !out.status.success() {
             return Err(RuntimeError::Command {
                 what: format!("crun {what}"),
@@ -315,7 +315,11 @@ impl Runtime for ContainerRuntime {
         };
         // crun's intermediate process (see `reaper`) usually has the PID just below the init's:
         // reaped now; the periodic sweep finds it where it does not.
-        reaper::reap_strays((1..=3).filter_map(|d| pid.checked_sub(d)));
+        reaper::reap_strays_soon(
+            (1..=3).filter_map(|d| pid.checked_sub(d)),
+            Duration::from_millis(200),
+        )
+        .await;
         // Shield the guest agent from the sandbox's OOM killer (set from the host: the sandbox
         // itself lacks CAP_SYS_RESOURCE). Its children reset their score to 0 before exec, so a
         // memory bomb, not the agent, is what the kernel kills.

@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::process::Output;
 use std::sync::Mutex;
+use std::time::Duration;
 use tokio::process::Command;
 
 /// PIDs of the crun processes this agent started and waits for itself.
@@ -44,52 +45,77 @@ pub struct Child {
     pub comm: String,
 }
 
-/// The children to reap: zombie crun processes this agent does not wait for itself.
+/// The children that are crun processes this agent does not wait for itself.
 pub fn strays<'a>(children: &'a [Child], ours: &BTreeSet<u32>) -> Vec<&'a Child> {
     children
         .iter()
-        .filter(|c| c.state == 'Z' && c.comm == "crun" && !ours.contains(&c.pid))
+        .filter(|c| c.comm == "crun" && !ours.contains(&c.pid))
         .collect()
 }
 
-/// Reap the stray crun zombies among `candidates` (the agent's children, or a few PIDs worth
-/// checking); returns how many.
-pub fn reap_strays(candidates: impl IntoIterator<Item = u32>) -> usize {
-    use nix::sys::wait::{waitpid, WaitPidFlag};
+/// The stray crun processes among `candidates` (PIDs): children of this agent it does not wait
+/// for itself.
+fn strays_among(candidates: impl IntoIterator<Item = u32>) -> Vec<Child> {
     let me = std::process::id() as i32;
-    // Registration and reaping under one lock: no crun of ours exits unregistered meanwhile.
+    // Registration and this check under one lock: no crun of ours exits unregistered meanwhile.
     let ours = OURS.lock().unwrap_or_else(|e| e.into_inner());
     let children: Vec<Child> = candidates
         .into_iter()
         .filter_map(|pid| {
-            let stat = procfs_core::FromRead::from_file(format!("/proc/{pid}/stat")).ok();
-            let stat: procfs_core::process::Stat = stat?;
-            (stat.ppid == me).then(|| Child {
+            let stat: procfs_core::process::Stat =
+                procfs_core::FromRead::from_file(format!("/proc/{pid}/stat")).ok()?;
+            (stat.ppid == me).then_some(Child {
                 pid,
                 state: stat.state,
                 comm: stat.comm,
             })
         })
         .collect();
-    let mut reaped = 0;
-    for c in strays(&children, &ours) {
-        if let Ok(raw) = i32::try_from(c.pid) {
-            let _ = waitpid(nix::unistd::Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG));
-            reaped += 1;
+    strays(&children, &ours).into_iter().cloned().collect()
+}
+
+/// Reap the stray zombies among this agent's children; returns how many.
+pub fn reap_zombie_strays() -> usize {
+    strays_among(children())
+        .into_iter()
+        .filter(|c| c.state == 'Z' && reap_now(c.pid))
+        .count()
+}
+
+/// Reap the strays among `candidates`, waiting up to `within` for those still exiting (crun's
+/// intermediate exits just after the init it started runs).
+pub async fn reap_strays_soon(candidates: impl IntoIterator<Item = u32>, within: Duration) {
+    let mut left: Vec<u32> = strays_among(candidates).iter().map(|c| c.pid).collect();
+    let deadline = tokio::time::Instant::now() + within;
+    while !left.is_empty() && tokio::time::Instant::now() < deadline {
+        left.retain(|&pid| !reap_now(pid));
+        if !left.is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    reaped
+}
+
+/// `waitpid(pid, WNOHANG)`: whether it was collected (or is no child of ours any more).
+fn reap_now(pid: u32) -> bool {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let Ok(raw) = i32::try_from(pid) else {
+        return true;
+    };
+    !matches!(
+        waitpid(nix::unistd::Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)),
+        Ok(WaitStatus::StillAlive)
+    )
 }
 
 /// How often every child of the agent is checked for strays the reap at create missed.
-const SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
+const SWEEP: Duration = Duration::from_secs(30);
 
 /// Reap strays every [`SWEEP`], for the life of the process.
 pub fn spawn_sweep() -> tokio::task::JoinHandle<()> {
     tokio::spawn(async {
         loop {
             tokio::time::sleep(SWEEP).await;
-            match tokio::task::spawn_blocking(|| reap_strays(children())).await {
+            match tokio::task::spawn_blocking(reap_zombie_strays).await {
                 Ok(0) | Err(_) => {}
                 Ok(n) => tracing::debug!(reaped = n, "stray crun zombies"),
             }
@@ -121,7 +147,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_zombie_cruns_the_agent_does_not_wait_for_are_strays() {
+    fn only_cruns_the_agent_does_not_wait_for_are_strays() {
         let child = |pid, state, comm: &str| Child {
             pid,
             state,
@@ -131,11 +157,12 @@ mod tests {
             child(10, 'Z', "crun"),  // the intermediate of a `crun run --detach`
             child(11, 'Z', "crun"),  // a crun command of ours, exited, not yet collected
             child(12, 'S', "crun"),  // a crun command of ours, running
-            child(13, 'Z', "agent"), // a sandbox's init: reaped with its sandbox
-            child(14, 'S', "agent"),
+            child(13, 'S', "crun"),  // an intermediate still exiting
+            child(14, 'Z', "agent"), // a sandbox's init: reaped with its sandbox
+            child(15, 'S', "agent"),
         ];
         let ours = BTreeSet::from([11, 12]);
         let pids: Vec<u32> = strays(&children, &ours).iter().map(|c| c.pid).collect();
-        assert_eq!(pids, [10]);
+        assert_eq!(pids, [10, 13]);
     }
 }
