@@ -24,6 +24,21 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// A listing: `items` as JSON, or as a table of `header` with one row per item.
+pub fn listing<T: Serialize>(
+    items: &[T],
+    json: bool,
+    header: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) {
+    if json {
+        self::json(&items);
+    } else {
+        let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+        table(header, &rows);
+    }
+}
+
 /// Print `value` as pretty JSON.
 pub fn json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {

@@ -2,14 +2,51 @@
 //! server-side apply a status, with the shared vocabulary of [`crate::reason`].
 
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use std::sync::{Arc, Mutex};
 
 use crate::reason::{EventAction, Reason};
 
+/// Publishes after which [`Events`] starts a fresh Recorder.
+const RENEW_AFTER: u32 = 256;
+
+/// kube-runtime's [`Recorder`], renewed every [`RENEW_AFTER`] publishes. A Recorder keeps every
+/// Event it published for six minutes, unbounded (to count a repeat into the first one's
+/// series): a burst of 1000 Sandboxes kept thousands of Events in the operator, the part of its
+/// memory that grew with the burst. Renewing it bounds that; a repeat that straddles a renewal
+/// starts a new series.
+#[derive(Clone)]
+pub struct Events {
+    client: Client,
+    reporter: Reporter,
+    current: Arc<Mutex<(Recorder, u32)>>,
+}
+
+impl Events {
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        let recorder = Recorder::new(client.clone(), reporter.clone());
+        Self {
+            client,
+            reporter,
+            current: Arc::new(Mutex::new((recorder, 0))),
+        }
+    }
+
+    /// The Recorder to publish with now.
+    fn recorder(&self) -> Recorder {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.1 += 1;
+        if current.1 > RENEW_AFTER {
+            *current = (Recorder::new(self.client.clone(), self.reporter.clone()), 1);
+        }
+        current.0.clone()
+    }
+}
+
 /// Publish an Event about `obj`. A failure is logged, never returned: an Event is a courtesy.
 pub async fn publish<K>(
-    recorder: &Recorder,
+    events: &Events,
     obj: &K,
     type_: EventType,
     reason: Reason,
@@ -25,7 +62,7 @@ pub async fn publish<K>(
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
+    if let Err(e) = events.recorder().publish(&ev, &obj.object_ref(&())).await {
         tracing::warn!(object = %obj.name_any(), %reason, error = %e, "cannot publish event");
     }
 }

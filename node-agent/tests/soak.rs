@@ -13,6 +13,7 @@ mod world;
 use common::*;
 use futures::TryStreamExt;
 use microsandbox_client::api::CreateSandbox;
+use microsandbox_testkit::{slope, Footprint};
 use std::time::Instant;
 use world::World;
 
@@ -27,25 +28,14 @@ struct Sample {
     netns: usize,
 }
 
-fn status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 fn sample(agent: &TestAgent, cycle: usize) -> Sample {
-    let pid = agent.pid();
     let prefix = microsandbox_agent::network::netns_prefix(&agent.state);
+    let footprint = Footprint::of(agent.pid());
     Sample {
         cycle,
-        rss_kib: status_field(pid, "VmRSS:"),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count(),
-        threads: status_field(pid, "Threads:"),
+        rss_kib: footprint.rss_kib,
+        fds: footprint.fds,
+        threads: footprint.threads,
         mounts: agent.mounts().len(),
         netns: std::fs::read_dir("/run/netns")
             .into_iter()
@@ -53,23 +43,6 @@ fn sample(agent: &TestAgent, cycle: usize) -> Sample {
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
             .count(),
-    }
-}
-
-/// Least-squares slope of `y` over `x`.
-fn slope(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
-        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
-    });
-    if den == 0.0 {
-        0.0
-    } else {
-        num / den
     }
 }
 
@@ -85,13 +58,6 @@ fn request(name: &str, networked: bool, port: u16) -> CreateSandbox {
         "memory_mib": 64, "network": network,
     }))
     .unwrap()
-}
-
-#[test]
-fn slope_of_a_line_and_of_a_flat_series() {
-    let line: Vec<(f64, f64)> = (0..10).map(|x| (x as f64, 3.0 * x as f64 + 1.0)).collect();
-    assert!((slope(&line) - 3.0).abs() < 1e-9);
-    assert_eq!(slope(&[(1.0, 5.0), (2.0, 5.0), (3.0, 5.0)]), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,10 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Client;
+use microsandbox_crds::events::Events;
 use microsandbox_crds::{Sandbox, SandboxSnapshot, Secret, Volume};
 use microsandbox_operator::controller::{self, Context, FIELD_MANAGER};
 use microsandbox_operator::leader::{self, LeaderConfig};
@@ -154,7 +155,7 @@ async fn main() -> anyhow_free::Result {
 
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
+        recorder: Events::new(
             client.clone(),
             Reporter {
                 controller: FIELD_MANAGER.into(),

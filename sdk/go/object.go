@@ -5,11 +5,17 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 )
 
 // ErrUnsupported: something cluster mode cannot do (a bind mount names a directory of the
 // node, not of this machine). Compare with errors.Is.
 var ErrUnsupported = errors.New("microsandbox: not supported in cluster mode")
+
+// SnapshotScheme prefixes the Image of a cluster snapshot (Cluster.Snapshot returns
+// "snapshot://NAME"): a Sandbox object made with it names the SandboxSnapshot in
+// spec.snapshotRef. No OCI reference contains "://", so none is mistaken for one.
+const SnapshotScheme = "snapshot://"
 
 var pullPolicies = map[string]string{"always": "Always", "if-not-present": "IfNotPresent", "never": "Never"}
 
@@ -25,7 +31,13 @@ func SandboxObject(namespace, name string, opts ...Option) (map[string]any, erro
 	if req.PidsLimit > 0 {
 		resources["pids"] = req.PidsLimit
 	}
-	spec := map[string]any{"image": req.Image, "resources": resources}
+	spec := map[string]any{"resources": resources}
+	if snapshot, ok := strings.CutPrefix(req.Image, SnapshotScheme); ok {
+		// A SandboxSnapshot of the namespace (Cluster.Snapshot), not an OCI reference.
+		spec["snapshotRef"] = map[string]any{"name": snapshot}
+	} else {
+		spec["image"] = req.Image
+	}
 	if req.PullPolicy != "" {
 		p, ok := pullPolicies[req.PullPolicy]
 		if !ok {

@@ -32,4 +32,9 @@ func TestSandboxObject(t *testing.T) {
 	if _, err := SandboxObject("ns", "b", Bind("/tmp", "/x", false)); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("bind: %v", err)
 	}
+	restored, _ := SandboxObject("ns", "r", Image(SnapshotScheme+"base"))
+	spec := restored["spec"].(map[string]any)
+	if _, has := spec["image"]; has || spec["snapshotRef"].(map[string]any)["name"] != "base" {
+		t.Fatalf("from a snapshot: %v", spec)
+	}
 }

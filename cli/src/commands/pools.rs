@@ -44,13 +44,11 @@ pub async fn create(target: &Target, a: PoolArgs, json: bool) -> Result<i32> {
 pub async fn ls(target: &Target, json: bool) -> Result<i32> {
     target.local_only(WHAT, IN_CLUSTER)?;
     let list = Pool::list().await?;
-    if json {
-        output::json(&list);
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|p| {
+    output::listing(
+        &list,
+        json,
+        &["NAME", "SIZE", "READY", "CLAIMED", "IMAGE"],
+        |p| {
             vec![
                 p.name.clone(),
                 p.size.to_string(),
@@ -58,9 +56,8 @@ pub async fn ls(target: &Target, json: bool) -> Result<i32> {
                 p.claimed.to_string(),
                 p.image.clone(),
             ]
-        })
-        .collect();
-    output::table(&["NAME", "SIZE", "READY", "CLAIMED", "IMAGE"], &rows);
+        },
+    );
     Ok(0)
 }
 

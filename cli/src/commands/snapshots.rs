@@ -39,22 +39,14 @@ pub async fn create(
 pub async fn ls(target: &Target, json: bool) -> Result<i32> {
     target.local_only(WHAT, IN_CLUSTER)?;
     let list = Snapshot::list().await?;
-    if json {
-        output::json(&list);
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|s| {
-            vec![
-                s.name.clone(),
-                s.image.clone(),
-                s.layers.to_string(),
-                s.digest.clone(),
-            ]
-        })
-        .collect();
-    output::table(&["NAME", "IMAGE", "LAYERS", "DIGEST"], &rows);
+    output::listing(&list, json, &["NAME", "IMAGE", "LAYERS", "DIGEST"], |s| {
+        vec![
+            s.name.clone(),
+            s.image.clone(),
+            s.layers.to_string(),
+            s.digest.clone(),
+        ]
+    });
     Ok(0)
 }
 

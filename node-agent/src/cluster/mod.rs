@@ -15,7 +15,8 @@ use crate::error::AgentError;
 use crate::sandbox::SandboxManager;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
+use microsandbox_crds::events::Events;
 use microsandbox_crds::{Sandbox, SandboxSnapshot, Volume};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -127,7 +128,7 @@ pub async fn run(
         manager,
         key,
         node: cfg.node.clone(),
-        recorder: Recorder::new(
+        recorder: Events::new(
             client.clone(),
             Reporter {
                 controller: FIELD_MANAGER.into(),

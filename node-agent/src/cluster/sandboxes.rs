@@ -12,7 +12,7 @@ use crate::sandbox::SandboxManager;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -47,7 +47,7 @@ pub struct Context {
     pub key: Arc<SealingKey>,
     pub node: String,
     pub client: kube::Client,
-    pub recorder: Recorder,
+    pub recorder: microsandbox_crds::events::Events,
     /// Per Sandbox uid: the secret-violation mark up to which Events were published.
     pub violations_published: std::sync::Mutex<HashMap<String, u64>>,
 }

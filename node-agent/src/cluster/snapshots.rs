@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -36,7 +36,7 @@ pub struct Context {
     pub manager: Arc<SandboxManager>,
     pub node: String,
     pub client: kube::Client,
-    pub recorder: Recorder,
+    pub recorder: microsandbox_crds::events::Events,
 }
 
 /// This node's name for snapshot object `snap` (name + uid digits, as for sandboxes): unique

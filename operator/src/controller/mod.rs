@@ -9,7 +9,6 @@ pub mod volume;
 use crate::metrics::Metrics;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::Client;
 use microsandbox_crds::{EventAction, Reason, SandboxSnapshot, Volume};
@@ -23,7 +22,7 @@ pub const FIELD_MANAGER: &str = "microsandbox-operator";
 /// State shared by the reconcilers.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub recorder: microsandbox_crds::events::Events,
     pub metrics: Arc<Metrics>,
     /// Node-agent Leases (operator namespace).
     pub node_leases: Store<Lease>,

@@ -49,6 +49,28 @@ func TestLiveCluster(t *testing.T) {
 		if _, err := c.Get(ctx, name); err != nil {
 			t.Fatalf("%s: get: %v", access, err)
 		}
+		// A snapshot of its files, and a sandbox started from it that sees them.
+		snap, err := c.Snapshot(ctx, name, name+"-snap")
+		if err != nil {
+			t.Fatalf("%s: snapshot: %v", access, err)
+		}
+		if snaps, err := c.Snapshots(ctx); err != nil || !hasSnapshot(snaps, snap.Name) {
+			t.Fatalf("%s: snapshots: %v %v", access, snaps, err)
+		}
+		restored, err := c.Create(ctx, name+"-restored", microsandbox.Image(snap.Image),
+			microsandbox.Memory(64), microsandbox.Isolation("container"))
+		if err != nil {
+			t.Fatalf("%s: create from snapshot: %v", access, err)
+		}
+		if got, err := restored.ReadFile(ctx, "/tmp/f"); err != nil || string(got) != "data" {
+			t.Fatalf("%s: the snapshot's file: %q %v", access, got, err)
+		}
+		if err := c.Remove(ctx, name+"-restored"); err != nil {
+			t.Fatalf("%s: remove restored: %v", access, err)
+		}
+		if err := c.RemoveSnapshot(ctx, snap.Name); err != nil {
+			t.Fatalf("%s: remove snapshot: %v", access, err)
+		}
 		if err := c.Remove(ctx, name); err != nil {
 			t.Fatalf("%s: remove: %v", access, err)
 		}
@@ -59,4 +81,13 @@ func TestLiveCluster(t *testing.T) {
 			t.Fatalf("%s: bind: %v", access, err)
 		}
 	}
+}
+
+func hasSnapshot(list []microsandbox.SnapshotInfo, name string) bool {
+	for _, s := range list {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
 }

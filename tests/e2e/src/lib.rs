@@ -107,49 +107,7 @@ pub fn is_ready(s: &Sandbox) -> bool {
     })
 }
 
-/// What a process holds now (`/proc/<pid>`, through procfs-core's parser).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Footprint {
-    /// Resident memory.
-    pub rss_kib: u64,
-    /// Peak resident memory so far.
-    pub peak_rss_kib: u64,
-    pub fds: usize,
-    pub threads: u64,
-}
-
-impl Footprint {
-    pub fn of(pid: u32) -> Footprint {
-        use procfs_core::FromRead;
-        let status = procfs_core::process::Status::from_file(format!("/proc/{pid}/status"))
-            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-        Footprint {
-            rss_kib: status.vmrss.unwrap_or(0),
-            peak_rss_kib: status.vmhwm.unwrap_or(0),
-            fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .map(|d| d.count())
-                .unwrap_or(0),
-            threads: status.threads,
-        }
-    }
-}
-
-/// Least-squares slope of `y` over `x` (0 for a single point).
-pub fn slope(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
-        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
-    });
-    if den == 0.0 {
-        0.0
-    } else {
-        num / den
-    }
-}
+pub use microsandbox_testkit::{slope, Footprint};
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
@@ -943,6 +901,19 @@ impl Drop for Agent {
                 .arg(&root)
                 .args(["delete", "-f", id.trim()])
                 .status();
+        }
+        // Network namespaces of the sandboxes it held (their records name them): the agent
+        // that would remove them is gone.
+        for record in std::fs::read_dir(self.state.join("sandboxes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|d| std::fs::read(d.path().join("state.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            if let Some(netns) = record["network"]["netns"].as_str() {
+                let _ = Command::new("ip").args(["netns", "del", netns]).status();
+            }
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let state = self.state.to_string_lossy().into_owned();

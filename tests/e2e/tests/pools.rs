@@ -5,7 +5,7 @@ use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use microsandbox_crds::pool::{Launch, CLAIMED_FROM_LABEL, CLAIM_LABEL, LAUNCH_LABEL, POOL_LABEL};
 use microsandbox_crds::{Sandbox, SandboxClaim, SandboxWarmPool};
-use microsandbox_e2e::Cluster;
+use microsandbox_e2e::{wait_object, Cluster};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -37,18 +37,6 @@ fn claim_yaml(name: &str, pool: &str, extra: &str) -> String {
     format!(
         "apiVersion: microsandbox.dev/v1alpha1\nkind: SandboxClaim\nmetadata:\n  name: {name}\nspec:\n  warmPoolRef:\n    name: {pool}\n{extra}"
     )
-}
-
-async fn wait<K, F>(api: &Api<K>, name: &str, what: &str, pred: F) -> K
-where
-    K: kube::Resource
-        + Clone
-        + k8s_openapi::serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + k8s_openapi::serde::Serialize,
-    F: Fn(&K) -> bool,
-{
-    microsandbox_e2e::wait_object(api, name, what, TIMEOUT, pred).await
 }
 
 fn ready(c: &SandboxClaim) -> Option<(String, String)> {
@@ -90,7 +78,7 @@ async fn claims_take_ready_members_and_the_pool_refills() {
 
     // A claim of a pool that does not exist yet says so.
     c.apply(&claim_yaml("early", "nope", ""));
-    let early = wait(&claims, "early", "WarmPoolNotFound", |c| {
+    let early = wait_object(&claims, "early", "WarmPoolNotFound", TIMEOUT, |c| {
         ready(c).is_some_and(|(_, r)| r == "WarmPoolNotFound")
     })
     .await;
@@ -99,7 +87,10 @@ async fn claims_take_ready_members_and_the_pool_refills() {
     // Two members boot and become Ready.
     c.apply(TEMPLATE);
     c.apply(&pool_yaml(2));
-    let pool = wait(&pools, "box", "2 Ready", |p| pool_counts(p) == (2, 2, 0)).await;
+    let pool = wait_object(&pools, "box", "2 Ready", TIMEOUT, |p| {
+        pool_counts(p) == (2, 2, 0)
+    })
+    .await;
     let st = pool.status.clone().unwrap();
     assert_eq!(
         st.selector.as_deref(),
@@ -121,7 +112,7 @@ async fn claims_take_ready_members_and_the_pool_refills() {
 
     // A claim takes one of them: same Sandbox, now the claim's, with the template's env.
     c.apply(&claim_yaml("c1", "box", ""));
-    let c1 = wait(&claims, "c1", "Ready", claim_is_ready).await;
+    let c1 = wait_object(&claims, "c1", "Ready", TIMEOUT, claim_is_ready).await;
     let st = c1.status.clone().unwrap();
     assert_eq!(st.launch, Some(Launch::Warm));
     let taken = st.sandbox.expect("status.sandbox").name;
@@ -153,7 +144,10 @@ async fn claims_take_ready_members_and_the_pool_refills() {
         .contains(&"SandboxAdopted".to_string()));
 
     // The pool refills to two Ready members and counts the claimed one.
-    wait(&pools, "box", "refilled", |p| pool_counts(p) == (2, 2, 1)).await;
+    wait_object(&pools, "box", "refilled", TIMEOUT, |p| {
+        pool_counts(p) == (2, 2, 1)
+    })
+    .await;
     let now: Vec<String> = members(&c).await.iter().map(|s| s.name_any()).collect();
     assert!(!now.contains(&taken), "{now:?}");
 
@@ -163,7 +157,7 @@ async fn claims_take_ready_members_and_the_pool_refills() {
         "box",
         "  env:\n    - name: FOO\n      value: bar\n",
     ));
-    let c2 = wait(&claims, "c2", "Ready", claim_is_ready).await;
+    let c2 = wait_object(&claims, "c2", "Ready", TIMEOUT, claim_is_ready).await;
     let st = c2.status.clone().unwrap();
     assert_eq!(st.launch, Some(Launch::Cold));
     assert_eq!(st.sandbox.unwrap().name, "c2");
@@ -174,12 +168,12 @@ async fn claims_take_ready_members_and_the_pool_refills() {
         "box",
         "  env:\n    - name: GREETING\n      value: bye\n",
     ));
-    wait(&claims, "c3", "rejected", |c| {
+    wait_object(&claims, "c3", "rejected", TIMEOUT, |c| {
         ready(c).is_some_and(|(_, r)| r == "EnvVarsInjectionRejected")
     })
     .await;
     // A claim of a pool that never appears keeps saying so.
-    wait(&claims, "early", "still without a pool", |c| {
+    wait_object(&claims, "early", "still without a pool", TIMEOUT, |c| {
         ready(c).is_some_and(|(_, r)| r == "WarmPoolNotFound")
     })
     .await;
@@ -187,9 +181,12 @@ async fn claims_take_ready_members_and_the_pool_refills() {
     // `kubectl scale` drives the pool (the scale subresource); with no member, claims go cold.
     let (ok, _, err) = c.kubectl(&["scale", "-n", &c.ns, "swp/box", "--replicas=0"], None);
     assert!(ok, "{err}");
-    wait(&pools, "box", "scaled to 0", |p| pool_counts(p).0 == 0).await;
+    wait_object(&pools, "box", "scaled to 0", TIMEOUT, |p| {
+        pool_counts(p).0 == 0
+    })
+    .await;
     c.apply(&claim_yaml("c4", "box", ""));
-    let c4 = wait(&claims, "c4", "Ready", claim_is_ready).await;
+    let c4 = wait_object(&claims, "c4", "Ready", TIMEOUT, claim_is_ready).await;
     assert_eq!(c4.status.unwrap().launch, Some(Launch::Cold));
     let (ok, table, err) = c.kubectl(&["get", "sbxc", "-n", &c.ns], None);
     assert!(ok, "{err}");
@@ -261,7 +258,7 @@ async fn a_claim_deleted_as_soon_as_it_is_ready_takes_its_sandbox_along() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     for round in 0..rounds {
-        wait(&pools, "box", "full", |p| {
+        wait_object(&pools, "box", "full", TIMEOUT, |p| {
             pool_counts(p).1 == AT_ONCE as i32
         })
         .await;
