@@ -178,6 +178,9 @@ pub enum SnapshotCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Push snapshot NAME to a registry as image REFERENCE (with the agent's registry
+    /// credentials); sandboxes on any machine that can pull it start from it with --image.
+    Push { name: String, reference: String },
 }
 
 #[derive(Debug, Subcommand)]

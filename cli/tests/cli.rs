@@ -308,6 +308,21 @@ fn snapshots_and_warm_pools() {
     // A temporary sandbox from the snapshot sees its files.
     let from = env.run("msb", &["exe", "--image", &image, "--", "cat", "/tmp/f"]);
     assert_eq!(text(&from.stdout), "kept\n", "{}", text(&from.stderr));
+    // Pushed to the local registry: `REFERENCE DIGEST`, and a sandbox from the pushed image
+    // sees the file too.
+    let reference = format!("127.0.0.1:5000/msb-test/cli-s1:{}", std::process::id());
+    let pushed = env.run("msb", &["snapshot", "push", "cli-s1", &reference]);
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    assert!(
+        text(&pushed.stdout).starts_with(&format!("{reference} sha256:")),
+        "{}",
+        text(&pushed.stdout)
+    );
+    let pulled = env.run(
+        "msb",
+        &["exe", "--image", &reference, "--", "cat", "/tmp/f"],
+    );
+    assert_eq!(text(&pulled.stdout), "kept\n", "{}", text(&pulled.stderr));
     assert!(env
         .run("msb", &["snapshot", "rm", "cli-s1"])
         .status

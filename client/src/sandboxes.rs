@@ -7,7 +7,7 @@ use base64::Engine;
 use hyper::Method;
 use microsandbox_wire::api::{
     AgentInfo, CreateSandbox, CreateSnapshot, ExecOutput, ExecRequest, Metrics, PoolInfo, PoolSpec,
-    SandboxInfo, SecretViolation, SnapshotInfo, StopSandbox,
+    PushSnapshot, PushedSnapshot, SandboxInfo, SecretViolation, SnapshotInfo, StopSandbox,
 };
 
 fn pool_path(name: &str) -> String {
@@ -185,11 +185,22 @@ impl AgentClient {
 
     /// `DELETE /v1/snapshots/{name}`.
     pub async fn remove_snapshot(&self, name: &str) -> Result<()> {
-        let path = format!(
-            "/v1/snapshots/{}",
-            percent_encoding::utf8_percent_encode(name, crate::http::SEGMENT)
-        );
-        self.call_unit(Method::DELETE, &path, Payload::Empty).await
+        self.call_unit(Method::DELETE, &snapshot_path(name, ""), Payload::Empty)
+            .await
+    }
+
+    /// `POST /v1/snapshots/{name}/push`: pushes snapshot `name` to a registry as image
+    /// `reference`, which sandboxes on any node can then start from.
+    pub async fn push_snapshot(&self, name: &str, reference: &str) -> Result<PushedSnapshot> {
+        let req = PushSnapshot {
+            reference: reference.to_string(),
+        };
+        self.call_json(
+            Method::POST,
+            &snapshot_path(name, "/push"),
+            Payload::json(&req)?,
+        )
+        .await
     }
 
     /// `POST /v1/sandboxes/{name}/pause`: freezes the sandbox's processes until a resume.
@@ -294,4 +305,12 @@ mod tests {
             Err(ClientError::Protocol(_))
         ));
     }
+}
+
+/// `/v1/snapshots/{name}{rest}`, the name percent-encoded.
+fn snapshot_path(name: &str, rest: &str) -> String {
+    format!(
+        "/v1/snapshots/{}{rest}",
+        percent_encoding::utf8_percent_encode(name, crate::http::SEGMENT)
+    )
 }

@@ -7,6 +7,16 @@ use common::*;
 use microsandbox_client::api::StopSandbox;
 use microsandbox_client::ErrorCode;
 
+/// The snapshots named `name`.
+async fn named(
+    c: &microsandbox_client::AgentClient,
+    name: &str,
+) -> Vec<microsandbox_client::api::SnapshotInfo> {
+    let mut all = c.snapshots().await.unwrap();
+    all.retain(|s| s.name == name);
+    all
+}
+
 #[tokio::test]
 async fn a_snapshot_carries_new_changed_and_deleted_files_into_new_sandboxes() {
     let agent = TestAgent::start("snap");
@@ -30,7 +40,8 @@ async fn a_snapshot_carries_new_changed_and_deleted_files_into_new_sandboxes() {
     assert_eq!(snap.name, "s1");
     assert_eq!(snap.image, "microsandbox.local/snapshots/s1:latest");
     assert!(snap.layers >= 2, "{snap:?}");
-    assert_eq!(c.snapshots().await.unwrap(), vec![snap.clone()]);
+    // (Other tests' snapshots share the image store: only this test's names count.)
+    assert_eq!(named(&c, "s1").await, vec![snap.clone()]);
     let bad = c.snapshot("snap-src", "Not A Name").await.unwrap_err();
     assert!(bad.is(ErrorCode::InvalidRequest), "{bad}");
 
@@ -55,7 +66,7 @@ async fn a_snapshot_carries_new_changed_and_deleted_files_into_new_sandboxes() {
     c.stop("snap-dst", StopSandbox::default()).await.unwrap();
     let again = c.snapshot("snap-dst", "s1").await.unwrap();
     assert_ne!(again.digest, snap.digest);
-    assert_eq!(c.snapshots().await.unwrap().len(), 1);
+    assert_eq!(named(&c, "s1").await.len(), 1);
     c.create(sandbox("snap-3", &again.image)).await.unwrap();
     assert_eq!(
         sh(&c, "snap-3", "cat /data/f").await.stdout_str(),
@@ -72,10 +83,74 @@ async fn a_snapshot_carries_new_changed_and_deleted_files_into_new_sandboxes() {
     c.remove("snap-3").await.unwrap();
     c.remove("snap-dst").await.unwrap();
     c.remove_snapshot("s1").await.unwrap();
-    assert!(c.snapshots().await.unwrap().is_empty());
+    assert!(named(&c, "s1").await.is_empty());
     let gone = c.create(sandbox("snap-4", &again.image)).await.unwrap_err();
     assert!(gone.is(ErrorCode::ImageNotFound), "{gone}");
     let missing = c.remove_snapshot("s1").await.unwrap_err();
     assert!(missing.is(ErrorCode::ImageNotFound), "{missing}");
     c.remove("snap-src").await.unwrap();
+}
+
+/// A snapshot pushed to a registry is an image like any other: a sandbox pulls it (the layers
+/// written back from the node's cache, whiteouts and opaque directories included) and has the
+/// snapshot's files. Bad pushes fail with typed errors.
+#[tokio::test]
+async fn a_pushed_snapshot_is_pulled_back_with_its_files() {
+    let agent = TestAgent::start("snap-push");
+    let c = agent.client();
+    create(&c, "push-src", "busybox").await;
+    sh(
+        &c,
+        "push-src",
+        "mkdir -p /data && echo pushed > /data/f && rm /etc/group && rm -rf /usr && \
+         mkdir -p /usr/only && echo x > /usr/only/y",
+    )
+    .await;
+    c.pause("push-src").await.unwrap();
+    c.snapshot("push-src", "p1").await.unwrap();
+    c.remove("push-src").await.unwrap();
+
+    let reference = format!("127.0.0.1:5000/msb-test/snap-push:{}", std::process::id());
+    let pushed = c.push_snapshot("p1", &reference).await.unwrap();
+    assert_eq!(pushed.reference, reference);
+    assert!(pushed.digest.starts_with("sha256:"), "{pushed:?}");
+    // Gone from the node: what comes back comes from the registry.
+    c.remove_snapshot("p1").await.unwrap();
+    let mut req = sandbox("push-dst", &reference);
+    req.pull_policy = microsandbox_client::api::PullPolicy::Always;
+    c.create(req).await.unwrap();
+    let out = sh(
+        &c,
+        "push-dst",
+        "cat /data/f; test -e /etc/group || echo no-group; ls /usr; cat /usr/only/y; echo hi | grep -c hi",
+    )
+    .await;
+    assert_eq!(
+        out.stdout_str(),
+        "pushed\nno-group\nonly\nx\n1\n",
+        "{}",
+        out.stderr_str()
+    );
+    c.remove("push-dst").await.unwrap();
+
+    let missing = c.push_snapshot("p1", &reference).await.unwrap_err();
+    assert!(missing.is(ErrorCode::ImageNotFound), "{missing}");
+    create(&c, "push-src2", "busybox").await;
+    c.pause("push-src2").await.unwrap();
+    c.snapshot("push-src2", "p2").await.unwrap();
+    let local = c
+        .push_snapshot("p2", "microsandbox.local/snapshots/x:latest")
+        .await
+        .unwrap_err();
+    assert!(local.is(ErrorCode::InvalidRequest), "{local}");
+    let unreachable = c
+        .push_snapshot("p2", "127.0.0.1:1/msb-test/nowhere:1")
+        .await
+        .unwrap_err();
+    assert!(
+        unreachable.is(ErrorCode::RegistryUnreachable),
+        "{unreachable}"
+    );
+    c.remove("push-src2").await.unwrap();
+    c.remove_snapshot("p2").await.unwrap();
 }

@@ -500,6 +500,24 @@ pub struct CreateSnapshot {
     pub name: String,
 }
 
+/// Body of `POST /v1/snapshots/{name}/push`: push snapshot `name` to a registry as image
+/// `reference` (e.g. `registry.example.com/team/base:1`), so sandboxes on any node can start
+/// from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSnapshot {
+    pub reference: String,
+}
+
+/// What a push wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedSnapshot {
+    /// The image as pushed (canonical form): what a create names to start from it.
+    pub reference: String,
+    /// Digest of the pushed manifest.
+    pub digest: String,
+}
+
 /// A filesystem snapshot kept by the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInfo {

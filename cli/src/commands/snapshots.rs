@@ -1,4 +1,4 @@
-//! `msb snapshot create|ls|rm`: filesystem snapshots kept by this machine's agent.
+//! `msb snapshot create|ls|rm|push`: filesystem snapshots kept by this machine's agent.
 
 use microsandbox::{SandboxState, Snapshot};
 
@@ -55,6 +55,18 @@ pub async fn rm(target: &Target, names: &[String]) -> Result<i32> {
     for n in names {
         Snapshot::remove(n).await?;
         println!("{n}");
+    }
+    Ok(0)
+}
+
+/// `msb snapshot push NAME REFERENCE`.
+pub async fn push(target: &Target, name: &str, reference: &str, json: bool) -> Result<i32> {
+    target.local_only(WHAT, IN_CLUSTER)?;
+    let pushed = Snapshot::push(name, reference).await?;
+    if json {
+        output::json(&pushed);
+    } else {
+        println!("{} {}", pushed.reference, pushed.digest);
     }
     Ok(0)
 }

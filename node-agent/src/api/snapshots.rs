@@ -1,7 +1,7 @@
 //! Snapshot routes: `POST /v1/sandboxes/{name}/snapshot`, `GET /v1/snapshots`,
-//! `DELETE /v1/snapshots/{name}`.
+//! `DELETE /v1/snapshots/{name}`, `POST /v1/snapshots/{name}/push`.
 
-use microsandbox_wire::api::CreateSnapshot;
+use microsandbox_wire::api::{CreateSnapshot, PushSnapshot};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -28,6 +28,16 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .then(|c: Ctx| async move { reply::ok(&c.manager.snapshots()) });
+    let push = warp::path!("snapshots" / String / "push")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .and(json_body::<PushSnapshot>())
+        .then(|name: String, c: Ctx, req: PushSnapshot| async move {
+            match c.manager.push_snapshot(&name, &req.reference).await {
+                Ok(pushed) => reply::ok(&pushed),
+                Err(e) => reply::error(&e),
+            }
+        });
     let remove = warp::path!("snapshots" / String)
         .and(warp::delete())
         .and(with_ctx(ctx))
@@ -37,5 +47,12 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
                 Err(e) => reply::error(&e),
             }
         });
-    create.or(list).unify().or(remove).unify().boxed()
+    create
+        .or(list)
+        .unify()
+        .or(push)
+        .unify()
+        .or(remove)
+        .unify()
+        .boxed()
 }

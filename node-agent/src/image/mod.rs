@@ -3,6 +3,7 @@
 
 mod error;
 mod layer;
+mod push;
 mod reference;
 pub mod snapshot;
 mod store;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-use super::{extract_layer, resolve, snapshot, ImageError, ResolvedRef};
+use super::{extract_layer, push, resolve, snapshot, ImageError, ResolvedRef};
 
 /// The parts of an image's config a sandbox uses.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -324,6 +324,104 @@ impl ImageStore {
         self.write_record(&rec)?;
         tracing::info!(snapshot = name, layer = %digest, bytes = size, "snapshot saved");
         Ok(rec)
+    }
+
+    /// Push snapshot `name` to a registry as image `target`, so sandboxes anywhere can start
+    /// from it: each layer written back as a tarball on disk and streamed (one at a time), then
+    /// the config and the manifest. Returns the canonical reference and the manifest digest.
+    pub async fn push_snapshot(
+        &self,
+        name: &str,
+        target: &str,
+    ) -> Result<(String, String), ImageError> {
+        let local = snapshot::reference(name);
+        let rec = self
+            .cached_resolved(&resolve(&local, &BTreeMap::new())?)
+            .ok_or_else(|| ImageError::NotFound(local.clone()))?;
+        // To the registry it names: a mirror serves pulls of another registry; pushes to that
+        // registry do not go to it.
+        let r = resolve(target, &BTreeMap::new())?;
+        if r.canonical.registry() == snapshot::SNAPSHOT_REGISTRY {
+            return Err(ImageError::InvalidReference {
+                reference: target.to_string(),
+                reason: format!(
+                    "{} names snapshots on this node; push to a registry",
+                    snapshot::SNAPSHOT_REGISTRY
+                ),
+            });
+        }
+        let dest = &r.canonical;
+        let auth = self.auth_for(dest.resolve_registry());
+        self.client
+            .auth(dest, &auth, oci_client::RegistryOperation::Push)
+            .await
+            .map_err(|e| map_oci_error(&r, e))?;
+        let mut layers = Vec::with_capacity(rec.layers.len());
+        for layer in &rec.layers {
+            layers.push(self.push_layer(&r, layer).await?);
+        }
+        let config = serde_json::to_vec(&push::config(&rec.config, &layers))
+            .map_err(std::io::Error::other)?;
+        let config_blob = push::Blob {
+            digest: format!("sha256:{}", hex::encode(Sha256::digest(&config))),
+            size: config.len() as u64,
+        };
+        self.client
+            .push_blob(dest, config, &config_blob.digest)
+            .await
+            .map_err(|e| map_oci_error(&r, e))?;
+        let manifest =
+            oci_client::manifest::OciManifest::Image(push::manifest(&config_blob, &layers));
+        self.client
+            .push_manifest(dest, &manifest)
+            .await
+            .map_err(|e| map_oci_error(&r, e))?;
+        let digest = self
+            .client
+            .fetch_manifest_digest(dest, &auth)
+            .await
+            .map_err(|e| map_oci_error(&r, e))?;
+        tracing::info!(snapshot = name, reference = %dest.whole(), %digest, "snapshot pushed");
+        Ok((dest.whole(), digest))
+    }
+
+    /// Write extracted layer `layer` back as a tarball and push it; its digest and size.
+    async fn push_layer(&self, r: &ResolvedRef, layer: &str) -> Result<push::Blob, ImageError> {
+        let dir = self.layer_dir(layer);
+        let tar = self.root.join("tmp").join(format!(
+            "push-{}-{}.tar",
+            layer.replace(':', "-"),
+            rand::random::<u32>()
+        ));
+        let tar2 = tar.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<push::Blob> {
+            let file = std::fs::File::create(&tar2)?;
+            let (digest, size, file) =
+                snapshot::write_layer(&dir, snapshot::Hashing::new(file))?.finish();
+            file.sync_all()?;
+            Ok(push::Blob { digest, size })
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|w| w);
+        let pushed = match written {
+            Ok(blob) => match tokio::fs::File::open(&tar).await {
+                Ok(file) => {
+                    use futures::TryStreamExt;
+                    let stream = tokio_util::io::ReaderStream::new(file)
+                        .map_err(OciDistributionError::IoError);
+                    self.client
+                        .push_blob_stream(&r.canonical, stream, &blob.digest, Some(blob.size))
+                        .await
+                        .map(|_| blob)
+                        .map_err(|e| map_oci_error(r, e))
+                }
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        };
+        crate::cleanup::remove_file(&tar);
+        pushed
     }
 
     /// Every snapshot recorded here.

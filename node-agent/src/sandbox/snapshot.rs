@@ -1,7 +1,7 @@
 //! Snapshots of a sandbox's files: its writable layer, saved while it is stopped or paused (so no
 //! process changes it half-way), as an image of the node's image store.
 
-use microsandbox_wire::api::SnapshotInfo;
+use microsandbox_wire::api::{PushedSnapshot, SnapshotInfo};
 
 use super::create::root_of;
 use super::record::Phase;
@@ -67,6 +67,17 @@ impl SandboxManager {
     /// The snapshots of this node.
     pub fn snapshots(&self) -> Vec<SnapshotInfo> {
         self.images.snapshots().iter().map(info).collect()
+    }
+
+    /// Push snapshot `name` to a registry as image `reference`.
+    pub async fn push_snapshot(
+        &self,
+        name: &str,
+        reference: &str,
+    ) -> Result<PushedSnapshot, AgentError> {
+        check_name(name)?;
+        let (reference, digest) = self.images.push_snapshot(name, reference).await?;
+        Ok(PushedSnapshot { reference, digest })
     }
 
     /// Delete snapshot `name`, unless a sandbox was made from it (its layer is that sandbox's

@@ -225,6 +225,19 @@ impl Client {
         future_into_py(py, async move { c.remove_snapshot(&name).await.py_err() })
     }
 
+    /// `POST /v1/snapshots/{name}/push`: `{reference, digest}` dict.
+    fn snapshot_push<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        reference: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        future_into_py(py, async move {
+            Json::of(&c.push_snapshot(&name, &reference).await.py_err()?)
+        })
+    }
+
     /// `POST /v1/sandboxes/{name}/stop`: SandboxInfo dict.
     #[pyo3(signature = (name, timeout_ms=None))]
     fn stop<'py>(

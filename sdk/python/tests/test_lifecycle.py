@@ -336,8 +336,14 @@ async def test_snapshot_and_a_sandbox_from_it(name: str) -> None:
     async with await Sandbox.create(f"{name}-2", image=snap.image) as again:
         out = await again.shell("cat /root-file; test -e /etc/group || echo gone")
         assert out.stdout() == "saved\ngone\n"
+    # Pushed to the local registry, then gone from the node: a sandbox pulls it back.
+    pushed = await Snapshot.push(snap.name, f"127.0.0.1:5000/msb-test/{name}:{os.getpid()}")
+    assert pushed == f"127.0.0.1:5000/msb-test/{name}:{os.getpid()}"
     await Snapshot.remove(snap.name)
     assert snap not in await Snapshot.list()
+    async with await Sandbox.create(f"{name}-3", image=pushed, pull_policy="always") as pulled:
+        out = await pulled.shell("cat /root-file; test -e /etc/group || echo gone")
+        assert out.stdout() == "saved\ngone\n"
 
 
 async def test_warm_pool_claim(name: str) -> None:

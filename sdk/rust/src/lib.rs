@@ -50,8 +50,8 @@ pub use exec::{Command, ExecEvent, ExecOutput, ExecStream};
 pub use fs::Fs;
 pub use image::{pull, pull_wait};
 pub use microsandbox_client::api::{
-    FileKind, FileStat, Isolation, Metrics, PoolInfo, PullEvent, PullPolicy, SandboxInfo,
-    SandboxState, SnapshotInfo, StopReason, VolumeInfo,
+    FileKind, FileStat, Isolation, Metrics, PoolInfo, PullEvent, PullPolicy, PushedSnapshot,
+    SandboxInfo, SandboxState, SnapshotInfo, StopReason, VolumeInfo,
 };
 pub use microsandbox_client::{Endpoint, ErrorCode, ExecInput};
 pub use pool::Pool;

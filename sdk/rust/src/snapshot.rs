@@ -1,6 +1,6 @@
 //! Filesystem snapshots kept by this machine's agent ([`crate::Sandbox::snapshot`] makes one).
 
-use microsandbox_client::api::SnapshotInfo;
+use microsandbox_client::api::{PushedSnapshot, SnapshotInfo};
 
 use crate::agent;
 use crate::cluster::ClusterConnection;
@@ -20,6 +20,17 @@ impl Snapshot {
     /// Delete snapshot `name` (refused while a sandbox made from it exists).
     pub async fn remove(name: &str) -> Result<()> {
         Ok(agent::connect().await?.remove_snapshot(name).await?)
+    }
+
+    /// Push snapshot `name` to a registry as image `reference` (e.g.
+    /// `registry.example.com/team/base:1`): sandboxes on any machine or node that can pull it
+    /// start from it with `.image(&pushed.reference)`. Credentials are the agent's
+    /// (`--registry-auth`).
+    pub async fn push(name: &str, reference: &str) -> Result<PushedSnapshot> {
+        Ok(agent::connect()
+            .await?
+            .push_snapshot(name, reference)
+            .await?)
     }
 
     /// The SandboxSnapshots of `cluster`'s namespace that are taken.

@@ -363,3 +363,15 @@ class Snapshot:
             return
         client = await _agent.get_client()
         await client.snapshot_remove(name)
+
+    @staticmethod
+    async def push(name: str, reference: str) -> str:
+        """Pushes snapshot ``name`` of this machine's node-agent to a registry as image
+        ``reference`` (with the agent's registry credentials) and returns the pushed reference:
+        ``Sandbox.create(image=...)`` with it starts from the snapshot on any machine that can
+        pull it."""
+        from . import _agent
+
+        client = await _agent.get_client()
+        pushed = await client.snapshot_push(name, reference)
+        return str(pushed["reference"])
