@@ -10,6 +10,14 @@ use microsandbox_wire::api::{
     PushSnapshot, PushedSnapshot, SandboxInfo, SecretViolation, SnapshotInfo, StopSandbox,
 };
 
+/// `/v1/snapshots/{name}{rest}`, the name percent-encoded.
+fn snapshot_path(name: &str, rest: &str) -> String {
+    format!(
+        "/v1/snapshots/{}{rest}",
+        percent_encoding::utf8_percent_encode(name, crate::http::SEGMENT)
+    )
+}
+
 fn pool_path(name: &str) -> String {
     format!(
         "/v1/pools/{}",
@@ -305,12 +313,4 @@ mod tests {
             Err(ClientError::Protocol(_))
         ));
     }
-}
-
-/// `/v1/snapshots/{name}{rest}`, the name percent-encoded.
-fn snapshot_path(name: &str, rest: &str) -> String {
-    format!(
-        "/v1/snapshots/{}{rest}",
-        percent_encoding::utf8_percent_encode(name, crate::http::SEGMENT)
-    )
 }
