@@ -213,6 +213,12 @@ export declare class Snapshot {
   static list(): Promise<SnapshotInfo[]>;
   /** Refused (SnapshotInUseError) while a sandbox made from it exists. */
   static remove(name: string): Promise<void>;
+  /**
+   * Pushes snapshot `name` to a registry as image `reference` (with the agent's registry
+   * credentials): `Sandbox.create(name, { image: pushed.reference })` starts from it on any
+   * machine that can pull it.
+   */
+  static push(name: string, reference: string): Promise<{ reference: string; digest: string }>;
 }
 
 export declare class Execution {

@@ -252,6 +252,8 @@ class Snapshot {
   static async list() { return camel(await call(() => native.listSnapshots())); }
   /** Refused (SnapshotInUseError) while a sandbox made from it exists. */
   static remove(name) { return call(() => native.removeSnapshot(name)); }
+  /** Pushes snapshot `name` to a registry as image `reference`; resolves to `{reference, digest}`. */
+  static async push(name, reference) { return camel(await call(() => native.pushSnapshot(name, reference))); }
 }
 
 // The earlier SDK's API (the seed README's example): a persistent Node.js context per sandbox.

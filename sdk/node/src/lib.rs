@@ -632,3 +632,12 @@ pub async fn remove_snapshot(name: String) -> napi::Result<()> {
         .await
         .map_err(js_error)
 }
+
+/// Push snapshot `name` to a registry as image `reference`: `{reference, digest}`.
+#[napi]
+pub async fn push_snapshot(name: String, reference: String) -> napi::Result<serde_json::Value> {
+    microsandbox::Snapshot::push(&name, &reference)
+        .await
+        .map(|p| json(&p))
+        .map_err(js_error)
+}

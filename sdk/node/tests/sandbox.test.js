@@ -131,7 +131,17 @@ test('warm pools and snapshots', async () => {
       await from.remove();
     }
     assert.deepEqual((await m.Snapshot.list()).map((s) => s.name), ['node-snap']);
+    const reference = `127.0.0.1:5000/msb-test/node-snap:${process.pid}`;
+    const pushed = await m.Snapshot.push('node-snap', reference);
+    assert.equal(pushed.reference, reference);
+    assert.match(pushed.digest, /^sha256:/);
     await m.Snapshot.remove('node-snap');
+    const pulled = await m.Sandbox.create('node-pulled', { image: reference, isolation: 'container' });
+    try {
+      assert.equal(await pulled.fs.readText('/tmp/snap'), 'kept\n');
+    } finally {
+      await pulled.remove();
+    }
   } finally {
     await sb.remove();
     await m.Pool.remove('node-pool');
