@@ -73,6 +73,21 @@ func (c *Client) Snapshots(ctx context.Context) ([]SnapshotInfo, error) {
 	return out, c.call(ctx, http.MethodGet, "/v1/snapshots", nil, &out)
 }
 
+// PushedSnapshot is where PushSnapshot put a snapshot.
+type PushedSnapshot struct {
+	// Reference is the pushed image: Image(p.Reference) starts from it wherever it can be pulled.
+	Reference string `json:"reference"`
+	Digest    string `json:"digest"`
+}
+
+// PushSnapshot pushes snapshot name to a registry as image reference (with the agent's
+// registry credentials).
+func (c *Client) PushSnapshot(ctx context.Context, name, reference string) (*PushedSnapshot, error) {
+	var out PushedSnapshot
+	body := map[string]string{"reference": reference}
+	return &out, c.call(ctx, http.MethodPost, "/v1/snapshots/"+url.PathEscape(name)+"/push", body, &out)
+}
+
 // RemoveSnapshot deletes snapshot name (ErrSnapshotInUse while a sandbox made from it exists).
 func (c *Client) RemoveSnapshot(ctx context.Context, name string) error {
 	return c.call(ctx, http.MethodDelete, "/v1/snapshots/"+url.PathEscape(name), nil, nil)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -305,7 +306,22 @@ func poolAndSnapshot(ctx context.Context, t *testing.T, c *microsandbox.Client) 
 	if snaps, err := c.Snapshots(ctx); err != nil || len(snaps) != 1 || snaps[0].Name != "go-snap" {
 		t.Fatalf("snapshots: %+v %v", snaps, err)
 	}
+	reference := fmt.Sprintf("127.0.0.1:5000/msb-test/go-snap:%d", os.Getpid())
+	pushed, err := c.PushSnapshot(ctx, "go-snap", reference)
+	if err != nil || pushed.Reference != reference || !strings.HasPrefix(pushed.Digest, "sha256:") {
+		t.Fatalf("push: %+v %v", pushed, err)
+	}
 	if err := c.RemoveSnapshot(ctx, "go-snap"); err != nil {
+		t.Fatal(err)
+	}
+	pulled, err := c.Create(ctx, "go-pulled", microsandbox.Image(reference), microsandbox.Isolation("container"), microsandbox.Detached())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept, err := pulled.ReadFile(ctx, "/tmp/snap"); err != nil || string(kept) != "kept\n" {
+		t.Fatalf("file of the pushed snapshot: %q %v", kept, err)
+	}
+	if err := pulled.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.RemovePool(ctx, "go-pool"); err != nil {
