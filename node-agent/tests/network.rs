@@ -364,6 +364,83 @@ async fn network_survives_an_agent_restart_and_is_removed_with_the_sandbox() {
         .exists());
 }
 
+/// The host side of a sandbox's link serves it a resolver (and, with secrets, a proxy) on its
+/// own gateway address; another sandbox must not use them: a resolver that forwards any name
+/// would be a DNS channel out of a sandbox with no network, a proxy a way around its policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_reaches_only_its_own_gateway() {
+    let world = World::new();
+    let args = world.agent_args();
+    let agent = TestAgent::start_with(
+        "network-gateways",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let c = agent.client();
+    for (name, network, secrets) in [
+        (
+            "open",
+            serde_json::json!({"policy": "allow_all"}),
+            serde_json::json!([{"env": "API_KEY", "value": "sk-x", "allow_hosts": ["api.secret.test"]}]),
+        ),
+        // (An allowed name gives it a link and a resolver that forwards only that name.)
+        (
+            "closed",
+            serde_json::json!({"policy": "none", "allow": ["api.allowed.test"]}),
+            serde_json::json!([]),
+        ),
+    ] {
+        let req: CreateSandbox = serde_json::from_value(serde_json::json!({
+            "name": name, "image": "busybox", "detached": true, "isolation": "container",
+            "memory_mib": 64, "network": network, "secrets": secrets,
+        }))
+        .unwrap();
+        c.create(req).await.unwrap();
+    }
+    let gateway = |name: &'static str| {
+        let c = c.clone();
+        async move {
+            let conf = sh(&c, name, "cat /etc/resolv.conf").await;
+            conf.stdout_str()
+                .lines()
+                .find_map(|l| l.strip_prefix("nameserver "))
+                .unwrap_or_else(|| panic!("{name}: {}", conf.stderr_str()))
+                .trim()
+                .to_string()
+        }
+    };
+    let (open_gw, closed_gw) = (gateway("open").await, gateway("closed").await);
+    assert_ne!(open_gw, closed_gw);
+    let probe = |gw: &str| {
+        format!(
+            "nslookup public.test {gw} >/dev/null 2>&1 && echo dns; \
+             nc -w 1 {gw} {http} </dev/null >/dev/null 2>&1 && echo proxy; true",
+            http = microsandbox_agent::network::plan::PROXY_HTTP_PORT,
+        )
+    };
+    // Control: the open sandbox resolves and reaches its proxy through its own gateway.
+    let own = sh(&c, "open", &probe(&open_gw)).await;
+    assert_eq!(
+        own.stdout_str().split_whitespace().collect::<Vec<_>>(),
+        ["dns", "proxy"],
+        "{}",
+        agent.log()
+    );
+    // The closed one sends the same packets to the open one's gateway: nothing answers.
+    let other = sh(&c, "closed", &probe(&open_gw)).await;
+    assert_eq!(
+        other.stdout_str().trim(),
+        "",
+        "a sandbox used another's gateway"
+    );
+    // Nor the other way round (the closed sandbox's own resolver forwards nothing).
+    let back = sh(&c, "open", &probe(&closed_gw)).await;
+    assert_eq!(back.stdout_str().trim(), "");
+    for name in ["open", "closed"] {
+        c.remove(name).await.unwrap();
+    }
+    assert_eq!(world.leftovers(), Vec::<String>::new());
+}
+
 /// Python in the sandbox: GET each URL with `Authorization: Bearer $API_KEY`; prints
 /// `[[status, body], ...]`.
 const FETCH: &str = r#"

@@ -93,7 +93,9 @@ impl Uplink {
     /// Names of the interfaces of the uplink namespace.
     pub async fn link_names(&self) -> io::Result<Vec<String>> {
         let out = command("ip", self.netns.as_deref())?
-            .args(["-o", "link", "show"]).output().await?;
+            .args(["-o", "link", "show"])
+            .output()
+            .await?;
         if !out.status.success() {
             return Err(failed("ip link show", &out));
         }
@@ -108,7 +110,9 @@ impl Uplink {
     /// Names of the chains and sets of `table` (inet) in the uplink namespace.
     pub async fn table_objects(&self, table: &str) -> io::Result<Vec<String>> {
         let out = command("nft", self.netns.as_deref())?
-            .args(["list", "table", "inet", table]).output().await?;
+            .args(["list", "table", "inet", table])
+            .output()
+            .await?;
         if !out.status.success() {
             return Err(failed("nft list table", &out));
         }

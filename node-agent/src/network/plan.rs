@@ -213,7 +213,9 @@ fn set_elements(nets: &[Ipv4Net]) -> String {
 ///
 /// - forward: replies pass; a packet from a sandbox interface goes to its chain; nothing else
 ///   may open a connection *to* a sandbox (published ports go through the agent).
-/// - input: a sandbox reaches the host only for DNS on its gateway (the agent's resolver).
+/// - input: a sandbox reaches the host only for DNS (and, with secrets, the egress proxy) on
+///   its own gateway: an address of the interface the packet came in on (`fib daddr . iif`),
+///   never another sandbox's gateway, whose resolver and proxy apply that sandbox's policy.
 /// - postrouting: sandbox traffic leaving through another interface is masqueraded.
 pub fn base_ruleset(pool: Ipv4Net, blocked: &[Ipv4Net]) -> String {
     format!(
@@ -231,8 +233,8 @@ add rule inet {TABLE} forward oifname \"{HOST_IF_PREFIX}*\" drop
 add chain inet {TABLE} input {{ type filter hook input priority 0; policy accept; }}
 flush chain inet {TABLE} input
 add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" ct state established,related accept
-add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" meta l4proto {{ udp, tcp }} th dport 53 fib daddr type local accept
-add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" tcp dport {{ {PROXY_HTTP_PORT}, {PROXY_HTTPS_PORT} }} fib daddr type local accept
+add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" meta l4proto {{ udp, tcp }} th dport 53 fib daddr . iif type local accept
+add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" tcp dport {{ {PROXY_HTTP_PORT}, {PROXY_HTTPS_PORT} }} fib daddr . iif type local accept
 add rule inet {TABLE} input iifname \"{HOST_IF_PREFIX}*\" drop
 add map inet {TABLE} intercept {{ type ifname : verdict; }}
 add chain inet {TABLE} prerouting {{ type nat hook prerouting priority -100; policy accept; }}
@@ -523,6 +525,16 @@ mod tests {
         assert!(base.contains("add element inet microsandbox blocked { 0.0.0.0/8, 10.0.0.0/8,"));
         assert!(base.contains("ip saddr 10.213.0.0/16 oifname != \"msb*\" masquerade"));
         assert!(base.contains("iifname \"msb*\" drop"));
+        // The resolver and proxy only on the gateway of the interface a packet came in on.
+        let input: Vec<&str> = base
+            .lines()
+            .filter(|l| l.contains(" input ") && l.contains("accept"))
+            .collect();
+        assert!(input.iter().filter(|l| l.contains("dport")).count() == 2);
+        assert!(input
+            .iter()
+            .filter(|l| l.contains("dport"))
+            .all(|l| l.contains("fib daddr . iif type local accept")));
         let a = Addressing::new(pool, 10).unwrap();
         let allow = Allow::parse(&spec(&["10.1.0.0/16"])).unwrap();
         let r = sandbox_ruleset(&a, NetworkPolicy::PublicOnly, &allow, false);
