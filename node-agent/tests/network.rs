@@ -346,8 +346,75 @@ async fn network_survives_an_agent_restart_and_is_removed_with_the_sandbox() {
         "{before}"
     );
     agent.kill9();
+    // Make the rules what an older agent version left: a chain of its own for every sandbox
+    // and no `sources` element. The restarted agent must move it to the shared chain of its
+    // policy and restore its source address (or its traffic would be dropped).
+    let nft = |script: &str| {
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &world.uplink, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let list = |what: &str| {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &world.uplink,
+                "nft",
+                "list",
+                what,
+                "inet",
+                "microsandbox",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let sources = list("table");
+    let (host_if, addr) = sources
+        .lines()
+        .find_map(|l| {
+            let l = l.trim().strip_prefix("elements = {")?;
+            let l = l.trim_end_matches('}').trim();
+            let (i, a) = l.split_once(" . ")?;
+            Some((i.trim_matches('"').to_string(), a.trim().to_string()))
+        })
+        .unwrap_or_else(|| panic!("no sources element in\n{sources}"));
+    let index = host_if.trim_start_matches("msb");
+    nft(&format!(
+        "delete element inet microsandbox sources {{ \"{host_if}\" . {addr} }}
+add chain inet microsandbox sbx_{index}
+add rule inet microsandbox sbx_{index} ip saddr != {addr} drop
+add rule inet microsandbox sbx_{index} ip daddr @blocked drop
+add rule inet microsandbox sbx_{index} accept
+delete element inet microsandbox sandboxes {{ \"{host_if}\" }}
+add element inet microsandbox sandboxes {{ \"{host_if}\" : jump sbx_{index} }}
+"
+    ));
     agent.restart();
     let c = agent.client();
+    let table = list("table");
+    assert!(!table.contains(&format!("chain sbx_{index}")), "{table}");
+    assert!(
+        table.contains(&format!("\"{host_if}\" : jump policy_public_only")),
+        "{table}"
+    );
     // Rules and links outlived the agent; its resolver came back with it.
     let after = sh(&c, "keep", &probe).await.stdout_str().to_string();
     assert_eq!(
@@ -438,6 +505,87 @@ async fn a_sandbox_reaches_only_its_own_gateway() {
     for name in ["open", "closed"] {
         c.remove(name).await.unwrap();
     }
+    assert_eq!(world.leftovers(), Vec::<String>::new());
+}
+
+/// Packets a sandbox sends from an address that is not its own are dropped where they leave
+/// its link, whatever its policy allows (here: anything). The test itself gives the sandbox's
+/// interface two more addresses (a sandbox cannot: it has no CAP_NET_ADMIN) and sends from
+/// each address to a test host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_source_addresses_are_dropped() {
+    let world = World::new();
+    let args = world.agent_args();
+    let agent = TestAgent::start_with(
+        "network-spoof",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let c = agent.client();
+    let req: CreateSandbox = serde_json::from_value(serde_json::json!({
+        "name": "spoof", "image": "busybox", "detached": true, "isolation": "container",
+        "memory_mib": 64, "network": {"policy": "allow_all"},
+    }))
+    .unwrap();
+    c.create(req).await.unwrap();
+    let netns = format!(
+        "{}spoof",
+        microsandbox_agent::network::netns_prefix(&agent.state)
+    );
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &netns])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let own: std::net::Ipv4Addr = ip(&["-4", "-o", "addr", "show", "dev", "eth0"])
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("the sandbox's address");
+    // Another sandbox's address in the pool (the next /30), and one outside it.
+    let neighbour = std::net::Ipv4Addr::from(u32::from(own) + 4);
+    let outside: std::net::Ipv4Addr = "192.0.2.99".parse().unwrap();
+    for fake in [neighbour, outside] {
+        ip(&["addr", "add", &format!("{fake}/32"), "dev", "eth0"]);
+    }
+    // One datagram from each address to a test host, which records what arrives (a spoofed
+    // packet needs no answer to do harm).
+    let sink = world.udp_sink(PUBLIC, 9);
+    for source in [own, neighbour, outside] {
+        let script = format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('{source}', 0))\ns.sendto(b'from {source}', ('{PUBLIC}', 9))"
+        );
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "python3", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The sandbox's own datagram is the control: once it arrived, the others had their time.
+    let expected = vec![format!("from {own}")];
+    for _ in 0..50 {
+        if !sink.lock().unwrap().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(*sink.lock().unwrap(), expected, "spoofed datagrams got out");
+    c.remove("spoof").await.unwrap();
     assert_eq!(world.leftovers(), Vec::<String>::new());
 }
 

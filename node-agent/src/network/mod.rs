@@ -436,10 +436,30 @@ impl NetworkManager {
                 }
             }
         }
+        // Every kept sandbox's `sources` element: sandboxes of an agent version that had no such
+        // set lost their forwarded packets from the first resume (which made the set) to here.
+        let addressings: Vec<&Addressing> = keep.iter().map(|a| &a.addressing).collect();
+        if let Some(script) = plan::sources_of(&addressings) {
+            if let Err(e) = self.uplink.nft(&script).await {
+                tracing::warn!(error = %e, "cannot add the kept sandboxes' source addresses");
+            }
+        }
         // Chains and sets of sandboxes no record claims: a create cut between its rules and its
         // record.
         let kept: BTreeSet<u32> = keep.iter().map(|a| a.addressing.index).collect();
         if let Ok(names) = self.uplink.table_objects(plan::TABLE).await {
+            // Kept sandboxes without allow entries that still have a chain of their own (made
+            // by an agent version that gave every sandbox one) move to their policy's chain.
+            let chains: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+            for att in keep {
+                let shared = Self::allow_for(att).is_ok_and(|(a, _)| !plan::needs_own_chain(&a));
+                if shared && chains.contains(att.addressing.chain().as_str()) {
+                    let script = plan::to_shared_chain(&att.addressing, att.spec.policy);
+                    if let Err(e) = self.uplink.nft(&script).await {
+                        tracing::warn!(netns = %att.netns, error = %e, "cannot move a sandbox to its policy's chain");
+                    }
+                }
+            }
             let stale: BTreeSet<u32> = names
                 .iter()
                 .filter_map(|n| plan::object_index(n))
@@ -473,17 +493,19 @@ impl NetworkManager {
                 h.abort();
             }
         }
-        // Whether it has a DNS set follows from its allow list; a record of an agent that
-        // always made one (or an unreadable secrets file) gets the other script if this fails.
-        let dns = Self::allow_for(att).map_or(true, |(allow, _)| allow.has_domains());
+        // Its own chain and DNS set follow from its allow list. One transaction removes what
+        // the record says exists; when that fails (an unreadable secrets file, rules a crash
+        // left half made or already removed), each object is removed on its own.
+        let (own, dns) = Self::allow_for(att).map_or((true, true), |(allow, _)| {
+            (plan::needs_own_chain(&allow), allow.has_domains())
+        });
         let intercept = att.secrets_file.is_some();
-        for dns in [dns, !dns] {
-            let script = plan::sandbox_teardown(&att.addressing, intercept, dns);
-            match self.uplink.nft(&script).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::debug!(netns = %att.netns, error = %e, "nftables rules already gone")
-                }
+        let script = plan::sandbox_teardown(&att.addressing, intercept, own, dns);
+        if let Err(e) = self.uplink.nft(&script).await {
+            tracing::debug!(netns = %att.netns, error = %e, "nftables rules not as recorded; removing each");
+            for statement in plan::sandbox_sweep(&att.addressing) {
+                // Each may find its object already gone.
+                let _gone = self.uplink.nft(&statement).await;
             }
         }
         self.uplink.unplug(&att.netns, &att.addressing).await;

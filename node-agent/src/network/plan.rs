@@ -207,12 +207,35 @@ fn set_elements(nets: &[Ipv4Net]) -> String {
         .join(", ")
 }
 
-/// The agent's table, created at start (an `nft -f` script): the `blocked` set, the
-/// `sandboxes` verdict map (host interface -> that sandbox's chain) and the base chains. The
-/// base chains are flushed and refilled, so a restart changes no sandbox's own chain.
+/// Chain of the table that applies `policy` to sandboxes without allow entries of their own
+/// (most of them): they share it, so a create adds two elements to the table and no chain.
+pub fn policy_chain(policy: NetworkPolicy) -> &'static str {
+    match policy {
+        NetworkPolicy::None => "policy_none",
+        NetworkPolicy::PublicOnly => "policy_public_only",
+        NetworkPolicy::AllowAll => "policy_allow_all",
+    }
+}
+
+/// Whether a sandbox with this allowlist needs a chain of its own (its allowed CIDRs and the
+/// addresses its allowed names resolve to come before the policy).
+pub fn needs_own_chain(allow: &Allow) -> bool {
+    !allow.cidrs.is_empty() || allow.has_domains()
+}
+
+/// The agent's table, created at start (an `nft -f` script): the `blocked` set, the `sources`
+/// set (host interface . the sandbox address behind it), the `sandboxes` verdict map (host
+/// interface -> that sandbox's chain, or the shared chain of its policy), the shared policy
+/// chains and the base chains. The base and policy chains are flushed and refilled, so a
+/// restart changes no sandbox's own chain.
 ///
-/// - forward: replies pass; a packet from a sandbox interface goes to its chain; nothing else
-///   may open a connection *to* a sandbox (published ports go through the agent).
+/// Every `nft` call loads the table's chains before it runs, so a chain per sandbox made each
+/// create cost more the more sandboxes ran; sandboxes without allow entries share a chain.
+///
+/// - forward: a packet from a sandbox interface must be IPv4 from the address of that
+///   sandbox (`sources`; checked before conntrack, so a spoofed packet cannot ride another
+///   sandbox's connection); replies pass; then the sandbox's chain decides; nothing else may
+///   open a connection *to* a sandbox (published ports go through the agent).
 /// - input: a sandbox reaches the host only for DNS (and, with secrets, the egress proxy) on
 ///   its own gateway: an address of the interface the packet came in on (`fib daddr . iif`),
 ///   never another sandbox's gateway, whose resolver and proxy apply that sandbox's policy.
@@ -223,9 +246,22 @@ pub fn base_ruleset(pool: Ipv4Net, blocked: &[Ipv4Net]) -> String {
 add set inet {TABLE} blocked {{ type ipv4_addr; flags interval; }}
 flush set inet {TABLE} blocked
 add element inet {TABLE} blocked {{ {blocked} }}
+add set inet {TABLE} sources {{ type ifname . ipv4_addr; }}
+add chain inet {TABLE} policy_none
+flush chain inet {TABLE} policy_none
+add rule inet {TABLE} policy_none drop
+add chain inet {TABLE} policy_public_only
+flush chain inet {TABLE} policy_public_only
+add rule inet {TABLE} policy_public_only ip daddr @blocked drop
+add rule inet {TABLE} policy_public_only accept
+add chain inet {TABLE} policy_allow_all
+flush chain inet {TABLE} policy_allow_all
+add rule inet {TABLE} policy_allow_all accept
 add map inet {TABLE} sandboxes {{ type ifname : verdict; }}
 add chain inet {TABLE} forward {{ type filter hook forward priority 0; policy accept; }}
 flush chain inet {TABLE} forward
+add rule inet {TABLE} forward iifname \"{HOST_IF_PREFIX}*\" meta nfproto != ipv4 drop
+add rule inet {TABLE} forward iifname \"{HOST_IF_PREFIX}*\" iifname . ip saddr != @sources drop
 add rule inet {TABLE} forward ct state established,related accept
 add rule inet {TABLE} forward iifname vmap @sandboxes
 add rule inet {TABLE} forward iifname \"{HOST_IF_PREFIX}*\" drop
@@ -248,11 +284,14 @@ add rule inet {TABLE} postrouting ip saddr {pool} oifname != \"{HOST_IF_PREFIX}*
     )
 }
 
-/// The rules of one sandbox (an `nft -f` script): its chain (allowed CIDRs inline, as an
-/// anonymous set of the rule), the set of addresses its allowed domains resolved to (each for the
-/// answer's TTL; only when it has allowed domains) and its entry in the verdict map.
-/// Order in the chain: anything not from the sandbox's own address (spoofing) or not IPv4 is
-/// dropped; allowed destinations pass; then the policy decides.
+/// The rules of one sandbox (an `nft -f` script): its element of `sources`, its entry in the
+/// verdict map and, with allow entries ([`needs_own_chain`]), its own chain (allowed CIDRs
+/// inline, as an anonymous set of the rule) and the set of addresses its allowed domains
+/// resolve to (each for the answer's TTL; only when it has allowed domains); without, the
+/// entry jumps to the shared chain of its policy ([`policy_chain`]).
+/// Order in its own chain: anything not from the sandbox's own address (spoofing) or not IPv4
+/// is dropped (again: the forward chain checked already); allowed destinations pass; then the
+/// policy decides.
 ///
 /// Named sets are what every later `nft` call of the node pays for (it loads the table's sets
 /// with their elements before it runs: a set per sandbox made each create and removal cost
@@ -266,7 +305,19 @@ pub fn sandbox_ruleset(
 ) -> String {
     let chain = a.chain();
     let dns_set = a.dns_set();
-    let mut s = String::new();
+    let mut s = format!(
+        "add element inet {TABLE} sources {{ {} }}\n",
+        source_element(a)
+    );
+    if !needs_own_chain(allow) {
+        s.push_str(&format!(
+            "add element inet {TABLE} sandboxes {{ \"{}\" : jump {} }}\n",
+            a.host_if,
+            policy_chain(policy)
+        ));
+        s.push_str(&intercept_rules(a, intercept));
+        return s;
+    }
     if allow.has_domains() {
         s.push_str(&format!(
             "add set inet {TABLE} {dns_set} {{ type ipv4_addr; flags timeout; }}
@@ -304,8 +355,19 @@ add rule inet {TABLE} {chain} ip saddr != {sandbox} drop
         "add element inet {TABLE} sandboxes {{ \"{}\" : jump {chain} }}\n",
         a.host_if
     ));
+    s.push_str(&intercept_rules(a, intercept));
+    s
+}
+
+/// `sources` element of sandbox `a`: its host interface . its address.
+fn source_element(a: &Addressing) -> String {
+    format!("\"{}\" . {}", a.host_if, a.sandbox)
+}
+
+/// With `intercept`: HTTP(S) of a sandbox with secrets goes to its egress proxy on the gateway.
+fn intercept_rules(a: &Addressing, intercept: bool) -> String {
+    let mut s = String::new();
     if intercept {
-        // HTTP(S) of a sandbox with secrets goes to its egress proxy on the gateway.
         let nat = a.nat_chain();
         let gw = a.gateway;
         s.push_str(&format!(
@@ -323,9 +385,10 @@ add element inet {TABLE} intercept {{ \"{}\" : jump {nat} }}
 }
 
 /// Removes what [`sandbox_ruleset`] added (an `nft -f` script; the map entry first, so no
-/// packet jumps to a chain being deleted). `dns_set`: whether it has the set of resolved
-/// addresses (it had allowed domains).
-pub fn sandbox_teardown(a: &Addressing, intercept: bool, dns_set: bool) -> String {
+/// packet jumps to a chain being deleted). `own_chain`: whether it has a chain of its own
+/// ([`needs_own_chain`]); `dns_set`: whether it has the set of resolved addresses (it had
+/// allowed domains).
+pub fn sandbox_teardown(a: &Addressing, intercept: bool, own_chain: bool, dns_set: bool) -> String {
     let mut s = String::new();
     if intercept {
         s.push_str(&format!(
@@ -335,14 +398,47 @@ pub fn sandbox_teardown(a: &Addressing, intercept: bool, dns_set: bool) -> Strin
         ));
     }
     s.push_str(&format!(
-        "delete element inet {TABLE} sandboxes {{ \"{}\" }}\ndelete chain inet {TABLE} {}\n",
-        a.host_if,
-        a.chain(),
+        "delete element inet {TABLE} sandboxes {{ \"{}\" }}\n",
+        a.host_if
     ));
+    if own_chain {
+        s.push_str(&format!("delete chain inet {TABLE} {}\n", a.chain()));
+    }
     if dns_set {
         s.push_str(&format!("delete set inet {TABLE} {}\n", a.dns_set()));
     }
+    s.push_str(&format!(
+        "delete element inet {TABLE} sources {{ {} }}\n",
+        source_element(a)
+    ));
     s
+}
+
+/// Adds the `sources` elements of sandboxes `kept` (an agent restarted over sandboxes of a
+/// version that had none; adding an element that exists changes nothing). `None` for none.
+pub fn sources_of(kept: &[&Addressing]) -> Option<String> {
+    if kept.is_empty() {
+        return None;
+    }
+    let elements: Vec<String> = kept.iter().map(|a| source_element(a)).collect();
+    Some(format!(
+        "add element inet {TABLE} sources {{ {} }}\n",
+        elements.join(", ")
+    ))
+}
+
+/// Moves sandbox `a` (no allow entries) from a chain of its own (made by an agent version that
+/// gave every sandbox one) to the shared chain of `policy`, in one transaction.
+pub fn to_shared_chain(a: &Addressing, policy: NetworkPolicy) -> String {
+    format!(
+        "delete element inet {TABLE} sandboxes {{ \"{if_}\" }}
+add element inet {TABLE} sandboxes {{ \"{if_}\" : jump {shared} }}
+delete chain inet {TABLE} {own}
+",
+        if_ = a.host_if,
+        shared = policy_chain(policy),
+        own = a.chain(),
+    )
 }
 
 /// Index of a sandbox's chain or set in [`TABLE`] (`sbx_1f`, `nat_1f`, `dns_1f`); `None` for
@@ -370,6 +466,10 @@ pub fn sandbox_sweep(a: &Addressing) -> Vec<String> {
         format!("delete chain inet {TABLE} {}", a.nat_chain()),
         format!("delete chain inet {TABLE} {}", a.chain()),
         format!("delete set inet {TABLE} {}", a.dns_set()),
+        format!(
+            "delete element inet {TABLE} sources {{ {} }}",
+            source_element(a)
+        ),
     ]
 }
 
@@ -408,7 +508,7 @@ mod tests {
         }
         let a = Addressing::new("10.213.0.0/16".parse().unwrap(), 0x1f).unwrap();
         let sweep = sandbox_sweep(&a);
-        assert_eq!(sweep.len(), 5);
+        assert_eq!(sweep.len(), 6);
         assert!(sweep.iter().all(|s| s.lines().count() == 1));
         let pos = |needle: &str| sweep.iter().position(|s| s.contains(needle)).unwrap();
         assert!(pos("sandboxes {") < pos("chain inet microsandbox sbx_1f"));
@@ -542,7 +642,7 @@ mod tests {
         let with_secrets = sandbox_ruleset(&a, NetworkPolicy::PublicOnly, &allow, true);
         assert!(with_secrets.contains("tcp dport 443 dnat ip to 10.213.0.41:15443"));
         assert!(with_secrets.contains("intercept { \"msba\" : jump nat_a }"));
-        assert!(sandbox_teardown(&a, true, false)
+        assert!(sandbox_teardown(&a, true, true, false)
             .starts_with("delete element inet microsandbox intercept"));
         let lines: Vec<&str> = r.lines().collect();
         let pos = |needle: &str| {
@@ -556,27 +656,61 @@ mod tests {
         assert!(pos("ip saddr != 10.213.0.42 drop") < pos("ip daddr { 10.1.0.0/16 } accept"));
         // No domains: no named set (every later nft call would load it).
         assert!(!r.contains("add set"));
-        assert!(!sandbox_teardown(&a, false, false).contains("delete set"));
+        assert!(!sandbox_teardown(&a, false, true, false).contains("delete set"));
         let domains = Allow::parse(&spec(&["pypi.org", "10.1.0.0/16"])).unwrap();
         let d = sandbox_ruleset(&a, NetworkPolicy::PublicOnly, &domains, false);
         let dl: Vec<&str> = d.lines().collect();
         let dpos = |needle: &str| dl.iter().position(|l| l.contains(needle)).unwrap();
         assert!(dpos("add set inet microsandbox dns_a") < dpos("ip daddr @dns_a accept"));
         assert!(dpos("ip daddr @dns_a accept") < dpos("ip daddr @blocked drop"));
-        assert!(sandbox_teardown(&a, false, true).ends_with("delete set inet microsandbox dns_a\n"));
+        assert!(sandbox_teardown(&a, false, true, true).contains(
+            "delete chain inet microsandbox sbx_a\ndelete set inet microsandbox dns_a\n"
+        ));
         assert!(r.contains("sandboxes { \"msba\" : jump sbx_a }"));
-        let none = sandbox_ruleset(&a, NetworkPolicy::None, &Allow::default(), false);
-        assert!(none
-            .trim_end()
-            .lines()
-            .rev()
-            .nth(1)
-            .unwrap()
-            .ends_with("sbx_a drop"));
-        assert!(!none.contains("ip daddr {"));
-        let all = sandbox_ruleset(&a, NetworkPolicy::AllowAll, &Allow::default(), false);
-        assert!(!all.contains("@blocked"));
-        let down = sandbox_teardown(&a, false, false);
-        assert!(down.starts_with("delete element inet microsandbox sandboxes { \"msba\" }"));
+        // Without allow entries: no chain of its own, the shared chain of its policy.
+        for (policy, chain) in [
+            (NetworkPolicy::None, "policy_none"),
+            (NetworkPolicy::PublicOnly, "policy_public_only"),
+            (NetworkPolicy::AllowAll, "policy_allow_all"),
+        ] {
+            let shared = sandbox_ruleset(&a, policy, &Allow::default(), false);
+            assert_eq!(
+                shared,
+                format!(
+                    "add element inet microsandbox sources {{ \"msba\" . 10.213.0.42 }}\n\
+                     add element inet microsandbox sandboxes {{ \"msba\" : jump {chain} }}\n"
+                )
+            );
+            assert!(base.contains(&format!("add chain inet microsandbox {chain}\n")));
+        }
+        assert!(base.contains("policy_none drop\n"));
+        assert!(base.contains("policy_public_only ip daddr @blocked drop\n"));
+        assert!(base.contains("policy_allow_all accept\n"));
+        // Every sandbox is in `sources`; own chains too.
+        assert!(r.starts_with("add element inet microsandbox sources { \"msba\" . 10.213.0.42 }"));
+        let down = sandbox_teardown(&a, false, false, false);
+        assert_eq!(
+            down,
+            "delete element inet microsandbox sandboxes { \"msba\" }\n\
+             delete element inet microsandbox sources { \"msba\" . 10.213.0.42 }\n"
+        );
+        // The forward chain checks the source before conntrack and the sandbox's chain.
+        let fwd: Vec<&str> = base.lines().filter(|l| l.contains(" forward ")).collect();
+        let fpos = |needle: &str| fwd.iter().position(|l| l.contains(needle)).unwrap();
+        assert!(fpos("iifname . ip saddr != @sources drop") < fpos("ct state established"));
+        assert!(fpos("meta nfproto != ipv4 drop") < fpos("ct state established"));
+        assert!(fpos("ct state established") < fpos("vmap @sandboxes"));
+        // Restart over an older agent's sandboxes.
+        let b = Addressing::new(pool, 11).unwrap();
+        assert_eq!(sources_of(&[]), None);
+        assert_eq!(
+            sources_of(&[&a, &b]).unwrap(),
+            "add element inet microsandbox sources { \"msba\" . 10.213.0.42, \"msbb\" . 10.213.0.46 }\n"
+        );
+        let moved = to_shared_chain(&a, NetworkPolicy::PublicOnly);
+        let ml: Vec<&str> = moved.lines().collect();
+        assert_eq!(ml.len(), 3);
+        assert!(ml[1].ends_with("{ \"msba\" : jump policy_public_only }"));
+        assert_eq!(ml[2], "delete chain inet microsandbox sbx_a");
     }
 }

@@ -341,6 +341,25 @@ impl World {
         seen
     }
 
+    /// A UDP socket on `addr:port` in the hosts namespace recording each datagram's text (it
+    /// answers nothing: what arrives is seen whether or not a reply could find its way back).
+    pub fn udp_sink(&self, addr: &str, port: u16) -> Seen {
+        let seen: Seen = Default::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (addr, record) = (addr.to_string(), seen.clone());
+        spawn_in(&self.hosts, move || {
+            let s = UdpSocket::bind((addr.as_str(), port)).expect("udp sink");
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 1500];
+            while let Ok(n) = s.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                record.lock().unwrap().push(text);
+            }
+        });
+        rx.recv().unwrap();
+        seen
+    }
+
     /// A plain HTTP server on `addr:80` in the hosts namespace recording request heads.
     pub fn http_server(&self, addr: &str) -> Seen {
         let seen: Seen = Default::default();

@@ -339,17 +339,8 @@ impl ClusterConnection {
             return self.claim_sandbox(req, pool).await;
         }
         let object = object::sandbox_object(&self.0.namespace, req)?;
-        let api = self.api::<SandboxObject>();
-        let created = api
-            .create(&PostParams::default(), &object)
-            .await
-            .map_err(|e| api_error::<SandboxObject>(&format!("create Sandbox {}", req.name), e))?;
-        let guard = DeleteOnDrop {
-            api: api.clone(),
-            name: req.name.clone(),
-            armed: true,
-        };
-        let started = self.start(api, &created, req).await;
+        let (created, guard) = self.create_owned(&req.name, &object).await?;
+        let started = self.start(self.api(), &created, req).await;
         guard.settle(started).await
     }
 
@@ -362,22 +353,11 @@ impl ClusterConnection {
         pool: &str,
     ) -> Result<(SandboxObject, AgentClient, SandboxInfo), ClusterError> {
         let claim = object::claim_object(&self.0.namespace, req, pool)?;
-        let claims = self.api::<SandboxClaim>();
-        claims
-            .create(&PostParams::default(), &claim)
-            .await
-            .map_err(|e| {
-                api_error::<SandboxClaim>(&format!("create SandboxClaim {}", req.name), e)
-            })?;
-        let guard = DeleteOnDrop {
-            api: claims.clone(),
-            name: req.name.clone(),
-            armed: true,
-        };
+        let (_, guard) = self.create_owned(&req.name, &claim).await?;
         let claimed = async {
             let ready = self
                 .wait(
-                    claims,
+                    self.api::<SandboxClaim>(),
                     &req.name,
                     self.0.options.ready_timeout,
                     object::claim_outcome,
@@ -402,6 +382,41 @@ impl ClusterConnection {
             Ok((sandbox, client, info))
         };
         guard.settle(claimed.await).await
+    }
+
+    /// Create `object` (named `name`): the object as created, and the guard that deletes it again
+    /// unless the caller's steps succeed (a failure, timeout or dropped future leaves nothing).
+    async fn create_owned<K: Object>(
+        &self,
+        name: &str,
+        object: &K,
+    ) -> Result<(K, DeleteOnDrop<K>), ClusterError> {
+        let api = self.api::<K>();
+        let created = api
+            .create(&PostParams::default(), object)
+            .await
+            .map_err(|e| api_error::<K>(&format!("create {} {name}", K::kind(&())), e))?;
+        let guard = DeleteOnDrop {
+            api,
+            name: name.to_string(),
+            armed: true,
+        };
+        Ok((created, guard))
+    }
+
+    /// [`Self::create_owned`], then wait (at most the ready timeout) until `outcome` is no
+    /// longer Waiting; deleted again unless it became Ready.
+    async fn create_and_wait<K: Object>(
+        &self,
+        name: &str,
+        object: &K,
+        outcome: fn(&K) -> Outcome,
+    ) -> Result<K, ClusterError> {
+        let (_, guard) = self.create_owned(name, object).await?;
+        let ready = self
+            .wait(self.api(), name, self.0.options.ready_timeout, outcome)
+            .await;
+        guard.settle(ready).await
     }
 
     /// The steps of [`Self::create_sandbox`] after the object exists.
@@ -629,30 +644,9 @@ impl ClusterConnection {
         sandbox: &str,
         name: &str,
     ) -> Result<microsandbox_crds::SandboxSnapshot, ClusterError> {
-        let api = self.api::<microsandbox_crds::SandboxSnapshot>();
         let object = object::snapshot_object(&self.0.namespace, name, sandbox);
-        api.create(&PostParams::default(), &object)
+        self.create_and_wait(name, &object, object::snapshot_outcome)
             .await
-            .map_err(|e| {
-                api_error::<microsandbox_crds::SandboxSnapshot>(
-                    &format!("create SandboxSnapshot {name}"),
-                    e,
-                )
-            })?;
-        let guard = DeleteOnDrop {
-            api: api.clone(),
-            name: name.to_string(),
-            armed: true,
-        };
-        let taken = self
-            .wait(
-                api,
-                name,
-                self.0.options.ready_timeout,
-                object::snapshot_outcome,
-            )
-            .await;
-        guard.settle(taken).await
     }
 
     /// Every SandboxSnapshot of the namespace.
@@ -677,24 +671,8 @@ impl ClusterConnection {
         placement: &Placement,
     ) -> Result<VolumeObject, ClusterError> {
         let object = object::volume_object(&self.0.namespace, name, quota_mib, placement)?;
-        let api = self.api::<VolumeObject>();
-        api.create(&PostParams::default(), &object)
+        self.create_and_wait(name, &object, object::volume_outcome)
             .await
-            .map_err(|e| api_error::<VolumeObject>(&format!("create Volume {name}"), e))?;
-        let guard = DeleteOnDrop {
-            api: api.clone(),
-            name: name.to_string(),
-            armed: true,
-        };
-        let ready = self
-            .wait(
-                api,
-                name,
-                self.0.options.ready_timeout,
-                object::volume_outcome,
-            )
-            .await;
-        guard.settle(ready).await
     }
 
     pub async fn volume_object(&self, name: &str) -> Result<VolumeObject, ClusterError> {
