@@ -17,6 +17,8 @@ pub enum ConditionType {
     Resolved,
     /// A Sandbox's secret values are sealed to its node's key.
     SecretsSealed,
+    /// A SandboxSnapshot's `spec.push` is done: the image is in the registry.
+    Pushed,
 }
 
 /// The `reason` of a Condition or an Event.
@@ -146,6 +148,16 @@ pub enum Reason {
     SnapshotTaken,
     /// The node-agent could not take the snapshot.
     SnapshotFailed,
+    /// Pushed=True of a SandboxSnapshot (also its Event).
+    SnapshotPushed,
+    /// The push is waiting for the snapshot to be taken, or for the operator to seal the
+    /// credentials of `spec.push.secretRef` to the node.
+    PushPending,
+    /// The registry refused the push or could not be reached (retried).
+    PushFailed,
+    /// `spec.push.secretRef` names no Secret, or one that holds no credentials for the
+    /// registry of `spec.push.image` (an Event of the operator; retried).
+    PushCredentialsNotFound,
 }
 
 impl Reason {
@@ -196,6 +208,7 @@ pub enum EventAction {
     Claim,
     Replenish,
     Snapshot,
+    Push,
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use microsandbox_wire::api::SecretSpec;
+use serde::{Deserialize, Serialize};
 
 type Kem = X25519HkdfSha256;
 type PrivateKey = <Kem as hpke::Kem>::PrivateKey;
@@ -26,6 +27,25 @@ type EncappedKey = <Kem as hpke::Kem>::EncappedKey;
 
 /// HPKE `info`: the purpose and format version of a payload.
 const INFO: &[u8] = b"microsandbox.dev sealed secrets v1";
+/// HPKE `info` of registry credentials (a SandboxSnapshot's push): a payload of one purpose
+/// never opens as the other.
+const CREDENTIALS_INFO: &[u8] = b"microsandbox.dev sealed registry credentials v1";
+
+/// A registry's user name and password (or token), as a docker config holds them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
 /// Longest payload accepted (base64 characters), the CRD's bound on `ciphertext`.
 pub const MAX_CIPHERTEXT: usize = 256 * 1024;
 
@@ -44,7 +64,8 @@ pub enum SealError {
     Malformed(String),
 }
 
-/// The Sandbox object a payload is for: the associated data of the seal.
+/// The object a payload is for (a Sandbox, or a SandboxSnapshot for its push credentials) on
+/// one node: the associated data of the seal.
 #[derive(Debug, Clone, Copy)]
 pub struct Binding<'a> {
     pub namespace: &'a str,
@@ -109,6 +130,30 @@ impl SealingKey {
         sealed: &SealedSecrets,
         binding: Binding<'_>,
     ) -> Result<Vec<SecretSpec>, SealError> {
+        let plain = self.open_bytes(sealed, INFO, binding)?;
+        // A fixed message: serde's would quote the (secret) input.
+        serde_json::from_slice(&plain)
+            .map_err(|_| SealError::Malformed("the opened payload is not a list of secrets".into()))
+    }
+
+    /// Open registry credentials sealed to this key for `binding` ([`seal_credentials`]).
+    pub fn open_credentials(
+        &self,
+        sealed: &SealedSecrets,
+        binding: Binding<'_>,
+    ) -> Result<RegistryCredentials, SealError> {
+        let plain = self.open_bytes(sealed, CREDENTIALS_INFO, binding)?;
+        serde_json::from_slice(&plain).map_err(|_| {
+            SealError::Malformed("the opened payload is not registry credentials".into())
+        })
+    }
+
+    fn open_bytes(
+        &self,
+        sealed: &SealedSecrets,
+        info: &[u8],
+        binding: Binding<'_>,
+    ) -> Result<Vec<u8>, SealError> {
         if sealed.recipient != self.public_b64() {
             return Err(SealError::WrongRecipient(sealed.recipient.clone()));
         }
@@ -120,18 +165,15 @@ impl SealingKey {
         let ct = B64
             .decode(&sealed.ciphertext)
             .map_err(|_| malformed("ciphertext is not base64"))?;
-        let plain = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
+        hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
             &OpModeR::Base,
             &self.private,
             &enc,
-            INFO,
+            info,
             &ct,
             &binding.aad(),
         )
-        .map_err(|_| SealError::DoesNotOpen)?;
-        // A fixed message: serde's would quote the (secret) input.
-        serde_json::from_slice(&plain)
-            .map_err(|_| SealError::Malformed("the opened payload is not a list of secrets".into()))
+        .map_err(|_| SealError::DoesNotOpen)
     }
 }
 
@@ -141,11 +183,31 @@ pub fn seal(
     binding: Binding<'_>,
     secrets: &[SecretSpec],
 ) -> Result<SealedSecrets, SealError> {
+    let plain = serde_json::to_vec(secrets).map_err(|e| SealError::Malformed(e.to_string()))?;
+    seal_bytes(recipient, INFO, binding, &plain)
+}
+
+/// Seal registry credentials to the node-agent key `recipient` for `binding` (a
+/// SandboxSnapshot on its node).
+pub fn seal_credentials(
+    recipient: &str,
+    binding: Binding<'_>,
+    credentials: &RegistryCredentials,
+) -> Result<SealedSecrets, SealError> {
+    let plain = serde_json::to_vec(credentials).map_err(|e| SealError::Malformed(e.to_string()))?;
+    seal_bytes(recipient, CREDENTIALS_INFO, binding, &plain)
+}
+
+fn seal_bytes(
+    recipient: &str,
+    info: &[u8],
+    binding: Binding<'_>,
+    plain: &[u8],
+) -> Result<SealedSecrets, SealError> {
     let raw = B64
         .decode(recipient.trim())
         .map_err(|_| SealError::BadKey)?;
     let pk = PublicKey::from_bytes(&raw).map_err(|_| SealError::BadKey)?;
-    let plain = serde_json::to_vec(secrets).map_err(|e| SealError::Malformed(e.to_string()))?;
     // base64 of ciphertext (plaintext + 16-byte tag) must fit the CRD's bound.
     if (plain.len() + 16).div_ceil(3) * 4 > MAX_CIPHERTEXT {
         return Err(SealError::TooLarge(plain.len()));
@@ -153,8 +215,8 @@ pub fn seal(
     let (enc, ct) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem>(
         &OpModeS::Base,
         &pk,
-        INFO,
-        &plain,
+        info,
+        plain,
         &binding.aad(),
     )
     .map_err(|_| SealError::BadKey)?;
@@ -183,6 +245,30 @@ mod tests {
         uid: "u-1",
         node: "n1",
     };
+
+    #[test]
+    fn credentials_open_only_as_credentials() {
+        let key = SealingKey::generate();
+        let creds = RegistryCredentials {
+            username: "robot".into(),
+            password: "pw-0123456789".into(),
+        };
+        let sealed = seal_credentials(&key.public_b64(), B, &creds).unwrap();
+        assert!(!sealed.ciphertext.contains("pw-0123"));
+        assert!(!format!("{creds:?}").contains("pw-0123"));
+        assert_eq!(key.open_credentials(&sealed, B).unwrap(), creds);
+        // Sealed for another object, or as secrets: does not open.
+        assert_eq!(
+            key.open_credentials(&sealed, Binding { uid: "u-2", ..B }),
+            Err(SealError::DoesNotOpen)
+        );
+        assert_eq!(key.open(&sealed, B), Err(SealError::DoesNotOpen));
+        let secrets = seal(&key.public_b64(), B, &secrets()).unwrap();
+        assert_eq!(
+            key.open_credentials(&secrets, B),
+            Err(SealError::DoesNotOpen)
+        );
+    }
 
     #[test]
     fn opens_only_with_the_key_and_binding_it_was_sealed_for() {

@@ -129,7 +129,10 @@ fn kubectl_get_shows_the_promised_columns_and_names() {
         ["Ready", "Desired", "Claimed", "Template", "Age"]
     );
     assert_eq!(columns(5), ["Ready", "Sandbox", "Launch", "Reason", "Age"]);
-    assert_eq!(columns(6), ["Sandbox", "Phase", "Node", "Layers", "Age"]);
+    assert_eq!(
+        columns(6),
+        ["Sandbox", "Phase", "Node", "Layers", "Pushed", "Age"]
+    );
 
     let names: Vec<_> = crds
         .iter()

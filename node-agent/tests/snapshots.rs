@@ -154,3 +154,55 @@ async fn a_pushed_snapshot_is_pulled_back_with_its_files() {
     c.remove("push-src2").await.unwrap();
     c.remove_snapshot("p2").await.unwrap();
 }
+
+/// A push to a registry that wants a password: the agent's `--registry-auth` for that registry
+/// is sent (an anonymous request is refused there), and a pull back uses it too; a push to it
+/// by an agent without credentials is refused with a typed error.
+#[tokio::test]
+async fn a_push_to_a_registry_with_a_password_uses_the_nodes_credentials() {
+    use microsandbox_testkit::registry::{self, AuthRegistry};
+    let reg = AuthRegistry::start();
+    assert_eq!(
+        reg.status_of("/v2/"),
+        Some(401),
+        "anonymous requests are refused"
+    );
+    let auth = format!("{}={}:{}", reg.addr, registry::USER, registry::PASSWORD);
+    let reference = format!("{}/msb-test/auth:1", reg.addr);
+
+    let without = TestAgent::start_with("snap-noauth", &["--insecure-registry", &reg.addr]);
+    let c = without.client();
+    create(&c, "na-src", "busybox").await;
+    c.pause("na-src").await.unwrap();
+    c.snapshot("na-src", "na").await.unwrap();
+    let refused = c.push_snapshot("na", &reference).await.unwrap_err();
+    assert!(
+        refused.is(ErrorCode::ImagePullFailed) && refused.to_string().contains("401"),
+        "{refused}"
+    );
+    c.remove("na-src").await.unwrap();
+    c.remove_snapshot("na").await.unwrap();
+    drop(without);
+
+    let agent = TestAgent::start_with(
+        "snap-auth",
+        &["--insecure-registry", &reg.addr, "--registry-auth", &auth],
+    );
+    let c = agent.client();
+    create(&c, "auth-src", "busybox").await;
+    sh(&c, "auth-src", "echo authed > /tmp/f").await;
+    c.pause("auth-src").await.unwrap();
+    c.snapshot("auth-src", "a1").await.unwrap();
+    c.remove("auth-src").await.unwrap();
+    let pushed = c.push_snapshot("a1", &reference).await.unwrap();
+    assert!(pushed.digest.starts_with("sha256:"), "{pushed:?}");
+    c.remove_snapshot("a1").await.unwrap();
+    let mut req = sandbox("auth-dst", &reference);
+    req.pull_policy = microsandbox_client::api::PullPolicy::Always;
+    c.create(req).await.unwrap();
+    assert_eq!(
+        sh(&c, "auth-dst", "cat /tmp/f").await.stdout_str(),
+        "authed\n"
+    );
+    c.remove("auth-dst").await.unwrap();
+}

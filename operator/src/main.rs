@@ -147,7 +147,7 @@ async fn main() -> anyhow_free::Result {
     };
     let snapshot_stream = reflector(
         snapshot_writer,
-        watcher(snapshot_api, watcher::Config::default()),
+        watcher(snapshot_api.clone(), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects()
@@ -187,6 +187,7 @@ async fn main() -> anyhow_free::Result {
             ),
             controller::volume::run(ctx.clone(), volume_api),
             controller::secret::run(ctx.clone(), secret_api),
+            controller::push::run(ctx.clone(), snapshot_api),
             controller::pool::run(ctx, args.watch_namespace.as_deref()),
             lease_stream,
             volume_stream,

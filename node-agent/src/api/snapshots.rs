@@ -33,7 +33,11 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(with_ctx(ctx.clone()))
         .and(json_body::<PushSnapshot>())
         .then(|name: String, c: Ctx, req: PushSnapshot| async move {
-            match c.manager.push_snapshot(&name, &req.reference).await {
+            match c
+                .manager
+                .push_snapshot(&name, &req.reference, crate::image::PushAuth::Node)
+                .await
+            {
                 Ok(pushed) => reply::ok(&pushed),
                 Err(e) => reply::error(&e),
             }

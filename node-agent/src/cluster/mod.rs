@@ -153,6 +153,7 @@ pub async fn run(
     };
     let snapshot_ctx = Arc::new(snapshots::Context {
         manager: ctx.manager.clone(),
+        key: ctx.key.clone(),
         node: cfg.node.clone(),
         client: ctx.client.clone(),
         recorder: ctx.recorder.clone(),

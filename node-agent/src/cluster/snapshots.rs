@@ -1,12 +1,15 @@
 //! The node-agent's SandboxSnapshot controller: takes the snapshots of the Sandboxes that run on
 //! this node (a running one is paused for the copy and resumed after), reports `phase`, `node`,
-//! `digest` and `Ready`, and removes the snapshot from the node when its object is deleted (the
-//! finalizer stays while a Sandbox made from it exists). Every node-agent sees every snapshot;
+//! `digest` and `Ready`, pushes a taken snapshot to the registry of `spec.push` (with the
+//! credentials the operator sealed to this node, `status.pushCredentials`) and reports
+//! `pushedImage` and `Pushed`, and removes the snapshot from the node when its object is deleted
+//! (the finalizer stays while a Sandbox made from it exists). Every node-agent sees every snapshot;
 //! each acts only on those whose Sandbox (or, once taken, whose `status.node`) is its own.
 
 use super::names;
 use super::{ClusterError, FIELD_MANAGER};
 use crate::error::AgentError;
+use crate::image::PushAuth;
 use crate::sandbox::SandboxManager;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -17,8 +20,9 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use microsandbox_crds::common::condition;
-use microsandbox_crds::snapshot::SandboxSnapshotStatus;
+use microsandbox_crds::common::{condition, set_condition};
+use microsandbox_crds::sealed::Binding;
+use microsandbox_crds::snapshot::{registry_host, SandboxSnapshotStatus, SnapshotPush};
 use microsandbox_crds::{
     ConditionType, EventAction, Reason, Sandbox, SandboxSnapshot, SnapshotPhase,
 };
@@ -31,9 +35,13 @@ pub const FINALIZER: &str = "microsandbox.dev/node-agent";
 /// How soon a snapshot whose Sandbox is not on a node yet (or failed to be taken) is looked at
 /// again.
 const RETRY: Duration = Duration::from_secs(5);
+/// How soon a failed push is tried again.
+const PUSH_RETRY: Duration = Duration::from_secs(30);
 
 pub struct Context {
     pub manager: Arc<SandboxManager>,
+    /// This node-agent's sealing key: opens the push credentials sealed to it.
+    pub key: Arc<microsandbox_crds::sealed::SealingKey>,
     pub node: String,
     pub client: kube::Client,
     pub recorder: microsandbox_crds::events::Events,
@@ -169,6 +177,7 @@ fn taken(
             snap.metadata.generation,
             Time(Timestamp::now()),
         )],
+        ..Default::default()
     }
 }
 
@@ -183,7 +192,7 @@ async fn take(
     let done = snap.status.as_ref().and_then(|s| s.phase) == Some(SnapshotPhase::Ready);
     if done {
         if ctx.manager.snapshots().iter().any(|s| s.name == local) {
-            return Ok(Action::await_change());
+            return push(snap, &local, api, ctx).await;
         }
         let why = format!(
             "the snapshot is gone from node {} (its state was wiped)",
@@ -237,6 +246,121 @@ async fn take(
     }
 }
 
+/// Why a due push cannot start: the credentials it needs are not (yet) sealed to this node.
+fn credentials_missing(
+    snap: &SandboxSnapshot,
+    push: &SnapshotPush,
+    me: &str,
+) -> Result<Option<String>, ClusterError> {
+    let Some(secret) = &push.secret_ref else {
+        return Ok(None);
+    };
+    let registry = crate::image::resolve(&push.image, &Default::default())
+        .map(|r| registry_host(r.canonical.registry()))
+        .map_err(|e| AgentError::InvalidRequest(e.to_string()))?;
+    let sealed = snap
+        .status
+        .as_ref()
+        .and_then(|s| s.push_credentials.as_ref());
+    Ok(match sealed {
+        Some(c) if c.secret == secret.name && c.registry == registry && c.sealed.recipient == me => None,
+        _ => Some(format!(
+            "waiting for the operator to seal the credentials of Secret {:?} for {registry} to this node",
+            secret.name
+        )),
+    })
+}
+
+/// `spec.push` of a snapshot taken here: push it (with the sealed credentials when it names a
+/// Secret), report `pushedImage` and `Pushed`.
+async fn push(
+    snap: &SandboxSnapshot,
+    local: &str,
+    api: &Api<SandboxSnapshot>,
+    ctx: &Context,
+) -> Result<Action, ClusterError> {
+    let Some(push) = snap.push_due().cloned() else {
+        return Ok(Action::await_change());
+    };
+    let report = |ok: bool, reason: Reason, why: String, pushed: Option<String>| {
+        let mut status = snap.status.clone().unwrap_or_default();
+        if pushed.is_some() {
+            status.pushed_image = pushed;
+        }
+        set_condition(
+            &mut status.conditions,
+            condition(
+                ConditionType::Pushed,
+                ok,
+                reason,
+                why,
+                snap.metadata.generation,
+                Time(Timestamp::now()),
+            ),
+        );
+        status
+    };
+    if let Some(why) = credentials_missing(snap, &push, &ctx.key.public_b64())? {
+        write(api, snap, report(false, Reason::PushPending, why, None)).await?;
+        return Ok(Action::requeue(RETRY));
+    }
+    let credentials = match &snap
+        .status
+        .as_ref()
+        .and_then(|s| s.push_credentials.clone())
+    {
+        Some(c) if push.secret_ref.is_some() => {
+            let (ns, name) = (snap.namespace().unwrap_or_default(), snap.name_any());
+            let uid = snap.uid().unwrap_or_default();
+            let binding = Binding {
+                namespace: &ns,
+                name: &name,
+                uid: &uid,
+                node: &ctx.node,
+            };
+            match ctx.key.open_credentials(&c.sealed, binding) {
+                Ok(creds) => PushAuth::Given(creds),
+                Err(e) => {
+                    let why = format!("the sealed push credentials do not open: {e}");
+                    write(api, snap, report(false, Reason::PushFailed, why, None)).await?;
+                    return Ok(Action::requeue(PUSH_RETRY));
+                }
+            }
+        }
+        // Never the node's own credentials for a namespace's push.
+        _ => PushAuth::Anonymous,
+    };
+    match ctx
+        .manager
+        .push_snapshot(local, &push.image, credentials)
+        .await
+    {
+        Ok(pushed) => {
+            let image = format!("{}@{}", push.image, pushed.digest);
+            let why = format!("pushed as {image}");
+            write(
+                api,
+                snap,
+                report(true, Reason::SnapshotPushed, why.clone(), Some(image)),
+            )
+            .await?;
+            publish(ctx, snap, EventType::Normal, Reason::SnapshotPushed, why).await;
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            let why = format!("push to {}: {e}", push.image);
+            write(
+                api,
+                snap,
+                report(false, Reason::PushFailed, why.clone(), None),
+            )
+            .await?;
+            publish(ctx, snap, EventType::Warning, Reason::PushFailed, why).await;
+            Ok(Action::requeue(PUSH_RETRY))
+        }
+    }
+}
+
 /// Save `sandbox`'s files as snapshot `local`: a running sandbox is paused for the copy and
 /// resumed after, whatever the copy did.
 async fn copy(ctx: &Context, sandbox: &str, local: &str) -> Result<SnapshotInfo, AgentError> {
@@ -263,18 +387,44 @@ async fn remove(snap: &SandboxSnapshot, ctx: &Context) -> Result<Action, Cluster
     }
 }
 
+/// What this node-agent applies as the status: `status`, with what it wrote before and does not
+/// restate (the pushed image, its other condition) carried over, since a server-side apply
+/// removes the fields its manager no longer names; never the operator's `pushCredentials`.
+fn merged(
+    old: Option<&SandboxSnapshotStatus>,
+    mut status: SandboxSnapshotStatus,
+) -> SandboxSnapshotStatus {
+    status.push_credentials = None;
+    if let Some(old) = old {
+        if status.pushed_image.is_none() {
+            status.pushed_image = old.pushed_image.clone();
+        }
+        for c in &old.conditions {
+            let ours = [ConditionType::Ready, ConditionType::Pushed]
+                .iter()
+                .any(|t| c.type_ == *t);
+            if ours && !status.conditions.iter().any(|n| n.type_ == c.type_) {
+                status.conditions.push(c.clone());
+            }
+        }
+    }
+    status
+}
+
 /// Apply `status` unless it says what the object already says (ignoring transition times).
 async fn write(
     api: &Api<SandboxSnapshot>,
     snap: &SandboxSnapshot,
     status: SandboxSnapshotStatus,
 ) -> Result<(), ClusterError> {
+    let status = merged(snap.status.as_ref(), status);
     let same = |a: &SandboxSnapshotStatus, b: &SandboxSnapshotStatus| {
         let key = |s: &SandboxSnapshotStatus| {
             (
                 s.phase,
                 s.node.clone(),
                 s.digest.clone(),
+                s.pushed_image.clone(),
                 s.conditions
                     .iter()
                     .map(|c| {
@@ -319,6 +469,54 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_write_keeps_what_this_agent_wrote_and_never_takes_the_operators_fields() {
+        let cond = |t: ConditionType, ok: bool| {
+            condition(
+                t,
+                ok,
+                Reason::SnapshotTaken,
+                "m",
+                None,
+                Time(Timestamp::now()),
+            )
+        };
+        let old = SandboxSnapshotStatus {
+            pushed_image: Some("reg.test/a:1@sha256:00".into()),
+            push_credentials: Some(microsandbox_crds::snapshot::SealedPushCredentials {
+                registry: "reg.test".into(),
+                secret: "creds".into(),
+                secret_version: "1".into(),
+                sealed: microsandbox_crds::SealedSecrets {
+                    recipient: "K".into(),
+                    enc: String::new(),
+                    ciphertext: String::new(),
+                },
+            }),
+            conditions: vec![
+                cond(ConditionType::Ready, true),
+                cond(ConditionType::Pushed, true),
+            ],
+            ..Default::default()
+        };
+        let new = SandboxSnapshotStatus {
+            conditions: vec![cond(ConditionType::Ready, false)],
+            ..Default::default()
+        };
+        let m = merged(Some(&old), new);
+        assert_eq!(m.pushed_image, old.pushed_image);
+        assert!(m.push_credentials.is_none());
+        let types: Vec<(&str, &str)> = m
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(types, [("Ready", "False"), ("Pushed", "True")]);
+        assert!(merged(None, SandboxSnapshotStatus::default())
+            .conditions
+            .is_empty());
+    }
 
     #[test]
     fn a_snapshot_belongs_to_its_node_then_to_its_sandboxs() {

@@ -11,4 +11,4 @@ mod store;
 pub use error::ImageError;
 pub use layer::{extract_layer, LayerCompression};
 pub use reference::{resolve, ResolvedRef};
-pub use store::{ImageConfig, ImageRecord, ImageStore};
+pub use store::{ImageConfig, ImageRecord, ImageStore, PushAuth};

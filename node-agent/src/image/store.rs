@@ -44,6 +44,18 @@ pub struct ImageStore {
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
+/// Whose registry credentials a snapshot push uses.
+#[derive(Debug)]
+pub enum PushAuth {
+    /// The node's own (`--registry-auth`): a push through the agent API, by the node's user.
+    Node,
+    /// None: a cluster object that names no credentials (never the node's: a namespace must not
+    /// push with them).
+    Anonymous,
+    /// A cluster object's, sealed to this node by the operator.
+    Given(microsandbox_crds::sealed::RegistryCredentials),
+}
+
 impl ImageStore {
     pub fn new(
         root: PathBuf,
@@ -333,6 +345,7 @@ impl ImageStore {
         &self,
         name: &str,
         target: &str,
+        credentials: PushAuth,
     ) -> Result<(String, String), ImageError> {
         let local = snapshot::reference(name);
         let rec = self
@@ -351,7 +364,11 @@ impl ImageStore {
             });
         }
         let dest = &r.canonical;
-        let auth = self.auth_for(dest.resolve_registry());
+        let auth = match credentials {
+            PushAuth::Node => self.auth_for(dest.resolve_registry()),
+            PushAuth::Anonymous => RegistryAuth::Anonymous,
+            PushAuth::Given(c) => RegistryAuth::Basic(c.username, c.password),
+        };
         self.client
             .auth(dest, &auth, oci_client::RegistryOperation::Push)
             .await

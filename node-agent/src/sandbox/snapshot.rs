@@ -69,14 +69,18 @@ impl SandboxManager {
         self.images.snapshots().iter().map(info).collect()
     }
 
-    /// Push snapshot `name` to a registry as image `reference`.
+    /// Push snapshot `name` to a registry as image `reference` with `credentials`.
     pub async fn push_snapshot(
         &self,
         name: &str,
         reference: &str,
+        credentials: crate::image::PushAuth,
     ) -> Result<PushedSnapshot, AgentError> {
         check_name(name)?;
-        let (reference, digest) = self.images.push_snapshot(name, reference).await?;
+        let (reference, digest) = self
+            .images
+            .push_snapshot(name, reference, credentials)
+            .await?;
         Ok(PushedSnapshot { reference, digest })
     }
 

@@ -1,6 +1,7 @@
 //! Controllers and what they share.
 
 pub mod pool;
+pub mod push;
 pub mod sandbox;
 pub mod sealing;
 pub mod secret;

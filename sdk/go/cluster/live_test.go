@@ -68,6 +68,11 @@ func TestLiveCluster(t *testing.T) {
 		if err := c.Remove(ctx, name+"-restored"); err != nil {
 			t.Fatalf("%s: remove restored: %v", access, err)
 		}
+		// Pushed to the local registry (anonymously), by its node-agent.
+		ref := "127.0.0.1:5000/msb-e2e/" + name + ":" + ns
+		if p, err := c.PushSnapshot(ctx, snap.Name, ref, ""); err != nil || !strings.HasPrefix(p.Digest, "sha256:") {
+			t.Fatalf("%s: push snapshot: %+v %v", access, p, err)
+		}
 		if err := c.RemoveSnapshot(ctx, snap.Name); err != nil {
 			t.Fatalf("%s: remove snapshot: %v", access, err)
 		}

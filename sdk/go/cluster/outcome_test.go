@@ -61,3 +61,34 @@ func TestRoute(t *testing.T) {
 		}
 	}
 }
+
+func TestPushState(t *testing.T) {
+	const image = "reg.test/a:1"
+	obj := func(pushedImage string, generation int64, conds ...any) map[string]any {
+		st := map[string]any{"conditions": conds}
+		if pushedImage != "" {
+			st["pushedImage"] = pushedImage
+		}
+		return map[string]any{"metadata": map[string]any{"generation": generation}, "status": st}
+	}
+	failed := func(generation int64) any {
+		c := cond("Pushed", "False", "PushFailed", "refused")
+		c["observedGeneration"] = generation
+		return c
+	}
+	if st := pushState(obj("", 2), image); st.digest != "" || st.failed != "" {
+		t.Fatalf("nothing yet: %+v", st)
+	}
+	if st := pushState(obj("", 2, failed(1)), image); st.failed != "" || st.why == "" {
+		t.Fatalf("an older generation's failure is not this push's: %+v", st)
+	}
+	if st := pushState(obj("", 2, failed(2)), image); st.failed != "PushFailed: refused" {
+		t.Fatalf("failed: %+v", st)
+	}
+	if st := pushState(obj("reg.test/other:1@sha256:00", 2), image); st.digest != "" {
+		t.Fatalf("another image: %+v", st)
+	}
+	if st := pushState(obj(image+"@sha256:ab", 2), image); st.digest != "sha256:ab" {
+		t.Fatalf("pushed: %+v", st)
+	}
+}

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"time"
 
 	microsandbox "github.com/microsandbox/microsandbox/sdk/go"
@@ -9,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 )
 
@@ -52,6 +55,77 @@ func (c *Cluster) Snapshot(ctx context.Context, sandbox, name string) (*microsan
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// PushSnapshot pushes SandboxSnapshot name to a registry as image reference (spec.push) and
+// returns once its node-agent pushed it. secret names a docker-config Secret of the namespace
+// ("kubectl create secret docker-registry") whose credentials for the registry the operator
+// seals to the snapshot's node; "" pushes anonymously.
+func (c *Cluster) PushSnapshot(ctx context.Context, name, reference, secret string) (*microsandbox.PushedSnapshot, error) {
+	push := map[string]any{"image": reference, "secretRef": nil}
+	if secret != "" {
+		push["secretRef"] = map[string]any{"name": secret}
+	}
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"push": push}})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.snapshotAPI().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return nil, apiError("push SandboxSnapshot "+name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.ReadyTimeout)
+	defer cancel()
+	for {
+		got, err := c.snapshotAPI().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, apiError("get SandboxSnapshot "+name, err)
+		}
+		st := pushState(got.Object, reference)
+		switch {
+		case st.digest != "":
+			return &microsandbox.PushedSnapshot{Reference: reference, Digest: st.digest}, nil
+		case st.failed != "":
+			return nil, fail(ErrFailed, "SandboxSnapshot %s: %s", name, st.failed)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fail(ErrTimeout, "SandboxSnapshot %s is not pushed (%s)", name, st.why)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// pushed is where a push of a SandboxSnapshot stands.
+type pushed struct {
+	// digest once status.pushedImage is image@digest.
+	digest string
+	// failed: the node-agent's PushFailed for this generation (it retries; the caller hears why).
+	failed string
+	// why it is still waiting.
+	why string
+}
+
+// pushState reads a SandboxSnapshot object's push of image. Pure.
+func pushState(obj map[string]any, image string) pushed {
+	if p, _, _ := unstructured.NestedString(obj, "status", "pushedImage"); strings.HasPrefix(p, image+"@") {
+		return pushed{digest: strings.TrimPrefix(p, image+"@")}
+	}
+	generation, _, _ := unstructured.NestedInt64(obj, "metadata", "generation")
+	conditions, _, _ := unstructured.NestedSlice(obj, "status", "conditions")
+	for _, c := range conditions {
+		m, ok := c.(map[string]any)
+		if !ok || m["type"] != "Pushed" {
+			continue
+		}
+		reason, _ := m["reason"].(string)
+		message, _ := m["message"].(string)
+		observed, _, _ := unstructured.NestedInt64(m, "observedGeneration")
+		if reason == "PushFailed" && observed == generation {
+			return pushed{failed: reason + ": " + message}
+		}
+		return pushed{why: reason + ": " + message}
+	}
+	return pushed{why: "not pushed yet"}
 }
 
 // Snapshots lists the namespace's SandboxSnapshots that are Ready.

@@ -209,6 +209,26 @@ impl Cluster {
         })
     }
 
+    /// Push SandboxSnapshot `name` to a registry as `reference` with the credentials of
+    /// docker-config Secret `secret`; resolves to `{reference, digest}` once pushed.
+    #[pyo3(signature = (name, reference, secret=None))]
+    fn push_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        reference: String,
+        secret: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let conn = self.conn.clone();
+        future_into_py(py, async move {
+            Json::of(
+                &microsandbox::Snapshot::push_in(&conn, &name, &reference, secret.as_deref())
+                    .await
+                    .map_err(sdk_to_pyerr)?,
+            )
+        })
+    }
+
     /// Delete SandboxSnapshot `name` (no error if it is gone).
     fn delete_snapshot<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.conn.clone();

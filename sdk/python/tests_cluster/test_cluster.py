@@ -160,6 +160,13 @@ async def test_snapshot_and_a_sandbox_from_it(dev: Cluster) -> None:
             conn = await _native.Cluster.connect(dev.kubeconfig, dev.context, dev.namespace)
             obj = await conn.object("py-fromsnap")
             assert obj["spec"]["snapshotRef"] == {"name": "py-snap"}
+        # Pushed to a registry (anonymously: no secret=), it starts anywhere by reference.
+        ref = f"127.0.0.1:5000/msb-e2e/py-snap:{dev.namespace}"
+        assert await Snapshot.push("py-snap", ref, cluster=dev) == ref
+        async with await Sandbox.create(
+            "py-frompushed", image=ref, memory=64, isolation="container", cluster=dev
+        ) as pulled:
+            assert (await pulled.exec("cat", ["/tmp/f"])).stdout() == "from-py\n"
     assert [s.name for s in await Snapshot.list(cluster=dev)] == ["py-snap"]
     await Snapshot.remove("py-snap", cluster=dev)
     quick = Cluster(kubeconfig=dev.kubeconfig, namespace=dev.namespace, ready_timeout=4)

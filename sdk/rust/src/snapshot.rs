@@ -44,6 +44,28 @@ impl Snapshot {
             .collect())
     }
 
+    /// Push SandboxSnapshot `name` of `cluster` to a registry as image `reference`, with the
+    /// registry credentials of docker-config Secret `secret` of the namespace (`kubectl create
+    /// secret docker-registry`; the operator seals them to the snapshot's node, whose agent
+    /// pushes). Waits until it is pushed.
+    pub async fn push_in(
+        cluster: &ClusterConnection,
+        name: &str,
+        reference: &str,
+        secret: Option<&str>,
+    ) -> Result<PushedSnapshot> {
+        let snap = cluster.push_snapshot(name, reference, secret).await?;
+        let pushed = snap.status.and_then(|s| s.pushed_image).unwrap_or_default();
+        let digest = pushed
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        Ok(PushedSnapshot {
+            reference: reference.to_string(),
+            digest,
+        })
+    }
+
     /// Delete SandboxSnapshot `name` of `cluster` (its node removes it once no Sandbox made
     /// from it exists).
     pub async fn remove_in(cluster: &ClusterConnection, name: &str) -> Result<()> {

@@ -173,6 +173,16 @@ fn rbac_is_narrow() {
             "-A"
         ]
     ));
+    // It seals a SandboxSnapshot's push credentials into its status.
+    assert!(can(
+        "operator",
+        &[
+            "patch",
+            "sandboxsnapshots.microsandbox.dev",
+            "--subresource=status",
+            "-A"
+        ]
+    ));
     assert!(can(
         "operator",
         &["update", "leases.coordination.k8s.io", "-n", &ns]

@@ -247,6 +247,12 @@ async fn rust_crate(kubeconfig: &std::path::Path, ns: &str) {
             "saved\n"
         );
         from.remove().await.expect("remove");
+        let reference = format!("127.0.0.1:5000/msb-e2e/{name}:{ns}");
+        let pushed = Snapshot::push_in(&conn, &snap.name, &reference, None)
+            .await
+            .expect("push");
+        assert_eq!(pushed.reference, reference);
+        assert!(pushed.digest.starts_with("sha256:"), "{pushed:?}");
         assert!(Snapshot::list_in(&conn).await.unwrap().contains(&snap));
         Snapshot::remove_in(&conn, &snap.name)
             .await

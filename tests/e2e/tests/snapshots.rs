@@ -2,11 +2,13 @@
 //! running Sandbox for the copy and resuming it), a Sandbox with `spec.snapshotRef` starts from
 //! it on that node (two nodes: the operator must pick the snapshot's), the snapshot object is not
 //! let go while a Sandbox made from it exists, and no object can name a node's own snapshot
-//! image directly.
+//! image directly. With `spec.push`, a taken snapshot goes to a registry with credentials the
+//! operator sealed to its node.
 
 use kube::api::{Api, DeleteParams};
 use microsandbox_crds::{Reason, SandboxPhase, SandboxSnapshot, SnapshotPhase};
 use microsandbox_e2e::{is_ready, sandbox_yaml, wait_object, Cluster};
+use microsandbox_testkit::registry;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -133,4 +135,143 @@ async fn snapshots_are_taken_on_the_node_and_sandboxes_start_from_them_there() {
             .and_then(|s| s.phase),
         Some(SnapshotPhase::Pending)
     );
+}
+
+fn condition_reason(s: &SandboxSnapshot, type_: &str) -> Option<String> {
+    s.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.clone())
+}
+
+fn docker_config_secret(name: &str, registry: &str, password: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{{\"auths\":{{\"http://{registry}\":{{\"username\":\"{}\",\"password\":\"{password}\"}}}}}}'\n",
+        registry::USER
+    )
+}
+
+/// Waits until the `Pushed` condition of `name` has `reason`.
+async fn pushed_reason(
+    snaps: &Api<SandboxSnapshot>,
+    name: &str,
+    reason: Reason,
+) -> SandboxSnapshot {
+    wait_object(snaps, name, reason.as_str(), TIMEOUT, |s| {
+        condition_reason(s, "Pushed").as_deref() == Some(reason.as_str())
+    })
+    .await
+}
+
+/// `spec.push` against a registry that wants a password, which the node-agent itself holds too
+/// (`--registry-auth`, for pulls): a namespace's push never uses the node's credentials
+/// (anonymous: refused), waits while its Secret is missing (the operator says why), fails with
+/// a wrong password, and succeeds once the Secret is fixed — the operator reads it, seals the
+/// registry's credentials to the snapshot's node, the node-agent opens them and pushes. A
+/// Sandbox made from the pushed image has the snapshot's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_pushed_with_credentials_sealed_to_their_node() {
+    let reg = registry::AuthRegistry::start();
+    let c = Cluster::new("e2e-push").await;
+    let _op = c.operator(&[]);
+    let node_auth = format!("{}={}:{}", reg.addr, registry::USER, registry::PASSWORD);
+    let agent = c.agent(
+        "n1",
+        &[
+            "--insecure-registry",
+            &reg.addr,
+            "--registry-auth",
+            &node_auth,
+        ],
+    );
+    let snaps: Api<SandboxSnapshot> = Api::namespaced(c.client.clone(), &c.ns);
+    c.apply(&sandbox_yaml("src", ""));
+    c.wait_sandbox("src", TIMEOUT, "Ready", is_ready).await;
+    c.sh(&agent, "src", "echo pushed > /tmp/f").await;
+
+    // No secretRef: anonymous, not the node's credentials, so this registry refuses it.
+    let image = format!("{}/msb-e2e/pushed:1", reg.addr);
+    let push = |secret: &str| {
+        format!(
+            "{}  push:\n    image: {image}\n{secret}",
+            snapshot_yaml("snap", "src")
+        )
+    };
+    c.apply(&push(""));
+    pushed_reason(&snaps, "snap", Reason::PushFailed).await;
+
+    // A Secret that does not exist: the push waits, and the operator says why.
+    c.apply(&push("    secretRef:\n      name: creds\n"));
+    pushed_reason(&snaps, "snap", Reason::PushPending).await;
+    let start = std::time::Instant::now();
+    while !c
+        .event_reasons("snap")
+        .contains(&Reason::PushCredentialsNotFound.to_string())
+    {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "no PushCredentialsNotFound event"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // A wrong password: sealed, opened, sent, refused.
+    c.apply(&docker_config_secret(
+        "creds",
+        &reg.addr,
+        "not-the-password",
+    ));
+    pushed_reason(&snaps, "snap", Reason::PushFailed).await;
+
+    // Fixed: sealed again (the Secret changed) and pushed.
+    c.apply(&docker_config_secret(
+        "creds",
+        &reg.addr,
+        registry::PASSWORD,
+    ));
+    let snap = pushed_reason(&snaps, "snap", Reason::SnapshotPushed).await;
+    let st = snap.status.unwrap();
+    let pushed = st.pushed_image.expect("status.pushedImage");
+    assert!(pushed.starts_with(&format!("{image}@sha256:")), "{pushed}");
+    let creds = st.push_credentials.expect("status.pushCredentials");
+    assert_eq!(
+        (creds.registry.as_str(), creds.secret.as_str()),
+        (reg.addr.as_str(), "creds")
+    );
+    let (_, yaml, _) = c.kubectl(
+        &["get", "sandboxsnapshot", "snap", "-n", &c.ns, "-o", "yaml"],
+        None,
+    );
+    assert!(
+        !yaml.contains(registry::PASSWORD),
+        "the password is in the object:\n{yaml}"
+    );
+    assert!(c
+        .event_reasons("snap")
+        .contains(&Reason::SnapshotPushed.to_string()));
+
+    // The image in the registry, pulled by reference (the node's credentials), has the files.
+    c.apply(
+        &sandbox_yaml("from-registry", "").replace("image: busybox", &format!("image: {pushed}")),
+    );
+    c.wait_sandbox("from-registry", TIMEOUT, "Ready", is_ready)
+        .await;
+    assert_eq!(
+        c.sh(&agent, "from-registry", "cat /tmp/f").await,
+        "pushed\n"
+    );
+
+    for n in ["from-registry", "src"] {
+        c.sandboxes()
+            .delete(n, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    c.wait_no_sandboxes(TIMEOUT).await;
+    snaps
+        .delete("snap", &DeleteParams::default())
+        .await
+        .unwrap();
 }

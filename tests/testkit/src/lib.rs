@@ -1,6 +1,9 @@
 //! What the soak tests and benchmarks of several crates share: a process's footprint read from
 //! `/proc` (procfs-core's parsers) and the least-squares slope of a series (growth per unit of
-//! work, printed as a figure rather than asserted).
+//! work, printed as a figure rather than asserted), and a registry that wants a password
+//! ([`registry::AuthRegistry`]).
+
+pub mod registry;
 
 /// What a process holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

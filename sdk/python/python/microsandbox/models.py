@@ -7,7 +7,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from .errors import CommandFailedError, SecretViolationError
+from .errors import CommandFailedError, InvalidConfigError, SecretViolationError
 
 if TYPE_CHECKING:
     from .cluster import ModeArg
@@ -365,13 +365,33 @@ class Snapshot:
         await client.snapshot_remove(name)
 
     @staticmethod
-    async def push(name: str, reference: str) -> str:
+    async def push(
+        name: str,
+        reference: str,
+        *,
+        cluster: ModeArg = None,
+        secret: str | None = None,
+    ) -> str:
         """Pushes snapshot ``name`` of this machine's node-agent to a registry as image
         ``reference`` (with the agent's registry credentials) and returns the pushed reference:
         ``Sandbox.create(image=...)`` with it starts from the snapshot on any machine that can
-        pull it."""
+        pull it. In cluster mode pushes the SandboxSnapshot (``spec.push``) with the credentials
+        of ``secret``, a docker-config Secret of the namespace (``kubectl create secret
+        docker-registry``), which the operator seals to the snapshot's node; waits until it is
+        pushed."""
         from . import _agent
+        from . import cluster as _cluster
 
+        mode = _cluster.resolve(cluster)
+        if mode is not None:
+            conn = await _cluster.connect(mode)
+            done = await conn.push_snapshot(name, reference, secret)
+            return str(done["reference"])
+        if secret is not None:
+            raise InvalidConfigError(
+                "secret= names a Kubernetes Secret: it applies in cluster mode only (a local "
+                "push uses the agent's --registry-auth)"
+            )
         client = await _agent.get_client()
         pushed = await client.snapshot_push(name, reference)
         return str(pushed["reference"])

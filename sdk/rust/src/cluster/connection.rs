@@ -649,6 +649,37 @@ impl ClusterConnection {
             .await
     }
 
+    /// Push SandboxSnapshot `name` to a registry as image `reference` (`spec.push`), with the
+    /// credentials of docker-config Secret `secret` of the namespace (sealed by the operator to
+    /// the snapshot's node), and wait (up to the ready timeout) until its node-agent pushed it.
+    pub async fn push_snapshot(
+        &self,
+        name: &str,
+        reference: &str,
+        secret: Option<&str>,
+    ) -> Result<microsandbox_crds::SandboxSnapshot, ClusterError> {
+        let api = self.api::<microsandbox_crds::SandboxSnapshot>();
+        let patch = serde_json::json!({"spec": {"push": {
+            "image": reference,
+            "secretRef": secret.map(|s| serde_json::json!({"name": s})),
+        }}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| {
+                api_error::<microsandbox_crds::SandboxSnapshot>(
+                    &format!("push SandboxSnapshot {name}"),
+                    e,
+                )
+            })?;
+        self.wait(
+            api,
+            name,
+            self.0.options.ready_timeout,
+            object::push_outcome,
+        )
+        .await
+    }
+
     /// Every SandboxSnapshot of the namespace.
     pub async fn snapshot_objects(
         &self,

@@ -168,6 +168,29 @@ pub fn snapshot_outcome(s: &SandboxSnapshot) -> Outcome {
     }
 }
 
+/// Where waiting for a SandboxSnapshot's `spec.push` ended: Ready once `status.pushedImage` is
+/// that image; failed when its node-agent reports this generation's push failed (it retries,
+/// but a caller waiting should hear why).
+pub fn push_outcome(s: &SandboxSnapshot) -> Outcome {
+    if s.spec.push.is_some() && s.push_due().is_none() {
+        return Outcome::Ready;
+    }
+    let pushed = s
+        .status
+        .as_ref()
+        .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Pushed"));
+    match pushed {
+        Some(c)
+            if c.reason == Reason::PushFailed.as_str()
+                && c.observed_generation == s.metadata.generation =>
+        {
+            Outcome::Failed(format!("{}: {}", c.reason, c.message))
+        }
+        Some(c) => Outcome::Waiting(Some((c.reason.clone(), c.message.clone()))),
+        None => snapshot_outcome(s),
+    }
+}
+
 /// The SandboxSnapshot object `name` of Sandbox `sandbox`.
 pub fn snapshot_object(namespace: &str, name: &str, sandbox: &str) -> SandboxSnapshot {
     let mut snap = SandboxSnapshot::new(
@@ -176,6 +199,7 @@ pub fn snapshot_object(namespace: &str, name: &str, sandbox: &str) -> SandboxSna
             sandbox_ref: microsandbox_crds::pool::ObjectRef {
                 name: sandbox.to_string(),
             },
+            push: None,
         },
     );
     snap.metadata.namespace = Some(namespace.to_string());
@@ -591,6 +615,42 @@ mod tests {
     fn cond(t: &str, s: &str, reason: &str, message: &str) -> Value {
         json!({"type": t, "status": s, "reason": reason, "message": message,
             "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    }
+
+    #[test]
+    fn a_push_is_done_when_its_image_is_pushed_and_failed_only_for_this_generation() {
+        let mut s = snapshot_object("ns", "snap", "box");
+        s.metadata.generation = Some(2);
+        s.spec.push = Some(microsandbox_crds::snapshot::SnapshotPush {
+            image: "reg.test/a:1".into(),
+            secret_ref: None,
+        });
+        assert!(matches!(push_outcome(&s), Outcome::Waiting(None)));
+        let failed = |generation| k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Pushed".into(),
+            status: "False".into(),
+            reason: Reason::PushFailed.to_string(),
+            message: "refused".into(),
+            observed_generation: Some(generation),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ),
+        };
+        let mut st = microsandbox_crds::snapshot::SandboxSnapshotStatus {
+            conditions: vec![failed(1)],
+            ..Default::default()
+        };
+        s.status = Some(st.clone());
+        assert!(
+            matches!(push_outcome(&s), Outcome::Waiting(Some(_))),
+            "an older push's failure"
+        );
+        st.conditions = vec![failed(2)];
+        s.status = Some(st.clone());
+        assert!(matches!(push_outcome(&s), Outcome::Failed(m) if m.contains("refused")));
+        st.pushed_image = Some("reg.test/a:1@sha256:00".into());
+        s.status = Some(st);
+        assert!(matches!(push_outcome(&s), Outcome::Ready));
     }
 
     #[test]
