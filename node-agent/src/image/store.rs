@@ -38,10 +38,21 @@ pub type Progress<'a> = &'a (dyn Fn(PullEvent) + Send + Sync);
 pub struct ImageStore {
     root: PathBuf,
     client: Client,
+    /// Registries reached over plain HTTP (for clients made per push).
+    plain: Vec<String>,
     mirrors: BTreeMap<String, String>,
     auth: BTreeMap<String, (String, String)>,
     /// One lock per layer digest / reference so concurrent pulls share work.
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// An OCI client that speaks plain HTTP to the registries `plain` (and HTTPS to the rest).
+fn new_client(plain: &[String]) -> Client {
+    Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(plain.to_vec()),
+        connect_timeout: Some(std::time::Duration::from_secs(10)),
+        ..Default::default()
+    })
 }
 
 /// Whose registry credentials a snapshot push uses.
@@ -74,14 +85,10 @@ impl ImageStore {
             .cloned()
             .collect();
         plain.extend(["127.0.0.1:5000".to_string(), "localhost:5000".to_string()]);
-        let client = Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain),
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            ..Default::default()
-        });
         Ok(Self {
             root,
-            client,
+            client: new_client(&plain),
+            plain,
             mirrors,
             auth,
             locks: Default::default(),
@@ -364,18 +371,25 @@ impl ImageStore {
             });
         }
         let dest = &r.canonical;
-        let auth = match credentials {
-            PushAuth::Node => self.auth_for(dest.resolve_registry()),
-            PushAuth::Anonymous => RegistryAuth::Anonymous,
-            PushAuth::Given(c) => RegistryAuth::Basic(c.username, c.password),
+        // A push with an object's credentials (or none) gets a client of its own: oci-client
+        // keeps the first credentials it was given per registry for its later requests, so a
+        // shared client would lend the node's (or another namespace's) credentials to this push.
+        let (auth, own) = match credentials {
+            PushAuth::Node => (self.auth_for(dest.resolve_registry()), None),
+            PushAuth::Anonymous => (RegistryAuth::Anonymous, Some(new_client(&self.plain))),
+            PushAuth::Given(c) => (
+                RegistryAuth::Basic(c.username, c.password),
+                Some(new_client(&self.plain)),
+            ),
         };
-        self.client
+        let client = own.as_ref().unwrap_or(&self.client);
+        client
             .auth(dest, &auth, oci_client::RegistryOperation::Push)
             .await
             .map_err(|e| map_oci_error(&r, e))?;
         let mut layers = Vec::with_capacity(rec.layers.len());
         for layer in &rec.layers {
-            layers.push(self.push_layer(&r, layer).await?);
+            layers.push(self.push_layer(client, &r, layer).await?);
         }
         let config = serde_json::to_vec(&push::config(&rec.config, &layers))
             .map_err(std::io::Error::other)?;
@@ -383,18 +397,17 @@ impl ImageStore {
             digest: format!("sha256:{}", hex::encode(Sha256::digest(&config))),
             size: config.len() as u64,
         };
-        self.client
+        client
             .push_blob(dest, config, &config_blob.digest)
             .await
             .map_err(|e| map_oci_error(&r, e))?;
         let manifest =
             oci_client::manifest::OciManifest::Image(push::manifest(&config_blob, &layers));
-        self.client
+        client
             .push_manifest(dest, &manifest)
             .await
             .map_err(|e| map_oci_error(&r, e))?;
-        let digest = self
-            .client
+        let digest = client
             .fetch_manifest_digest(dest, &auth)
             .await
             .map_err(|e| map_oci_error(&r, e))?;
@@ -403,7 +416,12 @@ impl ImageStore {
     }
 
     /// Write extracted layer `layer` back as a tarball and push it; its digest and size.
-    async fn push_layer(&self, r: &ResolvedRef, layer: &str) -> Result<push::Blob, ImageError> {
+    async fn push_layer(
+        &self,
+        client: &Client,
+        r: &ResolvedRef,
+        layer: &str,
+    ) -> Result<push::Blob, ImageError> {
         let dir = self.layer_dir(layer);
         let tar = self.root.join("tmp").join(format!(
             "push-{}-{}.tar",
@@ -427,7 +445,7 @@ impl ImageStore {
                     use futures::TryStreamExt;
                     let stream = tokio_util::io::ReaderStream::new(file)
                         .map_err(OciDistributionError::IoError);
-                    self.client
+                    client
                         .push_blob_stream(&r.canonical, stream, &blob.digest, Some(blob.size))
                         .await
                         .map(|_| blob)
