@@ -187,7 +187,12 @@ pub fn push_outcome(s: &SandboxSnapshot) -> Outcome {
             Outcome::Failed(format!("{}: {}", c.reason, c.message))
         }
         Some(c) => Outcome::Waiting(Some((c.reason.clone(), c.message.clone()))),
-        None => snapshot_outcome(s),
+        // Not reported yet: a snapshot that cannot be taken fails the push too; a taken one
+        // (Ready) is not pushed yet.
+        None => match snapshot_outcome(s) {
+            Outcome::Failed(why) => Outcome::Failed(why),
+            _ => Outcome::Waiting(None),
+        },
     }
 }
 
@@ -624,6 +629,13 @@ mod tests {
         s.spec.push = Some(microsandbox_crds::snapshot::SnapshotPush {
             image: "reg.test/a:1".into(),
             secret_ref: None,
+        });
+        assert!(matches!(push_outcome(&s), Outcome::Waiting(None)));
+        // Taken, not pushed yet: still waiting.
+        s.status = Some(microsandbox_crds::snapshot::SandboxSnapshotStatus {
+            phase: Some(SnapshotPhase::Ready),
+            node: Some("n1".into()),
+            ..Default::default()
         });
         assert!(matches!(push_outcome(&s), Outcome::Waiting(None)));
         let failed = |generation| k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
