@@ -336,6 +336,9 @@ async def test_snapshot_and_a_sandbox_from_it(name: str) -> None:
     async with await Sandbox.create(f"{name}-2", image=snap.image) as again:
         out = await again.shell("cat /root-file; test -e /etc/group || echo gone")
         assert out.stdout() == "saved\ngone\n"
+    # A Kubernetes Secret means nothing to a local push: refused before anything is sent.
+    with pytest.raises(InvalidConfigError, match="cluster mode only"):
+        await Snapshot.push(snap.name, "127.0.0.1:5000/msb-test/x:1", secret="creds")
     # Pushed to the local registry, then gone from the node: a sandbox pulls it back.
     pushed = await Snapshot.push(snap.name, f"127.0.0.1:5000/msb-test/{name}:{os.getpid()}")
     assert pushed == f"127.0.0.1:5000/msb-test/{name}:{os.getpid()}"
