@@ -154,16 +154,17 @@ async fn agent_kill9_restart_readopts_or_reaps() {
     // A sandbox whose record is lost (as if the agent died before persisting it) is an orphan.
     std::fs::remove_file(agent.state.join("sandboxes/stray/state.json")).unwrap();
     // While the agent is down, the victim's init dies.
-    let out = std::process::Command::new("crun")
-        .arg("--root")
-        .arg(agent.crun_root())
-        .args(["kill", "msb-victim", "KILL"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let root = agent.crun_root();
+    host(
+        "crun",
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "kill",
+            "msb-victim",
+            "KILL",
+        ],
+        None,
     );
     std::thread::sleep(Duration::from_millis(300));
     agent.restart();

@@ -350,41 +350,24 @@ async fn network_survives_an_agent_restart_and_is_removed_with_the_sandbox() {
     // and no `sources` element. The restarted agent must move it to the shared chain of its
     // policy and restore its source address (or its traffic would be dropped).
     let nft = |script: &str| {
-        let mut child = std::process::Command::new("ip")
-            .args(["netns", "exec", &world.uplink, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        host(
+            "ip",
+            &["netns", "exec", &world.uplink, "nft", "-f", "-"],
+            Some(script),
         );
     };
     let list = |what: &str| {
-        let out = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &world.uplink,
-                "nft",
-                "list",
-                what,
-                "inet",
-                "microsandbox",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let args = [
+            "netns",
+            "exec",
+            &world.uplink,
+            "nft",
+            "list",
+            what,
+            "inet",
+            "microsandbox",
+        ];
+        host("ip", &args, None)
     };
     let sources = list("table");
     let (host_if, addr) = sources
@@ -531,19 +514,7 @@ async fn spoofed_source_addresses_are_dropped() {
         "{}spoof",
         microsandbox_agent::network::netns_prefix(&agent.state)
     );
-    let ip = |args: &[&str]| {
-        let out = std::process::Command::new("ip")
-            .args(["-n", &netns])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ip = |args: &[&str]| host("ip", &[&["-n", netns.as_str()], args].concat(), None);
     let own: std::net::Ipv4Addr = ip(&["-4", "-o", "addr", "show", "dev", "eth0"])
         .split_whitespace()
         .skip_while(|w| *w != "inet")
@@ -565,14 +536,10 @@ async fn spoofed_source_addresses_are_dropped() {
             "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
              s.bind(('{source}', 0))\ns.sendto(b'from {source}', ('{PUBLIC}', 9))"
         );
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &netns, "python3", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        host(
+            "ip",
+            &["netns", "exec", &netns, "python3", "-c", &script],
+            None,
         );
     }
     // The sandbox's own datagram is the control: once it arrived, the others had their time.

@@ -249,6 +249,29 @@ pub async fn sh(client: &AgentClient, name: &str, script: &str) -> Output {
         .unwrap_or_else(|e| panic!("exec {script:?}: {e}"))
 }
 
+/// Runs host command `program args` (with `stdin` when given), which must succeed; its stdout.
+pub fn host(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let mut pipe = child.stdin.take().expect("stdin");
+    pipe.write_all(stdin.unwrap_or_default().as_bytes())
+        .expect("write stdin");
+    drop(pipe);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Is any host process running whose cmdline mentions `needle`?
 /// Zombie children of process `pid` (`pid (comm)`), after up to 2 s for commands in flight.
 pub async fn zombie_children(pid: u32) -> Vec<String> {

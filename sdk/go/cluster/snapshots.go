@@ -35,26 +35,22 @@ func (c *Cluster) Snapshot(ctx context.Context, sandbox, name string) (*microsan
 	if _, err := c.snapshotAPI().Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
 		return nil, apiError("create SandboxSnapshot "+name, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.opts.ReadyTimeout)
-	defer cancel()
-	for {
-		got, err := c.snapshotAPI().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, apiError("get SandboxSnapshot "+name, err)
-		}
-		info, phase, message := snapshotInfo(got.Object)
+	var info microsandbox.SnapshotInfo
+	err := c.waitSnapshot(ctx, name, "Ready", func(obj map[string]any) (bool, string, error) {
+		got, phase, message := snapshotInfo(obj)
 		switch phase {
 		case "Ready":
-			return &info, nil
+			info = got
+			return true, "", nil
 		case "Failed":
-			return nil, fail(ErrFailed, "SandboxSnapshot %s failed: %s", name, message)
+			return false, "", fail(ErrFailed, "SandboxSnapshot %s failed: %s", name, message)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fail(ErrTimeout, "SandboxSnapshot %s is not Ready (%s)", name, message)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return false, message, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return &info, nil
 }
 
 // PushSnapshot pushes SandboxSnapshot name to a registry as image reference (spec.push) and
@@ -73,24 +69,43 @@ func (c *Cluster) PushSnapshot(ctx context.Context, name, reference, secret stri
 	if _, err := c.snapshotAPI().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return nil, apiError("push SandboxSnapshot "+name, err)
 	}
+	var digest string
+	err = c.waitSnapshot(ctx, name, "pushed", func(obj map[string]any) (bool, string, error) {
+		st := pushState(obj, reference)
+		switch {
+		case st.digest != "":
+			digest = st.digest
+			return true, "", nil
+		case st.failed != "":
+			return false, "", fail(ErrFailed, "SandboxSnapshot %s: %s", name, st.failed)
+		}
+		return false, st.why, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &microsandbox.PushedSnapshot{Reference: reference, Digest: digest}, nil
+}
+
+// waitSnapshot polls SandboxSnapshot name, at most the ready timeout, until step says it is
+// done or returns an error; step's second result says why it still waits (for the timeout's
+// error, which says the snapshot is not yet what).
+func (c *Cluster) waitSnapshot(ctx context.Context, name, what string, step func(map[string]any) (bool, string, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.ReadyTimeout)
 	defer cancel()
 	for {
 		got, err := c.snapshotAPI().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return nil, apiError("get SandboxSnapshot "+name, err)
+			return apiError("get SandboxSnapshot "+name, err)
 		}
-		st := pushState(got.Object, reference)
-		switch {
-		case st.digest != "":
-			return &microsandbox.PushedSnapshot{Reference: reference, Digest: st.digest}, nil
-		case st.failed != "":
-			return nil, fail(ErrFailed, "SandboxSnapshot %s: %s", name, st.failed)
+		done, why, err := step(got.Object)
+		if err != nil || done {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fail(ErrTimeout, "SandboxSnapshot %s is not pushed (%s)", name, st.why)
-		case <-time.After(200 * time.Millisecond):
+			return fail(ErrTimeout, "SandboxSnapshot %s is not %s (%s)", name, what, why)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
