@@ -162,7 +162,8 @@ pub enum ServerCommand {
 pub enum SnapshotCommand {
     /// Save a sandbox's files as snapshot NAME (replacing one of that name); new sandboxes start
     /// from it with `--image` of the snapshot's image. The sandbox must be paused or stopped;
-    /// `--pause` pauses a running one for the snapshot and resumes it after.
+    /// `--pause` pauses a running one for the snapshot and resumes it after. With --cluster, a
+    /// SandboxSnapshot object (its node-agent pauses a running Sandbox itself).
     Create {
         sandbox: String,
         name: String,
@@ -179,8 +180,16 @@ pub enum SnapshotCommand {
         names: Vec<String>,
     },
     /// Push snapshot NAME to a registry as image REFERENCE (with the agent's registry
-    /// credentials); sandboxes on any machine that can pull it start from it with --image.
-    Push { name: String, reference: String },
+    /// credentials; with --cluster, those of --secret); sandboxes on any machine that can pull
+    /// it start from it with --image.
+    Push {
+        name: String,
+        reference: String,
+        /// With --cluster: a docker-config Secret of the namespace (`kubectl create secret
+        /// docker-registry`) with credentials for the registry; without, anonymous.
+        #[arg(long)]
+        secret: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

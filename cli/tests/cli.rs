@@ -318,6 +318,15 @@ fn snapshots_and_warm_pools() {
         "{}",
         text(&pushed.stdout)
     );
+    // A Kubernetes Secret means nothing to the local agent: a usage error.
+    let secret = env.run(
+        "msb",
+        &[
+            "snapshot", "push", "cli-s1", &reference, "--secret", "creds",
+        ],
+    );
+    assert_eq!(secret.status.code(), Some(2), "{}", text(&secret.stderr));
+    assert!(text(&secret.stderr).contains("--cluster only"));
     let pulled = env.run(
         "msb",
         &["exe", "--image", &reference, "--", "cat", "/tmp/f"],

@@ -209,16 +209,28 @@ export declare class Pool {
 }
 
 /** Snapshots of the local agent (made by sandbox.snapshot(name)). */
+export interface PushOptions extends ModeOptions {
+  /** Cluster mode: a docker-config Secret of the namespace with the registry's credentials. */
+  secret?: string;
+}
+
 export declare class Snapshot {
-  static list(): Promise<SnapshotInfo[]>;
-  /** Refused (SnapshotInUseError) while a sandbox made from it exists. */
-  static remove(name: string): Promise<void>;
+  /** `options.cluster`: the namespace's taken SandboxSnapshots. */
+  static list(options?: ModeOptions): Promise<SnapshotInfo[]>;
+  /** Refused (SnapshotInUseError) while a sandbox made from it exists; in cluster mode deletes
+   * the SandboxSnapshot. */
+  static remove(name: string, options?: ModeOptions): Promise<void>;
   /**
    * Pushes snapshot `name` to a registry as image `reference` (with the agent's registry
-   * credentials): `Sandbox.create(name, { image: pushed.reference })` starts from it on any
-   * machine that can pull it.
+   * credentials; in cluster mode the SandboxSnapshot, with those of `options.secret`):
+   * `Sandbox.create(name, { image: pushed.reference })` starts from it on any machine that can
+   * pull it.
    */
-  static push(name: string, reference: string): Promise<{ reference: string; digest: string }>;
+  static push(
+    name: string,
+    reference: string,
+    options?: PushOptions,
+  ): Promise<{ reference: string; digest: string }>;
 }
 
 export declare class Execution {

@@ -249,11 +249,17 @@ class Pool {
 
 /** Snapshots of the local agent (made by `sandbox.snapshot(name)`). */
 class Snapshot {
-  static async list() { return camel(await call(() => native.listSnapshots())); }
-  /** Refused (SnapshotInUseError) while a sandbox made from it exists. */
-  static remove(name) { return call(() => native.removeSnapshot(name)); }
-  /** Pushes snapshot `name` to a registry as image `reference`; resolves to `{reference, digest}`. */
-  static async push(name, reference) { return camel(await call(() => native.pushSnapshot(name, reference))); }
+  /** `options.cluster`: the namespace's taken SandboxSnapshots instead of the local agent's. */
+  static async list(options = {}) { return camel(await call(() => native.listSnapshots(options.cluster))); }
+  /** Refused (SnapshotInUseError) while a sandbox made from it exists; `options.cluster`: deletes
+   * the SandboxSnapshot. */
+  static remove(name, options = {}) { return call(() => native.removeSnapshot(name, options.cluster)); }
+  /** Pushes snapshot `name` to a registry as image `reference`; resolves to `{reference, digest}`.
+   * `options.cluster`: pushes the SandboxSnapshot, with the credentials of `options.secret` (a
+   * docker-config Secret of the namespace; without, anonymously). */
+  static async push(name, reference, options = {}) {
+    return camel(await call(() => native.pushSnapshot(name, reference, options.cluster, options.secret)));
+  }
 }
 
 // The earlier SDK's API (the seed README's example): a persistent Node.js context per sandbox.

@@ -48,9 +48,11 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Snapshot(SnapshotCommand::Rm { names }) => {
             snapshots::rm(&target().await?, &names).await
         }
-        Command::Snapshot(SnapshotCommand::Push { name, reference }) => {
-            snapshots::push(&target().await?, &name, &reference, json).await
-        }
+        Command::Snapshot(SnapshotCommand::Push {
+            name,
+            reference,
+            secret,
+        }) => snapshots::push(&target().await?, &name, &reference, secret.as_deref(), json).await,
         Command::Pool(PoolCommand::Create(a)) => pools::create(&target().await?, a, json).await,
         Command::Pool(PoolCommand::Ls) => pools::ls(&target().await?, json).await,
         Command::Pool(PoolCommand::Rm { names }) => pools::rm(&target().await?, &names).await,

@@ -1,15 +1,14 @@
-//! `msb snapshot create|ls|rm|push`: filesystem snapshots kept by this machine's agent.
+//! `msb snapshot create|ls|rm|push`: filesystem snapshots, kept by this machine's agent or (with
+//! `--cluster`) SandboxSnapshot objects of the namespace, kept on their Sandbox's node.
 
 use microsandbox::{SandboxState, Snapshot};
 
-use crate::error::Result;
+use crate::error::{CliError, Result};
 use crate::output;
 use crate::target::Target;
 
-const WHAT: &str = "snapshots";
-const IN_CLUSTER: &str = "a cluster has SandboxSnapshot objects (kubectl get sbxsnap)";
-
-/// `msb snapshot create SANDBOX NAME [--pause]`.
+/// `msb snapshot create SANDBOX NAME [--pause]`. In a cluster the node-agent pauses a running
+/// Sandbox for the copy itself.
 pub async fn create(
     target: &Target,
     sandbox: &str,
@@ -17,9 +16,9 @@ pub async fn create(
     pause: bool,
     json: bool,
 ) -> Result<i32> {
-    target.local_only(WHAT, IN_CLUSTER)?;
     let mut sb = target.get(sandbox).await?;
-    let paused_here = pause && sb.info().state == SandboxState::Running;
+    let paused_here =
+        pause && matches!(target, Target::Local) && sb.info().state == SandboxState::Running;
     if paused_here {
         sb.pause().await?;
     }
@@ -37,8 +36,10 @@ pub async fn create(
 }
 
 pub async fn ls(target: &Target, json: bool) -> Result<i32> {
-    target.local_only(WHAT, IN_CLUSTER)?;
-    let list = Snapshot::list().await?;
+    let list = match target {
+        Target::Local => Snapshot::list().await?,
+        Target::Cluster(c) => Snapshot::list_in(c).await?,
+    };
     output::listing(&list, json, &["NAME", "IMAGE", "LAYERS", "DIGEST"], |s| {
         vec![
             s.name.clone(),
@@ -51,18 +52,34 @@ pub async fn ls(target: &Target, json: bool) -> Result<i32> {
 }
 
 pub async fn rm(target: &Target, names: &[String]) -> Result<i32> {
-    target.local_only(WHAT, IN_CLUSTER)?;
     for n in names {
-        Snapshot::remove(n).await?;
+        match target {
+            Target::Local => Snapshot::remove(n).await?,
+            Target::Cluster(c) => Snapshot::remove_in(c, n).await?,
+        }
         println!("{n}");
     }
     Ok(0)
 }
 
-/// `msb snapshot push NAME REFERENCE`.
-pub async fn push(target: &Target, name: &str, reference: &str, json: bool) -> Result<i32> {
-    target.local_only(WHAT, IN_CLUSTER)?;
-    let pushed = Snapshot::push(name, reference).await?;
+/// `msb snapshot push NAME REFERENCE [--secret SECRET]`: with the agent's registry credentials,
+/// or (with `--cluster`) those of docker-config Secret SECRET of the namespace.
+pub async fn push(
+    target: &Target,
+    name: &str,
+    reference: &str,
+    secret: Option<&str>,
+    json: bool,
+) -> Result<i32> {
+    let pushed = match target {
+        Target::Local if secret.is_some() => {
+            return Err(CliError::Usage(
+                "--secret names a Kubernetes Secret: it applies with --cluster only (a local push uses the agent's --registry-auth)".into(),
+            ))
+        }
+        Target::Local => Snapshot::push(name, reference).await?,
+        Target::Cluster(c) => Snapshot::push_in(c, name, reference, secret).await?,
+    };
     if json {
         output::json(&pushed);
     } else {

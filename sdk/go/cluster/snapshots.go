@@ -143,7 +143,7 @@ func pushState(obj map[string]any, image string) pushed {
 	return pushed{why: "not pushed yet"}
 }
 
-// Snapshots lists the namespace's SandboxSnapshots that are Ready.
+// Snapshots lists the namespace's SandboxSnapshots that are Ready (and not being deleted).
 func (c *Cluster) Snapshots(ctx context.Context) ([]microsandbox.SnapshotInfo, error) {
 	list, err := c.snapshotAPI().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -151,6 +151,9 @@ func (c *Cluster) Snapshots(ctx context.Context) ([]microsandbox.SnapshotInfo, e
 	}
 	var out []microsandbox.SnapshotInfo
 	for _, item := range list.Items {
+		if item.GetDeletionTimestamp() != nil {
+			continue // being deleted: no longer one to start from
+		}
 		if info, phase, _ := snapshotInfo(item.Object); phase == "Ready" {
 			out = append(out, info)
 		}

@@ -616,28 +616,50 @@ pub async fn remove_pool(name: String) -> napi::Result<()> {
     microsandbox::Pool::remove(&name).await.map_err(js_error)
 }
 
-/// The snapshots of the local agent.
+/// The snapshots of the local agent (or the namespace's taken SandboxSnapshots).
 #[napi]
-pub async fn list_snapshots() -> napi::Result<serde_json::Value> {
-    microsandbox::Snapshot::list()
-        .await
-        .map(|l| json(&l))
-        .map_err(js_error)
+pub async fn list_snapshots(cluster: Option<ClusterOptions>) -> napi::Result<serde_json::Value> {
+    match cluster {
+        Some(c) => microsandbox::Snapshot::list_in(&connect(&c).await?).await,
+        None => microsandbox::Snapshot::list().await,
+    }
+    .map(|l| json(&l))
+    .map_err(js_error)
 }
 
-/// Delete snapshot `name` (refused while a sandbox made from it exists).
+/// Delete snapshot `name` (refused while a sandbox made from it exists); in cluster mode delete
+/// its SandboxSnapshot (its node keeps the files until no Sandbox made from it exists).
 #[napi]
-pub async fn remove_snapshot(name: String) -> napi::Result<()> {
-    microsandbox::Snapshot::remove(&name)
-        .await
-        .map_err(js_error)
+pub async fn remove_snapshot(name: String, cluster: Option<ClusterOptions>) -> napi::Result<()> {
+    match cluster {
+        Some(c) => microsandbox::Snapshot::remove_in(&connect(&c).await?, &name).await,
+        None => microsandbox::Snapshot::remove(&name).await,
+    }
+    .map_err(js_error)
 }
 
-/// Push snapshot `name` to a registry as image `reference`: `{reference, digest}`.
+/// Push snapshot `name` to a registry as image `reference`: `{reference, digest}`. In cluster
+/// mode with the credentials of docker-config Secret `secret` of the namespace (sealed to the
+/// snapshot's node by the operator); `secret` is refused locally.
 #[napi]
-pub async fn push_snapshot(name: String, reference: String) -> napi::Result<serde_json::Value> {
-    microsandbox::Snapshot::push(&name, &reference)
-        .await
-        .map(|p| json(&p))
-        .map_err(js_error)
+pub async fn push_snapshot(
+    name: String,
+    reference: String,
+    cluster: Option<ClusterOptions>,
+    secret: Option<String>,
+) -> napi::Result<serde_json::Value> {
+    match (cluster, secret) {
+        (Some(c), secret) => {
+            microsandbox::Snapshot::push_in(&connect(&c).await?, &name, &reference, secret.as_deref())
+                .await
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "secret names a Kubernetes Secret: it applies in cluster mode only (a local push uses the agent's --registry-auth)".into(),
+            ))
+        }
+        (None, None) => microsandbox::Snapshot::push(&name, &reference).await,
+    }
+    .map(|p| json(&p))
+    .map_err(js_error)
 }

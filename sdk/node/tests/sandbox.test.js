@@ -132,6 +132,10 @@ test('warm pools and snapshots', async () => {
     }
     assert.deepEqual((await m.Snapshot.list()).map((s) => s.name), ['node-snap']);
     const reference = `127.0.0.1:5000/msb-test/node-snap:${process.pid}`;
+    await assert.rejects(
+      m.Snapshot.push('node-snap', reference, { secret: 'creds' }),
+      (e) => e instanceof m.InvalidRequestError && /cluster mode only/.test(e.message),
+    );
     const pushed = await m.Snapshot.push('node-snap', reference);
     assert.equal(pushed.reference, reference);
     assert.match(pushed.digest, /^sha256:/);

@@ -3,7 +3,7 @@
 // kube-apiserver with the operator and a node-agent (MSB_TEST_KUBECONFIG_DEV, MSB_TEST_NAMESPACE).
 const test = require('node:test');
 const assert = require('node:assert');
-const { Sandbox, SandboxNotFoundError, UnsupportedFeatureError } = require('..');
+const { Sandbox, Snapshot, SandboxNotFoundError, UnsupportedFeatureError } = require('..');
 
 const cluster = {
   kubeconfig: process.env.MSB_TEST_KUBECONFIG_DEV,
@@ -39,4 +39,24 @@ test('what cluster mode cannot do is a typed error', async () => {
     }),
     (e) => e instanceof UnsupportedFeatureError && e.code === 'cluster_unsupported',
   );
+});
+
+test('snapshots are SandboxSnapshot objects: taken, listed, pushed, removed', async () => {
+  const sb = await Sandbox.create('js-snapsrc', {
+    image: 'busybox', memory: 64, isolation: 'container', cluster,
+  });
+  try {
+    await sb.shell('echo from-js > /tmp/f');
+    const snap = await sb.snapshot('js-snap');
+    assert.strictEqual(snap.image, 'snapshot://js-snap');
+    assert.ok((await Snapshot.list({ cluster })).some((s) => s.name === 'js-snap'));
+    const reference = `127.0.0.1:5000/msb-e2e/js-snap:${cluster.namespace}`;
+    const pushed = await Snapshot.push('js-snap', reference, { cluster });
+    assert.strictEqual(pushed.reference, reference);
+    assert.match(pushed.digest, /^sha256:/);
+    await Snapshot.remove('js-snap', { cluster });
+    assert.ok(!(await Snapshot.list({ cluster })).some((s) => s.name === 'js-snap'));
+  } finally {
+    await sb.remove();
+  }
 });

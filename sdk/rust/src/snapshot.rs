@@ -33,13 +33,13 @@ impl Snapshot {
             .await?)
     }
 
-    /// The SandboxSnapshots of `cluster`'s namespace that are taken.
+    /// The SandboxSnapshots of `cluster`'s namespace that are taken (and not being deleted).
     pub async fn list_in(cluster: &ClusterConnection) -> Result<Vec<SnapshotInfo>> {
         Ok(cluster
             .snapshot_objects()
             .await?
             .iter()
-            .filter(|s| s.ready_node().is_some())
+            .filter(|s| s.ready_node().is_some() && s.metadata.deletion_timestamp.is_none())
             .map(info_of)
             .collect())
     }

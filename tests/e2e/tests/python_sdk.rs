@@ -178,6 +178,23 @@ async fn kubectl_plugin(kubeconfig: &std::path::Path, ns: &str) {
     let (_, out, _) = plugin(&["exec", "kp", "--", "cat", "/tmp/f"]);
     assert_eq!(out, "through the plugin\n");
     let _removed = std::fs::remove_file(&host);
+    // Snapshots are SandboxSnapshot objects here: taken (the running Sandbox paused by its
+    // node-agent), listed, pushed to a registry, deleted.
+    let (code, out, err) = plugin(&["snapshot", "create", "kp", "kp-snap"]);
+    assert!(
+        code == Some(0) && out.starts_with("kp-snap snapshot://kp-snap"),
+        "{out}{err}"
+    );
+    let (code, out, err) = plugin(&["snapshot", "ls"]);
+    assert!(code == Some(0) && out.contains("kp-snap"), "{out}{err}");
+    let reference = format!("127.0.0.1:5000/msb-e2e/kp-snap:{ns}");
+    let (code, out, err) = plugin(&["snapshot", "push", "kp-snap", &reference]);
+    assert!(
+        code == Some(0) && out.starts_with(&format!("{reference} sha256:")),
+        "{out}{err}"
+    );
+    let (code, _, err) = plugin(&["snapshot", "rm", "kp-snap"]);
+    assert_eq!(code, Some(0), "{err}");
     let (code, _, err) = plugin(&["logs", "kp"]);
     assert_eq!(code, Some(0), "{err}");
     let (code, out, err) = plugin(&["--json", "metrics", "kp"]);
