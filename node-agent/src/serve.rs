@@ -59,7 +59,7 @@ pub fn probe_runtimes(config: &AgentConfig) -> Probed {
         }
         Err(e) => unavailable.push((Isolation::Microvm, e.to_string())),
     }
-    match ContainerRuntime::probe(config.state_dir.join("crun")) {
+    match ContainerRuntime::probe(&config.state_dir) {
         Ok(rt) => ok.push(Arc::new(rt)),
         Err(RuntimeError::Unavailable { reason, .. }) => {
             unavailable.push((Isolation::Container, reason))

@@ -3,6 +3,7 @@
 //! filter, a reduced capability set and `noNewPrivileges`. Weaker than a microVM: the sandbox shares
 //! the host kernel, so the API labels it `container` and never substitutes it for `microvm`.
 
+mod launch_ns;
 pub mod reaper;
 mod spec;
 
@@ -25,13 +26,18 @@ pub struct ContainerRuntime {
     /// crun's state directory (`--root`), private to this agent.
     state_root: PathBuf,
     cgroups: CgroupMode,
+    /// Where crun starts from; `None` (old kernel) starts it in the agent's namespace.
+    launch_ns: Option<launch_ns::LaunchNamespace>,
 }
 
 pub use super::jail::cgroup::CGROUP_PARENT;
 
 impl ContainerRuntime {
     /// Find crun and detect the cgroup mode; refuse with the reason when this host cannot run it.
-    pub fn probe(state_root: PathBuf) -> Result<Self, RuntimeError> {
+    /// crun keeps its state under `state_dir/crun` and starts from a mount namespace without
+    /// the mounts below `state_dir` and `/run/netns` (see [`launch_ns`]).
+    pub fn probe(state_dir: &Path) -> Result<Self, RuntimeError> {
+        let state_root = state_dir.join("crun");
         let unavailable = |reason: String| RuntimeError::Unavailable {
             isolation: Isolation::Container,
             reason,
@@ -46,10 +52,17 @@ impl ContainerRuntime {
             ));
         }
         std::fs::create_dir_all(&state_root)?;
+        let hidden = [state_dir.to_path_buf(), PathBuf::from("/run/netns")];
+        let launch_ns = launch_ns::LaunchNamespace::new(&hidden)
+            .inspect_err(
+                |e| tracing::info!(error = %e, "crun starts in the agent's mount namespace"),
+            )
+            .ok();
         Ok(Self {
             crun,
             state_root,
             cgroups,
+            launch_ns,
         })
     }
 
@@ -189,8 +202,12 @@ impl Runtime for ContainerRuntime {
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
         let cgroup = Self::cgroup_path(&spec.id);
+        let (staged, carry) = match &self.launch_ns {
+            Some(_) => launch_ns::plan(spec, &spec.runtime_dir.join("binds")),
+            None => (spec.clone(), Vec::new()),
+        };
         let config = oci_spec(
-            spec,
+            &staged,
             &SpecOptions {
                 cgroups_path: cgroup.clone(),
                 cgroup_v2: self.cgroups == CgroupMode::Unified,
@@ -234,13 +251,25 @@ impl Runtime for ContainerRuntime {
         let log_path = spec.runtime_dir.join("guest.log");
         let log = std::fs::File::create(&log_path)?;
         let pid_file = spec.runtime_dir.join("init.pid");
+        let launch = match &self.launch_ns {
+            Some(ns) => {
+                launch_ns::make_placeholders(&carry)?;
+                Some(ns.prepare(&carry)?)
+            }
+            None => None,
+        };
         let mut run = self.crun();
         let listen_fd = listener.as_raw_fd();
-        // SAFETY: runs in the forked child just before exec; dup2/fcntl are async-signal-safe and
-        // touch only the child's descriptor table. fd 3 becomes the listener without
-        // FD_CLOEXEC, which `crun --preserve-fds 1` hands to the container's init.
+        // SAFETY: runs in the forked child just before exec; setns/unshare/move_mount change only
+        // the child's mount namespace, dup2/fcntl only its descriptor table, and none allocates.
+        // The launch namespace comes first: fd 3 may be one of its descriptors. fd 3 then
+        // becomes the listener without FD_CLOEXEC, which `crun --preserve-fds 1` hands to the
+        // container's init.
         unsafe {
             run.pre_exec(move || {
+                if let Some(launch) = &launch {
+                    launch.enter()?;
+                }
                 if listen_fd == 3 {
                     if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());
