@@ -147,6 +147,7 @@ where
             (Ok(f), Ok(t)) => blocking(move || fs::copy(&f, &t)).await,
             (Err(e), _) | (_, Err(e)) => Err(e),
         },
+        Request::SetHostname { name } => blocking(move || set_hostname(&name)).await,
         Request::Metrics => {
             // Inline, not on a blocking thread: /proc reads are quick, and metrics must keep
             // working when a fork bomb has used up the sandbox's pids (no new thread possible).
@@ -158,6 +159,19 @@ where
         Err(e) => GuestFrame::Error(e),
     };
     let _ = framed.send(frame).await;
+}
+
+/// `sethostname(2)`; names the kernel refuses (empty, over 64 bytes) are the caller's error.
+fn set_hostname(name: &str) -> Result<Response, GuestError> {
+    if name.is_empty() || name.len() > 64 || name.contains('\0') {
+        return Err(GuestError::new(
+            GuestErrorKind::InvalidRequest,
+            format!("not a hostname: {name:?}"),
+        ));
+    }
+    nix::unistd::sethostname(name)
+        .map(|()| Response::Ok)
+        .map_err(|e| GuestError::from_io(&e.into(), "sethostname"))
 }
 
 /// Run a blocking filesystem operation off the runtime thread.

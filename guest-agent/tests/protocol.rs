@@ -15,6 +15,36 @@ async fn ping() {
 }
 
 #[tokio::test]
+async fn set_hostname_renames_the_guest_and_refuses_what_is_no_hostname() {
+    let agent = Agent::start_in_own_uts();
+    assert_eq!(
+        agent
+            .ok(Request::SetHostname {
+                name: "claimed-1".into()
+            })
+            .await,
+        Response::Ok
+    );
+    let out = agent.exec(sh("hostname")).await;
+    assert_eq!(out.stdout_str().trim(), "claimed-1");
+    for bad in [String::new(), "x".repeat(65)] {
+        let e = agent.err(Request::SetHostname { name: bad }).await;
+        assert_eq!(e.kind, GuestErrorKind::InvalidRequest, "{e:?}");
+    }
+    let out = agent.exec(sh("hostname")).await;
+    assert_eq!(
+        out.stdout_str().trim(),
+        "claimed-1",
+        "unchanged by refusals"
+    );
+    assert_ne!(
+        nix::unistd::gethostname().unwrap().to_string_lossy(),
+        "claimed-1",
+        "the test's own host keeps its name"
+    );
+}
+
+#[tokio::test]
 async fn version_mismatch_is_refused() {
     let agent = Agent::start();
     let stream = UnixStream::connect(&agent.sock).await.unwrap();

@@ -25,6 +25,15 @@ impl Agent {
     }
 
     pub fn start_with_env(env: &[(&str, &str)]) -> Self {
+        Self::spawn(env, false)
+    }
+
+    /// An agent in a UTS namespace of its own, as in a microVM (so it may set the hostname).
+    pub fn start_in_own_uts() -> Self {
+        Self::spawn(&[], true)
+    }
+
+    fn spawn(env: &[(&str, &str)], own_uts: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("run/agent.sock");
         // MSB_TEST_AGENT_BIN runs the suite against another build (e.g. the static release binary).
@@ -32,7 +41,18 @@ impl Agent {
             .ok()
             .filter(|b| !b.is_empty())
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_microsandbox-guest").to_string());
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if own_uts {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: unshare(2) only, in the child before exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = cmd
             .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
             // Deterministic defaults: the agent's TERM would otherwise leak into tty execs.

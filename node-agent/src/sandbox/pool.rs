@@ -22,6 +22,9 @@ use super::entry::SandboxEntry;
 use super::record::{ExecDefaults, Phase, SandboxRecord};
 use super::SandboxManager;
 use crate::error::{AgentError, IoContext};
+use crate::guest::GuestClient;
+use crate::runtime::Launched;
+use microsandbox_wire::guest::Request;
 
 /// Label of an unclaimed pool member (its pool's name).
 pub const POOL_LABEL: &str = "microsandbox.dev/pool";
@@ -119,13 +122,6 @@ impl SandboxManager {
             ));
         }
         let isolation = self.choose_isolation(spec.template.isolation)?;
-        if isolation == Isolation::Microvm {
-            // A claim renames the sandbox, hostname included; the guest agent of a microVM
-            // cannot be told a new hostname yet.
-            return Err(AgentError::InvalidRequest(
-                "warm pools hold container sandboxes for now (isolation: container)".into(),
-            ));
-        }
         let mut template = spec.template.clone();
         template.isolation = Some(isolation);
         let stale = {
@@ -295,8 +291,8 @@ impl SandboxManager {
             .remove(member)
             .ok_or_else(|| AgentError::Internal(format!("pool member {member} is gone")))?;
         let rec = claimed_record(&*old.record.lock().await, req);
-        let pid = match &rec.phase {
-            Phase::Running(l) => l.pid,
+        let launched = match &rec.phase {
+            Phase::Running(l) => Some(l.clone()),
             _ => None,
         };
         rec.save(&old.dir).at("save the state of", &old.dir)?;
@@ -309,10 +305,8 @@ impl SandboxManager {
         );
         map.insert(req.name.clone(), entry.clone());
         drop(map);
-        if let Some(pid) = pid {
-            let name = req.name.clone();
-            let set = tokio::task::spawn_blocking(move || set_hostname(pid, &name)).await;
-            if let Err(e) = set.map_err(std::io::Error::other).and_then(|r| r) {
+        if let Some(launched) = launched {
+            if let Err(e) = rename_host(&launched, &req.name).await {
                 tracing::warn!(sandbox = %req.name, error = %e, "cannot set the claimed sandbox's hostname");
             }
         }
@@ -331,6 +325,30 @@ fn info(name: &str, p: &Pool) -> PoolInfo {
         ready: p.ready.len() as u32,
         claimed: p.claimed,
         image: p.spec.template.image.clone(),
+    }
+}
+
+/// Give a claimed member its new name as hostname: a container's from the host (its guest agent
+/// lacks the capability), a microVM's by its guest agent (the VM is a kernel of its own).
+async fn rename_host(launched: &Launched, name: &str) -> Result<(), AgentError> {
+    match (launched.isolation, launched.pid) {
+        (Isolation::Container, Some(pid)) => {
+            let name = name.to_string();
+            tokio::task::spawn_blocking(move || set_hostname(pid, &name))
+                .await
+                .map_err(|e| AgentError::Internal(e.to_string()))?
+                .map_err(|e| AgentError::Internal(format!("set the hostname: {e}")))
+        }
+        (Isolation::Container, None) => Ok(()),
+        (Isolation::Microvm, _) => {
+            let guest = GuestClient::new(launched.guest_socket.clone());
+            guest
+                .call(Request::SetHostname {
+                    name: name.to_string(),
+                })
+                .await
+                .map(|_| ())
+        }
     }
 }
 

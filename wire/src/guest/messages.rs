@@ -87,6 +87,9 @@ pub enum Request {
     Copy { from: String, to: String },
     /// Resource usage: `Done(Metrics)`.
     Metrics,
+    /// Set the guest's hostname (a warm-pool member claimed under a new name; the guest is
+    /// its own UTS namespace, as in a microVM): `Done(Ok)`.
+    SetHostname { name: String },
 }
 
 /// A process to run.

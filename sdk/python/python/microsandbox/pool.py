@@ -53,7 +53,7 @@ class Pool:
         """Creates pool ``name`` (or changes it: same call, new size or template) and starts
         its sandboxes in the background. A create that names the pool is served from it when
         it asks for the same image, memory, cpus, isolation and network; its own name, env and
-        workdir are applied at the claim. Pools hold container sandboxes for now."""
+        workdir are applied at the claim."""
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise InvalidConfigError(f"size must be a whole number >= 0, not {size!r}")
         from . import _agent
