@@ -580,6 +580,49 @@ print(json.dumps(out))
 
 /// Runs [`FETCH`] in sandbox `sec` (`mode`: the key in a header or a JSON body): the
 /// (status, body) of each URL, and the exec's answer.
+/// Sandbox links speak IPv4 only: no IPv6 address on either end of the veth pair (no neighbour
+/// discovery or multicast chatter for the host to handle), while the sandbox keeps `::1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_links_carry_no_ipv6() {
+    let world = World::new();
+    let args = world.agent_args();
+    let agent = TestAgent::start_with(
+        "network-ipv6",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let c = agent.client();
+    let req: CreateSandbox = serde_json::from_value(serde_json::json!({
+        "name": "v6", "image": "busybox", "detached": true, "isolation": "container",
+        "memory_mib": 64, "network": {"policy": "allow_all"},
+    }))
+    .unwrap();
+    c.create(req).await.unwrap();
+    let netns = format!(
+        "{}v6",
+        microsandbox_agent::network::netns_prefix(&agent.state)
+    );
+    let inside = host("ip", &["-n", &netns, "-6", "-o", "addr", "show"], None);
+    assert!(inside.contains("::1"), "lo keeps ::1: {inside}");
+    assert!(
+        !inside.contains("eth0"),
+        "eth0 has no IPv6 address: {inside}"
+    );
+    let links = world.leftovers();
+    assert_eq!(links.len(), 1, "one sandbox link: {links:?}");
+    let link = links[0].split('@').next().unwrap_or_default();
+    let outside = host(
+        "ip",
+        &["-n", &world.uplink, "-6", "-o", "addr", "show", "dev", link],
+        None,
+    );
+    assert!(
+        outside.trim().is_empty(),
+        "host end has no IPv6 address: {outside}"
+    );
+    // (IPv4 on these links: every other test here.)
+    c.remove("v6").await.unwrap();
+}
+
 async fn fetch(
     c: &microsandbox_client::AgentClient,
     mode: &str,

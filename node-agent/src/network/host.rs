@@ -5,7 +5,8 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
-use tokio::process::Command;
+use std::process::{Output, Stdio};
+use tokio::process::{Child, Command};
 
 use super::plan::Addressing;
 
@@ -29,28 +30,68 @@ fn failed(what: &str, out: &std::process::Output) -> io::Error {
     ))
 }
 
-/// A host command, run in network namespace `netns` (`/run/netns/<name>`) when given.
+/// Starts `cmd` in network namespace `netns` (`/run/netns/<name>`) when given.
 ///
-/// The child joins the namespace itself (`setns` between fork and exec) rather than through
-/// `ip -n` or `ip netns exec`: those also unshare a mount namespace, which copies the agent's
-/// whole mount table (it grows with every sandbox's rootfs) at every call: measured +3 ms per
-/// call with 3,000 mounts, the per-sandbox cost that grew with the count.
-fn command(program: &str, netns: Option<&str>) -> io::Result<Command> {
-    let mut cmd = Command::new(program);
-    if let Some(ns) = netns {
-        let file = std::fs::File::open(Path::new("/run/netns").join(ns))
-            .map_err(|e| io::Error::new(e.kind(), format!("network namespace {ns}: {e}")))?;
-        // SAFETY: the closure runs in the forked child before exec; it only calls setns(2), a
-        // plain syscall (async-signal-safe), on a descriptor opened before the fork and owned by
-        // the closure, and allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(io::Error::from)
-            });
-        }
+/// The child is spawned by a short-lived thread that joined the namespace (a thread's network
+/// namespace is its own, and children inherit it). Not `ip -n` / `ip netns exec`: those unshare a
+/// mount namespace, copying the agent's whole mount table at every call (+3 ms per call with
+/// 3,000 mounts). Not a `pre_exec` setns either: any `pre_exec` makes the standard library fork
+/// instead of `posix_spawn`, copying the agent's page tables at every call.
+async fn spawn_in(netns: Option<&str>, mut cmd: Command) -> io::Result<Child> {
+    let Some(ns) = netns else {
+        return cmd.spawn();
+    };
+    let runtime = tokio::runtime::Handle::current();
+    in_namespace(ns.to_string(), move || {
+        let _in_runtime = runtime.enter();
+        cmd.spawn()
+    })
+    .await
+}
+
+/// Runs `f` on a fresh thread that joined network namespace `ns` (`/run/netns/<ns>`): not the
+/// blocking pool, since the namespace switch must die with the thread. Sockets `f` opens and
+/// processes it starts stay in that namespace.
+async fn in_namespace<T: Send + 'static>(
+    ns: String,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let file = std::fs::File::open(Path::new("/run/netns").join(&ns))
+        .map_err(|e| io::Error::new(e.kind(), format!("network namespace {ns}: {e}")))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("msb-netns".into())
+        .spawn(move || {
+            let result = nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(io::Error::from)
+                .and_then(|()| f());
+            let _receiver_gone = tx.send(result);
+        })?;
+    rx.await
+        .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// Sets `net.ipv6.conf.<interface>.disable_ipv6` in the calling thread's network namespace;
+/// nothing to do on a kernel without IPv6.
+fn disable_ipv6(interface: &str) -> io::Result<()> {
+    let conf = Path::new("/proc/sys/net/ipv6/conf");
+    if !conf.exists() {
+        return Ok(());
     }
-    Ok(cmd)
+    let knob = conf.join(interface).join("disable_ipv6");
+    std::fs::write(&knob, "1")
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", knob.display())))
+}
+
+/// Runs `program args` in `netns` and collects its output.
+async fn output_in(netns: Option<&str>, program: &str, args: &[&str]) -> io::Result<Output> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    spawn_in(netns, cmd).await?.wait_with_output().await
 }
 
 async fn run(
@@ -60,18 +101,18 @@ async fn run(
     stdin: Option<&str>,
 ) -> io::Result<()> {
     use tokio::io::AsyncWriteExt;
-    let mut cmd = command(program, netns)?;
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
+            Stdio::piped()
         } else {
-            std::process::Stdio::null()
+            Stdio::null()
         })
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
+    let mut child = spawn_in(netns, cmd)
+        .await
         .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes()).await?;
@@ -92,10 +133,7 @@ impl Uplink {
 
     /// Names of the interfaces of the uplink namespace.
     pub async fn link_names(&self) -> io::Result<Vec<String>> {
-        let out = command("ip", self.netns.as_deref())?
-            .args(["-o", "link", "show"])
-            .output()
-            .await?;
+        let out = output_in(self.netns.as_deref(), "ip", &["-o", "link", "show"]).await?;
         if !out.status.success() {
             return Err(failed("ip link show", &out));
         }
@@ -109,10 +147,12 @@ impl Uplink {
 
     /// Names of the chains and sets of `table` (inet) in the uplink namespace.
     pub async fn table_objects(&self, table: &str) -> io::Result<Vec<String>> {
-        let out = command("nft", self.netns.as_deref())?
-            .args(["list", "table", "inet", table])
-            .output()
-            .await?;
+        let out = output_in(
+            self.netns.as_deref(),
+            "nft",
+            &["list", "table", "inet", table],
+        )
+        .await?;
         if !out.status.success() {
             return Err(failed("nft list table", &out));
         }
@@ -144,26 +184,12 @@ impl Uplink {
         &self,
         f: impl FnOnce() -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
-        let Some(ns) = self.netns.clone() else {
-            return tokio::task::spawn_blocking(f)
+        match self.netns.clone() {
+            Some(ns) => in_namespace(ns, f).await,
+            None => tokio::task::spawn_blocking(f)
                 .await
-                .map_err(io::Error::other)?;
-        };
-        // A fresh thread, not the blocking pool: the namespace switch dies with the thread.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("msb-netns".into())
-            .spawn(move || {
-                let result = (|| {
-                    let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
-                    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(io::Error::from)?;
-                    f()
-                })();
-                let _ = tx.send(result);
-            })?;
-        rx.await
-            .map_err(|_| io::Error::other("netns thread panicked"))?
+                .map_err(io::Error::other)?,
+        }
     }
 
     /// A TCP connection to `target` opened from the uplink namespace (where sandbox links are).
@@ -199,6 +225,10 @@ impl Uplink {
             let _leftover = run("ip", None, &["netns", "del", sandbox_ns], None).await;
         }
         run("ip", None, &["netns", "add", sandbox_ns], None).await?;
+        // No IPv6 on sandbox links (the forward chain drops it anyway): no link-local address,
+        // neighbour discovery or multicast report for the host to handle, per sandbox. `lo`,
+        // made with the namespace, keeps `::1`.
+        in_namespace(sandbox_ns.to_string(), || disable_ipv6("default")).await?;
         let peer = format!("msbg{:x}", a.index);
         let gw = format!("{}/30", a.gateway);
         let sbx = format!("{}/30", a.sandbox);
@@ -218,6 +248,8 @@ impl Uplink {
             ],
         )
         .await?;
+        let host_if = a.host_if.clone();
+        self.in_netns(move || disable_ipv6(&host_if)).await?;
         Self::ip_batch(
             self.netns.as_deref(),
             &[
