@@ -491,6 +491,24 @@ async fn a_sandbox_reaches_only_its_own_gateway() {
     assert_eq!(world.leftovers(), Vec::<String>::new());
 }
 
+/// An agent on `world` (state `state`) with one running busybox sandbox `name` under policy
+/// `allow_all`, and the sandbox's network namespace.
+async fn allow_all_sandbox(world: &World, state: &str, name: &str) -> (TestAgent, String) {
+    let args = world.agent_args();
+    let agent = TestAgent::start_with(state, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let req: CreateSandbox = serde_json::from_value(serde_json::json!({
+        "name": name, "image": "busybox", "detached": true, "isolation": "container",
+        "memory_mib": 64, "network": {"policy": "allow_all"},
+    }))
+    .unwrap();
+    agent.client().create(req).await.unwrap();
+    let netns = format!(
+        "{}{name}",
+        microsandbox_agent::network::netns_prefix(&agent.state)
+    );
+    (agent, netns)
+}
+
 /// Packets a sandbox sends from an address that is not its own are dropped where they leave
 /// its link, whatever its policy allows (here: anything). The test itself gives the sandbox's
 /// interface two more addresses (a sandbox cannot: it has no CAP_NET_ADMIN) and sends from
@@ -498,22 +516,7 @@ async fn a_sandbox_reaches_only_its_own_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_source_addresses_are_dropped() {
     let world = World::new();
-    let args = world.agent_args();
-    let agent = TestAgent::start_with(
-        "network-spoof",
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let c = agent.client();
-    let req: CreateSandbox = serde_json::from_value(serde_json::json!({
-        "name": "spoof", "image": "busybox", "detached": true, "isolation": "container",
-        "memory_mib": 64, "network": {"policy": "allow_all"},
-    }))
-    .unwrap();
-    c.create(req).await.unwrap();
-    let netns = format!(
-        "{}spoof",
-        microsandbox_agent::network::netns_prefix(&agent.state)
-    );
+    let (agent, netns) = allow_all_sandbox(&world, "network-spoof", "spoof").await;
     let ip = |args: &[&str]| host("ip", &[&["-n", netns.as_str()], args].concat(), None);
     let own: std::net::Ipv4Addr = ip(&["-4", "-o", "addr", "show", "dev", "eth0"])
         .split_whitespace()
@@ -552,7 +555,7 @@ async fn spoofed_source_addresses_are_dropped() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(*sink.lock().unwrap(), expected, "spoofed datagrams got out");
-    c.remove("spoof").await.unwrap();
+    agent.client().remove("spoof").await.unwrap();
     assert_eq!(world.leftovers(), Vec::<String>::new());
 }
 
@@ -578,29 +581,12 @@ for url in sys.argv[2:]:
 print(json.dumps(out))
 "#;
 
-/// Runs [`FETCH`] in sandbox `sec` (`mode`: the key in a header or a JSON body): the
-/// (status, body) of each URL, and the exec's answer.
 /// Sandbox links speak IPv4 only: no IPv6 address on either end of the veth pair (no neighbour
 /// discovery or multicast chatter for the host to handle), while the sandbox keeps `::1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_links_carry_no_ipv6() {
     let world = World::new();
-    let args = world.agent_args();
-    let agent = TestAgent::start_with(
-        "network-ipv6",
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let c = agent.client();
-    let req: CreateSandbox = serde_json::from_value(serde_json::json!({
-        "name": "v6", "image": "busybox", "detached": true, "isolation": "container",
-        "memory_mib": 64, "network": {"policy": "allow_all"},
-    }))
-    .unwrap();
-    c.create(req).await.unwrap();
-    let netns = format!(
-        "{}v6",
-        microsandbox_agent::network::netns_prefix(&agent.state)
-    );
+    let (agent, netns) = allow_all_sandbox(&world, "network-ipv6", "v6").await;
     let inside = host("ip", &["-n", &netns, "-6", "-o", "addr", "show"], None);
     assert!(inside.contains("::1"), "lo keeps ::1: {inside}");
     assert!(
@@ -620,9 +606,11 @@ async fn sandbox_links_carry_no_ipv6() {
         "host end has no IPv6 address: {outside}"
     );
     // (IPv4 on these links: every other test here.)
-    c.remove("v6").await.unwrap();
+    agent.client().remove("v6").await.unwrap();
 }
 
+/// Runs [`FETCH`] in sandbox `sec` (`mode`: the key in a header or a JSON body): the
+/// (status, body) of each URL, and the exec's answer.
 async fn fetch(
     c: &microsandbox_client::AgentClient,
     mode: &str,
