@@ -71,6 +71,11 @@ mod tests {
                 list: vec![-3, 7]
             }
         );
+        // Near 2^52 a float's neighbours are half a unit apart: only a correctly rounded parse
+        // reads this as the whole number it is (schemathesis found one that was not).
+        let r: Req =
+            parse(br#"{"n": 1, "list": [4431048554903090.0, -4431048554903091.0]}"#).unwrap();
+        assert_eq!(r.list, vec![4_431_048_554_903_090, -4_431_048_554_903_091]);
         assert!(parse::<Req>(br#"{"n": 2.5, "list": []}"#).is_err());
         assert!(parse::<Req>(br#"{"n": 1e300, "list": []}"#).is_err());
         assert!(parse::<Req>(br#"{"n": 1, "list": [], "x": 0}"#)
