@@ -42,12 +42,68 @@ fn whole_floats_to_integers(v: &mut serde_json::Value) {
     }
 }
 
+/// A body over [`LIMIT`] bytes (rendered as `invalid_request`).
+#[derive(Debug)]
+pub struct TooLarge;
+impl warp::reject::Reject for TooLarge {}
+
+/// The raw body, at most [`LIMIT`] bytes, with a `Content-Length` or chunked (warp's own
+/// limit refuses a body without a length, and its refusal lost to "method not allowed").
+pub fn bytes() -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(|length: Option<u64>, body| async move {
+            if length.is_some_and(|n| n > LIMIT) {
+                return Err(warp::reject::custom(TooLarge));
+            }
+            collect(body).await.map_err(warp::Rejection::from)
+        })
+}
+
+/// Gather `body` while it stays within [`LIMIT`].
+async fn collect<S, B>(body: S) -> Result<bytes::Bytes, CollectError>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures::StreamExt;
+    let mut out = bytes::BytesMut::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| CollectError::Read(e.to_string()))?;
+        if (out.len() + chunk.remaining()) as u64 > LIMIT {
+            return Err(CollectError::TooLarge);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Why a body could not be gathered.
+#[derive(Debug)]
+enum CollectError {
+    TooLarge,
+    Read(String),
+}
+
+impl From<CollectError> for warp::Rejection {
+    fn from(e: CollectError) -> Self {
+        match e {
+            CollectError::TooLarge => warp::reject::custom(TooLarge),
+            CollectError::Read(why) => warp::reject::custom(BadJson(format!("reading it: {why}"))),
+        }
+    }
+}
+
 /// The body as `T` ([`parse`]), at most [`LIMIT`] bytes.
 pub fn body<T: serde::de::DeserializeOwned + Send>(
 ) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
-    warp::body::content_length_limit(LIMIT)
-        .and(warp::body::bytes())
-        .and_then(|b: bytes::Bytes| async move { parse::<T>(&b).map_err(warp::reject::custom) })
+    bytes().and_then(|b: bytes::Bytes| async move { parse::<T>(&b).map_err(warp::reject::custom) })
 }
 
 #[cfg(test)]

@@ -56,6 +56,14 @@ pub async fn recover(rej: warp::Rejection) -> Result<Response, std::convert::Inf
             ErrorCode::InvalidRequest,
             format!("invalid request body: {}", e.0),
         )
+    } else if rej.find::<super::json::TooLarge>().is_some() {
+        (
+            ErrorCode::InvalidRequest,
+            format!(
+                "request body too large (limit {} bytes)",
+                super::json::LIMIT
+            ),
+        )
     } else if let Some(e) = rej.find::<warp::reject::InvalidQuery>() {
         (ErrorCode::InvalidRequest, format!("invalid query: {e}"))
     } else if rej.is_not_found() {

@@ -27,14 +27,12 @@ struct LogsQuery {
 }
 
 fn optional_stop() -> impl Filter<Extract = (StopSandbox,), Error = warp::Rejection> + Clone {
-    warp::body::content_length_limit(super::json::LIMIT)
-        .and(warp::body::bytes())
-        .and_then(|b: bytes::Bytes| async move {
-            if b.iter().all(u8::is_ascii_whitespace) {
-                return Ok(StopSandbox::default());
-            }
-            super::json::parse::<StopSandbox>(&b).map_err(warp::reject::custom)
-        })
+    super::json::bytes().and_then(|b: bytes::Bytes| async move {
+        if b.iter().all(u8::is_ascii_whitespace) {
+            return Ok(StopSandbox::default());
+        }
+        super::json::parse::<StopSandbox>(&b).map_err(warp::reject::custom)
+    })
 }
 
 /// Runs a lifecycle operation to its end (or its cleanup) even if the client goes away: a
