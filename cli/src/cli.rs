@@ -121,8 +121,9 @@ pub enum Command {
     /// Copy a file between this machine and a sandbox: `msb cp ./a NAME:/tmp/a` or
     /// `msb cp NAME:/tmp/a ./a`.
     Cp { src: String, dst: String },
-    /// Install a launcher: a command in ~/.local/bin (or --dir) that runs IMAGE's program in a
-    /// temporary sandbox with the arguments passed through (also `msi`).
+    /// Install a launcher: a command in ~/.local/bin (or --dir) that starts a temporary sandbox
+    /// of IMAGE with the arguments passed through (also `msi`).
+    #[command(visible_alias = "i")]
     Install(InstallArgs),
     /// Remove a launcher made by `msb install`.
     Uninstall {
@@ -134,7 +135,8 @@ pub enum Command {
     Init,
     /// Add (or replace) a sandbox of the Sandboxfile.
     Add(AddArgs),
-    /// Run a script of a Sandboxfile sandbox (also `msr NAME[~SCRIPT]`).
+    /// Run a script of a Sandboxfile sandbox: `msb run [--sandbox] NAME[~SCRIPT]` (also `msr`).
+    #[command(visible_alias = "r")]
     Run(RunArgs),
     /// Serve the MCP (Model Context Protocol) tools over stdio, for AI tools.
     Mcp(McpArgs),
@@ -293,9 +295,9 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The sandbox (`NAME` or `NAME~SCRIPT`).
+    /// The sandbox (`NAME` or `NAME~SCRIPT`; or give it as the first positional argument).
     #[arg(long, short)]
-    pub sandbox: String,
+    pub sandbox: Option<String>,
     /// The script (default `start`, or the part after `~`).
     #[arg(long)]
     pub script: Option<String>,
@@ -306,11 +308,15 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    /// The image (e.g. `python`).
-    pub image: String,
-    /// The launcher's name (default: named after the image, `python`).
-    pub name: Option<String>,
-    /// The program run in the sandbox (default: the launcher's name).
+    /// The image (or give it as the first positional argument).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// [IMAGE] [NAME]: the image unless `--image` gives it, then the launcher's name (default:
+    /// named after the image, `alpine` for `alpine:3.20`).
+    #[arg(value_name = "IMAGE_OR_NAME", num_args = 0..=2)]
+    pub positional: Vec<String>,
+    /// The program the launcher runs (default: none; the launcher's arguments are the command,
+    /// and without any it runs what `msx IMAGE` does).
     #[arg(long)]
     pub program: Option<String>,
     /// Memory in MiB.
@@ -329,6 +335,37 @@ pub struct InstallArgs {
     /// Replace an existing file of that name (only launchers made by msb are replaced).
     #[arg(long)]
     pub force: bool,
+}
+
+impl RunArgs {
+    /// The sandbox target and the arguments for its script.
+    pub fn target_and_args(&self) -> Result<(String, Vec<String>), String> {
+        if let Some(target) = &self.sandbox {
+            return Ok((target.clone(), self.args.clone()));
+        }
+        match self.args.split_first() {
+            Some((target, rest)) if !target.starts_with('-') => Ok((target.clone(), rest.to_vec())),
+            _ => Err("which sandbox? `msb run NAME[~SCRIPT]` or `msb run --sandbox NAME`".into()),
+        }
+    }
+}
+
+impl InstallArgs {
+    /// The image and the launcher's name, if one is given.
+    pub fn image_and_name(&self) -> Result<(String, Option<String>), String> {
+        let mut pos = self.positional.iter().cloned();
+        let image = match &self.image {
+            Some(image) => image.clone(),
+            None => pos
+                .next()
+                .ok_or("which image? `msb install --image IMAGE` or `msi IMAGE [NAME]`")?,
+        };
+        let name = pos.next();
+        match pos.next() {
+            Some(extra) => Err(format!("unexpected argument {extra:?}: IMAGE [NAME] only")),
+            None => Ok((image, name)),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -368,5 +405,36 @@ mod tests {
         assert!(pairs(&["A".into()], "env")
             .unwrap_err()
             .contains("KEY=VALUE"));
+    }
+
+    #[test]
+    fn the_readme_spellings_parse() {
+        let run = |argv: &[&str]| match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(a) => a.target_and_args(),
+            other => panic!("{other:?}"),
+        };
+        let app = |args: &[&str]| {
+            Ok((
+                "app".to_string(),
+                args.iter().map(|s| s.to_string()).collect(),
+            ))
+        };
+        assert_eq!(run(&["msb", "run", "--sandbox", "app"]), app(&[]));
+        assert_eq!(run(&["msb", "run", "app", "x"]), app(&["x"]));
+        assert_eq!(run(&["msb", "r", "-s", "app", "--", "-v"]), app(&["-v"]));
+        assert!(run(&["msb", "run"]).is_err());
+        let install = |argv: &[&str]| match Cli::try_parse_from(argv).unwrap().command {
+            Command::Install(a) => a.image_and_name(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            install(&["msb", "install", "--image", "alpine"]),
+            Ok(("alpine".into(), None))
+        );
+        assert_eq!(
+            install(&["msb", "i", "alpine:20250108", "slim-linux"]),
+            Ok(("alpine:20250108".into(), Some("slim-linux".into())))
+        );
+        assert!(Cli::try_parse_from(["msb", "install", "a", "b", "c"]).is_err());
     }
 }

@@ -24,10 +24,12 @@ impl From<microsandbox::ClusterError> for CliError {
 }
 
 impl CliError {
-    /// 2 for usage errors (as clap), 1 for everything else.
+    /// 2 for usage errors (as clap), 127 for a command the sandbox does not have (as a shell
+    /// and `docker run` say it), 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
+            CliError::Sdk(microsandbox::Error::CommandNotFound { .. }) => 127,
             _ => 1,
         }
     }

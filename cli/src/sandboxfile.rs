@@ -9,7 +9,8 @@
 //!     memory: 1024          # MiB (default 512)
 //!     cpus: 1               # (default 1)
 //!     workdir: /app         # optional
-//!     env: {DEBUG: "1"}     # optional
+//!     env: {DEBUG: "1"}     # optional; or upstream's list form, envs: ["DEBUG=1"]
+//!     shell: /bin/bash      # what `msr app` opens when there is no start script (/bin/sh)
 //!     network: none         # none (default) | public_only | allow_all
 //!     volumes: ["./src:/app/src"]   # host:guest[:ro], host relative to the Sandboxfile
 //!     scripts:
@@ -46,6 +47,12 @@ pub struct SandboxDef {
     pub workdir: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The upstream Sandboxfile's `KEY=VALUE` list (merged with `env`; `env` wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub envs: Vec<String>,
+    /// The shell opened when the start script is asked for and there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -60,6 +67,29 @@ pub enum Network {
     None,
     PublicOnly,
     AllowAll,
+}
+
+/// What `msr NAME[~SCRIPT]` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runnable<'a> {
+    /// A script, run with `/bin/sh -c`.
+    Script(&'a str),
+    /// No start script: the sandbox's shell, interactive.
+    Shell(&'a str),
+}
+
+impl SandboxDef {
+    /// The environment: `envs` (`KEY=VALUE`, checked by [`Sandboxfile::parse`]), then `env`.
+    pub fn environment(&self) -> BTreeMap<String, String> {
+        let mut all: BTreeMap<String, String> = self
+            .envs
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.extend(self.env.clone());
+        all
+    }
 }
 
 /// A host directory bound into a project sandbox (`host:guest[:ro]`).
@@ -120,6 +150,15 @@ impl Sandboxfile {
                 VolumeDef::parse(v)
                     .map_err(|e| SandboxfileError::Invalid(format!("sandbox {name:?}: {e}")))?;
             }
+            if let Some(bad) = def
+                .envs
+                .iter()
+                .find(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+            {
+                return Err(SandboxfileError::Invalid(format!(
+                    "sandbox {name:?}: envs entry {bad:?} must be KEY=VALUE"
+                )));
+            }
         }
         Ok(file)
     }
@@ -146,17 +185,21 @@ impl Sandboxfile {
             })
     }
 
-    /// The command of `script` of sandbox `name`.
-    pub fn script(&self, name: &str, script: &str) -> Result<&str, SandboxfileError> {
+    /// What `script` of sandbox `name` runs: the script, or for a missing start script the
+    /// sandbox's shell (as upstream's `msr` opens one).
+    pub fn script(&self, name: &str, script: &str) -> Result<Runnable<'_>, SandboxfileError> {
         let def = self.sandbox(name)?;
-        def.scripts
-            .get(script)
-            .map(String::as_str)
-            .ok_or_else(|| SandboxfileError::UnknownScript {
+        match def.scripts.get(script) {
+            Some(s) => Ok(Runnable::Script(s)),
+            None if script == DEFAULT_SCRIPT => {
+                Ok(Runnable::Shell(def.shell.as_deref().unwrap_or("/bin/sh")))
+            }
+            None => Err(SandboxfileError::UnknownScript {
                 sandbox: name.to_string(),
                 script: script.to_string(),
                 known: list(def.scripts.keys()),
-            })
+            }),
+        }
     }
 }
 
@@ -243,7 +286,7 @@ sandboxes:
         );
         assert_eq!(
             f.script("app", "start").unwrap(),
-            r#"python -c "print(\"hello\")""#
+            Runnable::Script(r#"python -c "print(\"hello\")""#)
         );
         assert_eq!(Sandboxfile::parse(&f.render()).unwrap(), f);
         assert!(f.render().starts_with("# Sandbox configurations\n"));
@@ -283,12 +326,40 @@ sandboxes:
                     cpus: None,
                     workdir: None,
                     env: Default::default(),
+                    envs: vec![],
+                    shell: None,
                     network: None,
                     volumes: vec![],
                     scripts: Default::default()
                 })
             )
             .is_err());
+    }
+
+    #[test]
+    fn upstream_keys_envs_and_shell() {
+        let text = "sandboxes:\n  app:\n    image: python\n    envs: [\"A=1\", \"B=x=y\"]\n    env: {A: \"2\"}\n    shell: /bin/bash\n";
+        let f = Sandboxfile::parse(text).unwrap();
+        let app = f.sandbox("app").unwrap();
+        let env: Vec<_> = app.environment().into_iter().collect();
+        assert_eq!(env, [("A".into(), "2".into()), ("B".into(), "x=y".into())]);
+        // No start script: the sandbox's shell; another missing script is still an error.
+        assert_eq!(
+            f.script("app", "start").unwrap(),
+            Runnable::Shell("/bin/bash")
+        );
+        assert!(f.script("app", "test").is_err());
+        let seedless = Sandboxfile::parse("sandboxes:\n  b:\n    image: busybox\n").unwrap();
+        assert_eq!(
+            seedless.script("b", "start").unwrap(),
+            Runnable::Shell("/bin/sh")
+        );
+        let bad = "sandboxes:\n  app:\n    image: python\n    envs: [\"NOEQUALS\"]\n";
+        assert!(Sandboxfile::parse(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("KEY=VALUE"));
+        assert_eq!(Sandboxfile::parse(&f.render()).unwrap(), f);
     }
 
     #[test]

@@ -146,7 +146,7 @@ fn temporary_sandboxes_exit_codes_stdin_and_listing() {
         Some(124)
     );
     let missing = env.run("msx", &["busybox", "no-such-program"]);
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(127));
     assert!(
         text(&missing.stderr).contains("command not found"),
         "{}",
@@ -259,6 +259,50 @@ fn sandboxfile_projects() {
     assert_eq!(
         text(&env.run_in(dir, "msr", &["app~args", "a", "b"]).stdout),
         "a b\n"
+    );
+    // Upstream's spelling: the sandbox as the first argument.
+    let run = env.run_in(dir, "msb", &["run", "app"]);
+    assert_eq!(text(&run.stdout), "hello\n", "{}", text(&run.stderr));
+    // No start script: msr opens the sandbox's shell (here reading a script from stdin), and
+    // upstream's `envs` list sets the environment.
+    let add = env.run_in(
+        dir,
+        "msb",
+        &["add", "sh", "--image", "busybox", "--memory", "64"],
+    );
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let file = std::fs::read_to_string(dir.join("Sandboxfile")).unwrap();
+    std::fs::write(
+        dir.join("Sandboxfile"),
+        file.replace(
+            "    image: busybox\n",
+            "    image: busybox\n    envs: [\"WHO=upstream\"]\n",
+        ),
+    )
+    .unwrap();
+    let shell = env
+        .cmd("msr")
+        .arg("sh")
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"echo hello $WHO\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        text(&shell.stdout),
+        "hello upstream\n",
+        "{}",
+        text(&shell.stderr)
     );
     let unknown = env.run_in(dir, "msr", &["app~nope"]);
     assert_eq!(unknown.status.code(), Some(1));
@@ -528,6 +572,31 @@ fn launchers_install_run_and_uninstall() {
     assert_eq!(
         text(&out.stdout),
         "passed through\n",
+        "{}",
+        text(&out.stderr)
+    );
+    // As the README writes it: `msb install --image IMAGE [NAME]` / `msi IMAGE [NAME]`; with no
+    // --program the launcher's arguments are the command; without any, what `msx IMAGE` runs
+    // (the image's namesake program, here busybox's, else a shell).
+    let made = env.run(
+        "msb",
+        &["install", "--image", "busybox", "bb", "--dir", &dir],
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let out = env
+        .cmd_at(&bin.path().join("bb"))
+        .args(["sh", "-c", "echo in $0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "in sh\n", "{}", text(&out.stderr));
+    let out = env
+        .cmd_at(&bin.path().join("bb"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("BusyBox is a multi-call binary"),
         "{}",
         text(&out.stderr)
     );

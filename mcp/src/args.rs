@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use microsandbox::NetworkPolicy;
+use microsandbox::{Language, NetworkPolicy};
 use rmcp::schemars::{self, JsonSchema};
 use serde::Deserialize;
 
@@ -171,10 +171,11 @@ pub struct RunCodeArgs {
     pub namespace: Option<String>,
     /// The program's source code.
     pub code: String,
-    /// "python" (default), "javascript"/"nodejs" or "shell"; run by the image's interpreter.
+    /// "python" (default) or "javascript"/"nodejs": run by the sandbox's long-lived interpreter
+    /// (what one call defines the next finds); "shell": `sh -c`.
     #[serde(default)]
     pub language: Option<String>,
-    /// Seconds before the run is killed (default 60).
+    /// Seconds before the run is interrupted (default 60).
     #[serde(default)]
     pub timeout_secs: Option<f64>,
 }
@@ -219,12 +220,33 @@ pub fn timeout(secs: Option<f64>) -> Result<Duration, String> {
     }
 }
 
-/// The interpreter of `language`: program and the flag that takes source code.
-pub fn interpreter(language: Option<&str>) -> Result<(&'static str, &'static str), String> {
-    match language.unwrap_or("python").to_ascii_lowercase().as_str() {
-        "python" | "python3" | "py" => Ok(("python3", "-c")),
-        "javascript" | "js" | "node" | "nodejs" => Ok(("node", "-e")),
-        "sh" | "shell" | "bash" => Ok(("/bin/sh", "-c")),
+/// The arguments of the prompts `create_python_sandbox` / `create_node_sandbox` (upstream's names).
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SandboxPromptArgs {
+    /// The name of the sandbox to start.
+    pub sandbox_name: String,
+    /// Accepted for compatibility with the upstream server (ignored).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// How `sandbox_run_code` runs a language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeRunner {
+    /// The sandbox's long-lived interpreter of the language: state persists between calls.
+    Repl(Language),
+    /// `/bin/sh -c`, a fresh shell each call.
+    Shell,
+}
+
+/// The runner of `language` (default python).
+pub fn code_runner(language: Option<&str>) -> Result<CodeRunner, String> {
+    let name = language.unwrap_or("python");
+    if let Some(l) = Language::parse(name) {
+        return Ok(CodeRunner::Repl(l));
+    }
+    match name.to_ascii_lowercase().as_str() {
+        "sh" | "shell" | "bash" => Ok(CodeRunner::Shell),
         other => Err(format!(
             "language {other:?} is not supported: use python, javascript or shell"
         )),
@@ -295,9 +317,12 @@ mod tests {
         for bad in [0.0, -1.0, f64::NAN, 3601.0] {
             assert!(timeout(Some(bad)).is_err());
         }
-        assert_eq!(interpreter(None).unwrap(), ("python3", "-c"));
-        assert_eq!(interpreter(Some("NodeJS")).unwrap(), ("node", "-e"));
-        assert_eq!(interpreter(Some("shell")).unwrap(), ("/bin/sh", "-c"));
-        assert!(interpreter(Some("cobol")).is_err());
+        assert_eq!(code_runner(None), Ok(CodeRunner::Repl(Language::Python)));
+        assert_eq!(
+            code_runner(Some("NodeJS")),
+            Ok(CodeRunner::Repl(Language::Node))
+        );
+        assert_eq!(code_runner(Some("shell")), Ok(CodeRunner::Shell));
+        assert!(code_runner(Some("cobol")).is_err());
     }
 }

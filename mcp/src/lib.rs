@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod http;
+mod prompts;
 mod registry;
 mod tools;
 

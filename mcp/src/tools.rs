@@ -4,16 +4,17 @@
 
 use std::sync::Arc;
 
-use microsandbox::{Agent, Error, ExecOutput, Sandbox, SandboxState};
+use microsandbox::{Agent, Error, ExecOutput, Language, Repl, RunStatus, Sandbox, SandboxState};
+use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{tool, tool_handler, tool_router, ErrorData, ServerHandler};
+use rmcp::{prompt_handler, tool, tool_handler, tool_router, ErrorData, ServerHandler};
 use tokio::sync::Mutex;
 
 use crate::args::{
-    interpreter, network_policy, timeout, MetricsArgs, ReadFileArgs, RunCodeArgs, RunCommandArgs,
-    SandboxArg, StartArgs, WriteFileArgs,
+    code_runner, network_policy, timeout, CodeRunner, MetricsArgs, ReadFileArgs, RunCodeArgs,
+    RunCommandArgs, SandboxArg, StartArgs, WriteFileArgs,
 };
 use crate::registry::Registry;
 
@@ -25,6 +26,7 @@ pub struct SandboxTools {
     agent: Option<Agent>,
     sandboxes: Registry,
     tool_router: ToolRouter<Self>,
+    prompt_router: PromptRouter<Self>,
 }
 
 /// A tool error the model reads.
@@ -32,26 +34,26 @@ fn failed(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
 }
 
-/// A command's result as text and structured content.
+/// A command's result as text and structured content. A command that ran and exited non-zero
+/// is a result, not a tool error (as the upstream server answers): `success` says which.
 fn ran(out: &ExecOutput) -> CallToolResult {
-    let value = serde_json::json!({
+    CallToolResult::structured(command_result(out))
+}
+
+fn command_result(out: &ExecOutput) -> serde_json::Value {
+    serde_json::json!({
         "exit_code": out.exit_code,
         "signal": out.signal,
         "stdout": out.stdout_str(),
         "stderr": out.stderr_str(),
         "success": out.success(),
-    });
-    if out.success() {
-        CallToolResult::structured(value)
-    } else {
-        CallToolResult::structured_error(value)
-    }
+    })
 }
 
 fn sdk_error(e: Error) -> CallToolResult {
     match e {
         Error::ExecTimeout { output } => {
-            let mut r = ran(&output);
+            let mut r = CallToolResult::structured_error(command_result(&output));
             r.content.insert(
                 0,
                 ContentBlock::text("the command timed out and was killed"),
@@ -80,6 +82,7 @@ impl SandboxTools {
             agent,
             sandboxes,
             tool_router: Self::tool_router(),
+            prompt_router: Self::prompt_router(),
         }
     }
 
@@ -134,6 +137,64 @@ impl SandboxTools {
         }
     }
 
+    /// Run `code` in the interpreter of `language` of `sandbox`, started on first use.
+    async fn run_code(
+        &self,
+        sandbox: &str,
+        language: Language,
+        code: &str,
+        secs: Option<f64>,
+    ) -> CallToolResult {
+        let t = match timeout(secs) {
+            Ok(t) => t,
+            Err(e) => return failed(e),
+        };
+        let repl = match self.sandboxes.repl(sandbox, language) {
+            Some(repl) => repl,
+            None => {
+                let sb = match self.owned(sandbox) {
+                    Ok(sb) => sb,
+                    Err(e) => return e,
+                };
+                let started = Repl::start(&*sb.lock().await, language).await;
+                match started {
+                    Ok(repl) => self.sandboxes.insert_repl(sandbox, repl),
+                    Err(e) => return sdk_error(e),
+                }
+            }
+        };
+        let mut repl = repl.lock().await;
+        match repl.run(code, Some(t)).await {
+            Ok(out) => {
+                let status = match out.status {
+                    RunStatus::Ok => "ok",
+                    RunStatus::Error => "error",
+                    RunStatus::TimedOut => "timed_out",
+                    RunStatus::Exited => "exited",
+                };
+                let value = serde_json::json!({
+                    "stdout": out.stdout,
+                    "stderr": out.stderr,
+                    "success": out.success(),
+                    "status": status,
+                });
+                if out.status == RunStatus::TimedOut {
+                    let mut r = CallToolResult::structured_error(value);
+                    r.content.insert(
+                        0,
+                        ContentBlock::text(format!(
+                            "the code timed out after {t:?} and was interrupted"
+                        )),
+                    );
+                    r
+                } else {
+                    CallToolResult::structured(value)
+                }
+            }
+            Err(e) => sdk_error(e),
+        }
+    }
+
     /// A sandbox of `name` that was started here and has ended (stopped, failed) is removed so
     /// that the name can start again, as the upstream server's stop frees it; a running one is
     /// an error.
@@ -160,6 +221,64 @@ impl SandboxTools {
         }
         Ok(())
     }
+}
+
+/// The window over which `sandbox_get_metrics` measures CPU use.
+const CPU_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One reading of a sandbox's figures: `None` when it does not run (stopped, failed).
+async fn reading(
+    sb: &Sandbox,
+) -> microsandbox::Result<Option<(microsandbox::Metrics, std::time::Instant)>> {
+    match sb.metrics().await {
+        Ok(m) => Ok(Some((m, std::time::Instant::now()))),
+        Err(e)
+            if matches!(
+                e.code(),
+                Some(
+                    microsandbox::ErrorCode::SandboxNotRunning
+                        | microsandbox::ErrorCode::SandboxDraining
+                )
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+type Reading = Option<(microsandbox::Metrics, std::time::Instant)>;
+
+/// The figures of `name` from two readings, under the upstream server's keys (`running`,
+/// `cpu_usage` in percent, `memory_usage` in MiB, `disk_usage` in bytes) and the agent's own.
+fn metrics_entry(name: &str, before: Reading, after: Reading) -> serde_json::Value {
+    let Some((m, at)) = after else {
+        return serde_json::json!({
+            "name": name, "running": false,
+            "cpu_usage": null, "memory_usage": null, "disk_usage": null,
+        });
+    };
+    let cpu_usage = before.and_then(|(b, then)| {
+        let secs = at.duration_since(then).as_secs_f64();
+        (secs > 0.0).then(|| {
+            let used = m.cpu_usage_us.saturating_sub(b.cpu_usage_us) as f64 / 1e6;
+            (10_000.0 * used / secs).round() / 100.0
+        })
+    });
+    let mut value = serde_json::to_value(&m).unwrap_or_default();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("running".into(), true.into());
+        obj.insert("cpu_usage".into(), serde_json::json!(cpu_usage));
+        obj.insert(
+            "memory_usage".into(),
+            (m.memory_bytes / (1024 * 1024)).into(),
+        );
+        obj.insert(
+            "disk_usage".into(),
+            (m.disk_read_bytes + m.disk_write_bytes).into(),
+        );
+    }
+    value
 }
 
 #[tool_router]
@@ -207,24 +326,28 @@ impl SandboxTools {
     }
 
     #[tool(
-        description = "Run source code in a started sandbox with the image's interpreter (language python: python3 -c, javascript/nodejs: node -e, shell: sh -c). Returns stdout, stderr and the exit code."
+        description = "Run source code in a started sandbox. python (default) and javascript/nodejs run in the sandbox's long-lived interpreter: variables, functions and imports of one call are there in the next, and a trailing expression's value is printed. shell runs sh -c. Returns stdout, stderr, success and status (ok, error, exited)."
     )]
     async fn sandbox_run_code(
         &self,
         Parameters(a): Parameters<RunCodeArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let (program, flag) = match interpreter(a.language.as_deref()) {
-            Ok(i) => i,
-            Err(e) => return Ok(failed(e)),
-        };
-        Ok(self
-            .exec(
-                &a.sandbox,
-                program,
-                vec![flag.to_string(), a.code],
-                a.timeout_secs,
-            )
-            .await)
+        Ok(match code_runner(a.language.as_deref()) {
+            Err(e) => failed(e),
+            Ok(CodeRunner::Shell) => {
+                self.exec(
+                    &a.sandbox,
+                    "/bin/sh",
+                    vec!["-c".into(), a.code],
+                    a.timeout_secs,
+                )
+                .await
+            }
+            Ok(CodeRunner::Repl(language)) => {
+                self.run_code(&a.sandbox, language, &a.code, a.timeout_secs)
+                    .await
+            }
+        })
     }
 
     #[tool(
@@ -272,7 +395,7 @@ impl SandboxTools {
     }
 
     #[tool(
-        description = "CPU, memory, disk and network use of a started sandbox, or of all of them when no sandbox is named."
+        description = "CPU, memory, disk and network use of a started sandbox, or of all of them when no sandbox is named, running or not: {sandboxes: [{name, running, cpu_usage (percent of one core over 100 ms), memory_usage (MiB), disk_usage (bytes), ...}]}; one sandbox's figures are also at the top level."
     )]
     async fn sandbox_get_metrics(
         &self,
@@ -282,22 +405,31 @@ impl SandboxTools {
             Some(name) => vec![name],
             None => self.sandboxes.names(),
         };
-        let mut all = Vec::new();
+        let mut owned = Vec::new();
         for name in names {
-            let sb = match self.owned(&name) {
-                Ok(sb) => sb,
+            match self.owned(&name) {
+                Ok(sb) => owned.push((name, sb)),
                 Err(e) => return Ok(e),
-            };
-            let metrics = sb.lock().await.metrics().await;
-            match metrics {
-                Ok(m) => all.push(serde_json::to_value(m).unwrap_or_default()),
-                Err(e) => return Ok(sdk_error(e)),
             }
         }
-        Ok(match all.len() {
-            1 => CallToolResult::structured(all.remove(0)),
-            _ => CallToolResult::structured(serde_json::json!({ "sandboxes": all })),
-        })
+        // Two readings 100 ms apart give the CPU use in percent.
+        let mut first = Vec::new();
+        for (_, sb) in &owned {
+            first.push(reading(&*sb.lock().await).await);
+        }
+        tokio::time::sleep(CPU_WINDOW).await;
+        let mut all = Vec::new();
+        for ((name, sb), before) in owned.iter().zip(first) {
+            match (before, reading(&*sb.lock().await).await) {
+                (Ok(before), Ok(after)) => all.push(metrics_entry(name, before, after)),
+                (Err(e), _) | (_, Err(e)) => return Ok(sdk_error(e)),
+            }
+        }
+        let mut value = serde_json::json!({ "sandboxes": all.clone() });
+        if let ([serde_json::Value::Object(one)], Some(top)) = (&all[..], value.as_object_mut()) {
+            top.extend(one.clone());
+        }
+        Ok(CallToolResult::structured(value))
     }
 
     #[tool(description = "List the sandboxes started here, with their state.")]
@@ -350,17 +482,58 @@ impl SandboxTools {
 }
 
 #[tool_handler(router = self.tool_router)]
+#[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for SandboxTools {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                "microsandbox",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(
-                "Run untrusted code in isolated sandboxes: sandbox_start, then sandbox_run_code / \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "microsandbox",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "Run untrusted code in isolated sandboxes: sandbox_start, then sandbox_run_code / \
                  sandbox_run_command / sandbox_read_file / sandbox_write_file; sandbox_remove \
                  when done.",
-            )
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(cpu_usage_us: u64) -> microsandbox::Metrics {
+        microsandbox::Metrics {
+            name: "a".into(),
+            cpu_usage_us,
+            memory_bytes: 3 * 1024 * 1024,
+            disk_read_bytes: 5,
+            disk_write_bytes: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn metrics_entries_carry_the_upstream_keys() {
+        let then = std::time::Instant::now();
+        let now = then + std::time::Duration::from_millis(200);
+        let e = metrics_entry("a", Some((metrics(0), then)), Some((metrics(50_000), now)));
+        assert_eq!(e["running"], true);
+        assert_eq!(e["cpu_usage"], 25.0); // 50 ms of CPU in 200 ms
+        assert_eq!(
+            (e["memory_usage"].as_u64(), e["disk_usage"].as_u64()),
+            (Some(3), Some(12))
+        );
+        assert_eq!(e["cpu_usage_us"], 50_000);
+        // Started between the readings: no CPU figure; stopped: not running, no figures.
+        assert!(metrics_entry("a", None, Some((metrics(1), now)))["cpu_usage"].is_null());
+        let stopped = metrics_entry("a", Some((metrics(1), then)), None);
+        assert_eq!(stopped["running"], false);
+        assert!(stopped["memory_usage"].is_null());
     }
 }

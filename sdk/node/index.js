@@ -262,35 +262,9 @@ class Snapshot {
   }
 }
 
-// The earlier SDK's API (the seed README's example): a persistent Node.js context per sandbox.
-const NODE_DRIVER = String.raw`
-const vm = require('vm'), util = require('util'), readline = require('readline');
-const tok = process.argv[process.argv.length - 1];
-const rl = readline.createInterface({ input: process.stdin, terminal: false });
-globalThis.require = require;
-(async () => {
-  for await (const line of rl) {
-    if (!line.trim()) continue;
-    const req = JSON.parse(line);
-    let status = 'ok';
-    try {
-      let r;
-      try { r = vm.runInThisContext(req.code, { filename: '<sandbox>' }); }
-      catch (e) {
-        if (!(e instanceof SyntaxError) || !/await/.test(req.code)) throw e;
-        try { r = vm.runInThisContext('(async () => (' + req.code + '\n))()', { filename: '<sandbox>' }); }
-        catch (e2) {
-          if (!(e2 instanceof SyntaxError)) throw e2;
-          r = vm.runInThisContext('(async () => {' + req.code + '\n})()', { filename: '<sandbox>' });
-        }
-      }
-      if (r && typeof r.then === 'function') r = await r;
-      if (r !== undefined) console.log(util.inspect(r));
-    } catch (e) { status = 'error'; console.error(e && e.stack ? e.stack : String(e)); }
-    process.stdout.write(tok + ':' + req.id + ':' + status + '\n');
-    process.stderr.write(tok + ':' + req.id + ':' + status + '\n');
-  }
-})();`;
+// The earlier SDK's API (the seed README's example): a persistent Node.js context per sandbox,
+// run by the Rust SDK's driver (microsandbox::repl; JSON lines in, an end marker per run out).
+const NODE_DRIVER = native.nodeReplDriver();
 
 class Execution {
   constructor(stdout, stderr, status) {

@@ -1,5 +1,7 @@
 //! `msb install`/`msi` and `msb uninstall`: launchers — small scripts in the user's PATH that
-//! run an image's program in a temporary sandbox (`msb exe`) with the arguments passed through.
+//! start a temporary sandbox of an image (`msb exe`), with the arguments passed through: the
+//! launcher alone runs what `msx IMAGE` does (the image's namesake program, else a shell: for
+//! alpine a shell), `alpine ls /` runs `ls /`; or always the `--program` given.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,9 +25,8 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The launcher script for `a`, running `msb` at `msb`. Pure.
-pub fn script(msb: &Path, a: &InstallArgs, name: &str) -> String {
-    let program = a.program.clone().unwrap_or_else(|| name.to_string());
+/// The launcher script of `image` for `a`, running `msb` at `msb`. Pure.
+pub fn script(msb: &Path, a: &InstallArgs, image: &str, name: &str) -> String {
     let mut exe = vec![quote(&msb.to_string_lossy()), "exe".into()];
     if let Some(m) = a.memory {
         exe.push(format!("--memory {m}"));
@@ -36,12 +37,17 @@ pub fn script(msb: &Path, a: &InstallArgs, name: &str) -> String {
     if a.mount_cwd {
         exe.push(r#"--volume "$PWD:/work" --workdir /work"#.into());
     }
-    exe.push(quote(&a.image));
-    exe.push(quote(&program));
+    exe.push(quote(image));
+    let what = match &a.program {
+        Some(program) => {
+            exe.push(quote(program));
+            format!("{program} of image {image}")
+        }
+        None => format!("image {image} (as msx runs it, or the command given)"),
+    };
     format!(
-        "#!/bin/sh\n{MARK}\n# {name}: {program} of image {image}, in a sandbox removed when it ends.\nexec {} \"$@\"\n",
+        "#!/bin/sh\n{MARK}\n# {name}: {what}, in a sandbox removed when it ends.\nexec {} \"$@\"\n",
         exe.join(" "),
-        image = a.image,
     )
 }
 
@@ -75,10 +81,8 @@ fn msb_binary() -> Result<PathBuf> {
 }
 
 pub fn install(a: InstallArgs) -> Result<i32> {
-    let name = a
-        .name
-        .clone()
-        .unwrap_or_else(|| super::sandboxes::program_of(&a.image));
+    let (image, name) = a.image_and_name().map_err(CliError::Usage)?;
+    let name = name.unwrap_or_else(|| super::sandboxes::program_of(&image));
     check_name(&name)?;
     let dir = match &a.dir {
         Some(d) => d.clone(),
@@ -99,7 +103,7 @@ pub fn install(a: InstallArgs) -> Result<i32> {
     let msb = msb_binary()?;
     std::fs::create_dir_all(&dir)?;
     let tmp = dir.join(format!(".{name}.msb-tmp"));
-    std::fs::write(&tmp, script(&msb, &a, &name))?;
+    std::fs::write(&tmp, script(&msb, &a, &image, &name))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     std::fs::rename(&tmp, &path)?;
     println!("installed {}", path.display());
@@ -133,11 +137,41 @@ pub fn uninstall(name: &str, dir: Option<PathBuf>) -> Result<i32> {
 mod tests {
     use super::*;
 
+    fn args(image: Option<&str>, positional: &[&str]) -> InstallArgs {
+        InstallArgs {
+            image: image.map(Into::into),
+            positional: positional.iter().map(|s| s.to_string()).collect(),
+            program: None,
+            memory: None,
+            network: None,
+            mount_cwd: false,
+            dir: None,
+            force: false,
+        }
+    }
+
+    #[test]
+    fn image_and_name_as_the_readme_writes_them() {
+        let pair = |i: Option<&str>, p: &[&str]| args(i, p).image_and_name();
+        assert_eq!(pair(Some("alpine"), &[]), Ok(("alpine".into(), None)));
+        assert_eq!(pair(None, &["alpine"]), Ok(("alpine".into(), None)));
+        assert_eq!(
+            pair(None, &["alpine:20250108", "slim-linux"]),
+            Ok(("alpine:20250108".into(), Some("slim-linux".into())))
+        );
+        assert_eq!(
+            pair(Some("python"), &["python-web"]),
+            Ok(("python".into(), Some("python-web".into())))
+        );
+        assert!(pair(None, &[]).is_err());
+        assert!(pair(Some("python"), &["a", "b"]).is_err());
+    }
+
     #[test]
     fn launcher_script() {
-        let a = InstallArgs {
-            image: "python".into(),
-            name: None,
+        let mut a = InstallArgs {
+            image: None,
+            positional: vec!["python".into()],
             program: None,
             memory: Some(256),
             network: None,
@@ -145,11 +179,14 @@ mod tests {
             dir: None,
             force: false,
         };
-        let s = script(Path::new("/opt/it's/msb"), &a, "python");
+        let s = script(Path::new("/opt/it's/msb"), &a, "python", "python");
         assert!(s.starts_with("#!/bin/sh\n# microsandbox launcher"));
         assert!(s.contains(
-            r#"exec '/opt/it'\''s/msb' exe --memory 256 --volume "$PWD:/work" --workdir /work 'python' 'python' "$@""#
+            r#"exec '/opt/it'\''s/msb' exe --memory 256 --volume "$PWD:/work" --workdir /work 'python' "$@""#
         ), "{s}");
+        a.program = Some("python3".into());
+        let s = script(Path::new("/usr/bin/msb"), &a, "python", "py");
+        assert!(s.contains(r#" 'python' 'python3' "$@""#), "{s}");
         assert!(
             check_name("py").is_ok() && check_name("a/b").is_err() && check_name("..").is_err()
         );

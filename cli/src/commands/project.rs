@@ -7,7 +7,7 @@ use microsandbox::Sandbox;
 use super::{sandboxes, session};
 use crate::cli::{pairs, AddArgs, RunArgs};
 use crate::error::{CliError, Result};
-use crate::sandboxfile::{split_target, SandboxDef, Sandboxfile, FILE_NAME};
+use crate::sandboxfile::{split_target, Runnable, SandboxDef, Sandboxfile, FILE_NAME};
 
 fn path() -> Result<PathBuf> {
     Ok(std::env::current_dir()?.join(FILE_NAME))
@@ -56,6 +56,8 @@ pub fn add(a: AddArgs) -> Result<i32> {
             .map_err(CliError::Usage)?
             .into_iter()
             .collect(),
+        envs: vec![],
+        shell: None,
         network: None,
         volumes: a.volumes,
         scripts,
@@ -73,7 +75,8 @@ pub fn add(a: AddArgs) -> Result<i32> {
 pub async fn run(a: RunArgs) -> Result<i32> {
     let p = path()?;
     let file = load(&p)?;
-    let (name, from_target) = split_target(&a.sandbox);
+    let (target, script_args) = a.target_and_args().map_err(CliError::Usage)?;
+    let (name, from_target) = split_target(&target);
     let script_name = a.script.as_deref().unwrap_or(from_target);
     let def = file.sandbox(name)?;
     let script = file.script(name, script_name)?;
@@ -99,7 +102,7 @@ pub async fn run(a: RunArgs) -> Result<i32> {
         .image(&def.image)
         .memory(def.memory.unwrap_or(512))
         .cpus(def.cpus.unwrap_or(1));
-    for (k, v) in &def.env {
+    for (k, v) in def.environment() {
         b = b.env(k, v);
     }
     if let Some(w) = &def.workdir {
@@ -115,10 +118,15 @@ pub async fn run(a: RunArgs) -> Result<i32> {
     }
     b = sandboxes::with_volumes(b, &def.volumes, base)?;
     let sb = b.create().await?;
-    // The script is shell; extra arguments become its $1...
-    let mut args = vec!["-c".to_string(), script.to_string(), "msr".to_string()];
-    args.extend(a.args);
-    let status = session::run(&sb, "/bin/sh", &args, None).await;
+    let status = match script {
+        // The script is shell; extra arguments become its $1...
+        Runnable::Script(script) => {
+            let mut args = vec!["-c".to_string(), script.to_string(), "msr".to_string()];
+            args.extend(script_args);
+            session::run(&sb, "/bin/sh", &args, None).await
+        }
+        Runnable::Shell(shell) => session::run(&sb, shell, &script_args, None).await,
+    };
     let removed = sb.remove().await;
     let status = status?;
     removed?;

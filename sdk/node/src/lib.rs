@@ -560,6 +560,12 @@ impl NativeExecStream {
     }
 }
 
+/// The Node.js interpreter driver of `microsandbox::repl` (`NodeSandbox.run`).
+#[napi]
+pub fn node_repl_driver() -> &'static str {
+    microsandbox::repl::NODE_DRIVER
+}
+
 /// Every sandbox of the local agent (or of the cluster's namespace).
 #[napi]
 pub async fn list_sandboxes(cluster: Option<ClusterOptions>) -> napi::Result<serde_json::Value> {

@@ -9,7 +9,7 @@ async def main() -> None:
     async with PythonSandbox.create(name="repl-example") as sb:
         await sb.run("import math\nradius = 2")
         execution = await sb.run("print(f'area: {math.pi * radius ** 2:.2f}')")
-        print(await execution.output(), end="")
+        print(await execution.output())  # trailing newline stripped, as upstream
 
         execution = await sb.run("1 / 0")
         if execution.has_error():

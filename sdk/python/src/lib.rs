@@ -45,6 +45,10 @@ mod native {
             .map(|c| c.as_str())
             .collect();
         m.add("ERROR_CODES", codes)?;
+        // The interpreters' drivers of `PythonSandbox` / `NodeSandbox` (shared with the MCP
+        // server's sandbox_run_code).
+        m.add("PYTHON_REPL_DRIVER", ::microsandbox::repl::PYTHON_DRIVER)?;
+        m.add("NODE_REPL_DRIVER", ::microsandbox::repl::NODE_DRIVER)?;
         // Let completions still handing results to Python finish before the interpreter is
         // torn down (see `aio`).
         let drain = pyo3::wrap_pyfunction!(crate::aio::drain, m)?;

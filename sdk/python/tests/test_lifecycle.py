@@ -203,6 +203,9 @@ async def test_detach_keeps_a_detached_sandbox(name: str) -> None:
     async with await Sandbox.create_detached(name, image="busybox") as sb:
         sb.detach()  # ... unless detached from the handle.
     assert (await Sandbox.get(name)).info.running
+    async with await Sandbox.get(name) as sb:
+        await sb.detach()  # awaited, as the upstream SDK's detach is
+    assert (await Sandbox.get(name)).info.running
     await Sandbox.remove(name)
 
 
@@ -223,6 +226,8 @@ async def test_attached_dies_with_its_creator(name: str) -> None:
 async def test_attached_cannot_be_detached(busybox: Sandbox) -> None:
     with pytest.raises(UnsupportedFeatureError, match="create_detached"):
         busybox.detach()
+    with pytest.raises(UnsupportedFeatureError, match="create_detached"):
+        await busybox.detach()
 
 
 async def test_twenty_concurrent_sandboxes() -> None:
@@ -383,7 +388,8 @@ async def test_metrics(busybox: Sandbox) -> None:
     assert m.memory_limit_bytes == 128 * 1024 * 1024
     assert m.cpu_seconds == m.cpu_usage_us / 1e6
     every = await all_sandbox_metrics()
-    assert busybox.name in {x.name for x in every}
+    assert every[busybox.name].name == busybox.name
+    assert all(name == m.name for name, m in every.items())
 
 
 async def test_pull_image() -> None:

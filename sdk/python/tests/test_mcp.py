@@ -24,6 +24,7 @@ from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.types import TextContent
 
 from microsandbox import Sandbox, _native
 
@@ -70,6 +71,15 @@ async def test_tools_over_stdio(name: str) -> None:
         # Typed schemas: the start tool takes a required sandbox name.
         schema = tools["sandbox_start"].input_schema
         assert "sandbox" in schema["properties"] and "sandbox" in schema.get("required", [])
+        # Upstream's prompts, with its argument names.
+        prompts = {p.name: p for p in (await s.list_prompts()).prompts}
+        assert {"create_python_sandbox", "create_node_sandbox"} <= set(prompts)
+        args = {a.name: a for a in prompts["create_python_sandbox"].arguments or []}
+        assert args["sandbox_name"].required and not args["namespace"].required
+        got = await s.get_prompt("create_python_sandbox", {"sandbox_name": "data"})
+        said = got.messages[0].content
+        assert isinstance(said, TextContent)
+        assert '"data"' in said.text and "sandbox_start" in said.text
 
         started = await s.call_tool("sandbox_start", {"sandbox": name, "image": "python",
                                                       "memory": 256})
@@ -77,10 +87,33 @@ async def test_tools_over_stdio(name: str) -> None:
         ran = await s.call_tool("sandbox_run_code", {"sandbox": name, "code": "print(6*7)"})
         assert not ran.is_error and ran.structured_content is not None
         assert ran.structured_content["stdout"] == "42\n"
+        # The interpreter lives on between calls (upstream's REPL): what one call defines, the
+        # next finds; a trailing expression is echoed.
+        await s.call_tool("sandbox_run_code", {"sandbox": name, "code": "who = 'Python'"})
+        hello = await s.call_tool("sandbox_run_code",
+                                  {"sandbox": name, "code": "print(f'Hello {who}!')\n6*7"})
+        assert hello.structured_content is not None, text(hello)
+        assert hello.structured_content["stdout"] == "Hello Python!\n42\n"
+        # Code that raises is a result (as upstream's server answers), its `success` false.
         failed = await s.call_tool("sandbox_run_code",
                                    {"sandbox": name, "code": "import sys; sys.exit(3)"})
-        assert failed.is_error and failed.structured_content is not None
-        assert failed.structured_content["exit_code"] == 3
+        assert not failed.is_error and failed.structured_content is not None
+        assert failed.structured_content["success"] is False
+        assert failed.structured_content["status"] == "error"
+        assert "SystemExit: 3" in failed.structured_content["stderr"]
+        # A command that exits non-zero, likewise.
+        three = await s.call_tool("sandbox_run_code", {"sandbox": name, "language": "shell",
+                                                       "code": "echo out; exit 3"})
+        assert not three.is_error and three.structured_content is not None
+        assert three.structured_content["exit_code"] == 3
+        assert three.structured_content["success"] is False
+        # Past its timeout a run is interrupted; the interpreter keeps its state.
+        slow = await s.call_tool("sandbox_run_code", {"sandbox": name, "timeout_secs": 0.5,
+                                                      "code": "import time; time.sleep(30)"})
+        assert slow.is_error and "timed out" in text(slow)
+        kept = await s.call_tool("sandbox_run_code", {"sandbox": name, "code": "who"})
+        assert kept.structured_content is not None
+        assert kept.structured_content["stdout"] == "'Python'\n"
         cmd = await s.call_tool("sandbox_run_command",
                                 {"sandbox": name, "command": "sh", "args": ["-c", "echo $0", "x"]})
         assert not cmd.is_error and cmd.structured_content["stdout"] == "x\n"
@@ -92,6 +125,11 @@ async def test_tools_over_stdio(name: str) -> None:
         metrics = await s.call_tool("sandbox_get_metrics", {"sandbox": name})
         assert metrics.structured_content is not None
         assert metrics.structured_content["memory_bytes"] > 0
+        # The upstream server's keys, one sandbox's also at the top level.
+        [entry] = metrics.structured_content["sandboxes"]
+        assert entry["name"] == name and entry["running"] is True
+        assert entry["memory_usage"] >= 0 and entry["disk_usage"] >= 0
+        assert 0 <= entry["cpu_usage"] <= 100 * 64
         listed = await s.call_tool("sandbox_list", {})
         assert [x["name"] for x in json.loads(text(listed))["sandboxes"]] == [name]
         # Errors come back as tool errors; the server keeps serving.
@@ -111,6 +149,13 @@ async def test_tools_over_stdio(name: str) -> None:
         stopped = await s.call_tool("sandbox_stop", {"sandbox": name})
         assert not stopped.is_error and stopped.structured_content["state"] == "stopped"
         assert (await Sandbox.get(name)).info.state == "stopped"
+        # A stopped sandbox has figures too: not running (upstream: "regardless of whether
+        # it's running").
+        after = await s.call_tool("sandbox_get_metrics", {})
+        assert not after.is_error, text(after)
+        assert after.structured_content["sandboxes"] == [
+            {"name": name, "running": False, "cpu_usage": None, "memory_usage": None,
+             "disk_usage": None}]
     # The session ended: its sandboxes are gone.
     assert name not in {i.name for i in await Sandbox.list()}
 

@@ -88,6 +88,13 @@ async def test_async_iteration_and_wait(busybox: Sandbox) -> None:
     assert out.stdout() == "b\n" and out.exit_code == 0
     assert isinstance(first[0], StartedEvent)
 
+    # The upstream SDK's names: recv() an event at a time (None at the end), collect() the rest.
+    handle = await busybox.exec_stream(cmd="sh", args=["-c", "echo a; echo b >&2; exit 4"])
+    assert isinstance(await handle.recv(), StartedEvent)
+    rest = await handle.collect()
+    assert (rest.exit_code, rest.stdout_text, rest.stderr_text) == (4, "a\n", "b\n")
+    assert await handle.recv() is None
+
 
 async def test_stdin_pipe(busybox: Sandbox) -> None:
     handle = await busybox.exec_stream("sh", ["-c", "while read l; do echo got:$l; done; echo eof"],

@@ -137,6 +137,18 @@ def test_values_are_frozen_and_matchable() -> None:
             assert (code, signal, timed_out) == (1, None, True)
 
 
+def test_upstream_names_and_bases() -> None:
+    """The upstream SDK's error names, and RuntimeError where it raised one."""
+    assert microsandbox.PathNotFoundError is microsandbox.FilesystemPathNotFoundError
+    assert microsandbox.ImagePullFailedError is microsandbox.ImagePullError
+    assert microsandbox.UnsupportedError is microsandbox.UnsupportedFeatureError
+    assert issubclass(microsandbox.SandboxNotRunningError, RuntimeError)
+    assert issubclass(microsandbox.ExecTimeoutError, RuntimeError)
+    assert issubclass(microsandbox.ExecTimeoutError, TimeoutError)
+    out = ExecOutput(0, b"hi\n", b"oops\n")
+    assert (out.stdout_text, out.stderr_text) == ("hi\n", "oops\n")
+
+
 def test_package_exports_every_error() -> None:
     import microsandbox.errors as errors
 

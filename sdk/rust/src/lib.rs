@@ -38,6 +38,7 @@ mod exec;
 mod fs;
 mod image;
 mod pool;
+pub mod repl;
 mod sandbox;
 mod snapshot;
 mod volume;
@@ -55,6 +56,7 @@ pub use microsandbox_client::api::{
 };
 pub use microsandbox_client::{Endpoint, ErrorCode, ExecInput};
 pub use pool::Pool;
+pub use repl::{Language, Repl, RunOutput, RunStatus};
 pub use sandbox::{Sandbox, SandboxBuilder};
 pub use snapshot::Snapshot;
 pub use volume::Volume;

@@ -337,6 +337,11 @@ impl Sandbox {
         Ok(&self.info)
     }
 
+    /// Its agent and its name there, for what runs commands in it later (a [`crate::Repl`]).
+    pub(crate) fn exec_target(&self) -> (AgentClient, String) {
+        (self.client.clone(), self.info.name.clone())
+    }
+
     /// A command to run: `sb.command("ls").arg("/").run().await`.
     pub fn command(&self, program: &str) -> Command {
         Command::new(self.client.clone(), self.info.name.clone(), program)

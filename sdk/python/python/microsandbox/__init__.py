@@ -29,6 +29,9 @@ from .errors import (
     AgentUnreachableError,
     ClusterConfigError,
     ClusterError,
+    ImagePullFailedError,
+    PathNotFoundError,
+    UnsupportedError,
     CommandFailedError,
     CommandNotFoundError,
     ExecFailedError,
@@ -68,7 +71,7 @@ from .errors import (
     NoSpaceError,
     VolumeNotFoundError,
 )
-from .legacy import CommandExecution, Execution, NodeSandbox, PythonSandbox
+from .legacy import BaseSandbox, Command, CommandExecution, Execution, NodeSandbox, PythonSandbox
 from .models import (
     AgentInfo,
     ExecEvent,
@@ -130,6 +133,8 @@ __all__ = [
     # earlier API
     "PythonSandbox",
     "NodeSandbox",
+    "BaseSandbox",
+    "Command",
     "Execution",
     "CommandExecution",
     # cluster mode
@@ -180,6 +185,9 @@ __all__ = [
     "SchedulingError",
     "SandboxStartTimeoutError",
     "SandboxFailedError",
+    "PathNotFoundError",
+    "ImagePullFailedError",
+    "UnsupportedError",
 ]
 
 

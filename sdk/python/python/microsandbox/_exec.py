@@ -165,6 +165,14 @@ class ExecHandle:
             raise ExecTimeoutError.killed(output, None)
         return output
 
+    async def collect(self) -> ExecOutput:
+        """:meth:`wait` without a time limit (the upstream SDK's name)."""
+        return await self.wait()
+
+    async def recv(self) -> ExecEvent | None:
+        """The next event, or ``None`` once the stream has ended."""
+        return await self._next()
+
     async def __aenter__(self) -> ExecHandle:
         return self
 

@@ -11,6 +11,8 @@ from typing import Any, final
 
 __all__ = [
     "ERROR_CODES",
+    "NODE_REPL_DRIVER",
+    "PYTHON_REPL_DRIVER",
     "Cluster",
     "Client",
     "ExecStream",
@@ -22,6 +24,10 @@ __all__ = [
 __version__: str
 ERROR_CODES: list[str]
 """Every error code a node-agent answers with (``microsandbox_wire::api::ErrorCode``)."""
+PYTHON_REPL_DRIVER: str
+"""The Python interpreter driver of ``microsandbox::repl`` (``PythonSandbox.run``)."""
+NODE_REPL_DRIVER: str
+"""The Node.js interpreter driver of ``microsandbox::repl`` (``NodeSandbox.run``)."""
 
 _Json = dict[str, Any]
 _Event = tuple[Any, ...]

@@ -62,6 +62,10 @@ __all__ = [
     "SchedulingError",
     "SandboxStartTimeoutError",
     "SandboxFailedError",
+    # upstream's names
+    "PathNotFoundError",
+    "ImagePullFailedError",
+    "UnsupportedError",
 ]
 
 
@@ -161,8 +165,10 @@ class SandboxAlreadyExistsError(MicrosandboxError):
     """A sandbox of that name already exists."""
 
 
-class SandboxNotRunningError(MicrosandboxError):
-    """The sandbox exists but is not running (stopped, failed or still starting)."""
+class SandboxNotRunningError(MicrosandboxError, RuntimeError):
+    """The sandbox exists but is not running (stopped, failed or still starting).
+
+    A ``RuntimeError`` too, as the earlier SDK raised for a sandbox not started."""
 
 
 class SandboxDrainingError(SandboxNotRunningError):
@@ -212,8 +218,10 @@ class CommandNotFoundError(ExecFailedError, FilesystemPathNotFoundError):
     """The command to run does not exist in the sandbox (not on ``PATH``, or no such file)."""
 
 
-class ExecTimeoutError(MicrosandboxError, TimeoutError):
+class ExecTimeoutError(MicrosandboxError, TimeoutError, RuntimeError):
     """A command ran past its ``timeout=`` and was killed, or a call gave up waiting.
+
+    A ``RuntimeError`` too, as the earlier SDK raised for a command past its timeout.
 
     Attributes:
         output: For a command killed at its timeout, what it wrote until then
@@ -451,3 +459,9 @@ def _from_native(kind: str, code: str | None, message: str) -> MicrosandboxError
     if kind in ("io", "websocket"):
         return AgentConnectionError(message)
     return MicrosandboxError(message)
+
+
+# The names the upstream SDK gives the same errors.
+PathNotFoundError = FilesystemPathNotFoundError
+ImagePullFailedError = ImagePullError
+UnsupportedError = UnsupportedFeatureError

@@ -20,6 +20,7 @@ import asyncio
 import json
 import math
 import secrets
+import time
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any, ClassVar
@@ -39,91 +40,11 @@ __all__ = [
     "SandboxMetrics",
 ]
 
-# Runs code sent as JSON lines {"id", "code"} in one persistent namespace. After each run it
-# writes "<token>:<id>:<ok|error>\n" to stdout and stderr, the end marker of that run's output.
-_PYTHON_DRIVER = r"""
-import ast, io, json, signal, sys, traceback
-_tok = sys.argv[1]
-sys.argv = [""]
-signal.signal(signal.SIGINT, signal.default_int_handler)
-_req_in = sys.stdin.buffer
-sys.stdin = io.StringIO("")
-_ns = {"__name__": "__main__", "__builtins__": __builtins__}
-def _run(code):
-    try:
-        tree = ast.parse(code, "<sandbox>", "exec")
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, "<sandbox>", "exec"), _ns)
-        if last is not None:
-            value = eval(compile(last, "<sandbox>", "eval"), _ns)
-            if value is not None:
-                print(repr(value))
-        return "ok"
-    except BaseException as e:
-        tb = e.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename != "<sandbox>":
-            tb = tb.tb_next
-        traceback.print_exception(type(e), e, tb)
-        return "error"
-while True:
-    line = _req_in.readline()
-    if not line:
-        break
-    req = json.loads(line)
-    status = _run(req["code"])
-    for s in (sys.stdout, sys.stderr):
-        try:
-            s.flush()
-        except Exception:
-            pass
-    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    end = "%s:%s:%s\n" % (_tok, req["id"], status)
-    sys.__stdout__.write(end); sys.__stdout__.flush()
-    sys.__stderr__.write(end); sys.__stderr__.flush()
-"""
-
-_NODE_DRIVER = r"""
-const vm = require('vm'), util = require('util'), readline = require('readline');
-const tok = process.argv[process.argv.length - 1];
-process.argv.pop();
-globalThis.require = require;
-const rl = readline.createInterface({ input: process.stdin, terminal: false });
-(async () => {
-  for await (const line of rl) {
-    if (!line.trim()) continue;
-    const req = JSON.parse(line);
-    let status = 'ok';
-    try {
-      const opts = { filename: '<sandbox>' };
-      if (req.timeout_ms) opts.timeout = req.timeout_ms;
-      let r;
-      try {
-        r = vm.runInThisContext(req.code, opts);
-      } catch (e) {
-        // Top-level await (as the node REPL allows): run it in an async function, as an
-        // expression when it is one, else as statements.
-        if (!(e instanceof SyntaxError) || !/await/.test(req.code)) throw e;
-        try {
-          r = vm.runInThisContext('(async () => (' + req.code + '\n))()', opts);
-        } catch (e2) {
-          if (!(e2 instanceof SyntaxError)) throw e2;
-          r = vm.runInThisContext('(async () => {' + req.code + '\n})()', opts);
-        }
-      }
-      if (r && typeof r.then === 'function') r = await r;
-      if (r !== undefined) console.log(util.inspect(r));
-    } catch (e) {
-      status = 'error';
-      console.error(e && e.stack ? e.stack : String(e));
-    }
-    const end = tok + ':' + req.id + ':' + status + '\n';
-    process.stdout.write(end);
-    process.stderr.write(end);
-  }
-})();
-"""
+# The interpreters' drivers live in the Rust SDK (microsandbox::repl), shared with the MCP
+# server: JSON lines {"id", "code"[, "timeout_ms"]} in, "<token>:<id>:<ok|error>\n" on stdout
+# and stderr after each run.
+_PYTHON_DRIVER = _native.PYTHON_REPL_DRIVER
+_NODE_DRIVER = _native.NODE_REPL_DRIVER
 
 
 class Execution:
@@ -139,12 +60,13 @@ class Execution:
         return f"<Execution {self._language} {self._status}>"
 
     async def output(self) -> str:
-        """What the code printed to stdout."""
-        return self._stdout
+        """What the code printed to stdout, trailing whitespace removed (as upstream's)."""
+        return self._stdout.rstrip()
 
     async def error(self) -> str:
-        """What the code printed to stderr (the traceback of an exception, for one)."""
-        return self._stderr
+        """What the code printed to stderr (the traceback of an exception, for one), trailing
+        whitespace removed."""
+        return self._stderr.rstrip()
 
     def has_error(self) -> bool:
         """Whether the code raised an exception (or wrote to stderr)."""
@@ -172,10 +94,13 @@ class CommandExecution:
         return f"<CommandExecution {self._command} exit={self.exit_code}>"
 
     async def output(self) -> str:
-        return self._result.stdout()
+        """Standard output, trailing whitespace removed (as upstream's); :attr:`result` has
+        the bytes as written."""
+        return self._result.stdout().rstrip()
 
     async def error(self) -> str:
-        return self._result.stderr()
+        """Standard error, trailing whitespace removed."""
+        return self._result.stderr().rstrip()
 
     @property
     def exit_code(self) -> int:
@@ -219,21 +144,49 @@ class SandboxMetrics:
 
     def __init__(self, sandbox: BaseSandbox) -> None:
         self._sb = sandbox
+        self._last: tuple[int, float] | None = None
 
-    async def all(self) -> Metrics:
+    async def all(self) -> dict[str, Any]:
+        """Every figure, by the upstream SDK's keys: ``name``, ``running``, ``cpu_usage``
+        (percent, :meth:`cpu`), ``memory_usage`` (MiB), ``disk_usage`` (bytes read and
+        written); ``metrics`` holds the full :class:`Metrics`."""
+        m = await self.sample()
+        return {
+            "name": m.name,
+            "running": await self.is_running(),
+            "cpu_usage": self._percent(m),
+            "memory_usage": round(m.memory_mib),
+            "disk_usage": m.disk_read_bytes + m.disk_write_bytes,
+            "metrics": m,
+        }
+
+    async def sample(self) -> Metrics:
+        """The sandbox's :class:`Metrics` as the node agent reports them."""
         return await self._sb._require().metrics()
 
     async def cpu(self) -> float:
-        """CPU time used so far, in seconds."""
-        return (await self.all()).cpu_seconds
+        """CPU use in percent of one core: over the time since the previous reading of this
+        accessor, or over 100 ms for the first."""
+        if self._last is None:
+            self._percent(await self.sample())
+            await asyncio.sleep(0.1)
+        return self._percent(await self.sample())
+
+    def _percent(self, m: Metrics) -> float:
+        now = time.monotonic()
+        last, self._last = self._last, (m.cpu_usage_us, now)
+        if last is None or now <= last[1]:
+            return 0.0
+        used_us = max(0, m.cpu_usage_us - last[0])
+        return round(100.0 * used_us / ((now - last[1]) * 1e6), 2)
 
     async def memory(self) -> float:
         """Memory in use, in MiB."""
-        return (await self.all()).memory_mib
+        return (await self.sample()).memory_mib
 
     async def disk(self) -> int:
         """Bytes read from and written to disk so far."""
-        m = await self.all()
+        m = await self.sample()
         return m.disk_read_bytes + m.disk_write_bytes
 
     async def is_running(self) -> bool:

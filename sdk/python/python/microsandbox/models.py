@@ -113,6 +113,16 @@ class ExecOutput:
         """Standard output as text."""
         return self.stdout_bytes.decode(encoding, errors="replace")
 
+    @property
+    def stdout_text(self) -> str:
+        """Standard output as UTF-8 text (as :meth:`stdout`)."""
+        return self.stdout()
+
+    @property
+    def stderr_text(self) -> str:
+        """Standard error as UTF-8 text (as :meth:`stderr`)."""
+        return self.stderr()
+
     def stderr(self, encoding: str = "utf-8") -> str:
         """Standard error as text."""
         return self.stderr_bytes.decode(encoding, errors="replace")
@@ -285,6 +295,11 @@ class FileStat:
     @property
     def is_symlink(self) -> bool:
         return self.kind == "symlink"
+
+    @property
+    def modified(self) -> float:
+        """:attr:`mtime` under the upstream SDK's name."""
+        return float(self.mtime)
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> FileStat:

@@ -10,7 +10,7 @@ import asyncio
 import builtins
 import dataclasses
 import secrets as _secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -462,11 +462,13 @@ class Sandbox:
         else:
             await _remove_quietly(self._client, self._target)
 
-    def detach(self) -> None:
+    def detach(self) -> _Done:
         """Lets the sandbox outlive this handle: ``async with`` no longer removes it.
 
-        Only for detached sandboxes (:meth:`create_detached`, or handles from :meth:`get`): an
-        attached sandbox is bound to its creator's lease, and the agent cannot hand it over yet.
+        Takes effect at once; the result may also be awaited (``await sb.detach()``, as in the
+        upstream SDK). Only for detached sandboxes (:meth:`create_detached`, or handles from
+        :meth:`get`): an attached sandbox is bound to its creator's lease, and the agent cannot
+        hand it over yet.
         """
         if self._lease is not None:
             raise UnsupportedFeatureError(
@@ -474,6 +476,7 @@ class Sandbox:
                 "create it with Sandbox.create_detached() to let it outlive this process"
             )
         self._detached_handle = True
+        return _Done()
 
     async def __aenter__(self) -> Sandbox:
         return self
@@ -493,7 +496,7 @@ class Sandbox:
 
     async def exec(
         self,
-        command: str,
+        cmd: str,
         args: Sequence[str] | None = None,
         *,
         cwd: str | None = None,
@@ -506,7 +509,7 @@ class Sandbox:
         """Runs a command to completion and returns its collected output.
 
         Args:
-            command: Executable (looked up in ``PATH``) or absolute path.
+            cmd: Executable (looked up in ``PATH``) or absolute path.
             args: Its arguments.
             cwd: Working directory (default: the sandbox's ``workdir``).
             env: Extra environment variables.
@@ -519,7 +522,7 @@ class Sandbox:
         For large or incremental output use :meth:`exec_stream`.
         """
         req = _exec_request(
-            command,
+            cmd,
             args,
             cwd=cwd,
             env=env,
@@ -558,7 +561,7 @@ class Sandbox:
 
     async def exec_stream(
         self,
-        command: str,
+        cmd: str,
         args: Sequence[str] | None = None,
         *,
         stdin_pipe: bool = False,
@@ -577,7 +580,7 @@ class Sandbox:
             Others: as :meth:`exec`.
         """
         req = _exec_request(
-            command,
+            cmd,
             args,
             cwd=cwd,
             env=env,
@@ -657,10 +660,21 @@ async def _release_lease(client: _native.Client, name: str, lease: _native.Lease
 _LEASE_REMOVAL_WAIT = 10.0
 
 
-async def all_sandbox_metrics() -> list[Metrics]:
-    """Resource usage of every running sandbox of the node."""
+class _Done:
+    """A call that already took effect, awaitable for callers who ``await`` it."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator
+
+    def __repr__(self) -> str:
+        return "<done>"
+
+
+async def all_sandbox_metrics() -> dict[str, Metrics]:
+    """Resource usage of every running sandbox of the node, by sandbox name."""
     client = await _agent.get_client()
-    return [Metrics._from_dict(d) for d in await client.all_metrics()]
+    return {m.name: m for m in (Metrics._from_dict(d) for d in await client.all_metrics())}
 
 
 async def pull_image(image: str, pull_policy: PullPolicy = "always") -> str:
