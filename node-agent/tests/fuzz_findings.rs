@@ -21,6 +21,15 @@ fn curl(agent: &TestAgent, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_lowercase()
 }
 
+/// POST `body` as JSON to `path` of the agent; `extra` curl arguments before it.
+fn post_json(agent: &TestAgent, path: &str, body: &str, extra: &[&str]) -> String {
+    let url = format!("http://localhost{path}");
+    let mut args = vec!["-H", "content-type: application/json"];
+    args.extend(extra);
+    args.extend(["-d", body, &url]);
+    curl(agent, &args)
+}
+
 #[tokio::test]
 async fn what_fuzzing_found_stays_fixed() {
     let agent = TestAgent::start("fuzzed");
@@ -82,32 +91,22 @@ async fn what_fuzzing_found_stays_fixed() {
     c.remove_volume("small").await.unwrap();
 
     // Whole numbers written as floats are integers (JSON Schema's reading): 244.0 is 244.
-    let out = curl(
+    let out = post_json(
         &agent,
-        &[
-            "-H",
-            "content-type: application/json",
-            "-d",
-            r#"{"name": "floaty", "quota_mib": 16.0}"#,
-            "http://localhost/v1/volumes",
-        ],
+        "/v1/volumes",
+        r#"{"name": "floaty", "quota_mib": 16.0}"#,
+        &[],
     );
     assert!(out.starts_with("http/1.1 201"), "{out}");
     c.remove_volume("floaty").await.unwrap();
 
     // Chunked bodies (no Content-Length) are read like any other (warp's limit refused them and
     // the refusal came out as 405 "method not allowed"); an oversized one is a 400.
-    let out = curl(
+    let out = post_json(
         &agent,
-        &[
-            "-H",
-            "content-type: application/json",
-            "-H",
-            "transfer-encoding: chunked",
-            "-d",
-            r#"{"name": "chunky", "quota_mib": 16}"#,
-            "http://localhost/v1/volumes",
-        ],
+        "/v1/volumes",
+        r#"{"name": "chunky", "quota_mib": 16}"#,
+        &["-H", "transfer-encoding: chunked"],
     );
     assert!(out.starts_with("http/1.1 201"), "{out}");
     c.remove_volume("chunky").await.unwrap();
@@ -134,15 +133,11 @@ async fn what_fuzzing_found_stays_fixed() {
     }
     // Near 2^52 whole floats need a correctly rounded parse to stay whole (4431048554903090.0
     // was read as ...89.5 and refused as a fraction): now the quota is read whole, and too large.
-    let out = curl(
+    let out = post_json(
         &agent,
-        &[
-            "-H",
-            "content-type: application/json",
-            "-d",
-            r#"{"name": "roundtrip", "quota_mib": 4431048554903090.0}"#,
-            "http://localhost/v1/volumes",
-        ],
+        "/v1/volumes",
+        r#"{"name": "roundtrip", "quota_mib": 4431048554903090.0}"#,
+        &[],
     );
     assert!(out.contains("got 4431048554903090\""), "{out}");
 
