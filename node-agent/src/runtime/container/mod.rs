@@ -463,6 +463,15 @@ impl Runtime for ContainerRuntime {
                 }
                 clean = false;
             }
+            // A process killed just now may still be exiting: in no `cgroup.procs`, yet its
+            // cgroup is busy until it is gone and reaped (seen when crun was killed mid-start).
+            for _ in 0..100 {
+                if cg.try_remove() {
+                    break;
+                }
+                reap_sandbox_zombies();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             cg.remove();
         }
         crate::cleanup::remove_file(&launched.guest_socket);

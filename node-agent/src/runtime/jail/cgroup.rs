@@ -249,33 +249,46 @@ impl CgroupPaths {
         }
     }
 
-    /// Remove the cgroup directories (they must be empty of processes).
-    pub fn remove(&self) {
+    /// The cgroup directories (every controller's, for cgroup v1).
+    fn dirs(&self) -> Vec<PathBuf> {
         match self.mode {
-            CgroupMode::Unified => {
-                crate::cleanup::remove_dir(&self.root.join(&self.rel));
-            }
-            CgroupMode::Legacy => {
-                if let Ok(entries) = std::fs::read_dir(&self.root) {
-                    for e in entries.flatten() {
-                        crate::cleanup::remove_dir(&e.path().join(&self.rel));
-                    }
+            CgroupMode::Unified => vec![self.root.join(&self.rel)],
+            CgroupMode::Legacy => std::fs::read_dir(&self.root)
+                .map(|rd| rd.flatten().map(|e| e.path().join(&self.rel)).collect())
+                .unwrap_or_default(),
+            CgroupMode::None => vec![],
+        }
+    }
+
+    /// Remove the cgroup directories (they must be empty of processes): whether none is left.
+    /// `EBUSY` is an answer, not a failure: a killed process that is still exiting is in no
+    /// `cgroup.procs` yet keeps its cgroup busy until it is gone.
+    pub fn try_remove(&self) -> bool {
+        let mut gone = true;
+        for dir in self.dirs() {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => gone = false,
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "cannot remove");
                 }
             }
-            CgroupMode::None => {}
+        }
+        gone
+    }
+
+    /// Remove the cgroup directories, warning about any still busy.
+    pub fn remove(&self) {
+        for dir in self.dirs() {
+            crate::cleanup::remove_dir(&dir);
         }
     }
 
     /// Processes still in this sandbox's cgroups (every controller's directory).
     pub fn procs(&self) -> Vec<i32> {
-        let dirs: Vec<PathBuf> = match self.mode {
-            CgroupMode::Unified => vec![self.root.join(&self.rel)],
-            CgroupMode::Legacy => std::fs::read_dir(&self.root)
-                .map(|rd| rd.flatten().map(|e| e.path().join(&self.rel)).collect())
-                .unwrap_or_default(),
-            CgroupMode::None => Vec::new(),
-        };
-        let mut pids: Vec<i32> = dirs
+        let mut pids: Vec<i32> = self
+            .dirs()
             .iter()
             .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
             .flat_map(|t| {
