@@ -268,7 +268,10 @@ async def test_tools_over_http_upstream_shape(token_agent: tuple[AgentProcess, s
             assert not again.is_error, text(again)
             gone = await s.call_tool("sandbox_run_command", {
                 "sandbox": name, "command": "cat", "args": ["/usr/bin/python3"]})
-            assert gone.is_error  # a fresh busybox sandbox, nothing of the python one
+            # A fresh busybox sandbox, nothing of the python one: cat fails (a result, not a
+            # tool error).
+            assert not gone.is_error and gone.structured_content is not None
+            assert gone.structured_content["success"] is False, text(gone)
             removed = await s.call_tool("sandbox_remove", {"sandbox": name})
             assert not removed.is_error, text(removed)
     c = _native.Client.from_state_dir(agent.state)
